@@ -1,0 +1,75 @@
+//! The filter's runtime settings and the set of inspected ports, as they are
+//! laid out in the `CONFIG` and `PORTS` maps.
+
+/// What the filter does with a disallowed preflight.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Drop it.
+    Enforce = 0,
+    /// Count it as denied and let it pass.
+    Monitor = 1,
+}
+
+/// What the filter does with a request whose head does not fit in the scan
+/// window of the first segment.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnIncomplete {
+    Pass = 0,
+    Drop = 1,
+}
+
+/// The single value of the `CONFIG` array map.
+///
+/// Plain integers rather than the enums above, because the kernel side reads
+/// whatever userspace wrote and must not trust it to be a valid discriminant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    pub mode: u32,
+    pub on_incomplete: u32,
+}
+
+impl FilterConfig {
+    pub const fn new(mode: Mode, on_incomplete: OnIncomplete) -> Self {
+        Self {
+            mode: mode as u32,
+            on_incomplete: on_incomplete as u32,
+        }
+    }
+
+    /// Anything but an explicit monitor value enforces: a corrupt value
+    /// fails closed.
+    #[inline(always)]
+    pub fn enforcing(&self) -> bool {
+        self.mode != Mode::Monitor as u32
+    }
+
+    #[inline(always)]
+    pub fn drop_incomplete(&self) -> bool {
+        self.on_incomplete == OnIncomplete::Drop as u32
+    }
+}
+
+/// Destination ports are kept as a bitmap in an array map of `u64` words:
+/// one array lookup and a bit test per packet, whatever the number of ports.
+pub struct PortBitmap;
+
+impl PortBitmap {
+    /// Number of `u64` words needed for all 65536 ports.
+    pub const WORDS: u32 = 65536 / 64;
+
+    /// The array index and bit mask of `port`.
+    #[inline(always)]
+    pub const fn slot(port: u16) -> (u32, u64) {
+        ((port as u32) >> 6, 1u64 << (port & 63))
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `FilterConfig` is `repr(C)`, made of two `u32`s, has no padding
+    // and every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::FilterConfig {}
+}

@@ -1,0 +1,485 @@
+//! Finds, in the first bytes of a TCP payload, what cors-filter needs from an
+//! HTTP/1.x request head: the method, and where the `Origin` and
+//! `Access-Control-Request-Method` header lines are.
+//!
+//! Bounds (what the verifier needs, and what a preflight needs):
+//! - at most [`SCAN_BYTES`] bytes of payload are read: the request line, the
+//!   header lines and the blank line that ends them must fit in them;
+//! - at most [`MAX_HEADER_LINES`] header lines are read.
+//!
+//! A request head that does not end within both bounds is
+//! [`RequestHead::Incomplete`]. Browsers' preflights carry no cookies and are
+//! typically 300 to 700 bytes long.
+
+use crate::slot::Slot;
+
+/// Bytes of TCP payload inspected at most.
+pub const SCAN_BYTES: usize = 1024;
+/// Size of the buffer the payload is copied into: a power of two, larger than
+/// [`SCAN_BYTES`], so that an index masked with [`SCAN_MASK`] is in bounds
+/// and every fixed-width window that starts inside the scan stays inside.
+pub const SCAN_BUF_LEN: usize = 2048;
+pub const SCAN_MASK: usize = SCAN_BUF_LEN - 1;
+/// Header lines (after the request line) inspected at most.
+pub const MAX_HEADER_LINES: u32 = 64;
+/// Longest method token recognised in a request line.
+pub const MAX_METHOD_LEN: usize = 20;
+
+const OPTIONS_SP: &[u8; 8] = b"OPTIONS ";
+const ORIGIN_NAME: &[u8; 7] = b"origin:";
+const ACRM_NAME: &[u8; 30] = b"access-control-request-method:";
+const HTTP1_VERSION: &[u8; 8] = b" HTTP/1.";
+
+/// What the first bytes of a payload are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestStart {
+    /// Not the start of an HTTP request.
+    NotHttp,
+    /// `OPTIONS` followed by a space: a possible preflight.
+    Options,
+    /// Another method.
+    OtherMethod,
+    /// Shorter than `"OPTIONS "` and a prefix of it: the method itself was
+    /// split across segments.
+    SplitOptions,
+}
+
+/// What the head of an `OPTIONS` request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestHead {
+    /// The request line is not an HTTP/1.x request line.
+    NotHttp,
+    /// The blank line ending the head was not found within the bounds.
+    Incomplete,
+    /// `Origin` or `Access-Control-Request-Method` is missing.
+    NotPreflight,
+    /// A preflight with two `Origin` header lines or a folded header line.
+    Malformed,
+    /// A preflight; its single `Origin` value starts at this payload offset
+    /// (just after the colon, before any optional whitespace).
+    Preflight { origin_value_at: usize },
+}
+
+/// State of [`scan_head`], kept in memory (see [`Slot`]).
+#[repr(C)]
+pub struct HeadScan {
+    /// Offsets just after each `\n` found, in order (a line start each).
+    line_starts: [u16; SCAN_BYTES],
+    line_count: Slot<u32>,
+    len: Slot<u32>,
+    origins: Slot<u32>,
+    request_methods: Slot<u32>,
+    origin_value_at: Slot<u32>,
+    folded: Slot<u32>,
+}
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        Self {
+            line_starts: [0; SCAN_BYTES],
+            line_count: Slot::new(0),
+            len: Slot::new(0),
+            origins: Slot::new(0),
+            request_methods: Slot::new(0),
+            origin_value_at: Slot::new(0),
+            folded: Slot::new(0),
+        }
+    }
+}
+
+#[inline(always)]
+fn at(buf: &[u8; SCAN_BUF_LEN], index: usize) -> u8 {
+    buf[index & SCAN_MASK]
+}
+
+/// Whether the first `len` bytes of `buf` start an HTTP request, and with
+/// which kind of method.
+#[inline(always)]
+pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize) -> RequestStart {
+    if len == 0 {
+        return RequestStart::NotHttp;
+    }
+    if len < OPTIONS_SP.len() {
+        let mut k = 0;
+        while k < OPTIONS_SP.len() {
+            if k >= len {
+                return RequestStart::SplitOptions;
+            }
+            if buf[k] != OPTIONS_SP[k] {
+                break;
+            }
+            k += 1;
+        }
+    } else if starts_with(buf, 0, OPTIONS_SP) {
+        return RequestStart::Options;
+    }
+    // RFC 9110 method = token; browsers only send upper-case ASCII methods.
+    let mut k = 0;
+    while k < MAX_METHOD_LEN + 1 {
+        if k >= len {
+            return RequestStart::NotHttp;
+        }
+        let b = buf[k];
+        if b == b' ' {
+            return if k > 0 {
+                RequestStart::OtherMethod
+            } else {
+                RequestStart::NotHttp
+            };
+        }
+        if !is_tchar(b) {
+            return RequestStart::NotHttp;
+        }
+        k += 1;
+    }
+    RequestStart::NotHttp
+}
+
+/// RFC 9110 `tchar`.
+#[inline(always)]
+pub const fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+#[inline(always)]
+fn starts_with<const N: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &[u8; N]) -> bool {
+    let mut k = 0;
+    while k < N {
+        if at(buf, from + k) != pattern[k] {
+            return false;
+        }
+        k += 1;
+    }
+    true
+}
+
+/// Case-insensitive match of a header name pattern written in lower case
+/// (letters, `-` and `:`) at `from`. ORing 0x20 folds exactly the two cases
+/// of a letter onto the lower-case one; other bytes are compared as they are.
+///
+/// The differences are ORed together rather than tested one by one: one
+/// branch instead of one per byte keeps the verifier's search shallow.
+#[inline(always)]
+fn name_at<const N: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &[u8; N]) -> bool {
+    let mut diff = 0u8;
+    let mut k = 0;
+    while k < N {
+        let p = pattern[k];
+        let b = at(buf, from + k);
+        let folded = if p.is_ascii_lowercase() { b | 0x20 } else { b };
+        diff |= folded ^ p;
+        k += 1;
+    }
+    diff == 0
+}
+
+/// Whether the line ending with the `\n` at `lf` ends in ` HTTP/1.<digit>`,
+/// with or without a `\r`.
+#[inline(always)]
+fn request_line_is_http1(buf: &[u8; SCAN_BUF_LEN], lf: usize) -> bool {
+    let end = if lf > 0 && at(buf, lf - 1) == b'\r' {
+        lf - 1
+    } else {
+        lf
+    };
+    // "OPTIONS " + at least one target byte + " HTTP/1.x"
+    if end < OPTIONS_SP.len() + 1 + HTTP1_VERSION.len() + 1 {
+        return false;
+    }
+    let version = end - HTTP1_VERSION.len() - 1;
+    starts_with(buf, version, HTTP1_VERSION) && at(buf, end - 1).is_ascii_digit()
+}
+
+/// Scans the head of an `OPTIONS` request held in the first `len` bytes of
+/// `buf` (`classify_start` returned [`RequestStart::Options`]).
+///
+/// Header lines end with `\n`, optionally preceded by `\r`, as RFC 9112
+/// allows recipients to accept. Header names are matched case-insensitively
+/// and must be followed directly by the colon (RFC 9112 forbids whitespace
+/// before it).
+///
+/// Two passes, so that the verifier sees one small loop per bound: the
+/// first notes where lines start (all of [`SCAN_BYTES`]), the second
+/// inspects at most [`MAX_HEADER_LINES`] of them and the blank line.
+#[inline(always)]
+pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> RequestHead {
+    state
+        .len
+        .set(if len > SCAN_BYTES { SCAN_BYTES } else { len } as u32);
+    state.line_count.set(0);
+    let mut p = OPTIONS_SP.len();
+    while p < SCAN_BYTES {
+        if p >= state.len.get() as usize {
+            break;
+        }
+        // Written unconditionally, kept only when the count moves on.
+        let count = state.line_count.get() as usize;
+        state.line_starts[count & (SCAN_BYTES - 1)] = (p + 1) as u16;
+        state
+            .line_count
+            .set(count as u32 + (at(buf, p) == b'\n') as u32);
+        p += 1;
+    }
+
+    let len = state.len.get() as usize;
+    if state.line_count.get() == 0 {
+        return RequestHead::Incomplete;
+    }
+    if !request_line_is_http1(buf, state.line_starts[0] as usize - 1) {
+        return RequestHead::NotHttp;
+    }
+    state.origins.set(0);
+    state.request_methods.set(0);
+    state.folded.set(0);
+    let mut complete = false;
+    // Header lines 0..MAX_HEADER_LINES, then the blank line.
+    let mut line = 0;
+    while line < MAX_HEADER_LINES as usize + 1 {
+        if line >= state.line_count.get() as usize {
+            break;
+        }
+        let start = state.line_starts[line] as usize;
+        if start >= len {
+            break;
+        }
+        let first = at(buf, start);
+        if first == b'\n' || (first == b'\r' && start + 1 < len && at(buf, start + 1) == b'\n') {
+            complete = true;
+            break;
+        }
+        if line == MAX_HEADER_LINES as usize {
+            break;
+        }
+        let folded_first = first | 0x20;
+        if first == b' ' || first == b'\t' {
+            state.folded.set(1);
+        } else if folded_first == b'o'
+            && start + ORIGIN_NAME.len() <= len
+            && name_at(buf, start, ORIGIN_NAME)
+        {
+            state.origins.set(state.origins.get() + 1);
+            state
+                .origin_value_at
+                .set((start + ORIGIN_NAME.len()) as u32);
+        } else if folded_first == b'a'
+            && start + ACRM_NAME.len() <= len
+            && name_at(buf, start, ACRM_NAME)
+        {
+            state.request_methods.set(state.request_methods.get() + 1);
+        }
+        line += 1;
+    }
+    if !complete {
+        return RequestHead::Incomplete;
+    }
+    if state.origins.get() == 0 || state.request_methods.get() == 0 {
+        return RequestHead::NotPreflight;
+    }
+    if state.origins.get() > 1 || state.folded.get() != 0 {
+        return RequestHead::Malformed;
+    }
+    RequestHead::Preflight {
+        origin_value_at: state.origin_value_at.get() as usize,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::SCAN_BUF_LEN;
+
+    /// `bytes` at the start of a zeroed scan buffer.
+    pub fn buf_of(bytes: &[u8]) -> [u8; SCAN_BUF_LEN] {
+        let mut buf = [0u8; SCAN_BUF_LEN];
+        let n = bytes.len().min(SCAN_BUF_LEN);
+        buf[..n].copy_from_slice(&bytes[..n]);
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::buf_of;
+    use super::*;
+    use std::vec::Vec;
+
+    fn head(bytes: &[u8]) -> RequestHead {
+        let buf = buf_of(bytes);
+        assert_eq!(classify_start(&buf, bytes.len()), RequestStart::Options);
+        scan_head(&buf, bytes.len(), &mut std::boxed::Box::default())
+    }
+
+    const PREFLIGHT: &[u8] = b"OPTIONS /api HTTP/1.1\r\nHost: api.example.com\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: PUT\r\n\r\n";
+
+    #[test]
+    fn classifies_methods() {
+        let c = |b: &[u8]| classify_start(&buf_of(b), b.len());
+        assert_eq!(c(b"OPTIONS / HTTP/1.1\r\n"), RequestStart::Options);
+        assert_eq!(c(b"GET / HTTP/1.1\r\n"), RequestStart::OtherMethod);
+        assert_eq!(c(b"OPT"), RequestStart::SplitOptions);
+        assert_eq!(c(b"OPTIONS"), RequestStart::SplitOptions);
+        assert_eq!(c(b"options / HTTP/1.1\r\n"), RequestStart::OtherMethod);
+        assert_eq!(c(b"\x16\x03\x01\x02\x00"), RequestStart::NotHttp);
+        assert_eq!(c(b" GET"), RequestStart::NotHttp);
+        assert_eq!(c(b""), RequestStart::NotHttp);
+        assert_eq!(
+            c(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ / HTTP/1.1"),
+            RequestStart::NotHttp
+        );
+    }
+
+    #[test]
+    fn finds_preflight_origin() {
+        let RequestHead::Preflight { origin_value_at } = head(PREFLIGHT) else {
+            panic!("not a preflight");
+        };
+        assert_eq!(
+            &PREFLIGHT[origin_value_at..origin_value_at + 9],
+            b" https://"
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive() {
+        let req = b"OPTIONS / HTTP/1.1\r\noRiGiN:https://a.example\r\naccess-control-REQUEST-method:GET\r\n\r\n";
+        assert!(matches!(head(req), RequestHead::Preflight { .. }));
+    }
+
+    #[test]
+    fn bare_lf_line_endings() {
+        let req = b"OPTIONS / HTTP/1.1\nOrigin: https://a.example\nAccess-Control-Request-Method: GET\n\n";
+        assert!(matches!(head(req), RequestHead::Preflight { .. }));
+    }
+
+    #[test]
+    fn not_preflight_without_either_header() {
+        assert_eq!(
+            head(b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\n\r\n"),
+            RequestHead::NotPreflight
+        );
+        assert_eq!(
+            head(b"OPTIONS * HTTP/1.1\r\nAccess-Control-Request-Method: GET\r\n\r\n"),
+            RequestHead::NotPreflight
+        );
+    }
+
+    #[test]
+    fn similar_names_do_not_match() {
+        let req = b"OPTIONS / HTTP/1.1\r\nX-Origin: https://a\r\nOrigins: x\r\nOrigin : x\r\nAccess-Control-Request-Methods: GET\r\n\r\n";
+        assert_eq!(head(req), RequestHead::NotPreflight);
+    }
+
+    #[test]
+    fn name_matching_is_exact_not_bit_fuzzy() {
+        // 'O' | 0x20 == 'o', but '\x0f' | 0x20 == '/': make sure a non-letter
+        // byte never folds onto a letter of the pattern.
+        let req = b"OPTIONS / HTTP/1.1\r\n\x0frigin: https://a\r\nAccess-Control-Request-Method: GET\r\n\r\n";
+        assert_eq!(head(req), RequestHead::NotPreflight);
+    }
+
+    #[test]
+    fn two_origins_are_malformed() {
+        let req = b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\norigin: https://b.example\r\n\r\n";
+        assert_eq!(head(req), RequestHead::Malformed);
+    }
+
+    #[test]
+    fn folded_line_in_preflight_is_malformed() {
+        let req = b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\n .evil\r\nAccess-Control-Request-Method: GET\r\n\r\n";
+        assert_eq!(head(req), RequestHead::Malformed);
+    }
+
+    #[test]
+    fn missing_blank_line_is_incomplete() {
+        assert_eq!(
+            head(b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\n"),
+            RequestHead::Incomplete
+        );
+        assert_eq!(
+            head(b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\n\r"),
+            RequestHead::Incomplete
+        );
+    }
+
+    #[test]
+    fn head_longer_than_scan_window_is_incomplete() {
+        let mut req: Vec<u8> = b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\nX-Pad: ".to_vec();
+        req.resize(SCAN_BYTES + 10, b'a');
+        req.extend_from_slice(b"\r\n\r\n");
+        let buf = buf_of(&req);
+        assert_eq!(
+            scan_head(&buf, req.len(), &mut std::boxed::Box::<HeadScan>::default()),
+            RequestHead::Incomplete
+        );
+    }
+
+    #[test]
+    fn too_many_header_lines_is_incomplete() {
+        let with_headers = |n: u32| {
+            let mut req = b"OPTIONS / HTTP/1.1\r\n".to_vec();
+            for _ in 0..n - 2 {
+                req.extend_from_slice(b"A: b\r\n");
+            }
+            req.extend_from_slice(
+                b"Origin: https://a\r\nAccess-Control-Request-Method: GET\r\n\r\n",
+            );
+            req
+        };
+        assert!(matches!(
+            head(&with_headers(MAX_HEADER_LINES)),
+            RequestHead::Preflight { .. }
+        ));
+        assert_eq!(
+            head(&with_headers(MAX_HEADER_LINES + 1)),
+            RequestHead::Incomplete
+        );
+    }
+
+    #[test]
+    fn request_line_must_be_http1() {
+        assert_eq!(
+            head(b"OPTIONS / HTTP/2.0\r\nOrigin: https://a\r\n\r\n"),
+            RequestHead::NotHttp
+        );
+        assert_eq!(
+            head(b"OPTIONS /\r\nOrigin: https://a\r\n\r\n"),
+            RequestHead::NotHttp
+        );
+        assert_eq!(
+            head(b"OPTIONS / HTTP/1.0\r\nOrigin: https://a\r\nAccess-Control-Request-Method: GET\r\n\r\n"),
+            RequestHead::Preflight { origin_value_at: 27 }
+        );
+    }
+
+    #[test]
+    fn stale_bytes_past_len_are_ignored() {
+        // A previous, longer packet left a full preflight in the buffer.
+        let mut buf = buf_of(PREFLIGHT);
+        let short = b"OPTIONS / HTTP/1.1\r\nHost: x\r\n";
+        buf[..short.len()].copy_from_slice(short);
+        assert_eq!(
+            scan_head(
+                &buf,
+                short.len(),
+                &mut std::boxed::Box::<HeadScan>::default()
+            ),
+            RequestHead::Incomplete
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Types and parsing shared by the cors-filter eBPF program and its userspace.
+//!
+//! Everything here is `no_std` and allocation-free so that the kernel side and
+//! the userspace side run the *same* code: the parser is unit-tested and
+//! fuzzed in userspace and then compiled, unchanged, into the XDP program.
+//!
+//! The parsing functions work on fixed-size buffers and index them with masks
+//! so that every access is provably in bounds for the eBPF verifier; values
+//! carried out of data-dependent loops go through [`Slot`]s (see there).
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod config;
+pub mod counters;
+pub mod http;
+pub mod origin;
+pub mod slot;
+pub mod verdict;
+
+pub use config::{FilterConfig, Mode, OnIncomplete, PortBitmap};
+pub use counters::Counter;
+pub use http::{HeadScan, RequestHead, RequestStart};
+pub use origin::{OriginError, OriginKey, OriginParse};
+pub use slot::Slot;
+pub use verdict::{Outcome, Verdict};
+
+/// The per-CPU scratch space the XDP program parses in.
+///
+/// It lives in a per-CPU array map, not on the 512-byte BPF stack: the payload
+/// copy alone is larger than the stack, and values kept in map memory are not
+/// tracked by the verifier (see [`Slot`]).
+#[repr(C)]
+pub struct Scratch {
+    /// The first [`http::SCAN_BYTES`] bytes of TCP payload.
+    pub payload: [u8; http::SCAN_BUF_LEN],
+    /// Bytes of `payload` loaded from the packet, 1 to `SCAN_BYTES`.
+    pub payload_len: Slot<u32>,
+    pub head: HeadScan,
+    pub origin: OriginParse,
+}

@@ -1,0 +1,127 @@
+//! From what the parser found to what the program does and counts.
+
+use crate::{config::FilterConfig, counters::Counter};
+
+/// Why a packet ends up with its verdict. Every packet gets exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    NotIp,
+    NotTcp,
+    IpFragment,
+    Ipv6ExtHeader,
+    /// Headers claim more bytes than the packet has.
+    Truncated,
+    PortNotInspected,
+    NoPayload,
+    NotHttp,
+    /// An HTTP request that is not a CORS preflight.
+    NotPreflight,
+    /// An `OPTIONS` request whose head does not fit in the scan window.
+    Incomplete,
+    /// A preflight whose origin the allowlist holds.
+    Allowed,
+    /// A preflight whose origin the allowlist does not hold.
+    Denied,
+    /// A preflight whose `Origin` is not a valid origin, or appears twice.
+    Malformed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+impl Outcome {
+    /// Whether the packet carried the start of an HTTP request.
+    #[inline(always)]
+    pub const fn is_request(self) -> bool {
+        matches!(
+            self,
+            Outcome::NotPreflight
+                | Outcome::Incomplete
+                | Outcome::Allowed
+                | Outcome::Denied
+                | Outcome::Malformed
+        )
+    }
+
+    /// The counters this outcome bumps besides `Packets`, `Requests` and `Dropped`.
+    #[inline(always)]
+    pub const fn counters(self) -> (Counter, Option<Counter>) {
+        match self {
+            Outcome::NotIp => (Counter::PassNotIp, None),
+            Outcome::NotTcp => (Counter::PassNotTcp, None),
+            Outcome::IpFragment => (Counter::PassIpFragment, None),
+            Outcome::Ipv6ExtHeader => (Counter::PassIpv6ExtHeader, None),
+            Outcome::Truncated => (Counter::PassTruncated, None),
+            Outcome::PortNotInspected => (Counter::PassPortNotInspected, None),
+            Outcome::NoPayload => (Counter::PassNoPayload, None),
+            Outcome::NotHttp => (Counter::PassNotHttp, None),
+            Outcome::NotPreflight => (Counter::PassNotPreflight, None),
+            Outcome::Incomplete => (Counter::Incomplete, None),
+            Outcome::Allowed => (Counter::PreflightAllow, None),
+            Outcome::Denied => (Counter::PreflightDeny, None),
+            Outcome::Malformed => (Counter::PreflightDeny, Some(Counter::Malformed)),
+        }
+    }
+
+    /// The verdict under `config`. Monitor mode never drops.
+    #[inline(always)]
+    pub fn verdict(self, config: &FilterConfig) -> Verdict {
+        let drop = match self {
+            Outcome::Denied | Outcome::Malformed => true,
+            Outcome::Incomplete => config.drop_incomplete(),
+            _ => false,
+        };
+        if drop && config.enforcing() {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, OnIncomplete};
+
+    const ENFORCE: FilterConfig = FilterConfig::new(Mode::Enforce, OnIncomplete::Pass);
+    const ENFORCE_STRICT: FilterConfig = FilterConfig::new(Mode::Enforce, OnIncomplete::Drop);
+    const MONITOR_STRICT: FilterConfig = FilterConfig::new(Mode::Monitor, OnIncomplete::Drop);
+
+    #[test]
+    fn enforce_drops_denied_and_malformed_only() {
+        assert_eq!(Outcome::Denied.verdict(&ENFORCE), Verdict::Drop);
+        assert_eq!(Outcome::Malformed.verdict(&ENFORCE), Verdict::Drop);
+        assert_eq!(Outcome::Allowed.verdict(&ENFORCE), Verdict::Pass);
+        assert_eq!(Outcome::NotPreflight.verdict(&ENFORCE), Verdict::Pass);
+        assert_eq!(Outcome::Incomplete.verdict(&ENFORCE), Verdict::Pass);
+        assert_eq!(Outcome::Incomplete.verdict(&ENFORCE_STRICT), Verdict::Drop);
+    }
+
+    #[test]
+    fn monitor_never_drops() {
+        for o in [Outcome::Denied, Outcome::Malformed, Outcome::Incomplete] {
+            assert_eq!(o.verdict(&MONITOR_STRICT), Verdict::Pass, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn corrupt_mode_fails_closed() {
+        let corrupt = FilterConfig {
+            mode: 7,
+            on_incomplete: 0,
+        };
+        assert_eq!(Outcome::Denied.verdict(&corrupt), Verdict::Drop);
+    }
+
+    #[test]
+    fn malformed_counts_as_deny_too() {
+        assert_eq!(
+            Outcome::Malformed.counters(),
+            (Counter::PreflightDeny, Some(Counter::Malformed))
+        );
+    }
+}

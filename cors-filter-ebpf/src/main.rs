@@ -1,0 +1,128 @@
+//! The cors-filter XDP program: drops CORS preflights whose origin the
+//! allowlist does not hold, before the TCP stack sees them.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod net;
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
+};
+use aya_log_ebpf::error;
+use cors_filter_common::{
+    Counter, FilterConfig, Outcome, RequestHead, RequestStart, Scratch, Verdict,
+    http::{SCAN_BYTES, classify_start, scan_head},
+    origin::OriginKey,
+};
+
+use crate::maps::{ALLOWLIST, CONFIG, SCRATCH, count, port_inspected};
+
+#[xdp(frags)]
+pub fn cors_filter(ctx: XdpContext) -> u32 {
+    count(Counter::Packets);
+    let outcome = inspect(&ctx);
+    if outcome.is_request() {
+        count(Counter::Requests);
+    }
+    let (counter, also) = outcome.counters();
+    count(counter);
+    if let Some(also) = also {
+        count(also);
+    }
+    // A missing config entry cannot happen (array maps always have their
+    // entries); zeroed means enforce, pass incomplete.
+    let config = CONFIG.get(0).copied().unwrap_or(FilterConfig {
+        mode: 0,
+        on_incomplete: 0,
+    });
+    match outcome.verdict(&config) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => {
+            count(Counter::Dropped);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn inspect(ctx: &XdpContext) -> Outcome {
+    let payload = match net::tcp_payload(ctx) {
+        Ok(payload) => payload,
+        Err(outcome) => return outcome,
+    };
+    if !port_inspected(payload.dst_port) {
+        return Outcome::PortNotInspected;
+    }
+    if payload.len == 0 {
+        return Outcome::NoPayload;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        error!(ctx, "cors-filter: per-CPU scratch map has no entry");
+        return Outcome::NotHttp;
+    };
+    // SAFETY: this CPU's entry of the scratch map; XDP programs do not nest on
+    // one CPU, so the reference is exclusive for this run.
+    let scratch: &mut Scratch = unsafe { &mut *scratch };
+    scratch.payload_len.set(if payload.len > SCAN_BYTES {
+        SCAN_BYTES
+    } else {
+        payload.len
+    } as u32);
+    // Read back from memory, the compiler knows nothing of the value and
+    // keeps the mask, which proves to the verifier that the size is in
+    // 1..=SCAN_BYTES (it is already: `payload.len` is not 0).
+    let size = (scratch.payload_len.get().wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1;
+    // SAFETY: `size` is in 1..=SCAN_BYTES and the destination holds
+    // SCAN_BUF_LEN > SCAN_BYTES bytes; the helper checks the packet side.
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            payload.offset as u32,
+            scratch.payload.as_mut_ptr().cast(),
+            size,
+        )
+    };
+    let len = size as usize;
+    if loaded != 0 {
+        return Outcome::Truncated;
+    }
+    match classify_start(&scratch.payload, len) {
+        RequestStart::NotHttp => return Outcome::NotHttp,
+        RequestStart::OtherMethod => return Outcome::NotPreflight,
+        RequestStart::SplitOptions => return Outcome::Incomplete,
+        RequestStart::Options => {}
+    }
+    let origin_value_at = match scan_head(&scratch.payload, len, &mut scratch.head) {
+        RequestHead::NotHttp => return Outcome::NotHttp,
+        RequestHead::Incomplete => return Outcome::Incomplete,
+        RequestHead::NotPreflight => return Outcome::NotPreflight,
+        RequestHead::Malformed => return Outcome::Malformed,
+        RequestHead::Preflight { origin_value_at } => origin_value_at,
+    };
+    let origin = &mut scratch.origin;
+    if origin
+        .copy_header_value(&scratch.payload, origin_value_at)
+        .is_err()
+        || origin.normalize().is_err()
+    {
+        return Outcome::Malformed;
+    }
+    // SAFETY: `LpmOriginKey` is `repr(C)` { u32, [u8; N] }: the same layout,
+    // without padding, as aya-ebpf's `repr(C, packed)` `Key<OriginKey>`.
+    let key =
+        unsafe { &*(&origin.lpm as *const _ as *const aya_ebpf::maps::lpm_trie::Key<OriginKey>) };
+    if ALLOWLIST.get(key).is_some() {
+        Outcome::Allowed
+    } else {
+        Outcome::Denied
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the program is built so that no panic path remains (indexes
+    // are masked, bounds are checked); the verifier rejects anything else.
+    unsafe { core::hint::unreachable_unchecked() }
+}

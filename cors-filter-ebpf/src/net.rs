@@ -1,0 +1,107 @@
+//! Ethernet (+ up to two VLAN tags), IPv4 / IPv6 and TCP, read with direct
+//! packet access. Every read is checked against `data_end` first, which is
+//! what lets the verifier accept it.
+
+use aya_ebpf::programs::XdpContext;
+use cors_filter_common::Outcome;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HLEN: usize = 4;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const TCP_MIN_HLEN: usize = 20;
+const IPPROTO_TCP: u8 = 6;
+
+/// Where the TCP payload of a packet to an inspected port is.
+pub struct TcpPayload {
+    pub dst_port: u16,
+    /// Offset from the start of the frame.
+    pub offset: usize,
+    /// Length as the IP header says (Ethernet padding excluded).
+    pub len: usize,
+}
+
+#[inline(always)]
+fn byte(ctx: &XdpContext, offset: usize) -> Result<u8, Outcome> {
+    let at = ctx.data() + offset;
+    if at + 1 > ctx.data_end() {
+        return Err(Outcome::Truncated);
+    }
+    // SAFETY: `at` is inside [data, data_end), checked just above.
+    Ok(unsafe { *(at as *const u8) })
+}
+
+#[inline(always)]
+fn be16(ctx: &XdpContext, offset: usize) -> Result<u16, Outcome> {
+    let at = ctx.data() + offset;
+    if at + 2 > ctx.data_end() {
+        return Err(Outcome::Truncated);
+    }
+    // SAFETY: both bytes are inside [data, data_end), checked just above;
+    // the read is unaligned-safe.
+    let raw = unsafe { core::ptr::read_unaligned(at as *const [u8; 2]) };
+    Ok(u16::from_be_bytes(raw))
+}
+
+/// Finds the TCP payload, or the outcome for a packet that has none to inspect.
+#[inline(always)]
+pub fn tcp_payload(ctx: &XdpContext) -> Result<TcpPayload, Outcome> {
+    let mut l3 = ETH_HLEN;
+    let mut ether_type = be16(ctx, 12).map_err(|_| Outcome::NotIp)?;
+    // Up to two tags: 802.1ad (QinQ) outer, 802.1Q inner.
+    let mut tags = 0;
+    while tags < 2 && (ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD) {
+        ether_type = be16(ctx, l3 + 2)?;
+        l3 += VLAN_HLEN;
+        tags += 1;
+    }
+    let (l4, ip_end) = match ether_type {
+        ETH_P_IPV4 => {
+            let ihl = ((byte(ctx, l3)? & 0x0f) as usize) * 4;
+            if ihl < IPV4_MIN_HLEN {
+                return Err(Outcome::Truncated);
+            }
+            let total_len = be16(ctx, l3 + 2)? as usize;
+            // More-fragments flag or a fragment offset: a fragment.
+            if be16(ctx, l3 + 6)? & 0x3fff != 0 {
+                return Err(Outcome::IpFragment);
+            }
+            if byte(ctx, l3 + 9)? != IPPROTO_TCP {
+                return Err(Outcome::NotTcp);
+            }
+            (l3 + ihl, l3 + total_len)
+        }
+        ETH_P_IPV6 => {
+            let payload_len = be16(ctx, l3 + 4)? as usize;
+            match byte(ctx, l3 + 6)? {
+                IPPROTO_TCP => {}
+                // Hop-by-hop, routing, fragment, ESP, AH, destination options,
+                // mobility, HIP, shim6: TCP may be behind them.
+                0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => {
+                    return Err(Outcome::Ipv6ExtHeader);
+                }
+                _ => return Err(Outcome::NotTcp),
+            }
+            (l3 + IPV6_HLEN, l3 + IPV6_HLEN + payload_len)
+        }
+        _ => return Err(Outcome::NotIp),
+    };
+    let dst_port = be16(ctx, l4 + 2)?;
+    let data_offset = ((byte(ctx, l4 + 12)? >> 4) as usize) * 4;
+    if data_offset < TCP_MIN_HLEN {
+        return Err(Outcome::Truncated);
+    }
+    let offset = l4 + data_offset;
+    if ip_end < offset {
+        return Err(Outcome::Truncated);
+    }
+    Ok(TcpPayload {
+        dst_port,
+        offset,
+        len: ip_end - offset,
+    })
+}

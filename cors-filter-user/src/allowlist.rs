@@ -1,0 +1,262 @@
+//! Allowlist entries: parsed and validated from text, turned into the LPM
+//! keys the kernel matches (with the very normalisation code the kernel
+//! runs), and turned back into text from the keys found in the map.
+
+use std::{fmt, net::Ipv6Addr};
+
+use aya::maps::lpm_trie::Key;
+use cors_filter_common::origin::{
+    ORIGIN_KEY_LEN, OriginError, OriginKey, OriginParse, OriginPart, entry_kind,
+};
+
+/// One allowlist entry, ready for the `ALLOWLIST` map.
+#[derive(Clone)]
+pub struct AllowEntry {
+    /// Canonical spelling, as `allow list` prints it.
+    pub origin: String,
+    pub key: Key<OriginKey>,
+    /// An `entry_kind` value.
+    pub kind: u32,
+}
+
+impl fmt::Debug for AllowEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)
+    }
+}
+
+/// Why a text is not a valid allowlist entry; `Display` names the bad part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    pub entry: String,
+    pub reason: String,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid origin {:?}: {}", self.entry, self.reason)
+    }
+}
+
+impl std::error::Error for EntryError {}
+
+fn error(entry: &str, reason: impl Into<String>) -> EntryError {
+    EntryError {
+        entry: entry.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn describe(entry: &str, e: OriginError) -> EntryError {
+    let part = match e.part {
+        OriginPart::Empty => return error(entry, "it is empty"),
+        OriginPart::Length => {
+            return error(
+                entry,
+                format!(
+                    "longer than {} bytes",
+                    cors_filter_common::origin::ORIGIN_MAX_LEN
+                ),
+            );
+        }
+        OriginPart::Scheme => "scheme",
+        OriginPart::Separator => "\"://\" after the scheme",
+        OriginPart::Host => "host",
+        OriginPart::Port => "port",
+        OriginPart::LineEnd => "line end",
+    };
+    let found = match entry.as_bytes().get(e.at) {
+        Some(b) if b.is_ascii_graphic() => format!("{:?}", *b as char),
+        Some(b) => format!("byte 0x{b:02x}"),
+        None => "the end".to_owned(),
+    };
+    let hint = match e.part {
+        OriginPart::Host => {
+            " (an origin is scheme://host[:port]: no path, query, userinfo or spaces)"
+        }
+        OriginPart::Port => " (1 to 65535, no leading zeros)",
+        _ => "",
+    };
+    error(
+        entry,
+        format!("bad {part}: unexpected {found} at offset {}{hint}", e.at),
+    )
+}
+
+/// Parses `https://app.example.com`, `http://localhost:8080`,
+/// `https://*.example.com` (any subdomain, on a label boundary) or `null`.
+pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
+    let (scheme, rest) = match text.split_once("://") {
+        Some(parts) => parts,
+        None => (text, ""),
+    };
+    let wildcard = rest.starts_with("*.");
+    if text.contains('*') && !(wildcard && !rest[1..].contains('*')) {
+        return Err(error(
+            text,
+            "a wildcard is only allowed as the whole first label of the host, as in https://*.example.com",
+        ));
+    }
+    // The wildcard label is replaced by a real one, `x`, so that the shared
+    // normaliser validates the rest; offsets stay the same.
+    let mut candidate = if wildcard {
+        format!("{scheme}://x{}", &rest[1..])
+    } else {
+        text.to_owned()
+    };
+    if rest.starts_with('[') {
+        if wildcard {
+            return Err(error(text, "a wildcard cannot apply to an IP address"));
+        }
+        candidate = canonical_ipv6(text, scheme, rest)?;
+    }
+    let mut parse = OriginParse::default();
+    parse
+        .load(candidate.as_bytes())
+        .and_then(|()| parse.normalize())
+        .map_err(|e| describe(text, e))?;
+    let key_bytes = parse.key();
+    let (len, kind) = if wildcard {
+        let host = parse.host();
+        let last_label = host.rsplit(|&b| b == b'.').next().unwrap_or_default();
+        if last_label.iter().all(u8::is_ascii_digit) {
+            return Err(error(text, "a wildcard cannot apply to an IP address"));
+        }
+        // Drop the trailing "x\0": what remains ends with '.' and is the prefix.
+        (key_bytes.len() - 2, entry_kind::WILDCARD)
+    } else {
+        (key_bytes.len(), entry_kind::EXACT)
+    };
+    let mut data = OriginKey::default();
+    data.bytes[..len].copy_from_slice(&key_bytes[..len]);
+    let key = Key::new((len * 8) as u32, data);
+    let origin = decode_key(&key).map_err(|reason| error(text, reason))?;
+    Ok(AllowEntry { origin, key, kind })
+}
+
+/// Rewrites an IPv6 literal host in its canonical (RFC 5952) form, which is
+/// what browsers send.
+fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryError> {
+    let Some(close) = rest.find(']') else {
+        return Err(error(text, "bad host: IPv6 address without a closing ']'"));
+    };
+    let address: Ipv6Addr = rest[1..close].parse().map_err(|e| {
+        error(
+            text,
+            format!(
+                "bad host: {:?} is not an IPv6 address: {e}",
+                &rest[1..close]
+            ),
+        )
+    })?;
+    Ok(format!("{scheme}://[{address}]{}", &rest[close + 1..]))
+}
+
+/// The origin a key stands for (`*.` marks a wildcard prefix).
+pub fn decode_key(key: &Key<OriginKey>) -> Result<String, String> {
+    let prefix_bits = key.prefix_len() as usize;
+    if prefix_bits % 8 != 0 || prefix_bits / 8 > ORIGIN_KEY_LEN || prefix_bits == 0 {
+        return Err(format!(
+            "key has an invalid prefix length of {prefix_bits} bits"
+        ));
+    }
+    let data = key.data();
+    let bytes = &data.bytes[..prefix_bits / 8];
+    if bytes == b"null\0" {
+        return Ok("null".to_owned());
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "key is not ASCII".to_owned())?;
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| format!("key {text:?} has no scheme"))?;
+    let (port, reversed) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("key {text:?} has no port separator"))?;
+    let (reversed, wildcard) = if let Some(exact) = reversed.strip_suffix('\0') {
+        (exact, false)
+    } else if let Some(prefix) = reversed.strip_suffix('.') {
+        (prefix, true)
+    } else {
+        return Err(format!("key {text:?} is neither exact nor a wildcard"));
+    };
+    let host: String = reversed.chars().rev().collect();
+    let star = if wildcard { "*." } else { "" };
+    let port = if port.is_empty() {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    Ok(format!("{scheme}://{star}{host}{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(text: &str) -> String {
+        parse_entry(text).unwrap().origin
+    }
+
+    fn key_text(text: &str) -> String {
+        let e = parse_entry(text).unwrap();
+        let n = e.key.prefix_len() as usize / 8;
+        String::from_utf8(e.key.data().bytes[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(
+            canonical("https://App.Example.com"),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            canonical("https://app.example.com:443"),
+            "https://app.example.com"
+        );
+        assert_eq!(canonical("http://localhost:8080"), "http://localhost:8080");
+        assert_eq!(canonical("https://*.Example.ORG"), "https://*.example.org");
+        assert_eq!(canonical("http://[0:0::1]:3000"), "http://[::1]:3000");
+        assert_eq!(canonical("null"), "null");
+    }
+
+    #[test]
+    fn wildcard_key_is_a_label_prefix() {
+        assert_eq!(key_text("https://*.example.com"), "https:///moc.elpmaxe.");
+        assert_eq!(
+            key_text("https://*.example.com:8443"),
+            "https://8443/moc.elpmaxe."
+        );
+        assert_eq!(key_text("https://example.com"), "https:///moc.elpmaxe\0");
+    }
+
+    #[test]
+    fn rejects_bad_entries_naming_the_part() {
+        let reason = |t: &str| parse_entry(t).unwrap_err().to_string();
+        assert!(reason("https://a.example/path").contains("bad host: unexpected '/' at offset 17"));
+        assert!(reason("https://a.example:0").contains("bad port"));
+        assert!(reason("ftp:/x").contains("\"://\""));
+        assert!(reason("https://a.*.example.com").contains("wildcard"));
+        assert!(reason("https://*").contains("wildcard"));
+        assert!(reason("*://a.example").contains("wildcard"));
+        assert!(reason("https://*.*.example").contains("wildcard"));
+        assert!(reason("https://*.10.0.0.1").contains("IP address"));
+        assert!(reason("https://*.[::1]").contains("bad host"));
+        assert!(reason("http://[::g]").contains("not an IPv6 address"));
+        assert!(reason("").contains("empty"));
+    }
+
+    #[test]
+    fn decode_round_trips() {
+        for text in [
+            "https://app.example.com",
+            "http://localhost:8080",
+            "https://*.example.org",
+            "https://*.example.org:8443",
+            "http://[::1]:3000",
+            "null",
+        ] {
+            let e = parse_entry(text).unwrap();
+            assert_eq!(decode_key(&e.key).unwrap(), text);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Command-line interface (the contract in DESIGN.md).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cors-filter",
+    version,
+    about = "Drops disallowed CORS preflights in the kernel, with XDP"
+)]
+pub struct Cli {
+    /// bpffs directory where the running filter pins its maps.
+    #[arg(
+        long,
+        global = true,
+        env = "CORS_FILTER_PIN_DIR",
+        default_value = "/sys/fs/bpf/cors-filter"
+    )]
+    pub pin_dir: PathBuf,
+    /// Directory holding the allowlist changes made with `allow`, so that
+    /// they survive a restart.
+    #[arg(
+        long,
+        global = true,
+        env = "CORS_FILTER_STATE_DIR",
+        default_value = "/var/lib/cors-filter"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the filter, attach it and serve metrics until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Change or show the allowlist of the running filter.
+    Allow {
+        #[command(subcommand)]
+        action: AllowAction,
+    },
+    /// Show the filter's counters, summed over CPUs.
+    Stats {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AllowAction {
+    /// Allow ORIGIN (`https://app.example.com`, `https://*.example.com`, `null`).
+    Add { origin: String },
+    /// Stop allowing ORIGIN.
+    Remove { origin: String },
+    /// Print the allowed origins, one per line.
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Interface to attach to; repeat for several.
+    #[arg(long = "iface", required = true, value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Overrides the config file's `mode`.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Attachment point.
+    #[arg(long, value_enum, default_value_t = AttachArg::Xdp)]
+    pub attach: AttachArg,
+    /// XDP attach mode: `native` runs in the driver; `skb` (generic XDP) works
+    /// on any interface, later in the receive path.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, default_value = "127.0.0.1:9186")]
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    Enforce,
+    Monitor,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachArg {
+    Xdp,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpModeArg {
+    Native,
+    Skb,
+}

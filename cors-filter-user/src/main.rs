@@ -1,0 +1,46 @@
+//! `cors-filter`: loads the XDP program that drops disallowed CORS
+//! preflights, and edits or reads the state of a running one.
+
+mod allow;
+mod allowlist;
+mod cli;
+mod config;
+mod filter;
+mod metrics;
+mod pins;
+mod run;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{AllowAction, Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, &cli.pin_dir, &cli.state_dir).await,
+        Command::Allow { action } => match action {
+            AllowAction::Add { origin } => allow::add(&cli.pin_dir, &cli.state_dir, &origin),
+            AllowAction::Remove { origin } => allow::remove(&cli.pin_dir, &cli.state_dir, &origin),
+            AllowAction::List => allow::list(&cli.pin_dir),
+        },
+        Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {
+            if json {
+                println!("{}", s.json());
+            } else {
+                print!("{}", s.table());
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cors-filter: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

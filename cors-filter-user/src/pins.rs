@@ -1,0 +1,124 @@
+//! The bpffs directory where the running filter pins its maps, and opening
+//! those maps from the CLI.
+
+use std::{
+    ffi::CString,
+    fs,
+    os::unix::{ffi::OsStrExt as _, fs::DirBuilderExt as _, fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::MapData;
+
+/// `statfs(2)` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+/// The maps `run` pins, by the names the eBPF object gives them.
+pub const PINNED_MAPS: [&str; 4] = ["ALLOWLIST", "PORTS", "CONFIG", "COUNTERS"];
+
+fn fs_type(path: &Path) -> Result<i64> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("path {} contains a NUL byte", path.display()))?;
+    // SAFETY: `statfs` is plain old data; zeroed is a valid value to overwrite.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", path.display()));
+    }
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `pin_dir`'s parent is a bpffs (mounting the default one at
+/// /sys/fs/bpf when nothing is mounted there) and that `pin_dir` exists with
+/// mode 0700 and holds no stale pins.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
+    let parent = pin_dir
+        .parent()
+        .with_context(|| format!("pin directory {} has no parent", pin_dir.display()))?;
+    if fs_type(parent)? != BPF_FS_MAGIC {
+        if parent != Path::new(DEFAULT_BPFFS) {
+            bail!(
+                "{} is not on a bpf filesystem (mount one with `mount -t bpf bpf {}`)",
+                parent.display(),
+                parent.display()
+            );
+        }
+        let target = CString::new(DEFAULT_BPFFS).expect("no NUL");
+        let fstype = CString::new("bpf").expect("no NUL");
+        // SAFETY: valid C strings; no data argument.
+        if unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot mount bpffs on {DEFAULT_BPFFS}"));
+        }
+        log::info!("mounted bpffs on {DEFAULT_BPFFS}");
+    }
+    if pin_dir.exists() {
+        // The caller holds the daemon lock, so pins here are from a filter
+        // that died without cleaning up.
+        for name in PINNED_MAPS {
+            let stale = pin_dir.join(name);
+            if stale.exists() {
+                log::warn!(
+                    "removing stale pin {} left by a previous run",
+                    stale.display()
+                );
+                fs::remove_file(&stale)
+                    .with_context(|| format!("cannot remove {}", stale.display()))?;
+            }
+        }
+    } else {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(pin_dir)
+            .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
+    }
+    fs::set_permissions(pin_dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set mode 0700 on {}", pin_dir.display()))?;
+    Ok(())
+}
+
+/// Removes the pins and the directory; what is already gone is fine.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    for name in PINNED_MAPS {
+        let path = pin_dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot unpin {}", path.display())),
+        }
+    }
+    match fs::remove_dir(pin_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", pin_dir.display())),
+    }
+}
+
+pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(name)
+}
+
+/// Opens a map the running filter pinned, or says that no filter is running.
+pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
+    let path = pin_path(pin_dir, name);
+    if !path.exists() {
+        bail!(
+            "no running cors-filter: {} does not exist (is `cors-filter run` running with --pin-dir {}?)",
+            path.display(),
+            pin_dir.display()
+        );
+    }
+    MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))
+}

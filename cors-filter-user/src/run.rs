@@ -1,0 +1,103 @@
+//! `cors-filter run`: the daemon.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use aya::programs::XdpMode;
+use cors_filter_common::{FilterConfig, Mode};
+use tokio::{
+    io::unix::AsyncFd,
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::{ModeArg, RunArgs, XdpModeArg},
+    config::Config,
+    filter::Filter,
+    metrics,
+    state::StateDir,
+};
+
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid C string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
+    // Everything that can be checked is checked before the kernel is touched.
+    let config = Config::load(&args.config)?;
+    let mode = match args.mode {
+        Some(ModeArg::Enforce) => Mode::Enforce,
+        Some(ModeArg::Monitor) => Mode::Monitor,
+        None => config.mode,
+    };
+    for iface in &args.ifaces {
+        if !interface_exists(iface) {
+            bail!("interface {iface} does not exist");
+        }
+    }
+    let state = StateDir::open(state_dir)?;
+    let _daemon_lock = state.lock_daemon()?;
+    let allow = state
+        .load_changes()?
+        .apply(&config.allow, &state.changes_path())?;
+    let listener = TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
+
+    let (mut filter, logger) = Filter::load()?;
+    filter.configure(
+        FilterConfig::new(mode, config.on_incomplete),
+        config.ports.iter().copied(),
+        &allow,
+    )?;
+    filter.pin(pin_dir)?;
+    let xdp_mode = match args.xdp_mode {
+        XdpModeArg::Native => XdpMode::Driver,
+        XdpModeArg::Skb => XdpMode::Skb,
+    };
+    for iface in &args.ifaces {
+        filter.attach(iface, xdp_mode)?;
+    }
+    log::info!(
+        "cors-filter attached to {} ({:?} XDP), {:?} mode, ports {:?}, {} allowed origin(s), maps pinned in {}",
+        args.ifaces.join(", "),
+        args.xdp_mode,
+        mode,
+        config.ports,
+        allow.len(),
+        pin_dir.display()
+    );
+
+    // SAFETY: the logger owns the ring buffer's fd, which stays open and the
+    // same for as long as the logger lives, and the AsyncFd owns the logger.
+    let mut logs = unsafe { AsyncFd::register(logger) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the eBPF log ring buffer: {e}"))?;
+    let mut metrics = tokio::spawn(metrics::serve(listener, pin_dir.to_owned()));
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Ok("SIGTERM"),
+            _ = sigint.recv() => break Ok("SIGINT"),
+            served = &mut metrics => break match served {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(anyhow::anyhow!("metrics server stopped")),
+                Err(e) => Err(e).context("metrics server panicked"),
+            },
+            ready = logs.readable_mut() => {
+                let mut guard = ready.context("eBPF log ring buffer failed")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
+    };
+    drop(filter);
+    let signal = outcome?;
+    log::info!("{signal}: detached and unpinned, exiting");
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The allowlist changes made with `cors-filter allow`, kept on disk so that
+//! a restart keeps them.
+//!
+//! The file records changes relative to the config file rather than a copy
+//! of the whole list, so that editing the config's `allow` still takes
+//! effect: at start the filter allows `(config ∪ added) − removed`.
+
+use std::{
+    collections::BTreeSet,
+    fs::{self, File, OpenOptions},
+    io::Write as _,
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    },
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::allowlist::{AllowEntry, parse_entry};
+
+const CHANGES_FILE: &str = "allowlist-changes.json";
+const LOCK_FILE: &str = "allowlist.lock";
+const DAEMON_LOCK_FILE: &str = "daemon.lock";
+
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowlistChanges {
+    pub added: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+}
+
+impl AllowlistChanges {
+    pub fn record_add(&mut self, origin: &str) {
+        self.removed.remove(origin);
+        self.added.insert(origin.to_owned());
+    }
+
+    pub fn record_remove(&mut self, origin: &str) {
+        self.added.remove(origin);
+        self.removed.insert(origin.to_owned());
+    }
+
+    /// The allowlist that results from applying these changes to `base`.
+    pub fn apply(&self, base: &[AllowEntry], path: &Path) -> Result<Vec<AllowEntry>> {
+        let mut out: Vec<AllowEntry> = base
+            .iter()
+            .filter(|e| !self.removed.contains(&e.origin))
+            .cloned()
+            .collect();
+        for origin in &self.added {
+            let entry = parse_entry(origin).with_context(|| format!("in {}", path.display()))?;
+            if !self.removed.contains(&entry.origin)
+                && !out.iter().any(|e| e.origin == entry.origin)
+            {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The state directory, created 0700 on first use.
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+/// An exclusive `flock`, released when dropped (the file closes).
+pub struct FileLock {
+    _file: File,
+}
+
+fn lock(path: &Path, blocking: bool) -> Result<Option<FileLock>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let op = if blocking {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(Some(FileLock { _file: file }))
+}
+
+impl StateDir {
+    pub fn open(dir: &Path) -> Result<StateDir> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        Ok(StateDir {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn changes_path(&self) -> PathBuf {
+        self.dir.join(CHANGES_FILE)
+    }
+
+    /// Serialises allowlist edits between concurrent `allow` commands.
+    pub fn lock_allowlist(&self) -> Result<FileLock> {
+        Ok(lock(&self.dir.join(LOCK_FILE), true)?.expect("blocking lock"))
+    }
+
+    /// Held by `run` for its lifetime: one filter per state directory.
+    pub fn lock_daemon(&self) -> Result<FileLock> {
+        let path = self.dir.join(DAEMON_LOCK_FILE);
+        match lock(&path, false)? {
+            Some(l) => Ok(l),
+            None => bail!(
+                "another cors-filter is running with state directory {} (it holds {})",
+                self.dir.display(),
+                path.display()
+            ),
+        }
+    }
+
+    pub fn load_changes(&self) -> Result<AllowlistChanges> {
+        let path = self.changes_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let changes: AllowlistChanges = serde_json::from_str(&text)
+                    .with_context(|| format!("corrupt allowlist state file {}", path.display()))?;
+                for origin in changes.added.iter().chain(&changes.removed) {
+                    parse_entry(origin).with_context(|| format!("in {}", path.display()))?;
+                }
+                Ok(changes)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AllowlistChanges::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes the changes atomically: a temporary file, fsync, rename.
+    pub fn save_changes(&self, changes: &AllowlistChanges) -> Result<()> {
+        let path = self.changes_path();
+        let tmp = self.dir.join(format!(".{CHANGES_FILE}.tmp"));
+        let mut text = serde_json::to_string_pretty(changes)?;
+        text.push('\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", self.dir.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("cors-filter-state-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn changes_survive_a_reload_and_apply_to_the_config() {
+        let dir = tmpdir("reload");
+        let state = StateDir::open(&dir).unwrap();
+        let mut changes = state.load_changes().unwrap();
+        changes.record_add("https://new.example");
+        changes.record_remove("https://old.example");
+        state.save_changes(&changes).unwrap();
+        let reloaded = StateDir::open(&dir).unwrap().load_changes().unwrap();
+        assert_eq!(reloaded, changes);
+
+        let base = vec![
+            parse_entry("https://old.example").unwrap(),
+            parse_entry("https://kept.example").unwrap(),
+        ];
+        let result: Vec<String> = reloaded
+            .apply(&base, &state.changes_path())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.origin)
+            .collect();
+        assert_eq!(result, ["https://kept.example", "https://new.example"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn add_after_remove_wins_and_vice_versa() {
+        let mut c = AllowlistChanges::default();
+        c.record_remove("https://a.example");
+        c.record_add("https://a.example");
+        assert!(c.added.contains("https://a.example") && c.removed.is_empty());
+        c.record_remove("https://a.example");
+        assert!(c.removed.contains("https://a.example") && c.added.is_empty());
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_naming_the_file() {
+        let dir = tmpdir("corrupt");
+        let state = StateDir::open(&dir).unwrap();
+        fs::write(
+            state.changes_path(),
+            "{\"added\": [\"https://a b\"], \"removed\": []}",
+        )
+        .unwrap();
+        let e = format!("{:#}", state.load_changes().unwrap_err());
+        assert!(
+            e.contains("allowlist-changes.json") && e.contains("https://a b"),
+            "{e}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_daemon_per_state_dir() {
+        let dir = tmpdir("daemon");
+        let state = StateDir::open(&dir).unwrap();
+        let held = state.lock_daemon().unwrap();
+        assert!(state.lock_daemon().is_err());
+        drop(held);
+        assert!(state.lock_daemon().is_ok());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
