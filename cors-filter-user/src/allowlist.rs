@@ -91,7 +91,12 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
         None => (text, ""),
     };
     let wildcard = rest.starts_with("*.");
-    if text.contains('*') && !(wildcard && !rest[1..].contains('*')) {
+    let stray_star = if wildcard {
+        rest[1..].contains('*')
+    } else {
+        text.contains('*')
+    };
+    if stray_star {
         return Err(error(
             text,
             "a wildcard is only allowed as the whole first label of the host, as in https://*.example.com",
@@ -155,7 +160,7 @@ fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryE
 /// The origin a key stands for (`*.` marks a wildcard prefix).
 pub fn decode_key(key: &Key<OriginKey>) -> Result<String, String> {
     let prefix_bits = key.prefix_len() as usize;
-    if prefix_bits % 8 != 0 || prefix_bits / 8 > ORIGIN_KEY_LEN || prefix_bits == 0 {
+    if !prefix_bits.is_multiple_of(8) || prefix_bits / 8 > ORIGIN_KEY_LEN || prefix_bits == 0 {
         return Err(format!(
             "key has an invalid prefix length of {prefix_bits} bits"
         ));
@@ -243,6 +248,50 @@ mod tests {
         assert!(reason("https://*.[::1]").contains("bad host"));
         assert!(reason("http://[::g]").contains("not an IPv6 address"));
         assert!(reason("").contains("empty"));
+    }
+
+    /// What the kernel's LPM lookup answers for one entry: does the entry's
+    /// key cover the origin's key?
+    fn matches(entry: &str, origin: &str) -> bool {
+        let entry = parse_entry(entry).unwrap();
+        let mut parse = OriginParse::default();
+        parse.load(origin.as_bytes()).unwrap();
+        parse.normalize().unwrap();
+        let n = entry.key.prefix_len() as usize / 8;
+        parse.key().starts_with(&entry.key.data().bytes[..n])
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_on_a_label_boundary_only() {
+        let w = "https://*.example.com";
+        assert!(matches(w, "https://a.example.com"));
+        assert!(matches(w, "https://a.b.example.com"));
+        assert!(matches(w, "https://A.Example.COM:443"));
+        assert!(!matches(w, "https://example.com"));
+        assert!(!matches(w, "https://evil-example.com"));
+        assert!(!matches(w, "https://a.evil-example.com"));
+        assert!(!matches(w, "https://example.com.evil.net"));
+        assert!(!matches(w, "http://a.example.com"));
+        assert!(!matches(w, "https://a.example.com:8443"));
+        assert!(!matches(w, "https://a.example.co"));
+        assert!(matches(
+            "https://*.example.com:8443",
+            "https://a.example.com:8443"
+        ));
+    }
+
+    #[test]
+    fn exact_entries_match_only_themselves() {
+        let e = "https://app.example.com";
+        assert!(matches(e, "https://app.example.com"));
+        assert!(matches(e, "HTTPS://APP.EXAMPLE.COM:443"));
+        assert!(!matches(e, "https://x.app.example.com"));
+        assert!(!matches(e, "https://app.example.co"));
+        assert!(!matches(e, "https://app.example.com.evil"));
+        assert!(!matches(e, "https://app.example.com:8443"));
+        assert!(!matches(e, "http://app.example.com"));
+        assert!(matches("null", "null"));
+        assert!(!matches("null", "https://null"));
     }
 
     #[test]

@@ -131,10 +131,10 @@ impl Drop for Filter {
                 }
             }
         }
-        if let Some(pin_dir) = self.pin_dir.take() {
-            if let Err(e) = remove_pins(&pin_dir) {
-                log::error!("{e:#}");
-            }
+        if let Some(pin_dir) = self.pin_dir.take()
+            && let Err(e) = remove_pins(&pin_dir)
+        {
+            log::error!("{e:#}");
         }
     }
 }
