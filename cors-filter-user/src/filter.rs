@@ -34,8 +34,8 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map>
 }
 
 impl Filter {
-    /// Loads the object into the kernel (maps created, program not yet
-    /// verified) and takes its log ring buffer.
+    /// Loads the object into the kernel (maps created, program verified,
+    /// nothing attached) and takes its log ring buffer.
     pub fn load() -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).context("cannot load the eBPF object")?;
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
@@ -47,6 +47,13 @@ impl Filter {
         program
             .load()
             .context("the kernel rejected the XDP program")?;
+        match program.info().map(|i| i.verified_instruction_count()) {
+            Ok(Some(count)) => {
+                log::info!("XDP program verified: {count} instructions processed by the verifier")
+            }
+            Ok(None) => log::info!("XDP program verified"),
+            Err(e) => log::warn!("XDP program verified, but its info is unreadable: {e}"),
+        }
         Ok((
             Filter {
                 ebpf,
