@@ -7,7 +7,9 @@ mod maps;
 mod net;
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::error;
 use cors_filter_common::{
@@ -16,12 +18,35 @@ use cors_filter_common::{
     origin::OriginKey,
 };
 
-use crate::maps::{ALLOWLIST, CONFIG, SCRATCH, count, port_inspected};
+use crate::{
+    maps::{ALLOWLIST, CONFIG, SCRATCH, count, port_inspected},
+    net::Frame,
+};
 
+/// The XDP entry point (`--attach xdp`, the default).
 #[xdp(frags)]
 pub fn cors_filter(ctx: XdpContext) -> u32 {
+    match filter(&ctx) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+/// The TC ingress entry point (`--attach tc`), for interfaces where XDP
+/// cannot run.
+#[classifier]
+pub fn cors_filter_tc(ctx: TcContext) -> i32 {
+    match filter(&ctx) {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+/// Inspects one packet, counts what it was, and says what to do with it.
+#[inline(always)]
+fn filter(ctx: &impl Frame) -> Verdict {
     count(Counter::Packets);
-    let outcome = inspect(&ctx);
+    let outcome = inspect(ctx);
     if outcome.is_request() {
         count(Counter::Requests);
     }
@@ -30,23 +55,21 @@ pub fn cors_filter(ctx: XdpContext) -> u32 {
     if let Some(also) = also {
         count(also);
     }
-    // A missing config entry cannot happen (array maps always have their
-    // entries); zeroed means enforce, pass incomplete.
+    // Array maps always have their entries; zeroed means enforce, pass
+    // incomplete.
     let config = CONFIG.get(0).copied().unwrap_or(FilterConfig {
         mode: 0,
         on_incomplete: 0,
     });
-    match outcome.verdict(&config) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => {
-            count(Counter::Dropped);
-            xdp_action::XDP_DROP
-        }
+    let verdict = outcome.verdict(&config);
+    if verdict == Verdict::Drop {
+        count(Counter::Dropped);
     }
+    verdict
 }
 
 #[inline(always)]
-fn inspect(ctx: &XdpContext) -> Outcome {
+fn inspect(ctx: &impl Frame) -> Outcome {
     let payload = match net::tcp_payload(ctx) {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
@@ -75,14 +98,8 @@ fn inspect(ctx: &XdpContext) -> Outcome {
     let size = (scratch.payload_len.get().wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1;
     // SAFETY: `size` is in 1..=SCAN_BYTES and the destination holds
     // SCAN_BUF_LEN > SCAN_BYTES bytes; the helper checks the packet side.
-    let loaded = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            payload.offset as u32,
-            scratch.payload.as_mut_ptr().cast(),
-            size,
-        )
-    };
+    let loaded =
+        unsafe { ctx.load_bytes(payload.offset as u32, scratch.payload.as_mut_ptr(), size) };
     let len = size as usize;
     if loaded != 0 {
         return Outcome::Truncated;

@@ -2,8 +2,56 @@
 //! packet access. Every read is checked against `data_end` first, which is
 //! what lets the verifier accept it.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    EbpfContext,
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
 use cors_filter_common::Outcome;
+
+/// What the parser needs from an XDP frame or a TC socket buffer.
+pub trait Frame: EbpfContext {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Copies `len` bytes from `offset` in the packet (paged parts included)
+    /// to `dst`. Returns 0 on success.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `len` bytes of writes.
+    unsafe fn load_bytes(&self, offset: u32, dst: *mut u8, len: u32) -> i64;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    unsafe fn load_bytes(&self, offset: u32, dst: *mut u8, len: u32) -> i64 {
+        // SAFETY: forwarded from the caller; `self.ctx` is the program's context.
+        unsafe { bpf_xdp_load_bytes(self.ctx, offset, dst.cast(), len) }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    unsafe fn load_bytes(&self, offset: u32, dst: *mut u8, len: u32) -> i64 {
+        // SAFETY: forwarded from the caller; `as_ptr` is the program's context.
+        unsafe { bpf_skb_load_bytes(self.as_ptr(), offset, dst.cast(), len) }
+    }
+}
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -26,7 +74,7 @@ pub struct TcpPayload {
 }
 
 #[inline(always)]
-fn byte(ctx: &XdpContext, offset: usize) -> Result<u8, Outcome> {
+fn byte(ctx: &impl Frame, offset: usize) -> Result<u8, Outcome> {
     let at = ctx.data() + offset;
     if at + 1 > ctx.data_end() {
         return Err(Outcome::Truncated);
@@ -36,7 +84,7 @@ fn byte(ctx: &XdpContext, offset: usize) -> Result<u8, Outcome> {
 }
 
 #[inline(always)]
-fn be16(ctx: &XdpContext, offset: usize) -> Result<u16, Outcome> {
+fn be16(ctx: &impl Frame, offset: usize) -> Result<u16, Outcome> {
     let at = ctx.data() + offset;
     if at + 2 > ctx.data_end() {
         return Err(Outcome::Truncated);
@@ -49,7 +97,7 @@ fn be16(ctx: &XdpContext, offset: usize) -> Result<u16, Outcome> {
 
 /// Finds the TCP payload, or the outcome for a packet that has none to inspect.
 #[inline(always)]
-pub fn tcp_payload(ctx: &XdpContext) -> Result<TcpPayload, Outcome> {
+pub fn tcp_payload(ctx: &impl Frame) -> Result<TcpPayload, Outcome> {
     let mut l3 = ETH_HLEN;
     let mut ether_type = be16(ctx, 12).map_err(|_| Outcome::NotIp)?;
     // Up to two tags: 802.1ad (QinQ) outer, 802.1Q inner.

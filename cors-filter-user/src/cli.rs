@@ -70,11 +70,11 @@ pub struct RunArgs {
     /// Overrides the config file's `mode`.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
-    /// Attachment point.
+    /// Attachment point: XDP, or TC ingress where XDP cannot run.
     #[arg(long, value_enum, default_value_t = AttachArg::Xdp)]
     pub attach: AttachArg,
     /// XDP attach mode: `native` runs in the driver; `skb` (generic XDP) works
-    /// on any interface, later in the receive path.
+    /// on any interface, later in the receive path. Ignored with `--attach tc`.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
     pub xdp_mode: XdpModeArg,
     /// Address of the Prometheus `/metrics` endpoint.
@@ -91,6 +91,7 @@ pub enum ModeArg {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachArg {
     Xdp,
+    Tc,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

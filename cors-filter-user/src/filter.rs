@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf,
     maps::{Array, LpmTrie, MapData},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use aya_log::EbpfLogger;
 use cors_filter_common::{FilterConfig, PortBitmap, origin::OriginKey};
@@ -20,11 +22,27 @@ use crate::{
 /// The eBPF object, built by this crate's build script.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cors-filter-ebpf"));
-const PROGRAM: &str = "cors_filter";
+const XDP_PROGRAM: &str = "cors_filter";
+const TC_PROGRAM: &str = "cors_filter_tc";
+
+/// Where the program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP, in the driver (`Driver`) or generic (`Skb`) mode.
+    Xdp(XdpMode),
+    /// TC ingress (a TCX link on kernels from 6.6).
+    Tc,
+}
+
+enum Link {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
 
 pub struct Filter {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
+    hook: Hook,
+    links: Vec<(String, Link)>,
     pin_dir: Option<PathBuf>,
 }
 
@@ -33,30 +51,49 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map>
         .with_context(|| format!("the eBPF object has no map {name}"))
 }
 
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not of the expected type"))
+}
+
 impl Filter {
-    /// Loads the object into the kernel (maps created, program verified,
-    /// nothing attached) and takes its log ring buffer.
-    pub fn load() -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
+    /// Loads the object into the kernel (maps created, the program for
+    /// `hook` verified, nothing attached) and takes its log ring buffer.
+    pub fn load(hook: Hook) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).context("cannot load the eBPF object")?;
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .with_context(|| format!("the eBPF object has no program {PROGRAM}"))?
-            .try_into()
-            .with_context(|| format!("{PROGRAM} is not an XDP program"))?;
-        program
-            .load()
-            .context("the kernel rejected the XDP program")?;
-        match program.info().map(|i| i.verified_instruction_count()) {
-            Ok(Some(count)) => {
-                log::info!("XDP program verified: {count} instructions processed by the verifier")
+        let info = match hook {
+            Hook::Xdp(_) => {
+                let program: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?;
+                program
+                    .load()
+                    .context("the kernel rejected the XDP program")?;
+                program.info()
             }
-            Ok(None) => log::info!("XDP program verified"),
-            Err(e) => log::warn!("XDP program verified, but its info is unreadable: {e}"),
+            Hook::Tc => {
+                let program: &mut SchedClassifier = program_mut(&mut ebpf, TC_PROGRAM)?;
+                program
+                    .load()
+                    .context("the kernel rejected the TC program")?;
+                program.info()
+            }
+        };
+        match info.map(|i| i.verified_instruction_count()) {
+            Ok(Some(count)) => {
+                log::info!("program verified: {count} instructions processed by the verifier")
+            }
+            Ok(None) => log::info!("program verified"),
+            Err(e) => log::warn!("program verified, but its info is unreadable: {e}"),
         }
         Ok((
             Filter {
                 ebpf,
+                hook,
                 links: Vec::new(),
                 pin_dir: None,
             },
@@ -114,30 +151,46 @@ impl Filter {
         Ok(())
     }
 
-    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .context("program vanished")?
-            .try_into()?;
-        let link = program
-            .attach(iface, mode)
-            .with_context(|| format!("cannot attach XDP ({mode:?} mode) to interface {iface}"))?;
+    pub fn attach(&mut self, iface: &str) -> Result<()> {
+        let link = match self.hook {
+            Hook::Xdp(mode) => {
+                let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
+                let link = program.attach(iface, mode).with_context(|| {
+                    format!("cannot attach XDP ({mode:?} mode) to interface {iface}")
+                })?;
+                Link::Xdp(link)
+            }
+            Hook::Tc => {
+                let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
+                let link = program
+                    .attach(iface, TcAttachType::Ingress)
+                    .with_context(|| format!("cannot attach TC ingress to interface {iface}"))?;
+                Link::Tc(link)
+            }
+        };
         self.links.push((iface.to_owned(), link));
         Ok(())
+    }
+
+    fn detach_all(&mut self) {
+        for (iface, link) in std::mem::take(&mut self.links) {
+            let detached = match link {
+                Link::Xdp(link) => program_mut::<Xdp>(&mut self.ebpf, XDP_PROGRAM)
+                    .and_then(|p| Ok(p.detach(link)?)),
+                Link::Tc(link) => program_mut::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)
+                    .and_then(|p| Ok(p.detach(link)?)),
+            };
+            match detached {
+                Ok(()) => log::info!("detached from {iface}"),
+                Err(e) => log::error!("cannot detach from {iface}: {e:#}"),
+            }
+        }
     }
 }
 
 impl Drop for Filter {
     fn drop(&mut self) {
-        if let Some(Ok(program)) = self.ebpf.program_mut(PROGRAM).map(<&mut Xdp>::try_from) {
-            for (iface, link) in self.links.drain(..) {
-                match program.detach(link) {
-                    Ok(()) => log::info!("detached from {iface}"),
-                    Err(e) => log::error!("cannot detach from {iface}: {e}"),
-                }
-            }
-        }
+        self.detach_all();
         if let Some(pin_dir) = self.pin_dir.take()
             && let Err(e) = remove_pins(&pin_dir)
         {

@@ -12,9 +12,9 @@ use tokio::{
 };
 
 use crate::{
-    cli::{ModeArg, RunArgs, XdpModeArg},
+    cli::{AttachArg, ModeArg, RunArgs, XdpModeArg},
     config::Config,
-    filter::Filter,
+    filter::{Filter, Hook},
     metrics,
     state::StateDir,
 };
@@ -49,24 +49,25 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
 
-    let (mut filter, logger) = Filter::load()?;
+    let hook = match (args.attach, args.xdp_mode) {
+        (AttachArg::Xdp, XdpModeArg::Native) => Hook::Xdp(XdpMode::Driver),
+        (AttachArg::Xdp, XdpModeArg::Skb) => Hook::Xdp(XdpMode::Skb),
+        (AttachArg::Tc, _) => Hook::Tc,
+    };
+    let (mut filter, logger) = Filter::load(hook)?;
     filter.configure(
         FilterConfig::new(mode, config.on_incomplete),
         config.ports.iter().copied(),
         &allow,
     )?;
     filter.pin(pin_dir)?;
-    let xdp_mode = match args.xdp_mode {
-        XdpModeArg::Native => XdpMode::Driver,
-        XdpModeArg::Skb => XdpMode::Skb,
-    };
     for iface in &args.ifaces {
-        filter.attach(iface, xdp_mode)?;
+        filter.attach(iface)?;
     }
     log::info!(
-        "cors-filter attached to {} ({:?} XDP), {:?} mode, ports {:?}, {} allowed origin(s), maps pinned in {}",
+        "cors-filter attached to {} ({:?}), {:?} mode, ports {:?}, {} allowed origin(s), maps pinned in {}",
         args.ifaces.join(", "),
-        args.xdp_mode,
+        hook,
         mode,
         config.ports,
         allow.len(),
