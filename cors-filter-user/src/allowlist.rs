@@ -66,21 +66,17 @@ fn describe(entry: &str, e: OriginError) -> EntryError {
         OriginPart::LineEnd => "line end",
     };
     let found = match entry.as_bytes().get(e.at) {
-        Some(b) if b.is_ascii_graphic() => format!("{:?}", *b as char),
-        Some(b) => format!("byte 0x{b:02x}"),
-        None => "the end".to_owned(),
+        Some(b) if b.is_ascii_graphic() => {
+            format!("unexpected {:?} at offset {}", *b as char, e.at)
+        }
+        Some(b) => format!("unexpected byte 0x{b:02x} at offset {}", e.at),
+        None => format!("it ends at offset {}", e.at),
     };
     let hint = match e.part {
-        OriginPart::Host => {
-            " (an origin is scheme://host[:port]: no path, query, userinfo or spaces)"
-        }
-        OriginPart::Port => " (1 to 65535, no leading zeros)",
-        _ => "",
+        OriginPart::Port => "a port is 1 to 65535, without leading zeros",
+        _ => "an origin is scheme://host[:port], without path, query, userinfo or spaces",
     };
-    error(
-        entry,
-        format!("bad {part}: unexpected {found} at offset {}{hint}", e.at),
-    )
+    error(entry, format!("bad {part}: {found} ({hint})"))
 }
 
 /// Parses `https://app.example.com`, `http://localhost:8080`,

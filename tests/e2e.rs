@@ -1,0 +1,374 @@
+//! End-to-end: a real XDP (or TC) program on a veth pair, a real HTTP server
+//! and curl, each test on namespaces of its own. Needs root; fails, never
+//! skips, without it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cors_filter_tests::{
+    client::{self, Family},
+    filter::{FilterHome, RunningFilter, run_expecting_exit},
+    netns::{NetnsPair, SERVER_IF},
+    require_root,
+    server::TestServer,
+};
+
+const ALLOWED: &str = "https://app.example.com";
+const DENIED: &str = "https://evil.example";
+
+fn config(extra: &str) -> String {
+    format!("ports = [8080]\nallow = [\"{ALLOWED}\", \"https://*.example.org\"]\n{extra}")
+}
+
+/// A namespace pair with the test server and, started by each test, the filter.
+struct Bed {
+    server: TestServer,
+    pair: NetnsPair,
+}
+
+impl Bed {
+    fn new() -> Result<Bed> {
+        require_root()?;
+        let pair = NetnsPair::create()?;
+        let server = TestServer::start(
+            &pair,
+            &PathBuf::from(env!("CARGO_BIN_EXE_cors-test-server")),
+        )?;
+        Ok(Bed { server, pair })
+    }
+
+    fn filter(&self, home: &FilterHome, args: &[&str]) -> Result<RunningFilter> {
+        RunningFilter::start(&self.pair, home, args)
+    }
+}
+
+fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stats has no counter {name}: {stats}"))
+}
+
+#[test]
+fn allowed_preflight_is_answered() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    let reply = client::preflight(&bed.pair, Family::V4, ALLOWED)?;
+    assert_eq!(reply.status, Some(204), "{reply:?}");
+    assert_eq!(reply.header("access-control-allow-origin"), Some(ALLOWED));
+    assert!(bed.server.saw_origin(ALLOWED)?);
+    let stats = filter.stats()?;
+    assert_eq!(counter(&stats, "preflight_allow"), 1);
+    assert_eq!(counter(&stats, "preflight_deny"), 0);
+    assert_eq!(counter(&stats, "dropped"), 0);
+    filter.stop()
+}
+
+#[test]
+fn disallowed_preflight_never_reaches_the_server() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    let reply = client::preflight(&bed.pair, Family::V4, DENIED)?;
+    assert_eq!(
+        reply.status, None,
+        "a disallowed preflight was answered: {reply:?}"
+    );
+    assert!(
+        !bed.server.saw_origin(DENIED)?,
+        "the server saw {:?}",
+        bed.server.seen()?
+    );
+    let stats = filter.stats()?;
+    // TCP retransmits the dropped segment; every copy is dropped and counted.
+    assert!(counter(&stats, "preflight_deny") >= 1, "{stats}");
+    assert_eq!(
+        counter(&stats, "preflight_deny"),
+        counter(&stats, "dropped"),
+        "{stats}"
+    );
+    assert_eq!(counter(&stats, "preflight_allow"), 0, "{stats}");
+    filter.stop()
+}
+
+#[test]
+fn plain_get_without_origin_is_answered() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    let reply = client::get(&bed.pair, Family::V4)?;
+    assert_eq!(reply.status, Some(200), "{reply:?}");
+    let stats = filter.stats()?;
+    assert_eq!(counter(&stats, "pass_not_preflight"), 1, "{stats}");
+    assert_eq!(counter(&stats, "requests"), 1, "{stats}");
+    assert_eq!(counter(&stats, "dropped"), 0, "{stats}");
+    filter.stop()
+}
+
+#[test]
+fn allow_add_and_remove_act_at_once() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
+
+    let out = filter.cli_ok(&["allow", "add", DENIED])?;
+    assert!(out.contains(DENIED), "{out}");
+    assert!(
+        filter
+            .cli_ok(&["allow", "list"])?
+            .lines()
+            .any(|l| l == DENIED)
+    );
+    let reply = client::preflight(&bed.pair, Family::V4, DENIED)?;
+    assert_eq!(
+        reply.status,
+        Some(204),
+        "not answered right after allow add: {reply:?}"
+    );
+    assert!(bed.server.saw_origin(DENIED)?);
+
+    filter.cli_ok(&["allow", "remove", DENIED])?;
+    assert!(
+        !filter
+            .cli_ok(&["allow", "list"])?
+            .lines()
+            .any(|l| l == DENIED)
+    );
+    let seen = bed.server.seen()?.len();
+    let reply = client::preflight(&bed.pair, Family::V4, DENIED)?;
+    assert_eq!(
+        reply.status, None,
+        "answered right after allow remove: {reply:?}"
+    );
+    assert_eq!(bed.server.seen()?.len(), seen);
+    filter.stop()
+}
+
+#[test]
+fn allow_rejects_invalid_origins_naming_the_bad_part() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    for (origin, part) in [
+        ("https://evil.example/path", "bad host"),
+        ("https://evil.example:0", "bad port"),
+        ("evil.example", "scheme://host"),
+        ("https://a.*.example", "wildcard"),
+    ] {
+        let out = filter.cli(&["allow", "add", origin])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "allow add {origin} succeeded");
+        assert!(
+            stderr.contains(origin) && stderr.contains(part),
+            "{origin}: {stderr}"
+        );
+    }
+    assert_eq!(filter.stats()?["allowlist_entries"], 2);
+    filter.stop()
+}
+
+#[test]
+fn allow_changes_survive_a_restart() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    filter.cli_ok(&["allow", "add", DENIED])?;
+    filter.cli_ok(&["allow", "remove", ALLOWED])?;
+    filter.stop()?;
+
+    let filter = bed.filter(&home, &[])?;
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
+        Some(204)
+    );
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, ALLOWED)?.status,
+        None
+    );
+    let list = filter.cli_ok(&["allow", "list"])?;
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["https://*.example.org", DENIED]
+    );
+    filter.stop()
+}
+
+#[test]
+fn metrics_and_stats_show_the_counts() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    for _ in 0..2 {
+        assert!(client::preflight(&bed.pair, Family::V4, ALLOWED)?.answered());
+    }
+    assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
+    assert!(client::get(&bed.pair, Family::V4)?.answered());
+
+    let stats = filter.stats()?;
+    let metrics = filter.metric_values()?;
+    // The metrics request itself goes over the server namespace's loopback,
+    // which the filter is not attached to, so both reads agree.
+    let m = |series: &str| {
+        *metrics
+            .get(series)
+            .unwrap_or_else(|| panic!("no series {series} in {metrics:?}"))
+    };
+    assert_eq!(m("cors_filter_preflights_total{verdict=\"allow\"}"), 2);
+    assert_eq!(counter(&stats, "preflight_allow"), 2);
+    let deny = m("cors_filter_preflights_total{verdict=\"deny\"}");
+    assert!(deny >= 1);
+    assert_eq!(counter(&stats, "preflight_deny"), deny);
+    assert_eq!(m("cors_filter_requests_total"), counter(&stats, "requests"));
+    assert_eq!(m("cors_filter_requests_total"), 2 + deny + 1);
+    assert_eq!(m("cors_filter_packets_total"), counter(&stats, "packets"));
+    assert!(m("cors_filter_packets_total") > m("cors_filter_requests_total"));
+    assert_eq!(m("cors_filter_malformed_total"), 0);
+    assert_eq!(m("cors_filter_incomplete_total"), 0);
+    assert_eq!(m("cors_filter_allowlist_entries"), 2);
+    assert_eq!(m("cors_filter_passed_total{reason=\"not_preflight\"}"), 1);
+    filter.stop()
+}
+
+#[test]
+fn monitor_mode_passes_but_counts_deny() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &["--mode", "monitor"])?;
+    let reply = client::preflight(&bed.pair, Family::V4, DENIED)?;
+    assert_eq!(reply.status, Some(204), "monitor mode dropped: {reply:?}");
+    assert!(bed.server.saw_origin(DENIED)?);
+    let stats = filter.stats()?;
+    assert_eq!(counter(&stats, "preflight_deny"), 1, "{stats}");
+    assert_eq!(counter(&stats, "dropped"), 0, "{stats}");
+    filter.stop()
+}
+
+#[test]
+fn ipv6_preflights_are_filtered_too() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V6, ALLOWED)?.status,
+        Some(204)
+    );
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V6, DENIED)?.status,
+        None
+    );
+    assert!(!bed.server.saw_origin(DENIED)?);
+    assert_eq!(client::get(&bed.pair, Family::V6)?.status, Some(200));
+    filter.stop()
+}
+
+#[test]
+fn wildcard_entries_match_subdomains_on_label_boundaries() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    for (origin, allowed) in [
+        ("https://a.example.org", true),
+        ("https://a.b.example.org", true),
+        ("https://example.org", false),
+        ("https://evil-example.org", false),
+        ("http://a.example.org", false),
+    ] {
+        let reply = client::preflight(&bed.pair, Family::V4, origin)?;
+        assert_eq!(reply.answered(), allowed, "{origin}: {reply:?}");
+        assert_eq!(bed.server.saw_origin(origin)?, allowed, "{origin}");
+    }
+    filter.stop()
+}
+
+#[test]
+fn tc_attachment_filters_like_xdp() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &["--attach", "tc"])?;
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, ALLOWED)?.status,
+        Some(204)
+    );
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
+        None
+    );
+    assert!(!bed.server.saw_origin(DENIED)?);
+    assert!(filter.stats()?["dropped"].as_u64().unwrap() >= 1);
+    filter.stop()
+}
+
+#[test]
+fn stop_detaches_and_unpins() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    assert!(
+        bed.pair
+            .link_show(&bed.pair.server, SERVER_IF)?
+            .contains("xdp")
+    );
+    let pins = filter.pin_dir().to_owned();
+    assert!(pins.join("ALLOWLIST").exists());
+    filter.stop()?;
+    assert!(
+        !bed.pair
+            .link_show(&bed.pair.server, SERVER_IF)?
+            .contains("xdp")
+    );
+    assert!(!pins.exists());
+    // With nothing attached, the disallowed preflight reaches the server.
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
+        Some(204)
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let cases = [
+        ("ports = [8080]\nalow = []\n", "alow"),
+        (
+            "ports = [8080]\nallow = [\n  \"https://ok.example\",\n  \"https://bad.example/x\",\n]\n",
+            ":4:",
+        ),
+        ("ports = [8080, 0]\n", "port 0"),
+        ("ports = [8080]\nmode = \"enforcing\"\n", "enforcing"),
+    ];
+    for (text, needle) in cases {
+        let path = home.state_dir().with_file_name("bad.toml");
+        std::fs::write(&path, text)?;
+        let out = run_expecting_exit(&bed.pair, &home, &path, &[])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{text}");
+        assert!(
+            stderr.contains(&*path.to_string_lossy()),
+            "file not named: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        assert!(
+            !bed.pair
+                .link_show(&bed.pair.server, SERVER_IF)?
+                .contains("xdp")
+        );
+    }
+    let missing = home.state_dir().with_file_name("missing.toml");
+    let out = run_expecting_exit(&bed.pair, &home, &missing, &[])?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    assert!(
+        !bed.pair
+            .link_show(&bed.pair.server, SERVER_IF)?
+            .contains("xdp")
+    );
+    // And the disallowed preflight still reaches the (unprotected) server.
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
+        Some(204)
+    );
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The HTTP server the end-to-end tests and the demo protect.
+//!
+//! It deliberately trusts every origin (it echoes `Origin` back in
+//! `Access-Control-Allow-Origin`), like many real backends: cors-filter is
+//! what keeps disallowed preflights from ever reaching it. Every request it
+//! receives is appended to the log file as `METHOD PATH ORIGIN`, which is how
+//! the tests prove what reached it.
+//!
+//! Usage: cors-test-server --log FILE --listen ADDR [--listen ADDR ...]
+
+use std::{
+    fs::OpenOptions,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+const MAX_HEAD: usize = 16 * 1024;
+
+fn main() -> Result<()> {
+    // Never outlive the test that started us.
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    let mut listen = Vec::new();
+    let mut log = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => {
+                let addr: SocketAddr = args.next().context("--listen needs an address")?.parse()?;
+                listen.push(addr);
+            }
+            "--log" => log = Some(PathBuf::from(args.next().context("--log needs a file")?)),
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    let log = Arc::new(log.context("--log FILE is required")?);
+    if listen.is_empty() {
+        bail!("at least one --listen ADDR is required");
+    }
+    let mut threads = Vec::new();
+    for addr in listen {
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let log = Arc::clone(&log);
+        threads.push(std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(stream, &log) {
+                        eprintln!("cors-test-server: {e:#}");
+                    }
+                });
+            }
+        }));
+    }
+    println!("listening");
+    std::io::stdout().flush()?;
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn serve(mut stream: TcpStream, log: &PathBuf) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut filled = 0;
+    loop {
+        let n = stream.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let method = request.method.unwrap_or("-");
+                let path = request.path.unwrap_or("-");
+                let origin = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("origin"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                let line = format!("{method} {path} {}\n", origin.as_deref().unwrap_or("-"));
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .and_then(|mut f| f.write_all(line.as_bytes()))
+                    .with_context(|| format!("cannot append to {}", log.display()))?;
+                let response = match (method, origin) {
+                    ("OPTIONS", Some(origin)) => format!(
+                        "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: {origin}\r\n\
+                         Access-Control-Allow-Methods: GET, POST, PUT, DELETE\r\n\
+                         Access-Control-Allow-Credentials: true\r\nConnection: close\r\n\r\n"
+                    ),
+                    (_, origin) => {
+                        let allow = origin
+                            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\n"))
+                            .unwrap_or_default();
+                        format!(
+                            "HTTP/1.1 200 OK\r\n{allow}Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                        )
+                    }
+                };
+                stream.write_all(response.as_bytes())?;
+                return Ok(());
+            }
+            Ok(httparse::Status::Partial) if filled < MAX_HEAD => continue,
+            _ => {
+                stream.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")?;
+                return Ok(());
+            }
+        }
+    }
+}

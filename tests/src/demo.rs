@@ -1,0 +1,146 @@
+//! `cargo xtask demo`: the whole story on a namespace pair of its own.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    client::{self, Family, Reply},
+    filter::{FilterHome, RunningFilter},
+    netns::{NetnsPair, SERVER_IF, SERVER_V4},
+    require_root,
+    server::{PORT, TestServer},
+};
+
+const GOOD: &str = "https://app.example.com";
+const EVIL: &str = "https://evil.example";
+
+fn step(n: u32, text: &str) {
+    println!("\n{n}. {text}");
+}
+
+fn show(what: &str, reply: &Reply, reached: bool) {
+    println!("   {what}: {}", reply.describe());
+    println!(
+        "   server received it: {}",
+        if reached { "yes" } else { "no" }
+    );
+}
+
+fn expect(ok: bool, what: &str) -> Result<()> {
+    if !ok {
+        bail!("demo failed: {what}");
+    }
+    Ok(())
+}
+
+pub fn run_demo(server_bin: &Path) -> Result<()> {
+    require_root()?;
+    println!("cors-filter demo");
+    println!("================");
+    println!("A browser sends a cross-origin request even when the page may not read the answer.");
+    println!("cors-filter drops CORS preflights from origins that are not allowed, in the kernel,");
+    println!("before the server's TCP stack sees them.");
+
+    step(
+        0,
+        "Setting up: two network namespaces joined by a veth pair (client, server),",
+    );
+    let pair = NetnsPair::create()?;
+    println!(
+        "   an HTTP server on {SERVER_V4}:{PORT} that answers every preflight (it trusts any origin),"
+    );
+    let server = TestServer::start(&pair, server_bin)?;
+    let home = FilterHome::new(&format!(
+        "ports = [{PORT}]\nallow = [\"{GOOD}\"]\nmode = \"enforce\"\n"
+    ))?;
+    println!(
+        "   and cors-filter attached with XDP to the server's {SERVER_IF}, allowing only {GOOD}."
+    );
+    let filter = RunningFilter::start(&pair, &home, &[])?;
+
+    step(1, &format!("Preflight from the allowed origin {GOOD}"));
+    let reply = client::preflight(&pair, Family::V4, GOOD)?;
+    show("client got", &reply, server.saw_origin(GOOD)?);
+    expect(
+        reply.status == Some(204) && server.saw_origin(GOOD)?,
+        "the allowed preflight was not answered",
+    )?;
+
+    step(2, &format!("Preflight from {EVIL}, not in the allowlist"));
+    let reply = client::preflight(&pair, Family::V4, EVIL)?;
+    show("client got", &reply, server.saw_origin(EVIL)?);
+    expect(
+        !reply.answered() && !server.saw_origin(EVIL)?,
+        "the disallowed preflight got through",
+    )?;
+
+    step(3, "A plain GET without Origin (ordinary traffic)");
+    let reply = client::get(&pair, Family::V4)?;
+    println!("   client got: {}", reply.describe());
+    expect(reply.status == Some(200), "the plain GET was not answered")?;
+
+    step(
+        4,
+        &format!("`cors-filter allow add {EVIL}`, then the same preflight again"),
+    );
+    print!(
+        "   $ cors-filter allow add {EVIL}\n   {}",
+        filter.cli_ok(&["allow", "add", EVIL])?
+    );
+    let reply = client::preflight(&pair, Family::V4, EVIL)?;
+    show("client got", &reply, server.saw_origin(EVIL)?);
+    expect(
+        reply.status == Some(204),
+        "the newly allowed preflight was not answered",
+    )?;
+
+    step(
+        5,
+        &format!("`cors-filter allow remove {EVIL}`, then once more"),
+    );
+    print!(
+        "   $ cors-filter allow remove {EVIL}\n   {}",
+        filter.cli_ok(&["allow", "remove", EVIL])?
+    );
+    let before = server.seen()?.len();
+    let reply = client::preflight(&pair, Family::V4, EVIL)?;
+    println!("   client got: {}", reply.describe());
+    println!(
+        "   server received it: {}",
+        if server.seen()?.len() > before {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    expect(
+        !reply.answered() && server.seen()?.len() == before,
+        "the removed origin got through",
+    )?;
+
+    step(6, "What the filter counted (`cors-filter stats`)");
+    for line in filter.cli_ok(&["stats"])?.lines() {
+        println!("   {line}");
+    }
+    println!("\n   and on /metrics (Prometheus):");
+    for line in filter.metrics()?.lines() {
+        if !line.starts_with('#')
+            && (line.starts_with("cors_filter_preflights_total")
+                || line.starts_with("cors_filter_requests_total")
+                || line.starts_with("cors_filter_dropped_total")
+                || line.starts_with("cors_filter_allowlist_entries"))
+        {
+            println!("   {line}");
+        }
+    }
+    println!(
+        "   (a dropped preflight is retransmitted by the client's TCP, and each copy is counted)"
+    );
+
+    filter.stop()?;
+    drop(server);
+    drop(pair);
+    println!("\nDone: the filter detached and unpinned, the namespaces are gone.");
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! `cors-filter run` attached to the server side of a [`NetnsPair`], and
+//! its CLI pointed at the same pins and state.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    TempDir, cors_filter_bin,
+    netns::{NetnsPair, SERVER_IF},
+    process::{Guarded, die_with_parent, run_bounded, run_ok},
+    unique_suffix,
+};
+
+pub const METRICS_PORT: u16 = 9186;
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// The config file and the state directory of a filter; they outlive a
+/// filter process, as they do across a restart.
+pub struct FilterHome {
+    dir: TempDir,
+}
+
+impl FilterHome {
+    pub fn new(config_toml: &str) -> Result<FilterHome> {
+        let dir = TempDir::new("home")?;
+        std::fs::write(dir.path().join("config.toml"), config_toml)?;
+        Ok(FilterHome { dir })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// A running `cors-filter run`, stopped and its pins removed on drop.
+pub struct RunningFilter {
+    process: Guarded,
+    binary: PathBuf,
+    pin_dir: PathBuf,
+    state_dir: PathBuf,
+    server_ns: String,
+    log: PathBuf,
+}
+
+fn pin_dir_for_test() -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/cors-filter-test-{}", unique_suffix()))
+}
+
+/// Runs `cors-filter run` in the server namespace and returns its output;
+/// for configurations that must be refused.
+pub fn run_expecting_exit(
+    pair: &NetnsPair,
+    home: &FilterHome,
+    config: &Path,
+    args: &[&str],
+) -> Result<Output> {
+    let binary = cors_filter_bin()?;
+    let pin_dir = pin_dir_for_test();
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", pair.server_ns_path()))
+        .arg(&binary)
+        .arg("--pin-dir")
+        .arg(&pin_dir)
+        .arg("--state-dir")
+        .arg(home.state_dir())
+        .args(["run", "--iface", SERVER_IF, "--config"])
+        .arg(config)
+        .args(args);
+    let output = run_bounded(&mut command, Duration::from_secs(30));
+    let _ = crate::filter::remove_pin_dir(&pin_dir);
+    output
+}
+
+/// Removes a test pin directory and whatever is pinned in it.
+pub fn remove_pin_dir(pin_dir: &Path) -> Result<()> {
+    if let Ok(entries) = std::fs::read_dir(pin_dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        std::fs::remove_dir(pin_dir)
+            .with_context(|| format!("cannot remove {}", pin_dir.display()))?;
+    }
+    Ok(())
+}
+
+impl RunningFilter {
+    /// Starts the filter on the server interface with `home`'s config and
+    /// waits until its metrics endpoint answers (it does once attached).
+    pub fn start(pair: &NetnsPair, home: &FilterHome, args: &[&str]) -> Result<RunningFilter> {
+        let binary = cors_filter_bin()?;
+        let pin_dir = pin_dir_for_test();
+        let log = home
+            .dir
+            .path()
+            .join(format!("filter-{}.log", unique_suffix()));
+        let log_file = std::fs::File::create(&log)?;
+        let mut command = Command::new("nsenter");
+        // Only the network namespace: the mount namespace, and so bpffs and
+        // the pins, stay shared with the CLI run from here.
+        command
+            .arg(format!("--net={}", pair.server_ns_path()))
+            .arg(&binary)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .arg("--state-dir")
+            .arg(home.state_dir())
+            .args(["run", "--iface", SERVER_IF, "--config"])
+            .arg(home.config())
+            .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        die_with_parent(&mut command, libc::SIGTERM);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut filter = RunningFilter {
+            process: Guarded {
+                child,
+                name: "cors-filter run".into(),
+            },
+            binary,
+            pin_dir,
+            state_dir: home.state_dir(),
+            server_ns: pair.server.clone(),
+            log,
+        };
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if let Some(status) = filter.process.exited() {
+                bail!(
+                    "cors-filter run exited ({status}) before it was ready:\n{}",
+                    filter.log()
+                );
+            }
+            if filter.metrics().is_ok() {
+                return Ok(filter);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "cors-filter run not ready within {READY_LIMIT:?}:\n{}",
+                    filter.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the filter has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Runs a `cors-filter` subcommand against this filter's pins and state.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(args);
+        run_bounded(&mut command, Duration::from_secs(30))
+    }
+
+    /// Runs a subcommand that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "cors-filter {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `cors-filter stats --json`.
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let text = self.cli_ok(&["stats", "--json"])?;
+        serde_json::from_str(&text).with_context(|| format!("stats --json printed {text:?}"))
+    }
+
+    /// The Prometheus text from `/metrics`, fetched inside the server namespace.
+    pub fn metrics(&self) -> Result<String> {
+        let out = run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.server_ns,
+            "curl",
+            "-sf",
+            "--max-time",
+            "2",
+            &format!("http://127.0.0.1:{METRICS_PORT}/metrics"),
+        ]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `/metrics` as `series -> value` (`name{labels}` keys).
+    pub fn metric_values(&self) -> Result<BTreeMap<String, u64>> {
+        Ok(parse_metrics(&self.metrics()?))
+    }
+
+    /// Stops the filter with SIGTERM; fails unless it exits cleanly.
+    pub fn stop(mut self) -> Result<()> {
+        let clean = self.process.stop(Duration::from_secs(10));
+        if !clean {
+            bail!(
+                "cors-filter run did not exit cleanly on SIGTERM:\n{}",
+                self.log()
+            );
+        }
+        if self.pin_dir.exists() {
+            bail!(
+                "cors-filter run left its pin directory {} behind",
+                self.pin_dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningFilter {
+    fn drop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+        let _ = remove_pin_dir(&self.pin_dir);
+    }
+}
+
+/// Parses Prometheus text format into `series -> value`.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}

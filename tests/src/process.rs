@@ -1,0 +1,100 @@
+//! Child processes that die with their guard, and bounded command runs.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs `command` to completion, failing if it takes longer than `limit`.
+pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<Output> {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {shown}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait()?.is_some() {
+            return child
+                .wait_with_output()
+                .with_context(|| format!("cannot collect {shown}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{shown} took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command`, which must succeed within 30 s.
+pub fn run_ok(command: &mut Command) -> Result<Output> {
+    let shown = format!("{command:?}");
+    let output = run_bounded(command, Duration::from_secs(30))?;
+    if !output.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(output)
+}
+
+/// Makes a spawned child get `signal` when the spawning thread's process dies,
+/// so that nothing outlives an aborted test run.
+pub fn die_with_parent(command: &mut Command, signal: libc::c_int) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe; nothing is allocated in the hook.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A running child that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Guarded {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Guarded {
+    /// Sends SIGTERM and waits up to `grace` for the exit, then SIGKILLs.
+    /// Returns whether it exited by itself, successfully.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
+        // SAFETY: kill on a pid we own and have not reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}

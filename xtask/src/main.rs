@@ -1,0 +1,301 @@
+//! The project's jobs: `cargo xtask setup | build | test | demo`.
+//!
+//! Every job first installs what is missing (Debian packages, the nightly
+//! toolchain with rust-src, bpf-linker), once and idempotently, and says
+//! which step failed and how to run it by hand when one does.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    job: Job,
+}
+
+#[derive(Subcommand)]
+enum Job {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the `cors-filter` binary (with its eBPF object) and the test server.
+    Build,
+    /// Run the whole test suite: unit, differential and end-to-end (root).
+    Test,
+    /// Show the filter at work on a namespace pair of its own (root).
+    Demo,
+}
+
+/// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
+/// namespaces, nsenter and the client, bpftool for inspection.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "iproute2",
+    "util-linux",
+    "curl",
+    "bpftool",
+    "build-essential",
+];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.job {
+        Job::Setup => setup(),
+        Job::Build => {
+            setup()?;
+            build(&root)
+        }
+        Job::Test => {
+            setup()?;
+            require_root("cargo xtask test")?;
+            build(&root)?;
+            test(&root)
+        }
+        Job::Demo => {
+            setup()?;
+            require_root("cargo xtask demo")?;
+            build(&root)?;
+            let release = root.join("target/release");
+            // SAFETY: single-threaded here; the demo reads this to find the binary.
+            unsafe { std::env::set_var("CORS_FILTER_BIN", release.join("cors-filter")) };
+            cors_filter_tests::demo::run_demo(&release.join("cors-test-server"))
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn require_root(job: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{job} needs root (network namespaces, XDP, bpffs): run it as root");
+    }
+    Ok(())
+}
+
+/// Runs `command` for setup step `step`; on failure names the step and the
+/// command to run by hand.
+fn step(step: &str, command: &mut Command) -> Result<()> {
+    let shown = shown(command);
+    eprintln!("xtask setup: {step}: {shown}");
+    let status = command
+        .status()
+        .with_context(|| format!("setup step `{step}` could not start; run by hand: {shown}"))?;
+    if !status.success() {
+        bail!("setup step `{step}` failed ({status}); run by hand: {shown}");
+    }
+    Ok(())
+}
+
+fn shown(command: &Command) -> String {
+    let envs: Vec<String> = command
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    let args: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut parts = envs;
+    parts.extend(args);
+    parts.join(" ")
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output("dpkg-query", &["-W", "-f=${Status}", p]).contains("install ok installed")
+        })
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing Debian packages {}; install them as root: apt-get install -y {}",
+                missing.join(" "),
+                missing.join(" ")
+            );
+        }
+        step(
+            "refresh the package lists",
+            Command::new("apt-get").args(["update", "-q"]),
+        )?;
+        step(
+            "install Debian packages",
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+
+    if !output("rustup", &["toolchain", "list"])
+        .lines()
+        .any(|l| l.starts_with("nightly"))
+    {
+        step(
+            "install the nightly toolchain",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
+        )?;
+    }
+    if !output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .lines()
+    .any(|l| l.starts_with("rust-src"))
+    {
+        step(
+            "add rust-src to nightly",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )?;
+    }
+
+    if !succeeds("bpf-linker", &["--version"]) {
+        step(
+            "install bpf-linker",
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                ])
+                .args(["--no-default-features", "--features", "llvm-22"])
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path, what: &str, args: &[&str]) -> Result<()> {
+    let mut command = Command::new("cargo");
+    command.current_dir(root).args(args);
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run cargo to {what}"))?;
+    if !status.success() {
+        bail!("{what} failed: {}", shown(&command));
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<()> {
+    cargo(
+        root,
+        "build cors-filter and the test server",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "cors-filter-user",
+            "-p",
+            "cors-filter-tests",
+            "--bins",
+        ],
+    )
+}
+
+fn test(root: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    cargo(
+        root,
+        "check formatting",
+        &[
+            "fmt",
+            "--check",
+            "-p",
+            "cors-filter-common",
+            "-p",
+            "cors-filter-user",
+            "-p",
+            "cors-filter-tests",
+            "-p",
+            "xtask",
+        ],
+    )?;
+    cargo(
+        root,
+        "lint the userspace crates",
+        &[
+            "clippy",
+            "--release",
+            "-p",
+            "cors-filter-common",
+            "-p",
+            "cors-filter-user",
+            "-p",
+            "cors-filter-tests",
+            "-p",
+            "xtask",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    let bin = root.join("target/release/cors-filter");
+    let mut command = Command::new("cargo");
+    command
+        .current_dir(root)
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "cors-filter-common",
+            "-p",
+            "cors-filter-user",
+            "-p",
+            "cors-filter-tests",
+        ])
+        .env("CORS_FILTER_BIN", &bin);
+    let status = command.status().context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("tests failed: {}", shown(&command));
+    }
+    eprintln!("xtask test: all passed in {:.0?}", started.elapsed());
+    Ok(())
+}
