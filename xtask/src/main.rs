@@ -5,8 +5,9 @@
 //! which step failed and how to run it by hand when one does.
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
@@ -281,9 +282,8 @@ fn test(root: &Path) -> Result<()> {
     let mut command = Command::new("cargo");
     command
         .current_dir(root)
+        .args(["test", "--release", "--tests", "-p", "xtask"])
         .args([
-            "test",
-            "--release",
             "-p",
             "cors-filter-common",
             "-p",
@@ -291,11 +291,62 @@ fn test(root: &Path) -> Result<()> {
             "-p",
             "cors-filter-tests",
         ])
-        .env("CORS_FILTER_BIN", &bin);
-    let status = command.status().context("cannot run cargo test")?;
-    if !status.success() {
+        .env("CORS_FILTER_BIN", &bin)
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().context("cannot run cargo test")?;
+    // Echo the runner's output and add up its per-binary results.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("cannot read cargo test's output")?;
+        println!("{line}");
+        if let Some((p, f)) = parse_test_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait().context("cannot wait for cargo test")?;
+    println!("xtask test: took {:.0?}", started.elapsed());
+    // The suite's closing line, in the plain form CI reads.
+    println!("cors-filter: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
         bail!("tests failed: {}", shown(&command));
     }
-    eprintln!("xtask test: all passed in {:.0?}", started.elapsed());
+    if passed == 0 {
+        bail!("no test ran: {}", shown(&command));
+    }
     Ok(())
+}
+
+/// `test result: ok. 13 passed; 0 failed; ...` -> (13, 0).
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| {
+            let digits = part
+                .trim()
+                .trim_start_matches(|c: char| !c.is_ascii_digit());
+            digits.strip_suffix(word)?.trim().parse::<u64>().ok()
+        })
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 13 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 16.76s"
+            ),
+            Some((13, 0))
+        );
+        assert_eq!(
+            parse_test_result("test result: FAILED. 12 passed; 1 failed; 0 ignored; 0 measured"),
+            Some((12, 1))
+        );
+        assert_eq!(parse_test_result("running 13 tests"), None);
+    }
 }
