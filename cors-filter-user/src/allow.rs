@@ -33,56 +33,58 @@ fn not_running_note(pin_dir: &Path, state: &StateDir) {
     );
 }
 
-pub fn add(pin_dir: &Path, state_dir: &Path, text: &str) -> Result<()> {
-    let entry = parse_entry(text)?;
-    let state = StateDir::open(state_dir)?;
-    let _lock = state.lock_allowlist()?;
-    let before = state.load_changes()?;
-    let mut changes = state.load_changes()?;
-    changes.record_add(&entry.origin);
-    state.save_changes(&changes)?;
-    match running_allowlist(pin_dir)? {
-        Some(mut map) => {
-            if let Err(e) = map.insert(&entry.key, entry.kind, 0) {
-                state.save_changes(&before)?;
-                return Err(e).with_context(|| {
-                    format!("cannot add origin {} to the running filter", entry.origin)
-                });
-            }
-            println!("allowed {}", entry.origin);
-        }
-        None => not_running_note(pin_dir, &state),
-    }
-    Ok(())
+/// An allowlist edit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Add,
+    Remove,
 }
 
-pub fn remove(pin_dir: &Path, state_dir: &Path, text: &str) -> Result<()> {
+/// Applies `change` of `text`: records it on disk first (under the lock,
+/// so concurrent edits serialise), then in the running filter's map; if the
+/// map refuses it, the record is rolled back.
+pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Result<()> {
     let entry = parse_entry(text)?;
     let state = StateDir::open(state_dir)?;
     let _lock = state.lock_allowlist()?;
     let before = state.load_changes()?;
     let mut changes = state.load_changes()?;
-    changes.record_remove(&entry.origin);
-    state.save_changes(&changes)?;
-    match running_allowlist(pin_dir)? {
-        Some(mut map) => match map.remove(&entry.key) {
-            Ok(()) => println!("removed {}", entry.origin),
-            Err(aya::maps::MapError::KeyNotFound) => {
-                println!("{} was not allowed; recorded as removed", entry.origin)
-            }
-            Err(e) => {
-                state.save_changes(&before)?;
-                return Err(e).with_context(|| {
-                    format!(
-                        "cannot remove origin {} from the running filter",
-                        entry.origin
-                    )
-                });
-            }
-        },
-        None => not_running_note(pin_dir, &state),
+    match change {
+        Change::Add => changes.record_add(&entry.origin),
+        Change::Remove => changes.record_remove(&entry.origin),
     }
-    Ok(())
+    state.save_changes(&changes)?;
+    let Some(mut map) = running_allowlist(pin_dir)? else {
+        not_running_note(pin_dir, &state);
+        return Ok(());
+    };
+    let origin = &entry.origin;
+    let applied = match change {
+        Change::Add => map
+            .insert(&entry.key, entry.kind, 0)
+            .map(|()| format!("allowed {origin}")),
+        Change::Remove => match map.remove(&entry.key) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(format!(
+                "{origin} was not in the running allowlist; recorded as removed"
+            )),
+            other => other.map(|()| format!("removed {origin}")),
+        },
+    };
+    match applied {
+        Ok(done) => {
+            println!("{done}");
+            Ok(())
+        }
+        Err(e) => {
+            state.save_changes(&before)?;
+            Err(e).with_context(|| {
+                format!(
+                    "cannot change origin {} in the running filter",
+                    entry.origin
+                )
+            })
+        }
+    }
 }
 
 pub fn list(pin_dir: &Path) -> Result<()> {

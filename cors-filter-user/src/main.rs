@@ -24,8 +24,12 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args, &cli.pin_dir, &cli.state_dir).await,
         Command::Allow { action } => match action {
-            AllowAction::Add { origin } => allow::add(&cli.pin_dir, &cli.state_dir, &origin),
-            AllowAction::Remove { origin } => allow::remove(&cli.pin_dir, &cli.state_dir, &origin),
+            AllowAction::Add { origin } => {
+                allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Add, &origin)
+            }
+            AllowAction::Remove { origin } => {
+                allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Remove, &origin)
+            }
             AllowAction::List => allow::list(&cli.pin_dir),
         },
         Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {

@@ -20,19 +20,6 @@ pub struct Snapshot {
     pub allowlist_entries: u64,
 }
 
-/// Counters exported as `cors_filter_passed_total{reason=...}`.
-const PASS_REASONS: [Counter; 9] = [
-    Counter::PassNotIp,
-    Counter::PassNotTcp,
-    Counter::PassIpFragment,
-    Counter::PassIpv6ExtHeader,
-    Counter::PassTruncated,
-    Counter::PassPortNotInspected,
-    Counter::PassNoPayload,
-    Counter::PassNotHttp,
-    Counter::PassNotPreflight,
-];
-
 impl Snapshot {
     pub fn read(pin_dir: &Path) -> Result<Snapshot> {
         let counters: PerCpuArray<MapData, u64> =
@@ -111,15 +98,15 @@ impl Snapshot {
             "Packets dropped by the filter.",
             &[("", self.get(Counter::Dropped))],
         );
-        let labels: Vec<String> = PASS_REASONS
+        // The `pass_*` counters, by their reason.
+        let labels: Vec<(String, u64)> = Counter::ALL
             .iter()
-            .map(|c| format!("{{reason=\"{}\"}}", c.name().trim_start_matches("pass_")))
+            .filter_map(|c| {
+                let reason = c.name().strip_prefix("pass_")?;
+                Some((format!("{{reason=\"{reason}\"}}"), self.get(*c)))
+            })
             .collect();
-        let samples: Vec<(&str, u64)> = PASS_REASONS
-            .iter()
-            .zip(&labels)
-            .map(|(c, l)| (l.as_str(), self.get(*c)))
-            .collect();
+        let samples: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric(
             "cors_filter_passed_total",
             "counter",

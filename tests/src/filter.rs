@@ -56,8 +56,33 @@ fn pin_dir_for_test() -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/cors-filter-test-{}", unique_suffix()))
 }
 
-/// Runs `cors-filter run` in the server namespace and returns its output;
-/// for configurations that must be refused.
+/// `cors-filter run` on the server interface, in the server's network
+/// namespace only: the mount namespace, and so bpffs and the pins, stay
+/// shared with the CLI run from here.
+fn run_command(
+    pair: &NetnsPair,
+    binary: &Path,
+    pin_dir: &Path,
+    state_dir: &Path,
+    config: &Path,
+    args: &[&str],
+) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", pair.server_ns_path()))
+        .arg(binary)
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["run", "--iface", SERVER_IF, "--config"])
+        .arg(config)
+        .args(args);
+    command
+}
+
+/// Runs `cors-filter run` with `config` and returns its output; for
+/// configurations that must be refused.
 pub fn run_expecting_exit(
     pair: &NetnsPair,
     home: &FilterHome,
@@ -66,19 +91,9 @@ pub fn run_expecting_exit(
 ) -> Result<Output> {
     let binary = cors_filter_bin()?;
     let pin_dir = pin_dir_for_test();
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net={}", pair.server_ns_path()))
-        .arg(&binary)
-        .arg("--pin-dir")
-        .arg(&pin_dir)
-        .arg("--state-dir")
-        .arg(home.state_dir())
-        .args(["run", "--iface", SERVER_IF, "--config"])
-        .arg(config)
-        .args(args);
+    let mut command = run_command(pair, &binary, &pin_dir, &home.state_dir(), config, args);
     let output = run_bounded(&mut command, Duration::from_secs(30));
-    let _ = crate::filter::remove_pin_dir(&pin_dir);
+    let _ = remove_pin_dir(&pin_dir);
     output
 }
 
@@ -105,20 +120,17 @@ impl RunningFilter {
             .path()
             .join(format!("filter-{}.log", unique_suffix()));
         let log_file = std::fs::File::create(&log)?;
-        let mut command = Command::new("nsenter");
-        // Only the network namespace: the mount namespace, and so bpffs and
-        // the pins, stay shared with the CLI run from here.
+        let metrics = format!("127.0.0.1:{METRICS_PORT}");
+        let mut command = run_command(
+            pair,
+            &binary,
+            &pin_dir,
+            &home.state_dir(),
+            &home.config(),
+            args,
+        );
         command
-            .arg(format!("--net={}", pair.server_ns_path()))
-            .arg(&binary)
-            .arg("--pin-dir")
-            .arg(&pin_dir)
-            .arg("--state-dir")
-            .arg(home.state_dir())
-            .args(["run", "--iface", SERVER_IF, "--config"])
-            .arg(home.config())
-            .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
-            .args(args)
+            .args(["--metrics-listen", &metrics])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);

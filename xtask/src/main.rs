@@ -46,6 +46,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The crates built for the host: formatted, linted and tested by `test`.
+/// (`cors-filter-ebpf` builds for the BPF target only.)
+const HOST_PACKAGES: [&str; 4] = [
+    "cors-filter-common",
+    "cors-filter-user",
+    "cors-filter-tests",
+    "xtask",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn main() -> Result<()> {
@@ -224,6 +232,11 @@ fn cargo(root: &Path, what: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `-p NAME` for each of [`HOST_PACKAGES`].
+fn package_args() -> Vec<&'static str> {
+    HOST_PACKAGES.iter().flat_map(|p| ["-p", *p]).collect()
+}
+
 fn build(root: &Path) -> Result<()> {
     cargo(
         root,
@@ -242,55 +255,28 @@ fn build(root: &Path) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
+    let packages = package_args();
     cargo(
         root,
         "check formatting",
-        &[
-            "fmt",
-            "--check",
-            "-p",
-            "cors-filter-common",
-            "-p",
-            "cors-filter-user",
-            "-p",
-            "cors-filter-tests",
-            "-p",
-            "xtask",
-        ],
+        &[&["fmt", "--check"], &packages[..]].concat(),
     )?;
     cargo(
         root,
         "lint the userspace crates",
         &[
-            "clippy",
-            "--release",
-            "-p",
-            "cors-filter-common",
-            "-p",
-            "cors-filter-user",
-            "-p",
-            "cors-filter-tests",
-            "-p",
-            "xtask",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
+            &["clippy", "--release", "--all-targets"],
+            &packages[..],
+            &["--", "-D", "warnings"],
+        ]
+        .concat(),
     )?;
     let bin = root.join("target/release/cors-filter");
     let mut command = Command::new("cargo");
     command
         .current_dir(root)
-        .args(["test", "--release", "--tests", "-p", "xtask"])
-        .args([
-            "-p",
-            "cors-filter-common",
-            "-p",
-            "cors-filter-user",
-            "-p",
-            "cors-filter-tests",
-        ])
+        .args(["test", "--release", "--tests"])
+        .args(&packages)
         .env("CORS_FILTER_BIN", &bin)
         .stdout(Stdio::piped());
     let mut child = command.spawn().context("cannot run cargo test")?;
