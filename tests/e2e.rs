@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use cors_filter_tests::{
     client::{self, Family},
-    filter::{FilterHome, RunningFilter, run_expecting_exit},
+    filter::{FilterHome, RunningFilter, run_expecting_exit, run_with_pins},
     netns::{NetnsPair, SERVER_IF},
     require_root,
     server::TestServer,
@@ -371,4 +371,38 @@ fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
         Some(204)
     );
     Ok(())
+}
+
+#[test]
+fn a_second_filter_cannot_take_over_running_pins() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    // Another state directory, the same pins: refused, and the running
+    // filter keeps its maps.
+    let other = FilterHome::new(&config(""))?;
+    let out = run_with_pins(
+        &bed.pair,
+        &other,
+        &other.config(),
+        filter.pin_dir(),
+        &["--metrics-listen", "127.0.0.1:9187"],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second filter started on the same pins"
+    );
+    assert!(
+        stderr.contains("another cors-filter")
+            && stderr.contains(&*filter.pin_dir().to_string_lossy()),
+        "{stderr}"
+    );
+    assert!(filter.pin_dir().join("ALLOWLIST").exists());
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
+        None
+    );
+    assert_eq!(filter.stats()?["allowlist_entries"], 2);
+    filter.stop()
 }

@@ -1,5 +1,5 @@
-//! The cors-filter XDP program: drops CORS preflights whose origin the
-//! allowlist does not hold, before the TCP stack sees them.
+//! The cors-filter programs, XDP and TC ingress: they drop CORS preflights
+//! whose origin the allowlist does not hold, before the TCP stack sees them.
 #![no_std]
 #![no_main]
 
@@ -92,9 +92,9 @@ fn inspect(ctx: &impl Frame) -> Outcome {
     } else {
         payload.len
     } as u32);
-    // Read back from memory, the compiler knows nothing of the value and
-    // keeps the mask, which proves to the verifier that the size is in
-    // 1..=SCAN_BYTES (it is already: `payload.len` is not 0).
+    // Read back from memory, the value is opaque to the compiler, which
+    // therefore keeps the mask; the mask is what proves to the verifier that
+    // the size is in 1..=SCAN_BYTES (it is: `payload.len` is not 0).
     let size = (scratch.payload_len.get().wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1;
     // SAFETY: `size` is in 1..=SCAN_BYTES and the destination holds
     // SCAN_BUF_LEN > SCAN_BYTES bytes; the helper checks the packet side.

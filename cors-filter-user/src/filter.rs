@@ -16,7 +16,7 @@ use cors_filter_common::{FilterConfig, PortBitmap, origin::OriginKey};
 
 use crate::{
     allowlist::AllowEntry,
-    pins::{PINNED_MAPS, pin_path, prepare_pin_dir, remove_pins},
+    pins::{PINNED_MAPS, PinDirLock, pin_path, prepare_pin_dir, remove_pins},
 };
 
 /// The eBPF object, built by this crate's build script.
@@ -44,6 +44,8 @@ pub struct Filter {
     hook: Hook,
     links: Vec<(String, Link)>,
     pin_dir: Option<PathBuf>,
+    /// Held while the maps are pinned; released after they are removed.
+    pin_lock: Option<PinDirLock>,
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
@@ -96,6 +98,7 @@ impl Filter {
                 hook,
                 links: Vec::new(),
                 pin_dir: None,
+                pin_lock: None,
             },
             logger,
         ))
@@ -138,7 +141,7 @@ impl Filter {
 
     /// Pins the shared maps under `pin_dir` (mode 0700).
     pub fn pin(&mut self, pin_dir: &Path) -> Result<()> {
-        prepare_pin_dir(pin_dir)?;
+        self.pin_lock = Some(prepare_pin_dir(pin_dir)?);
         self.pin_dir = Some(pin_dir.to_owned());
         for name in PINNED_MAPS {
             let path = pin_path(pin_dir, name);
@@ -196,5 +199,6 @@ impl Drop for Filter {
         {
             log::error!("{e:#}");
         }
+        self.pin_lock = None;
     }
 }

@@ -4,7 +4,10 @@
 use std::{
     ffi::CString,
     fs,
-    os::unix::{ffi::OsStrExt as _, fs::DirBuilderExt as _, fs::PermissionsExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::{ffi::OsStrExt as _, fs::DirBuilderExt as _, fs::PermissionsExt as _},
+    },
     path::{Path, PathBuf},
 };
 
@@ -33,8 +36,8 @@ fn fs_type(path: &Path) -> Result<i64> {
 
 /// Makes sure `pin_dir`'s parent is a bpffs (mounting the default one at
 /// /sys/fs/bpf when nothing is mounted there) and that `pin_dir` exists with
-/// mode 0700 and holds no stale pins.
-pub fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
+/// mode 0700, is used by no other filter, and holds no stale pins.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
     let parent = pin_dir
         .parent()
         .with_context(|| format!("pin directory {} has no parent", pin_dir.display()))?;
@@ -64,29 +67,52 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<()> {
         }
         log::info!("mounted bpffs on {DEFAULT_BPFFS}");
     }
-    if pin_dir.exists() {
-        // The caller holds the daemon lock, so pins here are from a filter
-        // that died without cleaning up.
-        for name in PINNED_MAPS {
-            let stale = pin_dir.join(name);
-            if stale.exists() {
-                log::warn!(
-                    "removing stale pin {} left by a previous run",
-                    stale.display()
-                );
-                fs::remove_file(&stale)
-                    .with_context(|| format!("cannot remove {}", stale.display()))?;
-            }
+    match fs::DirBuilder::new().mode(0o700).create(pin_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot create pin directory {}", pin_dir.display()));
         }
-    } else {
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(pin_dir)
-            .with_context(|| format!("cannot create pin directory {}", pin_dir.display()))?;
     }
     fs::set_permissions(pin_dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set mode 0700 on {}", pin_dir.display()))?;
-    Ok(())
+    let lock = lock_dir(pin_dir)?;
+    // Held lock: pins found here were left by a filter that died.
+    for name in PINNED_MAPS {
+        let stale = pin_dir.join(name);
+        if stale.exists() {
+            log::warn!(
+                "removing stale pin {} left by a previous run",
+                stale.display()
+            );
+            fs::remove_file(&stale)
+                .with_context(|| format!("cannot remove {}", stale.display()))?;
+        }
+    }
+    Ok(lock)
+}
+
+/// An exclusive `flock` on the pin directory, held while a filter uses it.
+pub struct PinDirLock {
+    _dir: fs::File,
+}
+
+fn lock_dir(pin_dir: &Path) -> Result<PinDirLock> {
+    let dir = fs::File::open(pin_dir)
+        .with_context(|| format!("cannot open pin directory {}", pin_dir.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another cors-filter is running with pin directory {}",
+                pin_dir.display()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", pin_dir.display()));
+    }
+    Ok(PinDirLock { _dir: dir })
 }
 
 /// Removes the pins and the directory; what is already gone is fine.

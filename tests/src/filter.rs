@@ -89,12 +89,24 @@ pub fn run_expecting_exit(
     config: &Path,
     args: &[&str],
 ) -> Result<Output> {
-    let binary = cors_filter_bin()?;
     let pin_dir = pin_dir_for_test();
-    let mut command = run_command(pair, &binary, &pin_dir, &home.state_dir(), config, args);
-    let output = run_bounded(&mut command, Duration::from_secs(30));
+    let output = run_with_pins(pair, home, config, &pin_dir, args);
     let _ = remove_pin_dir(&pin_dir);
     output
+}
+
+/// Runs `cors-filter run` with the given pin directory until it exits
+/// (bounded); for runs that must be refused.
+pub fn run_with_pins(
+    pair: &NetnsPair,
+    home: &FilterHome,
+    config: &Path,
+    pin_dir: &Path,
+    args: &[&str],
+) -> Result<Output> {
+    let binary = cors_filter_bin()?;
+    let mut command = run_command(pair, &binary, pin_dir, &home.state_dir(), config, args);
+    run_bounded(&mut command, Duration::from_secs(30))
 }
 
 /// Removes a test pin directory and whatever is pinned in it.
