@@ -49,6 +49,10 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
 
+    // Handled from before the kernel is touched, so that a signal at any
+    // point after that ends in the cleanup below rather than a plain exit.
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let hook = match (args.attach, args.xdp_mode) {
         (AttachArg::Xdp, XdpModeArg::Native) => Hook::Xdp(XdpMode::Driver),
         (AttachArg::Xdp, XdpModeArg::Skb) => Hook::Xdp(XdpMode::Skb),
@@ -79,8 +83,6 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let mut logs = unsafe { AsyncFd::register(logger) }
         .map_err(|e| anyhow::anyhow!("cannot poll the eBPF log ring buffer: {e}"))?;
     let mut metrics = tokio::spawn(metrics::serve(listener, pin_dir.to_owned()));
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
