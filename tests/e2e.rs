@@ -10,7 +10,7 @@ use cors_filter_tests::{
     filter::{FilterHome, RunningFilter, run_expecting_exit, run_with_pins},
     netns::{NetnsPair, SERVER_IF},
     require_root,
-    server::TestServer,
+    server::{Seen, TestServer},
 };
 
 const ALLOWED: &str = "https://app.example.com";
@@ -46,6 +46,46 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name]
         .as_u64()
         .unwrap_or_else(|| panic!("stats has no counter {name}: {stats}"))
+}
+
+/// The harness alone, without the filter: namespaces, veth, addresses, the
+/// test server on IPv4 and IPv6, curl, the server's log, and cleanup.
+#[test]
+fn harness_smoke() -> Result<()> {
+    let bed = Bed::new()?;
+    let (client_ns, server_ns) = (bed.pair.client.clone(), bed.pair.server.clone());
+    assert_eq!(client::get(&bed.pair, Family::V4)?.status, Some(200));
+    assert_eq!(client::get(&bed.pair, Family::V6)?.status, Some(200));
+    // Nothing attached: the server answers every origin, which is why it
+    // needs the filter.
+    for origin in [ALLOWED, DENIED] {
+        let reply = client::preflight(&bed.pair, Family::V4, origin)?;
+        assert_eq!(reply.status, Some(204), "{reply:?}");
+        assert_eq!(reply.header("access-control-allow-origin"), Some(origin));
+    }
+    let seen = |method: &str, path: &str, origin: Option<&str>| Seen {
+        method: method.into(),
+        path: path.into(),
+        origin: origin.map(str::to_owned),
+    };
+    assert_eq!(
+        bed.server.seen()?,
+        [
+            seen("GET", "/", None),
+            seen("GET", "/", None),
+            seen("OPTIONS", "/api/items", Some(ALLOWED)),
+            seen("OPTIONS", "/api/items", Some(DENIED)),
+        ]
+    );
+    assert!(
+        !bed.pair
+            .link_show(&bed.pair.server, SERVER_IF)?
+            .contains("xdp")
+    );
+    drop(bed);
+    assert!(!NetnsPair::exists(&client_ns)?, "{client_ns} left behind");
+    assert!(!NetnsPair::exists(&server_ns)?, "{server_ns} left behind");
+    Ok(())
 }
 
 #[test]
@@ -330,16 +370,17 @@ fn stop_detaches_and_unpins() -> Result<()> {
 fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
     let bed = Bed::new()?;
     let home = FilterHome::new(&config(""))?;
-    let cases = [
-        ("ports = [8080]\nalow = []\n", "alow"),
+    // Each case: the config, and what stderr must name (line and value).
+    let cases: [(&str, &[&str]); 4] = [
+        ("ports = [8080]\nalow = []\n", &["line 2", "alow"]),
         (
             "ports = [8080]\nallow = [\n  \"https://ok.example\",\n  \"https://bad.example/x\",\n]\n",
-            ":4:",
+            &[":4:", "https://bad.example/x"],
         ),
-        ("ports = [8080, 0]\n", "port 0"),
-        ("ports = [8080]\nmode = \"enforcing\"\n", "enforcing"),
+        ("ports = [8080, 0]\n", &[":1:", "port 0"]),
+        ("ports = [8080]\nmode = \"enforcing\"\n", &["enforcing"]),
     ];
-    for (text, needle) in cases {
+    for (text, needles) in cases {
         let path = home.state_dir().with_file_name("bad.toml");
         std::fs::write(&path, text)?;
         let out = run_expecting_exit(&bed.pair, &home, &path, &[])?;
@@ -349,7 +390,9 @@ fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
             stderr.contains(&*path.to_string_lossy()),
             "file not named: {stderr}"
         );
-        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        }
         assert!(
             !bed.pair
                 .link_show(&bed.pair.server, SERVER_IF)?

@@ -2,7 +2,7 @@
 
 use std::{process::Command, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     netns::{NetnsPair, SERVER_V4, SERVER_V6},
@@ -28,10 +28,15 @@ impl Family {
     }
 }
 
+/// curl's exit code when `--max-time` ran out.
+const CURL_TIMED_OUT: i32 = 28;
+
 /// What curl got back.
 #[derive(Debug, Clone)]
 pub struct Reply {
-    /// `None` when no response arrived within [`MAX_TIME`].
+    /// `None` when no response arrived within [`MAX_TIME`] on a connection
+    /// that was established: what a dropped request looks like. (Any other
+    /// failure, e.g. a refused connection, is an error, not a `None`.)
     pub status: Option<u16>,
     /// Response header lines, as received.
     pub headers: Vec<String>,
@@ -67,28 +72,42 @@ fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<R
             "exec",
             &pair.client,
             "curl",
-            "-s",
+            "-sS",
             "-o",
             "/dev/null",
             "-D",
             "-",
         ])
-        .args(["-w", "CURL-STATUS %{http_code}\n"])
+        .args(["-w", "CURL-STATUS %{http_code} %{time_connect}\n"])
         .args(["--max-time", &MAX_TIME.as_secs().to_string()])
         .args(args)
         .arg(family.url(path));
-    // curl exits non-zero on a timeout; the status line says what happened.
-    let output = run_bounded(&mut command, MAX_TIME + Duration::from_secs(5))?;
+    let output = run_bounded(&mut command, MAX_TIME + Duration::from_secs(5))
+        .with_context(|| format!("curl in namespace {}", pair.client))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let code = stdout
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, connect) = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("CURL-STATUS "))
-        .with_context(|| {
-            format!(
-                "curl printed no status: {stdout:?} {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })?;
+        .find_map(|l| l.strip_prefix("CURL-STATUS ")?.split_once(' '))
+        .with_context(|| format!("curl printed no status: {stdout:?} {stderr:?}"))?;
+    let connected = connect.trim().parse::<f64>().is_ok_and(|t| t > 0.0);
+    match output.status.code() {
+        Some(0) => {}
+        // Connected, request sent, nothing came back: what a drop looks like.
+        Some(CURL_TIMED_OUT) if connected => {
+            return Ok(Reply {
+                status: None,
+                headers: Vec::new(),
+            });
+        }
+        _ => bail!(
+            "curl {} from namespace {} failed ({}): {}",
+            family.url(path),
+            pair.client,
+            output.status,
+            stderr.trim()
+        ),
+    }
     let status = match code.trim().parse::<u16>()? {
         0 => None,
         s => Some(s),

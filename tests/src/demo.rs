@@ -34,7 +34,10 @@ fn expect(ok: bool, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run_demo(server_bin: &Path) -> Result<()> {
+/// Tells the story on a namespace pair of its own with the `cors-filter`
+/// binary at `cors_filter_bin` and the test server at `test_server_bin`,
+/// then cleans up (also when a step fails).
+pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
     require_root()?;
     println!("cors-filter demo");
     println!("================");
@@ -50,14 +53,14 @@ pub fn run_demo(server_bin: &Path) -> Result<()> {
     println!(
         "   an HTTP server on {SERVER_V4}:{PORT} that answers every preflight (it trusts any origin),"
     );
-    let server = TestServer::start(&pair, server_bin)?;
+    let server = TestServer::start(&pair, test_server_bin)?;
     let home = FilterHome::new(&format!(
         "ports = [{PORT}]\nallow = [\"{GOOD}\"]\nmode = \"enforce\"\n"
     ))?;
     println!(
         "   and cors-filter attached with XDP to the server's {SERVER_IF}, allowing only {GOOD}."
     );
-    let filter = RunningFilter::start(&pair, &home, &[])?;
+    let filter = RunningFilter::start_with(cors_filter_bin, &pair, &home, &[])?;
 
     step(1, &format!("Preflight from the allowed origin {GOOD}"));
     let reply = client::preflight(&pair, Family::V4, GOOD)?;

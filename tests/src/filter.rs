@@ -2,7 +2,6 @@
 //! its CLI pointed at the same pins and state.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -12,8 +11,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     TempDir, cors_filter_bin,
-    netns::{NetnsPair, SERVER_IF},
-    process::{Guarded, die_with_parent, run_bounded, run_ok},
+    metrics::{self, Metrics},
+    netns::{NetnsPair, SERVER_IF, pid_is_gone},
+    process::{Guarded, die_with_parent, run_bounded},
     unique_suffix,
 };
 
@@ -52,8 +52,33 @@ pub struct RunningFilter {
     log: PathBuf,
 }
 
+const PIN_PREFIX: &str = "cors-filter-test-";
+
 fn pin_dir_for_test() -> PathBuf {
-    PathBuf::from(format!("/sys/fs/bpf/cors-filter-test-{}", unique_suffix()))
+    sweep_stale_pin_dirs();
+    PathBuf::from(format!("/sys/fs/bpf/{PIN_PREFIX}{}", unique_suffix()))
+}
+
+/// Removes the pin directories of test processes that died without cleaning
+/// up (killed, or interrupted with Ctrl-C): `cors-filter-test-<pid>-<n>`
+/// whose `<pid>` no longer runs. Once per process.
+fn sweep_stale_pin_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(PIN_PREFIX)
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse().ok());
+            if pid.is_some_and(pid_is_gone) {
+                let _ = remove_pin_dir(&entry.path());
+            }
+        }
+    });
 }
 
 /// `cors-filter run` on the server interface, in the server's network
@@ -125,7 +150,23 @@ impl RunningFilter {
     /// Starts the filter on the server interface with `home`'s config and
     /// waits until its metrics endpoint answers (it does once attached).
     pub fn start(pair: &NetnsPair, home: &FilterHome, args: &[&str]) -> Result<RunningFilter> {
-        let binary = cors_filter_bin()?;
+        RunningFilter::start_with(&cors_filter_bin()?, pair, home, args)
+    }
+
+    /// [`RunningFilter::start`] with the `cors-filter` binary at `binary`.
+    pub fn start_with(
+        binary: &Path,
+        pair: &NetnsPair,
+        home: &FilterHome,
+        args: &[&str],
+    ) -> Result<RunningFilter> {
+        if !binary.is_file() {
+            bail!(
+                "cors-filter binary {} not found: build it with `cargo xtask build`",
+                binary.display()
+            );
+        }
+        let binary = binary.to_owned();
         let pin_dir = pin_dir_for_test();
         let log = home
             .dir
@@ -147,9 +188,13 @@ impl RunningFilter {
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         die_with_parent(&mut command, libc::SIGTERM);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} in namespace {} (is util-linux's nsenter installed?)",
+                binary.display(),
+                pair.server
+            )
+        })?;
         let mut filter = RunningFilter {
             process: Guarded {
                 child,
@@ -224,22 +269,12 @@ impl RunningFilter {
 
     /// The Prometheus text from `/metrics`, fetched inside the server namespace.
     pub fn metrics(&self) -> Result<String> {
-        let out = run_ok(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.server_ns,
-            "curl",
-            "-sf",
-            "--max-time",
-            "2",
-            &format!("http://127.0.0.1:{METRICS_PORT}/metrics"),
-        ]))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        metrics::fetch(&self.server_ns, METRICS_PORT)
     }
 
     /// `/metrics` as `series -> value` (`name{labels}` keys).
-    pub fn metric_values(&self) -> Result<BTreeMap<String, u64>> {
-        Ok(parse_metrics(&self.metrics()?))
+    pub fn metric_values(&self) -> Result<Metrics> {
+        Ok(metrics::parse(&self.metrics()?))
     }
 
     /// Stops the filter with SIGTERM; fails unless it exits cleanly.
@@ -266,15 +301,4 @@ impl Drop for RunningFilter {
         self.process.stop(Duration::from_secs(10));
         let _ = remove_pin_dir(&self.pin_dir);
     }
-}
-
-/// Parses Prometheus text format into `series -> value`.
-pub fn parse_metrics(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod demo;
 pub mod filter;
+pub mod metrics;
 pub mod netns;
 pub mod process;
 pub mod server;

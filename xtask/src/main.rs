@@ -76,9 +76,10 @@ fn main() -> Result<()> {
             require_root("cargo xtask demo")?;
             build(&root)?;
             let release = root.join("target/release");
-            // SAFETY: single-threaded here; the demo reads this to find the binary.
-            unsafe { std::env::set_var("CORS_FILTER_BIN", release.join("cors-filter")) };
-            cors_filter_tests::demo::run_demo(&release.join("cors-test-server"))
+            cors_filter_tests::demo::run_demo(
+                &release.join("cors-filter"),
+                &release.join("cors-test-server"),
+            )
         }
     }
 }
