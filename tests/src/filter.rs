@@ -10,9 +10,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    TempDir, cors_filter_bin,
+    TempDir, cors_filter_bin, existing_binary,
     metrics::{self, Metrics},
-    netns::{NetnsPair, SERVER_IF, pid_is_gone},
+    netns::{NetnsPair, SERVER_IF, left_by_dead_run},
     process::{Guarded, die_with_parent, run_bounded},
     unique_suffix,
 };
@@ -70,11 +70,7 @@ fn sweep_stale_pin_dirs() {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix(PIN_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse().ok());
-            if pid.is_some_and(pid_is_gone) {
+            if left_by_dead_run(&name, &[PIN_PREFIX]) {
                 let _ = remove_pin_dir(&entry.path());
             }
         }
@@ -160,13 +156,7 @@ impl RunningFilter {
         home: &FilterHome,
         args: &[&str],
     ) -> Result<RunningFilter> {
-        if !binary.is_file() {
-            bail!(
-                "cors-filter binary {} not found: build it with `cargo xtask build`",
-                binary.display()
-            );
-        }
-        let binary = binary.to_owned();
+        let binary = existing_binary(binary.to_owned())?;
         let pin_dir = pin_dir_for_test();
         let log = home
             .dir

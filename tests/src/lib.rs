@@ -50,9 +50,15 @@ pub fn release_dir() -> PathBuf {
 
 /// The `cors-filter` binary under test: `$CORS_FILTER_BIN`, or the release build.
 pub fn cors_filter_bin() -> Result<PathBuf> {
-    let path = std::env::var_os("CORS_FILTER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| release_dir().join("cors-filter"));
+    existing_binary(
+        std::env::var_os("CORS_FILTER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| release_dir().join("cors-filter")),
+    )
+}
+
+/// `path`, if a `cors-filter` binary is there.
+pub fn existing_binary(path: PathBuf) -> Result<PathBuf> {
     if !path.is_file() {
         bail!(
             "cors-filter binary {} not found: build it with `cargo xtask build` (or set CORS_FILTER_BIN)",

@@ -32,6 +32,17 @@ pub fn pid_is_gone(pid: libc::pid_t) -> bool {
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
+/// Whether `name` is `<prefix><pid>-<n>` for one of `prefixes` and a `<pid>`
+/// that no longer runs: something a killed test run left behind.
+pub fn left_by_dead_run(name: &str, prefixes: &[&str]) -> bool {
+    prefixes
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse().ok())
+        .is_some_and(pid_is_gone)
+}
+
 /// Deletes namespaces left by test processes that died without cleaning up
 /// (killed, or interrupted with Ctrl-C): `cfc-<pid>-<n>` and `cfs-<pid>-<n>`
 /// whose `<pid>` no longer runs. Once per process.
@@ -45,12 +56,7 @@ fn sweep_stale_namespaces() {
             let Some(name) = line.split_whitespace().next() else {
                 continue;
             };
-            let pid = name
-                .strip_prefix("cfc-")
-                .or_else(|| name.strip_prefix("cfs-"))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse().ok());
-            if pid.is_some_and(pid_is_gone) {
+            if left_by_dead_run(name, &["cfc-", "cfs-"]) {
                 let _ = run_ok(Command::new("ip").args(["netns", "del", name]));
             }
         }
