@@ -47,6 +47,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the real XDP program on every frame of a capture (pcap or pcapng,
+    /// Ethernet) with BPF_PROG_TEST_RUN, attached nowhere, and print one JSON
+    /// object per frame: {"index":N,"verdict":"pass"|"drop","reason":COUNTER},
+    /// N counting from 0, COUNTER the counter the frame's outcome bumped.
+    Replay {
+        /// TOML configuration file: ports, allowlist, mode and on_incomplete.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The capture.
+        pcap: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

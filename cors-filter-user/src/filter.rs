@@ -1,22 +1,27 @@
 //! The loaded eBPF program: maps filled, pinned and attached. Dropping a
 //! `Filter` detaches it and removes its pins.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData},
+    maps::{Array, LpmTrie, MapData, PerCpuArray},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
 };
 use aya_log::EbpfLogger;
-use cors_filter_common::{FilterConfig, PortBitmap, origin::OriginKey};
+use cors_filter_common::{Counter, FilterConfig, PortBitmap, origin::OriginKey};
 
 use crate::{
     allowlist::AllowEntry,
+    metrics::sum_counters,
     pins::{PINNED_MAPS, PinDirLock, pin_path, prepare_pin_dir, remove_pins},
+    testrun::{self, TestRun},
 };
 
 /// The eBPF object, built by this crate's build script.
@@ -137,6 +142,32 @@ impl Filter {
                 .with_context(|| format!("cannot add origin {} to ALLOWLIST", entry.origin))?;
         }
         Ok(())
+    }
+
+    /// Runs the loaded XDP program on `frame`, `repeat` times, with
+    /// `BPF_PROG_TEST_RUN` (see [`testrun`](crate::testrun)).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRun> {
+        let program: &Xdp = self
+            .ebpf
+            .program(XDP_PROGRAM)
+            .with_context(|| format!("the eBPF object has no program {XDP_PROGRAM}"))?
+            .try_into()
+            .with_context(|| format!("program {XDP_PROGRAM} is not an XDP program"))?;
+        let fd = program
+            .fd()
+            .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
+        testrun::test_run(fd.as_fd(), frame, repeat)
+    }
+
+    /// The program's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .context("the eBPF object has no map COUNTERS")?;
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).context("COUNTERS is not the expected per-CPU array")?;
+        sum_counters(&counters)
     }
 
     /// Pins the shared maps under `pin_dir` (mode 0700).

@@ -3,13 +3,16 @@
 
 mod allow;
 mod allowlist;
+mod capture;
 mod cli;
 mod config;
 mod filter;
 mod metrics;
 mod pins;
+mod replay;
 mod run;
 mod state;
+mod testrun;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,7 @@ async fn main() -> ExitCode {
             }
             AllowAction::List => allow::list(&cli.pin_dir),
         },
+        Command::Replay { config, pcap } => replay::replay(&config, &pcap),
         Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {
             if json {
                 println!("{}", s.json());

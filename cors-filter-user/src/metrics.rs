@@ -1,7 +1,7 @@
 //! The filter's counters: read from the pinned maps, rendered for
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
-use std::{fmt::Write as _, path::Path, time::Duration};
+use std::{borrow::Borrow, fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{LpmTrie, Map, MapData, PerCpuArray};
@@ -25,14 +25,7 @@ impl Snapshot {
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, "COUNTERS")?))
                 .context("COUNTERS is not the expected per-CPU array")?;
-        let mut values = [0u64; Counter::COUNT as usize];
-        for counter in Counter::ALL {
-            let per_cpu = counters
-                .get(&counter.index(), 0)
-                .with_context(|| format!("cannot read counter {}", counter.name()))?;
-            values[counter.index() as usize] =
-                per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
-        }
+        let values = sum_counters(&counters)?;
         let allowlist: LpmTrie<MapData, OriginKey, u32> =
             LpmTrie::try_from(Map::LpmTrie(open_pinned(pin_dir, "ALLOWLIST")?))
                 .context("ALLOWLIST is not the expected LPM trie")?;
@@ -146,6 +139,20 @@ impl Snapshot {
         );
         out
     }
+}
+
+/// Every counter of a `COUNTERS` map, summed over CPUs.
+pub fn sum_counters<T: Borrow<MapData>>(
+    counters: &PerCpuArray<T, u64>,
+) -> Result<[u64; Counter::COUNT as usize]> {
+    let mut values = [0u64; Counter::COUNT as usize];
+    for counter in Counter::ALL {
+        let per_cpu = counters
+            .get(&counter.index(), 0)
+            .with_context(|| format!("cannot read counter {}", counter.name()))?;
+        values[counter.index() as usize] = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
+    }
+    Ok(values)
 }
 
 const MAX_REQUEST: usize = 8192;

@@ -1,0 +1,148 @@
+//! Packet captures for `replay`: pcap or pcapng (told apart by their first
+//! bytes), Ethernet link type only, read with the `pcap-parser` crate as a
+//! stream so that a capture of any size takes constant memory.
+//!
+//! A frame that was cut short when it was captured (captured length below
+//! the original length) is an error, not a frame: run through the filter it
+//! would get the verdict of a packet that never existed.
+
+use std::{fs::File, path::Path};
+
+use anyhow::{Context, Result, bail};
+use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError, create_reader};
+
+/// Bytes buffered: more than any record (pcap writers cap a record at
+/// 256 KiB), so a whole block always fits.
+const BUFFER_BYTES: usize = 1 << 20;
+
+/// What to do with the next block, decided while the reader still borrows
+/// its buffer.
+enum Step {
+    Frame(usize),
+    Skip(usize),
+    Refill,
+    End,
+}
+
+/// Calls `on_frame(index, frame)` for every frame of the capture at `path`,
+/// in order, `index` counting from 0. Returns how many frames there were.
+pub fn for_each_frame(
+    path: &Path,
+    mut on_frame: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<u64> {
+    let shown = path.display();
+    let file = File::open(path).with_context(|| format!("cannot open capture {shown}"))?;
+    let mut reader = create_reader(BUFFER_BYTES, file).map_err(|e| {
+        anyhow::anyhow!("{shown} is not a pcap or pcapng capture: {}", describe(&e))
+    })?;
+    // pcapng: the link type of each interface of the current section.
+    let mut interfaces: Vec<Linktype> = Vec::new();
+    let mut frames = 0u64;
+    loop {
+        let consumed = reader.consumed();
+        let step = match reader.next() {
+            Ok((size, block)) => {
+                let frame = frame_of(&block, &mut interfaces)
+                    .with_context(|| format!("{shown}: record {frames} (byte {consumed})"))?;
+                match frame {
+                    Some(data) => {
+                        on_frame(frames, data)?;
+                        Step::Frame(size)
+                    }
+                    None => Step::Skip(size),
+                }
+            }
+            Err(PcapError::Eof) => Step::End,
+            Err(PcapError::Incomplete(_)) => Step::Refill,
+            Err(e) => bail!(
+                "{shown}: unreadable at byte {consumed}, after {frames} frame(s): {}",
+                describe(&e)
+            ),
+        };
+        match step {
+            Step::Frame(size) => {
+                frames += 1;
+                reader.consume(size);
+            }
+            Step::Skip(size) => reader.consume(size),
+            Step::Refill => reader
+                .refill()
+                .map_err(|e| anyhow::anyhow!("cannot read {shown}: {}", describe(&e)))?,
+            Step::End => return Ok(frames),
+        }
+    }
+}
+
+/// The Ethernet frame a block carries, if it carries one.
+fn frame_of<'a>(
+    block: &'a PcapBlockOwned<'a>,
+    interfaces: &mut Vec<Linktype>,
+) -> Result<Option<&'a [u8]>> {
+    let (linktype, data, original) = match block {
+        PcapBlockOwned::LegacyHeader(header) => {
+            require_ethernet(header.network)?;
+            return Ok(None);
+        }
+        PcapBlockOwned::Legacy(record) => (Linktype::ETHERNET, record.data, record.origlen),
+        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            interfaces.clear();
+            return Ok(None);
+        }
+        PcapBlockOwned::NG(Block::InterfaceDescription(interface)) => {
+            interfaces.push(interface.linktype);
+            return Ok(None);
+        }
+        PcapBlockOwned::NG(Block::EnhancedPacket(packet)) => {
+            let Some(linktype) = interfaces.get(packet.if_id as usize) else {
+                bail!(
+                    "packet of interface {} which the section does not describe",
+                    packet.if_id
+                );
+            };
+            let captured = packet
+                .data
+                .get(..packet.caplen as usize)
+                .with_context(|| format!("captured length {} exceeds the block", packet.caplen))?;
+            (*linktype, captured, packet.origlen)
+        }
+        PcapBlockOwned::NG(Block::SimplePacket(packet)) => {
+            let Some(linktype) = interfaces.first() else {
+                bail!("simple packet block before any interface description");
+            };
+            let captured = &packet.data[..packet.data.len().min(packet.origlen as usize)];
+            (*linktype, captured, packet.origlen)
+        }
+        PcapBlockOwned::NG(_) => return Ok(None),
+    };
+    require_ethernet(linktype)?;
+    if data.len() < original as usize {
+        bail!(
+            "frame captured truncated: {} of its {original} bytes (capture with a snap length of 0, e.g. `tcpdump -s 0`)",
+            data.len()
+        );
+    }
+    Ok(Some(data))
+}
+
+fn require_ethernet(linktype: Linktype) -> Result<()> {
+    if linktype != Linktype::ETHERNET {
+        bail!(
+            "link type {} is not Ethernet (1); replay runs the XDP program, which sees Ethernet frames",
+            linktype.0
+        );
+    }
+    Ok(())
+}
+
+/// A reader error in words, without the raw input `Display` would dump.
+fn describe<I>(error: &PcapError<I>) -> String {
+    match error {
+        PcapError::Eof | PcapError::UnexpectedEof => "the file ends inside a block".into(),
+        PcapError::BufferTooSmall => format!("a block is larger than {BUFFER_BYTES} bytes"),
+        PcapError::ReadError => "read error".into(),
+        PcapError::Incomplete(_) => "the file ends inside a block".into(),
+        PcapError::HeaderNotRecognized => "no pcap or pcapng header".into(),
+        PcapError::NomError(_, kind) => format!("malformed block ({kind:?})"),
+        PcapError::OwnedNomError(_, kind) => format!("malformed block ({kind:?})"),
+    }
+}

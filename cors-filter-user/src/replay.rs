@@ -1,0 +1,145 @@
+//! `cors-filter replay`: the real program, loaded into the kernel but
+//! attached nowhere, run on every frame of a capture with
+//! `BPF_PROG_TEST_RUN`. One JSON object per frame on stdout:
+//! `{"index":N,"verdict":"pass"|"drop","reason":COUNTER}`.
+//!
+//! The reason is read off the program's own counters: the one counter a
+//! frame's outcome bumps (see `Outcome::counters`), found by comparing the
+//! counters before and after each run. Nothing else runs the program, so
+//! every change is this frame's.
+
+use std::{
+    io::{BufWriter, Write as _},
+    path::Path,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::XdpMode;
+use cors_filter_common::{Counter, FilterConfig};
+
+use crate::{
+    capture,
+    config::Config,
+    filter::{Filter, Hook},
+};
+
+/// `xdp_action` values the program returns.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+pub fn replay(config_path: &Path, capture_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    // The attach mode is irrelevant: the program is never attached.
+    let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb))?;
+    filter.configure(
+        FilterConfig::new(config.mode, config.on_incomplete),
+        config.ports.iter().copied(),
+        &config.allow,
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut before = filter.counters()?;
+    capture::for_each_frame(capture_path, |index, frame| {
+        let run = filter
+            .test_run(frame, 1)
+            .with_context(|| format!("frame {index} of {}", capture_path.display()))?;
+        let after = filter.counters()?;
+        let reason = reason(&before, &after)
+            .with_context(|| format!("frame {index} of {}", capture_path.display()))?;
+        let dropped =
+            after[Counter::Dropped.index() as usize] != before[Counter::Dropped.index() as usize];
+        let verdict = match (run.retval, dropped) {
+            (XDP_PASS, false) => "pass",
+            (XDP_DROP, true) => "drop",
+            (retval, dropped) => bail!(
+                "frame {index}: the program returned {retval} but {} the drop counter",
+                if dropped { "bumped" } else { "did not bump" }
+            ),
+        };
+        before = after;
+        // Written by hand to keep the documented key order; no value needs
+        // escaping (counter names are plain identifiers).
+        writeln!(
+            out,
+            r#"{{"index":{index},"verdict":"{verdict}","reason":"{}"}}"#,
+            reason.name()
+        )
+        .context("cannot write to standard output")
+    })?;
+    out.flush().context("cannot write to standard output")
+}
+
+/// The counter that names why one run got its verdict, from the counters
+/// before and after it: `malformed` where the outcome bumped it (it goes
+/// with `preflight_deny`), otherwise the one outcome counter that moved.
+fn reason(
+    before: &[u64; Counter::COUNT as usize],
+    after: &[u64; Counter::COUNT as usize],
+) -> Result<Counter> {
+    let moved = |c: Counter| after[c.index() as usize] != before[c.index() as usize];
+    if !moved(Counter::Packets) {
+        bail!("the program ran but did not count the packet");
+    }
+    if moved(Counter::Malformed) {
+        return Ok(Counter::Malformed);
+    }
+    let mut outcome = Counter::ALL.into_iter().filter(|&c| {
+        moved(c) && !matches!(c, Counter::Packets | Counter::Requests | Counter::Dropped)
+    });
+    match (outcome.next(), outcome.next()) {
+        (Some(counter), None) => Ok(counter),
+        (None, _) => bail!("the program counted no outcome for the packet"),
+        (Some(a), Some(b)) => bail!(
+            "the program counted two outcomes for one packet: {} and {}",
+            a.name(),
+            b.name()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bumped(counters: &[Counter]) -> [u64; Counter::COUNT as usize] {
+        let mut values = [0; Counter::COUNT as usize];
+        for c in counters {
+            values[c.index() as usize] += 1;
+        }
+        values
+    }
+
+    #[test]
+    fn reason_is_the_outcome_counter() {
+        let zero = bumped(&[]);
+        let r = |c: &[Counter]| reason(&zero, &bumped(c));
+        assert_eq!(
+            r(&[Counter::Packets, Counter::PassNotHttp]).unwrap(),
+            Counter::PassNotHttp
+        );
+        assert_eq!(
+            r(&[
+                Counter::Packets,
+                Counter::Requests,
+                Counter::PreflightDeny,
+                Counter::Malformed,
+                Counter::Dropped
+            ])
+            .unwrap(),
+            Counter::Malformed
+        );
+        assert_eq!(
+            r(&[
+                Counter::Packets,
+                Counter::Requests,
+                Counter::PreflightDeny,
+                Counter::Dropped
+            ])
+            .unwrap(),
+            Counter::PreflightDeny
+        );
+        assert!(r(&[Counter::PassNotHttp]).is_err());
+        assert!(r(&[Counter::Packets]).is_err());
+        assert!(r(&[Counter::Packets, Counter::PassNotIp, Counter::PassNotTcp]).is_err());
+    }
+}
