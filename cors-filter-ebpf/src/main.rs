@@ -13,8 +13,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use cors_filter_common::{
-    Counter, FilterConfig, Outcome, RequestHead, RequestStart, Scratch, Verdict,
-    http::{SCAN_BYTES, classify_start, scan_head},
+    Counter, FilterConfig, Outcome, Scratch, Verdict, http::SCAN_BYTES, inspect_payload,
     origin::OriginKey,
 };
 
@@ -104,36 +103,13 @@ fn inspect(ctx: &impl Frame) -> Outcome {
     if loaded != 0 {
         return Outcome::Truncated;
     }
-    match classify_start(&scratch.payload, len) {
-        RequestStart::NotHttp => return Outcome::NotHttp,
-        RequestStart::OtherMethod => return Outcome::NotPreflight,
-        RequestStart::SplitOptions => return Outcome::Incomplete,
-        RequestStart::Options => {}
-    }
-    let origin_value_at = match scan_head(&scratch.payload, len, &mut scratch.head) {
-        RequestHead::NotHttp => return Outcome::NotHttp,
-        RequestHead::Incomplete => return Outcome::Incomplete,
-        RequestHead::NotPreflight => return Outcome::NotPreflight,
-        RequestHead::Malformed => return Outcome::Malformed,
-        RequestHead::Preflight { origin_value_at } => origin_value_at,
-    };
-    let origin = &mut scratch.origin;
-    if origin
-        .copy_header_value(&scratch.payload, origin_value_at)
-        .is_err()
-        || origin.normalize().is_err()
-    {
-        return Outcome::Malformed;
-    }
-    // SAFETY: `LpmOriginKey` is `repr(C)` { u32, [u8; N] }: the same layout,
-    // without padding, as aya-ebpf's `repr(C, packed)` `Key<OriginKey>`.
-    let key =
-        unsafe { &*(&origin.lpm as *const _ as *const aya_ebpf::maps::lpm_trie::Key<OriginKey>) };
-    if ALLOWLIST.get(key).is_some() {
-        Outcome::Allowed
-    } else {
-        Outcome::Denied
-    }
+    inspect_payload(scratch, len, |lpm| {
+        // SAFETY: `LpmOriginKey` is `repr(C)` { u32, [u8; N] }: the same
+        // layout, without padding, as aya-ebpf's `repr(C, packed)`
+        // `Key<OriginKey>`.
+        let key = unsafe { &*(lpm as *const _ as *const aya_ebpf::maps::lpm_trie::Key<OriginKey>) };
+        ALLOWLIST.get(key).is_some()
+    })
 }
 
 #[cfg(not(test))]
