@@ -6,12 +6,16 @@
 //! processes are killed, pins and state removed, namespaces deleted. All
 //! traffic stays between the two namespaces a test created (or on their
 //! loopback), and every request is bounded by curl's `--max-time`.
+//!
+//! For tests of the BPF program alone, `packet` builds frames byte by byte;
+//! they are never sent anywhere.
 
 pub mod client;
 pub mod demo;
 pub mod filter;
 pub mod metrics;
 pub mod netns;
+pub mod packet;
 pub mod process;
 pub mod server;
 
