@@ -7,8 +7,8 @@
 //! traffic stays between the two namespaces a test created (or on their
 //! loopback), and every request is bounded by curl's `--max-time`.
 //!
-//! For tests of the BPF program alone, `packet` builds frames byte by byte;
-//! they are never sent anywhere.
+//! For tests of the BPF program alone, `packet` builds frames byte by byte
+//! and `pcap` writes them to capture files; those are never sent anywhere.
 
 pub mod client;
 pub mod demo;
@@ -16,6 +16,7 @@ pub mod filter;
 pub mod metrics;
 pub mod netns;
 pub mod packet;
+pub mod pcap;
 pub mod process;
 pub mod server;
 
