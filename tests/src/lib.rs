@@ -6,12 +6,17 @@
 //! processes are killed, pins and state removed, namespaces deleted. All
 //! traffic stays between the two namespaces a test created (or on their
 //! loopback), and every request is bounded by curl's `--max-time`.
+//!
+//! For tests of the BPF program alone, `packet` builds frames byte by byte
+//! and `pcap` writes them to capture files; those are never sent anywhere.
 
 pub mod client;
 pub mod demo;
 pub mod filter;
 pub mod metrics;
 pub mod netns;
+pub mod packet;
+pub mod pcap;
 pub mod process;
 pub mod server;
 
