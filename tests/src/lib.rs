@@ -13,11 +13,15 @@
 pub mod client;
 pub mod demo;
 pub mod filter;
+pub mod generate;
 pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod pcap;
 pub mod process;
+pub mod reference;
+pub mod replay;
+pub mod scanner;
 pub mod server;
 
 use std::{

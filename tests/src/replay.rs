@@ -1,0 +1,134 @@
+//! `cors-filter replay` on frames a test made: they are written to a capture
+//! file, the real program runs on each (BPF_PROG_TEST_RUN, attached
+//! nowhere: nothing is sent on any interface), and its JSON lines are read
+//! back.
+
+use std::{
+    fs::File,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{TempDir, cors_filter_bin, pcap};
+
+/// Longer than any replay in the suite takes (the largest, over 100,000
+/// frames, takes a few seconds).
+const REPLAY_LIMIT: Duration = Duration::from_secs(300);
+
+/// One line of `replay`'s output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replayed {
+    pub index: u64,
+    pub verdict: String,
+    pub reason: String,
+}
+
+/// What a `replay` run printed and how it ended.
+pub struct ReplayRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ReplayRun {
+    /// The JSON lines, checked for the documented shape and order.
+    pub fn lines(&self) -> Result<Vec<Replayed>> {
+        if !self.success {
+            bail!("cors-filter replay failed:\n{}", self.stderr);
+        }
+        let mut out = Vec::new();
+        for (n, line) in self.stdout.lines().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("replay line {n} is not JSON: {line}"))?;
+            let object = value
+                .as_object()
+                .with_context(|| format!("replay line {n} is not an object: {line}"))?;
+            if object.len() != 3 {
+                bail!("replay line {n} has other keys than index, verdict, reason: {line}");
+            }
+            let text = |key: &str| {
+                object
+                    .get(key)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+                    .with_context(|| format!("replay line {n} has no string {key}: {line}"))
+            };
+            let replayed = Replayed {
+                index: object
+                    .get("index")
+                    .and_then(|v| v.as_u64())
+                    .with_context(|| format!("replay line {n} has no index: {line}"))?,
+                verdict: text("verdict")?,
+                reason: text("reason")?,
+            };
+            if replayed.index != n as u64 {
+                bail!("replay line {n} has index {}", replayed.index);
+            }
+            if !matches!(replayed.verdict.as_str(), "pass" | "drop") {
+                bail!("replay line {n} has verdict {:?}", replayed.verdict);
+            }
+            out.push(replayed);
+        }
+        Ok(out)
+    }
+}
+
+/// Runs `cors-filter replay --config CONFIG CAPTURE`, its output in files
+/// (a pipe would fill up and stall it), within [`REPLAY_LIMIT`].
+pub fn replay_files(config: &Path, capture: &Path) -> Result<ReplayRun> {
+    let dir = TempDir::new("replay-out")?;
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut command = Command::new(cors_filter_bin()?);
+    command
+        .arg("replay")
+        .arg("--config")
+        .arg(config)
+        .arg(capture)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path)?)
+        .stderr(File::create(&err_path)?);
+    let shown = format!("{command:?}");
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run {shown}"))?;
+    let deadline = Instant::now() + REPLAY_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{shown} took longer than {REPLAY_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(ReplayRun {
+        success: status.success(),
+        stdout: std::fs::read_to_string(&out_path)?,
+        stderr: std::fs::read_to_string(&err_path)?,
+    })
+}
+
+/// Replays `frames` under the config `config_toml`, as a pcap capture.
+pub fn replay(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
+    let dir = TempDir::new("replay")?;
+    let (config, capture) = (
+        dir.path().join("config.toml"),
+        dir.path().join("frames.pcap"),
+    );
+    std::fs::write(&config, config_toml)?;
+    pcap::write_pcap(&capture, frames)?;
+    let lines = replay_files(&config, &capture)?.lines()?;
+    if lines.len() != frames.len() {
+        bail!(
+            "replay printed {} lines for {} frames",
+            lines.len(),
+            frames.len()
+        );
+    }
+    Ok(lines)
+}

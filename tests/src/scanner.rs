@@ -1,0 +1,54 @@
+//! The program's parsing code, from cors-filter-common, run in userspace on
+//! a payload: the same steps (`inspect_payload`) on the same scratch layout,
+//! with an allowlist lookup that records the key it is asked about.
+
+use cors_filter_common::{
+    Outcome, Scratch,
+    http::{SCAN_BUF_LEN, SCAN_BYTES},
+    inspect_payload,
+    origin::ORIGIN_KEY_LEN,
+};
+
+/// What the parsing code makes of a payload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scanned {
+    /// `Denied` for every well-formed preflight: the lookup answers no.
+    pub outcome: Outcome,
+    /// The allowlist key looked up, up to and including its final NUL.
+    pub key: Option<Vec<u8>>,
+}
+
+/// Runs the parsing code on `payload` (not empty) as the program would on a
+/// segment carrying it: only the first [`SCAN_BYTES`] bytes are seen, in a
+/// scratch buffer that still holds `stale` bytes from earlier packets.
+pub fn scan(payload: &[u8], stale: u8) -> Scanned {
+    assert!(
+        !payload.is_empty(),
+        "the program never scans an empty payload"
+    );
+    // Boxed: the scratch space is larger than a test thread's stack wants.
+    let mut scratch: Box<Scratch> = Box::new(Scratch {
+        payload: [stale; SCAN_BUF_LEN],
+        payload_len: Default::default(),
+        head: Default::default(),
+        origin: Default::default(),
+    });
+    let len = payload.len().min(SCAN_BYTES);
+    scratch.payload[..len].copy_from_slice(&payload[..len]);
+    let mut key = None;
+    let outcome = inspect_payload(&mut scratch, len, |lpm| {
+        assert_eq!(
+            lpm.prefix_len as usize,
+            ORIGIN_KEY_LEN * 8,
+            "lookups use the whole key"
+        );
+        let bytes = &lpm.origin.bytes;
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .expect("a key ends with NUL");
+        key = Some(bytes[..=end].to_vec());
+        false
+    });
+    Scanned { outcome, key }
+}
