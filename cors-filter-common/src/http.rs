@@ -24,6 +24,12 @@ pub const SCAN_MASK: usize = SCAN_BUF_LEN - 1;
 pub const MAX_HEADER_LINES: u32 = 64;
 /// Longest method token recognised in a request line.
 pub const MAX_METHOD_LEN: usize = 20;
+/// CR and LF bytes skipped before the request line. RFC 9112 section 2.2
+/// asks servers to ignore at least one empty line there; httparse and nginx
+/// ignore any number, so the filter must look past them too. A payload that
+/// starts with more is [`RequestHead::Incomplete`]-like: it may hide a
+/// request the filter does not read.
+pub const MAX_LEADING_EMPTY_BYTES: usize = 16;
 
 const OPTIONS_SP: &[u8; 8] = b"OPTIONS ";
 const ORIGIN_NAME: &[u8; 7] = b"origin:";
@@ -133,6 +139,45 @@ pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize) -> RequestStart {
         k += 1;
     }
     RequestStart::NotHttp
+}
+
+/// How many CR and LF bytes start `buf[..len]`, counted up to
+/// `MAX_LEADING_EMPTY_BYTES + 1`. The count goes through `count` (see
+/// [`Slot`]).
+#[inline(always)]
+pub fn leading_empty_line_bytes(
+    buf: &[u8; SCAN_BUF_LEN],
+    len: usize,
+    count: &mut Slot<u32>,
+) -> usize {
+    count.set(0);
+    let mut k = 0;
+    while k < MAX_LEADING_EMPTY_BYTES + 1 {
+        if k >= len {
+            break;
+        }
+        let b = buf[k];
+        if b != b'\r' && b != b'\n' {
+            break;
+        }
+        count.set(k as u32 + 1);
+        k += 1;
+    }
+    count.get() as usize
+}
+
+/// Moves `buf[skip..skip + len]` to the start of `buf`, `len` read from its
+/// slot (at most [`SCAN_BYTES`]).
+#[inline(always)]
+pub fn shift_to_start(buf: &mut [u8; SCAN_BUF_LEN], skip: usize, len: &Slot<u32>) {
+    let mut k = 0;
+    while k < SCAN_BYTES {
+        if k >= len.get() as usize {
+            break;
+        }
+        buf[k] = at(buf, k + skip);
+        k += 1;
+    }
 }
 
 /// RFC 9110 `tchar`.

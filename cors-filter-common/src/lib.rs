@@ -39,6 +39,8 @@ pub struct Scratch {
     pub payload: [u8; http::SCAN_BUF_LEN],
     /// Bytes of `payload` loaded from the packet, 1 to `SCAN_BYTES`.
     pub payload_len: Slot<u32>,
+    /// Empty-line bytes found before the request line.
+    pub skipped: Slot<u32>,
     pub head: HeadScan,
     pub origin: OriginParse,
 }

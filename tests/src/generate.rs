@@ -218,7 +218,10 @@ pub fn request(rng: &mut Rng) -> Vec<u8> {
         let method = rng.pick(&["PUT", "DELETE", "POST", "GET", ""]);
         lines.insert(at, format!("{name}:{}{method}", rng.pick(OWS)));
     }
-    let mut head = format!("{method} {target} {version}{}", eol(rng));
+    // Empty lines before the request line, which servers skip.
+    let empty_lines = if rng.one_in(25) { 1 + rng.below(10) } else { 0 };
+    let mut head: String = (0..empty_lines).map(|_| eol(rng)).collect();
+    head.push_str(&format!("{method} {target} {version}{}", eol(rng)));
     for line in &lines {
         head.push_str(line);
         head.push_str(eol(rng));

@@ -12,7 +12,7 @@
 //!   they are part of its contract, not an implementation detail.
 
 use cors_filter_common::{
-    http::{MAX_HEADER_LINES, SCAN_BYTES},
+    http::{MAX_HEADER_LINES, MAX_LEADING_EMPTY_BYTES, SCAN_BYTES},
     origin::{ORIGIN_MAX_LEN, ORIGIN_RAW_LEN, OriginParse},
 };
 
@@ -40,11 +40,22 @@ pub fn expected_head(payload: &[u8]) -> Head {
     let mut request = httparse::Request::new(&mut headers);
     let parsed = request.parse(payload);
     let options = request.method == Some("OPTIONS");
+    // Empty lines before the request line, which httparse skips: the filter
+    // skips a bounded number of their bytes.
+    let empty = payload
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if empty > MAX_LEADING_EMPTY_BYTES {
+        return Head::Incomplete;
+    }
     let head_len = match parsed {
         // A request line cut before its method ends: OPTIONS only if what
-        // is there could still become "OPTIONS ".
+        // is there could still become "OPTIONS ". Empty lines alone are no
+        // request (one that follows starts its own segment).
         Ok(httparse::Status::Partial) if request.method.is_none() => {
-            return if b"OPTIONS ".starts_with(payload) {
+            let rest = &payload[empty..];
+            return if !rest.is_empty() && b"OPTIONS ".starts_with(rest) {
                 Head::Incomplete
             } else {
                 Head::NotPreflight
@@ -348,6 +359,17 @@ mod tests {
             Head::NotPreflight
         );
         assert_eq!(expected_head(b"GE"), Head::NotPreflight);
+        assert_eq!(expected_head(b"\r\n\nOPTI"), Head::Incomplete);
+        assert_eq!(expected_head(b"\r\n\r\n"), Head::NotPreflight);
+        assert_eq!(expected_head(&b"\r\n".repeat(9)), Head::Incomplete);
+        let mut after_empty_lines = b"\r\n\n".to_vec();
+        after_empty_lines.extend(preflight("https://a"));
+        assert_eq!(
+            expected_head(&after_empty_lines),
+            Head::Preflight {
+                origin: b"https://a".to_vec()
+            }
+        );
         assert_eq!(
             expected_head(b"OPTIONS / HTTP/1.1\r\nOrigin : x\r\n\r\n"),
             Head::Invalid

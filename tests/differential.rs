@@ -1,0 +1,157 @@
+//! Differential test of the program in the kernel against the reference
+//! (httparse, the common crate's origin rules, the allowlist matched on
+//! plain strings): over 100,000 generated requests, valid, adversarial and
+//! malformed, each wrapped in a random Ethernet / VLAN / IPv4 or IPv6 / TCP
+//! frame, run through the real program with `cors-filter replay`.
+//! Needs root (it loads BPF); fails, never skips, without it.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use cors_filter_tests::{
+    generate::{self, ALLOWLIST, Rng},
+    packet::{ETH_P_8021AD, ETH_P_8021Q, Ipv6Ext, Packet},
+    reference::{self, Allowlist, Expected},
+    replay::replay,
+    require_root,
+};
+
+/// Requests generated; those httparse rejects (no expectation) are not
+/// counted as compared.
+const REQUESTS: usize = 130_000;
+const MIN_COMPARED: usize = 100_000;
+const SEED: u64 = 0x5eed_0c0f_f1e5_0003;
+
+fn config() -> String {
+    let allow: Vec<String> = ALLOWLIST.iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        "ports = [8080]\nallow = [{}]\nmode = \"enforce\"\non_incomplete = \"drop\"\n",
+        allow.join(", ")
+    )
+}
+
+/// `payload` in a random frame: VLAN tags, IP version, IP and TCP options,
+/// IPv6 extension headers, Ethernet padding. None of it may change the
+/// verdict.
+fn frame(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
+    let mut packet = if rng.one_in(3) {
+        let mut p = Packet::ipv6(payload);
+        for _ in 0..rng.below(3) {
+            p = p.ext(match rng.below(3) {
+                0 => Ipv6Ext::HopByHop {
+                    len: 8 * (1 + rng.below(4)),
+                },
+                1 => Ipv6Ext::DestOpts {
+                    len: 8 * (1 + rng.below(4)),
+                },
+                _ => Ipv6Ext::Routing {
+                    segments: 1 + rng.below(2) as u8,
+                },
+            });
+        }
+        p
+    } else {
+        let mut p = Packet::ipv4(payload);
+        if rng.one_in(4) {
+            // Record-route-like option bytes: the parser must skip them by IHL.
+            p = p.ipv4_options(&[0x01, 0x07, 0x07, 0x04, 0, 0, 0, 0][..1 + rng.below(8)]);
+        }
+        p
+    };
+    match rng.below(6) {
+        0 => packet = packet.vlan(ETH_P_8021Q, 100),
+        1 => packet = packet.vlan(ETH_P_8021AD, 10).vlan(ETH_P_8021Q, 20),
+        _ => {}
+    }
+    if rng.one_in(3) {
+        // MSS, SACK-permitted, timestamps.
+        packet = packet.tcp_options(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0]);
+    }
+    if rng.one_in(8) {
+        packet = packet.trailer(b"OPTIONS / HTTP/1.1\r\n");
+    }
+    packet.build()
+}
+
+/// The request bytes, escaped, for a failure message.
+fn shown(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+#[test]
+fn kernel_verdicts_agree_with_the_reference() -> Result<()> {
+    require_root()?;
+    let allowlist = Allowlist::new(ALLOWLIST);
+    let mut rng = Rng::new(SEED);
+    let mut payloads = Vec::with_capacity(REQUESTS);
+    let mut frames = Vec::with_capacity(REQUESTS);
+    for _ in 0..REQUESTS {
+        let payload = generate::request(&mut rng);
+        frames.push(frame(&mut rng, &payload));
+        payloads.push(payload);
+    }
+    let replayed = replay(&config(), &frames)?;
+
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    let mut disagreements = Vec::new();
+    let mut compared = 0;
+    for (payload, got) in payloads.iter().zip(&replayed) {
+        let expected = reference::expected(payload, &allowlist);
+        let verdict = match expected {
+            Expected::Allowed | Expected::NotPreflight => Some("pass"),
+            Expected::Denied | Expected::Malformed | Expected::Incomplete => Some("drop"),
+            Expected::Invalid => None,
+        };
+        *tally
+            .entry(format!("{expected:?} / {}", got.reason))
+            .or_default() += 1;
+        if expected == Expected::Invalid {
+            continue;
+        }
+        compared += 1;
+        if !expected.accepts(&got.reason) || verdict != Some(got.verdict.as_str()) {
+            disagreements.push(format!(
+                "frame {}: expected {expected:?}, the program said {} ({}) for\n  {}",
+                got.index,
+                got.verdict,
+                got.reason,
+                shown(payload)
+            ));
+        }
+    }
+    println!(
+        "{compared} requests compared with the reference, {} disagreements",
+        disagreements.len()
+    );
+    for (class, count) in &tally {
+        println!("  {class}: {count}");
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} of {compared} requests disagree; the first ones:\n{}",
+        disagreements.len(),
+        disagreements[..disagreements.len().min(20)].join("\n")
+    );
+    assert!(
+        compared >= MIN_COMPARED,
+        "only {compared} requests compared"
+    );
+    // Every verdict must be well represented, or the generator has drifted.
+    let count = |expected: Expected| {
+        payloads
+            .iter()
+            .filter(|p| reference::expected(p, &allowlist) == expected)
+            .count()
+    };
+    for (expected, at_least) in [
+        (Expected::Allowed, 10_000),
+        (Expected::Denied, 10_000),
+        (Expected::Malformed, 10_000),
+        (Expected::Incomplete, 5_000),
+        (Expected::NotPreflight, 5_000),
+    ] {
+        let n = count(expected);
+        assert!(n >= at_least, "only {n} requests expected {expected:?}");
+    }
+    Ok(())
+}
