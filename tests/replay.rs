@@ -1,0 +1,744 @@
+//! The inputs the verdict must get right, each a hand-made frame run through
+//! the real program with `cors-filter replay` (BPF_PROG_TEST_RUN: nothing is
+//! sent anywhere), and `replay`'s own handling of captures.
+//! Needs root (it loads BPF); fails, never skips, without it.
+
+use std::path::Path;
+
+use anyhow::Result;
+use cors_filter_tests::{
+    TempDir,
+    packet::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Ipv6Ext, Packet, TCP_ACK, TCP_SYN,
+    },
+    pcap,
+    replay::{Replayed, replay, replay_files},
+    require_root,
+};
+
+const ALLOW: &str = r#"allow = [
+    "https://*.example.com",
+    "https://app.example.net",
+    "http://plain.example.net",
+    "http://localhost:8080",
+    "http://[::1]:8080",
+    "https://dotted.example.net.",
+]"#;
+
+fn config(extra: &str) -> String {
+    format!("ports = [8080, 80]\n{ALLOW}\n{extra}\n")
+}
+
+const ALLOWED: &str = "https://app.example.net";
+const DENIED: &str = "https://evil.example";
+
+/// A preflight from `origin`, with CRLF line ends.
+fn preflight(origin: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS /api/items HTTP/1.1\r\nHost: api.example.net\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: content-type\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A frame and what the program must answer for it.
+struct Case {
+    name: String,
+    frame: Vec<u8>,
+    verdict: &'static str,
+    reason: &'static str,
+}
+
+fn case(name: &str, frame: Vec<u8>, verdict: &'static str, reason: &'static str) -> Case {
+    Case {
+        name: name.to_owned(),
+        frame,
+        verdict,
+        reason,
+    }
+}
+
+fn allow(name: &str, payload: &[u8]) -> Case {
+    case(
+        name,
+        Packet::ipv4(payload).build(),
+        "pass",
+        "preflight_allow",
+    )
+}
+
+fn deny(name: &str, payload: &[u8]) -> Case {
+    case(
+        name,
+        Packet::ipv4(payload).build(),
+        "drop",
+        "preflight_deny",
+    )
+}
+
+fn malformed(name: &str, payload: &[u8]) -> Case {
+    case(name, Packet::ipv4(payload).build(), "drop", "malformed")
+}
+
+fn pass(name: &str, payload: &[u8], reason: &'static str) -> Case {
+    case(name, Packet::ipv4(payload).build(), "pass", reason)
+}
+
+/// Runs every case in one replay and reports every mismatch at once.
+fn check(config_toml: &str, cases: Vec<Case>) -> Result<()> {
+    require_root()?;
+    let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
+    let replayed = replay(config_toml, &frames)?;
+    let wrong: Vec<String> = cases
+        .iter()
+        .zip(&replayed)
+        .filter(|(c, r)| c.verdict != r.verdict || c.reason != r.reason)
+        .map(|(c, r)| {
+            format!(
+                "{}: expected {} ({}), got {} ({})",
+                c.name, c.verdict, c.reason, r.verdict, r.reason
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    Ok(())
+}
+
+/// `Origin` and `Access-Control-Request-Method` lines between `before` and
+/// `after` filler header lines.
+fn with_fillers(origin_line: &str, before: usize, after: usize) -> Vec<u8> {
+    let mut head = String::from("OPTIONS / HTTP/1.1\r\n");
+    // Short lines, to stay inside the byte bound too.
+    for _ in 0..before {
+        head.push_str("X: v\r\n");
+    }
+    head.push_str(origin_line);
+    head.push_str("\r\n");
+    for _ in 0..after {
+        head.push_str("Y: v\r\n");
+    }
+    head.push_str("Access-Control-Request-Method: GET\r\n\r\n");
+    head.into_bytes()
+}
+
+#[test]
+fn header_spelling_and_position() -> Result<()> {
+    let cases = vec![
+        allow(
+            "names in upper case",
+            format!("OPTIONS / HTTP/1.1\r\nORIGIN: {ALLOWED}\r\nACCESS-CONTROL-REQUEST-METHOD: PUT\r\n\r\n").as_bytes(),
+        ),
+        deny(
+            "names in mixed case",
+            format!("OPTIONS / HTTP/1.1\r\noRiGiN: {DENIED}\r\naccess-CONTROL-request-METHOD: PUT\r\n\r\n").as_bytes(),
+        ),
+        allow(
+            "SP and HTAB around an allowed value",
+            format!("OPTIONS / HTTP/1.1\r\nOrigin: \t {ALLOWED}\t \r\nAccess-Control-Request-Method:\tPUT \r\n\r\n").as_bytes(),
+        ),
+        deny(
+            "no whitespace around a denied value",
+            format!("OPTIONS / HTTP/1.1\r\nOrigin:{DENIED}\r\nAccess-Control-Request-Method:PUT\r\n\r\n").as_bytes(),
+        ),
+        deny(
+            "Origin first of 64 header lines",
+            &with_fillers(&format!("Origin: {DENIED}"), 0, 62),
+        ),
+        deny(
+            "Origin last of 64 header lines",
+            &with_fillers(&format!("Origin: {DENIED}"), 62, 0),
+        ),
+        pass(
+            "Origin as header line 65: past the bound",
+            &with_fillers(&format!("Origin: {DENIED}"), 63, 0),
+            "incomplete",
+        ),
+        deny(
+            "bare LF line ends",
+            format!("OPTIONS / HTTP/1.1\nOrigin: {DENIED}\nAccess-Control-Request-Method: PUT\n\n").as_bytes(),
+        ),
+        deny(
+            "mixed CRLF and LF line ends",
+            format!("OPTIONS / HTTP/1.1\r\nOrigin: {DENIED}\nAccess-Control-Request-Method: PUT\r\n\n").as_bytes(),
+        ),
+        malformed(
+            "two Origin headers, both allowed",
+            format!("OPTIONS / HTTP/1.1\r\nOrigin: {ALLOWED}\r\nAccess-Control-Request-Method: PUT\r\norigin: {ALLOWED}\r\n\r\n").as_bytes(),
+        ),
+        malformed(
+            "two Origin headers, allowed then denied",
+            format!("OPTIONS / HTTP/1.1\r\nOrigin: {ALLOWED}\r\nOrigin: {DENIED}\r\nAccess-Control-Request-Method: PUT\r\n\r\n").as_bytes(),
+        ),
+        malformed(
+            "an Origin with a comma list",
+            &preflight(&format!("{ALLOWED}, {DENIED}")),
+        ),
+        malformed("an Origin with a comma list, no space", &preflight(&format!("{ALLOWED},{ALLOWED}"))),
+        malformed("an empty Origin", &preflight("")),
+        pass(
+            "X-Origin is not Origin",
+            format!("OPTIONS / HTTP/1.1\r\nX-Origin: {DENIED}\r\nAccess-Control-Request-Method: PUT\r\n\r\n").as_bytes(),
+            "pass_not_preflight",
+        ),
+        pass(
+            "OPTIONS without Access-Control-Request-Method is no preflight",
+            format!("OPTIONS / HTTP/1.1\r\nOrigin: {DENIED}\r\n\r\n").as_bytes(),
+            "pass_not_preflight",
+        ),
+        pass(
+            "GET with a denied Origin is no preflight",
+            format!("GET / HTTP/1.1\r\nOrigin: {DENIED}\r\n\r\n").as_bytes(),
+            "pass_not_preflight",
+        ),
+    ];
+    check(&config(""), cases)
+}
+
+#[test]
+fn origin_forms() -> Result<()> {
+    let mut cases = vec![
+        allow(
+            "upper-case scheme and host",
+            &preflight("HTTPS://APP.EXAMPLE.NET"),
+        ),
+        allow(
+            "default https port spelled out",
+            &preflight("https://app.example.net:443"),
+        ),
+        allow(
+            "default http port spelled out",
+            &preflight("http://plain.example.net:80"),
+        ),
+        deny(
+            "https with http's default port",
+            &preflight("https://app.example.net:80"),
+        ),
+        deny(
+            "non-default port",
+            &preflight("https://app.example.net:8443"),
+        ),
+        allow(
+            "listed non-default port",
+            &preflight("http://localhost:8080"),
+        ),
+        deny(
+            "listed host, other port",
+            &preflight("http://localhost:8081"),
+        ),
+        deny("listed host, no port", &preflight("http://localhost")),
+        deny(
+            "trailing dot, listed without it",
+            &preflight("https://app.example.net."),
+        ),
+        allow(
+            "trailing dot, listed with it",
+            &preflight("https://dotted.example.net."),
+        ),
+        deny(
+            "no trailing dot, listed with it",
+            &preflight("https://dotted.example.net"),
+        ),
+        allow("IPv6 literal", &preflight("http://[::1]:8080")),
+        deny("IPv6 literal, other port", &preflight("http://[::1]:8081")),
+        deny(
+            "IPv6 literal, another spelling",
+            &preflight("http://[0:0::1]:8080"),
+        ),
+        malformed(
+            "IPv6 literal without its bracket",
+            &preflight("http://[::1:8080"),
+        ),
+        deny("null, not listed", &preflight("null")),
+        malformed("NULL in upper case", &preflight("NULL")),
+        malformed("a path", &preflight("https://app.example.net/")),
+        malformed("a longer path", &preflight("https://app.example.net/api")),
+        malformed("a query", &preflight("https://app.example.net?x=1")),
+        malformed("a fragment", &preflight("https://app.example.net#x")),
+        malformed("userinfo", &preflight("https://user@app.example.net")),
+        malformed(
+            "userinfo with a password",
+            &preflight("https://u:p@app.example.net"),
+        ),
+        malformed("a space inside", &preflight("https://app.example.net x")),
+        malformed(
+            "a port with a leading zero",
+            &preflight("https://app.example.net:0443"),
+        ),
+        malformed("port 0", &preflight("https://app.example.net:0")),
+        malformed("port 65536", &preflight("https://app.example.net:65536")),
+        malformed(
+            "a non-ASCII host",
+            &preflight("https://app.ex\u{e4}mple.net"),
+        ),
+        malformed("a single slash", &preflight("https:/app.example.net")),
+    ];
+    // Around the 250-byte bound, with an origin the wildcard would allow:
+    // at the bound it is matched; one past it, it is malformed and never
+    // truncated into a match.
+    let long = |label_len: usize| format!("https://{}.example.com", "a".repeat(label_len));
+    assert_eq!(long(230).len(), 250);
+    cases.push(allow(
+        "250 bytes, allowed by the wildcard",
+        &preflight(&long(230)),
+    ));
+    cases.push(malformed("251 bytes", &preflight(&long(231))));
+    cases.push(malformed("300 bytes", &preflight(&long(280))));
+    check(&config(""), cases)
+}
+
+#[test]
+fn null_matches_only_when_listed() -> Result<()> {
+    let cases = vec![
+        allow("null, listed", &preflight("null")),
+        deny("a host named null", &preflight("https://null")),
+    ];
+    check(
+        &format!("ports = [8080]\nallow = [\"null\", \"https://app.example.net\"]\n"),
+        cases,
+    )
+}
+
+#[test]
+fn wildcards_match_on_label_boundaries() -> Result<()> {
+    let cases = vec![
+        allow("one label", &preflight("https://a.example.com")),
+        allow("two labels", &preflight("https://a.b.example.com")),
+        allow("upper case", &preflight("https://A.EXAMPLE.COM")),
+        allow(
+            "default port spelled out",
+            &preflight("https://a.example.com:443"),
+        ),
+        deny("the domain itself", &preflight("https://example.com")),
+        deny("a lookalike domain", &preflight("https://evil-example.com")),
+        deny(
+            "a subdomain of a lookalike",
+            &preflight("https://a.evil-example.com"),
+        ),
+        deny(
+            "the domain as a prefix",
+            &preflight("https://a.example.com.evil.net"),
+        ),
+        deny("another scheme", &preflight("http://a.example.com")),
+        deny("another port", &preflight("https://a.example.com:8443")),
+        deny("a shorter TLD", &preflight("https://a.example.co")),
+        malformed("an empty label", &preflight("https://.example.com")),
+        malformed("a literal star", &preflight("https://*.example.com")),
+    ];
+    check(&config(""), cases)
+}
+
+#[test]
+fn method_must_be_exactly_options() -> Result<()> {
+    let denied = |method: &str| {
+        format!(
+            "{method} / HTTP/1.1\r\nOrigin: {DENIED}\r\nAccess-Control-Request-Method: PUT\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let cases = vec![
+        deny("OPTIONS", &denied("OPTIONS")),
+        pass("OPTIONSX", &denied("OPTIONSX"), "pass_not_preflight"),
+        pass(
+            "options in lower case",
+            &denied("options"),
+            "pass_not_preflight",
+        ),
+        pass("Options", &denied("Options"), "pass_not_preflight"),
+        pass("XOPTIONS", &denied("XOPTIONS"), "pass_not_preflight"),
+        pass("split mid-token: first segment", b"OPTI", "incomplete"),
+        pass(
+            "split mid-token: the whole method",
+            b"OPTIONS",
+            "incomplete",
+        ),
+        pass(
+            "split mid-token: second segment",
+            format!(
+                "ONS / HTTP/1.1\r\nOrigin: {DENIED}\r\nAccess-Control-Request-Method: PUT\r\n\r\n"
+            )
+            .as_bytes(),
+            "pass_not_preflight",
+        ),
+        pass(
+            "payload shorter than the request line",
+            b"OPTIONS / HT",
+            "incomplete",
+        ),
+        pass(
+            "GET shorter than the request line",
+            b"GET / HT",
+            "pass_not_preflight",
+        ),
+        pass(
+            "HTTP/2 preface",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "pass_not_preflight",
+        ),
+        pass(
+            "TLS client hello",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            "pass_not_http",
+        ),
+        deny(
+            "one empty line first",
+            &[b"\r\n".as_slice(), &denied("OPTIONS")].concat(),
+        ),
+        deny(
+            "LF empty lines first",
+            &[b"\n\n\n".as_slice(), &denied("OPTIONS")].concat(),
+        ),
+        pass(
+            "more empty lines than the bound",
+            &[b"\r\n".repeat(9).as_slice(), &denied("OPTIONS")].concat(),
+            "incomplete",
+        ),
+        pass("only empty lines", b"\r\n\r\n", "pass_not_http"),
+    ];
+    check(&config(""), cases)
+}
+
+#[test]
+fn transport_variants() -> Result<()> {
+    let denied = preflight(DENIED);
+    let frame =
+        |name: &str, packet: Packet, verdict, reason| case(name, packet.build(), verdict, reason);
+    let drop = |name: &str, packet: Packet| frame(name, packet, "drop", "preflight_deny");
+    let cases = vec![
+        drop("IPv4", Packet::ipv4(&denied)),
+        drop(
+            "IPv4 with options",
+            Packet::ipv4(&denied)
+                .ipv4_options(&[0x94, 0x04, 0, 0, 0x01, 0x07, 0x07, 0x04, 0, 0, 0, 0]),
+        ),
+        drop("one VLAN tag", Packet::ipv4(&denied).vlan(ETH_P_8021Q, 100)),
+        drop(
+            "QinQ",
+            Packet::ipv4(&denied)
+                .vlan(ETH_P_8021AD, 100)
+                .vlan(ETH_P_8021Q, 200),
+        ),
+        drop(
+            "QinQ over IPv6",
+            Packet::ipv6(&denied)
+                .vlan(ETH_P_8021AD, 100)
+                .vlan(ETH_P_8021Q, 200),
+        ),
+        drop(
+            "TCP with options",
+            Packet::ipv4(&denied)
+                .tcp_options(&[2, 4, 5, 0xb4, 1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 4, 2]),
+        ),
+        drop(
+            "Ethernet padding after the packet",
+            Packet::ipv4(&denied).trailer(&[0; 18]),
+        ),
+        drop(
+            "port 80, also inspected",
+            Packet::ipv4(&denied).dst_port(80),
+        ),
+        drop("IPv6", Packet::ipv6(&denied)),
+        drop(
+            "IPv6 with hop-by-hop options",
+            Packet::ipv6(&denied).ext(Ipv6Ext::HopByHop { len: 8 }),
+        ),
+        drop(
+            "IPv6 with a routing header",
+            Packet::ipv6(&denied).ext(Ipv6Ext::Routing { segments: 2 }),
+        ),
+        drop(
+            "IPv6 with destination options",
+            Packet::ipv6(&denied).ext(Ipv6Ext::DestOpts { len: 24 }),
+        ),
+        drop(
+            "IPv6 with hop-by-hop, routing and destination options",
+            Packet::ipv6(&denied)
+                .ext(Ipv6Ext::HopByHop { len: 16 })
+                .ext(Ipv6Ext::Routing { segments: 1 })
+                .ext(Ipv6Ext::DestOpts { len: 8 }),
+        ),
+        drop(
+            "IPv6 with an authentication header",
+            Packet::ipv6(&denied).ext(Ipv6Ext::Auth { len: 24 }),
+        ),
+        drop(
+            "IPv6 with an atomic fragment header",
+            Packet::ipv6(&denied).ext(Ipv6Ext::Fragment {
+                offset: 0,
+                more: false,
+            }),
+        ),
+        frame(
+            "IPv6 first fragment",
+            Packet::ipv6(&denied).ext(Ipv6Ext::Fragment {
+                offset: 0,
+                more: true,
+            }),
+            "pass",
+            "pass_ip_fragment",
+        ),
+        frame(
+            "IPv6 later fragment",
+            Packet::ipv6(&denied).ext(Ipv6Ext::Fragment {
+                offset: 10,
+                more: false,
+            }),
+            "pass",
+            "pass_ip_fragment",
+        ),
+        frame(
+            "IPv4 first fragment",
+            Packet::ipv4(&denied).ipv4_fragment(0, true),
+            "pass",
+            "pass_ip_fragment",
+        ),
+        frame(
+            "IPv4 later fragment",
+            Packet::ipv4(&denied).ipv4_fragment(185, false),
+            "pass",
+            "pass_ip_fragment",
+        ),
+        frame(
+            "zero-length payload",
+            Packet::ipv4(b"").tcp_flags(TCP_ACK),
+            "pass",
+            "pass_no_payload",
+        ),
+        frame(
+            "a SYN",
+            Packet::ipv4(b"").tcp_flags(TCP_SYN),
+            "pass",
+            "pass_no_payload",
+        ),
+        frame(
+            "a short segment padded by the NIC",
+            Packet::ipv4(b"OPTI").trailer(b"ONS / HTTP/1.1\r\n\r\n"),
+            "pass",
+            "incomplete",
+        ),
+        frame(
+            "another port",
+            Packet::ipv4(&denied).dst_port(8081),
+            "pass",
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "UDP",
+            Packet::ipv4(&denied).protocol(IPPROTO_UDP),
+            "pass",
+            "pass_not_tcp",
+        ),
+        frame(
+            "ARP",
+            Packet::non_ip(ETH_P_ARP, &[0; 28]),
+            "pass",
+            "pass_not_ip",
+        ),
+    ];
+    check(&config(""), cases)
+}
+
+#[test]
+fn incomplete_heads_follow_the_policy() -> Result<()> {
+    let partial =
+        format!("OPTIONS / HTTP/1.1\r\nOrigin: {DENIED}\r\nAccess-Control-Request-Method: PUT\r\n");
+    let mut long = format!("OPTIONS / HTTP/1.1\r\nOrigin: {DENIED}\r\nX-Pad: ");
+    long.push_str(&"p".repeat(1100));
+    long.push_str("\r\nAccess-Control-Request-Method: PUT\r\n\r\n");
+    for (policy, verdict) in [("pass", "pass"), ("drop", "drop")] {
+        let cases = vec![
+            case(
+                "headers continue in a later segment",
+                Packet::ipv4(partial.as_bytes()).build(),
+                verdict,
+                "incomplete",
+            ),
+            case(
+                "head longer than the scan window",
+                Packet::ipv4(long.as_bytes()).build(),
+                verdict,
+                "incomplete",
+            ),
+            case(
+                "method split",
+                Packet::ipv4(b"OPTIO").build(),
+                verdict,
+                "incomplete",
+            ),
+            deny("a complete preflight is not affected", &preflight(DENIED)),
+        ];
+        check(&config(&format!("on_incomplete = \"{policy}\"")), cases)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn pipelined_requests_first_one_decides() -> Result<()> {
+    let cases = vec![
+        allow(
+            "allowed preflight, then a denied one",
+            &[preflight(ALLOWED), preflight(DENIED)].concat(),
+        ),
+        deny(
+            "denied preflight, then an allowed one",
+            &[preflight(DENIED), preflight(ALLOWED)].concat(),
+        ),
+        pass(
+            "GET, then a denied preflight",
+            &[
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".as_slice(),
+                &preflight(DENIED),
+            ]
+            .concat(),
+            "pass_not_preflight",
+        ),
+    ];
+    check(&config(""), cases)
+}
+
+#[test]
+fn monitor_mode_counts_but_passes() -> Result<()> {
+    let cases = vec![
+        case(
+            "denied",
+            Packet::ipv4(&preflight(DENIED)).build(),
+            "pass",
+            "preflight_deny",
+        ),
+        case(
+            "malformed",
+            Packet::ipv4(&preflight("https://a.example.com/")).build(),
+            "pass",
+            "malformed",
+        ),
+        case(
+            "incomplete",
+            Packet::ipv4(b"OPTI").build(),
+            "pass",
+            "incomplete",
+        ),
+        allow("allowed", &preflight(ALLOWED)),
+    ];
+    check(
+        &config("mode = \"monitor\"\non_incomplete = \"drop\""),
+        cases,
+    )
+}
+
+/// `replay` on a capture file, expecting it to fail after `frames_before`
+/// frames (it streams: the frames before the bad spot are printed);
+/// returns its error output.
+fn replay_error(dir: &Path, capture: &Path, frames_before: usize) -> Result<String> {
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config(""))?;
+    let run = replay_files(&config_path, capture)?;
+    assert!(
+        !run.success,
+        "replay succeeded on {}: {}",
+        capture.display(),
+        run.stdout
+    );
+    assert_eq!(run.stdout.lines().count(), frames_before, "{}", run.stdout);
+    Ok(run.stderr)
+}
+
+#[test]
+fn pcapng_gives_the_same_verdicts_as_pcap() -> Result<()> {
+    require_root()?;
+    let dir = TempDir::new("pcapng")?;
+    let frames = vec![
+        Packet::ipv4(&preflight(ALLOWED)).build(),
+        Packet::ipv6(&preflight(DENIED)).build(),
+        Packet::ipv4(b"GET / HTTP/1.1\r\n\r\n").build(),
+    ];
+    let (config_path, capture) = (dir.path().join("config.toml"), dir.path().join("f.pcapng"));
+    std::fs::write(&config_path, config(""))?;
+    pcap::write_pcapng(&capture, &frames)?;
+    let from_pcapng = replay_files(&config_path, &capture)?.lines()?;
+    assert_eq!(from_pcapng, replay(&config(""), &frames)?);
+    let reasons: Vec<&str> = from_pcapng
+        .iter()
+        .map(|r: &Replayed| r.reason.as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["preflight_allow", "preflight_deny", "pass_not_preflight"]
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_captures_are_refused_with_a_clear_error() -> Result<()> {
+    require_root()?;
+    let dir = TempDir::new("bad-capture")?;
+    let frame = Packet::ipv4(&preflight(DENIED)).build();
+
+    let garbage = dir.path().join("garbage.pcap");
+    std::fs::write(&garbage, b"this is not a capture at all, just some text\n")?;
+    let e = replay_error(dir.path(), &garbage, 0)?;
+    assert!(
+        e.contains("garbage.pcap") && e.contains("not a pcap or pcapng"),
+        "{e}"
+    );
+
+    let empty = dir.path().join("empty.pcap");
+    std::fs::write(&empty, b"")?;
+    let e = replay_error(dir.path(), &empty, 0)?;
+    assert!(e.contains("empty.pcap"), "{e}");
+
+    let missing = dir.path().join("missing.pcap");
+    let e = replay_error(dir.path(), &missing, 0)?;
+    assert!(
+        e.contains("missing.pcap") && e.contains("cannot open"),
+        "{e}"
+    );
+
+    // A file cut inside its second record.
+    let whole = dir.path().join("whole.pcap");
+    pcap::write_pcap(&whole, &[frame.clone(), frame.clone()])?;
+    let bytes = std::fs::read(&whole)?;
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10])?;
+    let e = replay_error(dir.path(), &cut, 1)?;
+    assert!(e.contains("cut.pcap") && e.contains("ends inside"), "{e}");
+
+    // Link type 101 (raw IP) instead of Ethernet.
+    let mut raw_ip = bytes.clone();
+    raw_ip[20..24].copy_from_slice(&101u32.to_le_bytes());
+    let raw = dir.path().join("raw-ip.pcap");
+    std::fs::write(&raw, raw_ip)?;
+    let e = replay_error(dir.path(), &raw, 0)?;
+    assert!(e.contains("link type 101") && e.contains("Ethernet"), "{e}");
+
+    // Captured with a small snap length: the frame is not all there.
+    for (name, write) in [
+        (
+            "snap.pcap",
+            pcap::write_pcap_truncated as fn(&Path, &[u8], usize) -> Result<()>,
+        ),
+        ("snap.pcapng", pcap::write_pcapng_truncated),
+    ] {
+        let path = dir.path().join(name);
+        write(&path, &frame, 54)?;
+        let e = replay_error(dir.path(), &path, 0)?;
+        assert!(
+            e.contains(name) && e.contains("truncated") && e.contains("54"),
+            "{e}"
+        );
+    }
+
+    // A bad config is named, before anything is loaded.
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "ports = [8080]\nallow = [\"https://a.example/path\"]\n",
+    )?;
+    let run = replay_files(&config, &whole)?;
+    assert!(!run.success);
+    assert!(run.stderr.contains("bad.toml:2"), "{}", run.stderr);
+    Ok(())
+}
