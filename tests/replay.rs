@@ -688,7 +688,7 @@ fn bad_captures_are_refused_with_a_clear_error() -> Result<()> {
     let empty = dir.path().join("empty.pcap");
     std::fs::write(&empty, b"")?;
     let e = replay_error(dir.path(), &empty, 0)?;
-    assert!(e.contains("empty.pcap"), "{e}");
+    assert!(e.contains("empty.pcap is empty"), "{e}");
 
     let missing = dir.path().join("missing.pcap");
     let e = replay_error(dir.path(), &missing, 0)?;

@@ -32,8 +32,9 @@ pub fn for_each_frame(
 ) -> Result<u64> {
     let shown = path.display();
     let file = File::open(path).with_context(|| format!("cannot open capture {shown}"))?;
-    let mut reader = create_reader(BUFFER_BYTES, file).map_err(|e| {
-        anyhow::anyhow!("{shown} is not a pcap or pcapng capture: {}", describe(&e))
+    let mut reader = create_reader(BUFFER_BYTES, file).map_err(|e| match e {
+        PcapError::Eof => anyhow::anyhow!("capture {shown} is empty"),
+        e => anyhow::anyhow!("{shown} is not a pcap or pcapng capture: {}", describe(&e)),
     })?;
     // pcapng: the link type of each interface of the current section.
     let mut interfaces: Vec<Linktype> = Vec::new();
