@@ -6,11 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use cors_filter_tests::{
+    TempDir,
     client::{self, Family},
     filter::{FilterHome, RunningFilter, run_expecting_exit, run_with_pins},
-    netns::{NetnsPair, SERVER_IF},
+    netns::{CLIENT_IF, NetnsPair, SERVER_IF},
+    replay::replay_files,
     require_root,
     server::{Seen, TestServer},
+    tcpdump::Tcpdump,
 };
 
 const ALLOWED: &str = "https://app.example.com";
@@ -447,5 +450,55 @@ fn a_second_filter_cannot_take_over_running_pins() -> Result<()> {
         None
     );
     assert_eq!(filter.stats()?["allowlist_entries"], 2);
+    filter.stop()
+}
+
+/// A real capture, taken by tcpdump on the client side (where the packets
+/// the filter drops are still seen) of real curl traffic, replayed through
+/// the program: it gives the verdicts the attached filter gave live.
+#[test]
+fn replay_of_a_real_capture_matches_the_live_filter() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    let dir = TempDir::new("capture")?;
+    let capture = dir.path().join("client.pcap");
+    let client_ns = format!("/run/netns/{}", bed.pair.client);
+    let tcpdump = Tcpdump::start(&client_ns, CLIENT_IF, &capture)?;
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V4, ALLOWED)?.status,
+        Some(204)
+    );
+    assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
+    assert_eq!(
+        client::preflight(&bed.pair, Family::V6, "https://a.example.org")?.status,
+        Some(204)
+    );
+    assert!(!client::preflight(&bed.pair, Family::V6, DENIED)?.answered());
+    assert_eq!(client::get(&bed.pair, Family::V4)?.status, Some(200));
+    tcpdump.stop()?;
+    let live = filter.stats()?;
+
+    let replayed = replay_files(&home.config(), &capture)?.lines()?;
+    let count = |reason: &str| replayed.iter().filter(|r| r.reason == reason).count() as u64;
+    for reason in [
+        "preflight_allow",
+        "preflight_deny",
+        "malformed",
+        "pass_not_preflight",
+    ] {
+        assert_eq!(
+            count(reason),
+            counter(&live, reason),
+            "{reason}: replay {replayed:?}, live {live}"
+        );
+    }
+    assert_eq!(count("preflight_allow"), 2);
+    // Each denied preflight is dropped, then retransmitted and dropped again.
+    assert!(count("preflight_deny") >= 2, "{replayed:?}");
+    for r in &replayed {
+        let drop = r.reason == "preflight_deny";
+        assert_eq!(r.verdict == "drop", drop, "{r:?}");
+    }
     filter.stop()
 }

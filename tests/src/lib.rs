@@ -23,6 +23,7 @@ pub mod reference;
 pub mod replay;
 pub mod scanner;
 pub mod server;
+pub mod tcpdump;
 
 use std::{
     path::PathBuf,

@@ -33,7 +33,8 @@ enum Job {
 }
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
-/// namespaces, nsenter and the client, bpftool for inspection.
+/// namespaces, nsenter and the client, bpftool for inspection, tcpdump for
+/// the real captures the replay tests read.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -43,6 +44,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "util-linux",
     "curl",
     "bpftool",
+    "tcpdump",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
