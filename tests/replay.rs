@@ -298,7 +298,7 @@ fn null_matches_only_when_listed() -> Result<()> {
         deny("a host named null", &preflight("https://null")),
     ];
     check(
-        &format!("ports = [8080]\nallow = [\"null\", \"https://app.example.net\"]\n"),
+        "ports = [8080]\nallow = [\"null\", \"https://app.example.net\"]\n",
         cases,
     )
 }
