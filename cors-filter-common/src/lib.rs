@@ -15,6 +15,7 @@ extern crate std;
 pub mod config;
 pub mod counters;
 pub mod http;
+pub mod ipv6;
 pub mod origin;
 pub mod slot;
 pub mod verdict;
@@ -37,6 +38,8 @@ pub struct Scratch {
     pub payload: [u8; http::SCAN_BUF_LEN],
     /// Bytes of `payload` loaded from the packet, 1 to `SCAN_BYTES`.
     pub payload_len: Slot<u32>,
+    /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
+    pub ipv6_walk_offset: Slot<u32>,
     pub head: HeadScan,
     pub origin: OriginParse,
 }
