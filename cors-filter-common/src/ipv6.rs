@@ -49,6 +49,13 @@ const _: () = assert!(MAX_START + MAX_EXT_HEADERS * EXT_MAX_LEN <= OFFSET_MASK);
 /// header's bytes 2 and 3; the two bits between them are reserved.
 const FRAGMENT_OFFSET_AND_M: u16 = 0xfff9;
 
+/// The length of an AH header whose Payload Len field is `payload_len`:
+/// 4-octet units, minus 2 (RFC 4302). AH is the same in IPv4.
+#[inline(always)]
+pub const fn auth_header_len(payload_len: u8) -> usize {
+    (payload_len as usize + 2) * 4
+}
+
 /// Whether the walk reads on past a header of type `next`.
 ///
 /// ESP is not among them: what follows it is encrypted, so the walk stops
@@ -67,12 +74,10 @@ pub const fn is_walked(next: u8) -> bool {
 /// fragment: a part of a datagram is never read as if it were whole.
 #[inline(always)]
 pub fn ext_len(next: u8, first: [u8; 4]) -> Result<usize, Outcome> {
-    let len_field = first[1] as usize;
     match next {
         // Hdr Ext Len: 8-octet units, not counting the first 8 (RFC 8200).
-        NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTIONS => Ok((len_field + 1) * 8),
-        // Payload Len: 4-octet units, minus 2 (RFC 4302).
-        NEXT_AUTH => Ok((len_field + 2) * 4),
+        NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTIONS => Ok((first[1] as usize + 1) * 8),
+        NEXT_AUTH => Ok(auth_header_len(first[1])),
         // The fragment header, fixed size.
         _ => {
             if u16::from_be_bytes([first[2], first[3]]) & FRAGMENT_OFFSET_AND_M != 0 {

@@ -63,6 +63,8 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
 const IPPROTO_TCP: u8 = 6;
+/// IPv4 protocol numbers and IPv6 next-header values are one registry.
+const IPPROTO_AH: u8 = ipv6::NEXT_AUTH;
 // The walk over IPv6 extension headers starts within its bound.
 const _: () = assert!(ETH_HLEN + 2 * VLAN_HLEN + IPV6_HLEN <= ipv6::MAX_START);
 
@@ -97,8 +99,9 @@ fn be16(ctx: &impl Frame, offset: usize) -> Result<u16, Outcome> {
     Ok(u16::from_be_bytes(raw))
 }
 
-/// The first four bytes of the IPv6 extension header at `offset`: next
-/// header, length, and for a fragment header the offset and M flag.
+/// The first four bytes of the IPv6 extension header (or IPv4 AH header) at
+/// `offset`: next header, length, and for a fragment header the offset and
+/// M flag.
 ///
 /// Every extension header is at least `ipv6::EXT_MIN_LEN` bytes long, so one
 /// check covers all of them: the header's end against `data_end`, from which
@@ -115,6 +118,21 @@ fn ext_header_start(ctx: &impl Frame, offset: usize) -> Result<[u8; 4], Outcome>
     // SAFETY: the four bytes are inside [data, data_end), checked just above
     // (with four to spare); the read is unaligned-safe.
     Ok(unsafe { core::ptr::read_unaligned(at as *const [u8; 4]) })
+}
+
+/// The offset of the TCP header behind the IPv4 AH header at `offset`.
+///
+/// With a transport-mode security association, Linux delivers TCP behind AH
+/// (RFC 4302), so preflights from a peer that authenticates its traffic
+/// are inspected like any other. What follows AH is not encrypted; anything
+/// but TCP there is not TCP to read.
+#[inline(always)]
+fn ipv4_tcp_behind_ah(ctx: &impl Frame, offset: usize) -> Result<usize, Outcome> {
+    let [next, payload_len, ..] = ext_header_start(ctx, offset)?;
+    if next != IPPROTO_TCP {
+        return Err(Outcome::NotTcp);
+    }
+    Ok(offset + ipv6::auth_header_len(payload_len))
 }
 
 /// Finds the TCP payload, or the outcome for a packet that has none to inspect.
@@ -138,14 +156,21 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
                 return Err(Outcome::Truncated);
             }
             let total_len = be16(ctx, l3 + 2)? as usize;
+            // The total length covers the header: a shorter one is a
+            // malformed packet (Linux drops it), with nothing in it to read.
+            if total_len < ihl {
+                return Err(Outcome::Truncated);
+            }
             // More-fragments flag or a fragment offset: a fragment.
             if be16(ctx, l3 + 6)? & 0x3fff != 0 {
                 return Err(Outcome::IpFragment);
             }
-            if byte(ctx, l3 + 9)? != IPPROTO_TCP {
-                return Err(Outcome::NotTcp);
-            }
-            (l3 + ihl, l3 + total_len)
+            let l4 = match byte(ctx, l3 + 9)? {
+                IPPROTO_TCP => l3 + ihl,
+                IPPROTO_AH => ipv4_tcp_behind_ah(ctx, l3 + ihl)?,
+                _ => return Err(Outcome::NotTcp),
+            };
+            (l4, l3 + total_len)
         }
         ETH_P_IPV6 => {
             let payload_len = be16(ctx, l3 + 4)? as usize;
