@@ -22,6 +22,8 @@ pub enum Counter {
     PassNotIp,
     PassNotTcp,
     PassIpFragment,
+    /// IPv6 packets whose extension-header chain is longer than the program
+    /// walks (`ipv6::MAX_EXT_HEADERS`).
     PassIpv6ExtHeader,
     PassTruncated,
     PassPortNotInspected,

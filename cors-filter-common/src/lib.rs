@@ -16,6 +16,7 @@ pub mod config;
 pub mod counters;
 pub mod http;
 pub mod inspect;
+pub mod ipv6;
 pub mod origin;
 pub mod slot;
 pub mod verdict;
@@ -41,6 +42,8 @@ pub struct Scratch {
     pub payload_len: Slot<u32>,
     /// Empty-line bytes found before the request line.
     pub skipped: Slot<u32>,
+    /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
+    pub ipv6_walk_offset: Slot<u32>,
     pub head: HeadScan,
     pub origin: OriginParse,
 }

@@ -6,8 +6,14 @@ use crate::{config::FilterConfig, counters::Counter};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     NotIp,
+    /// IP carrying something else than TCP (for IPv6, at the end of the
+    /// extension headers).
     NotTcp,
+    /// An IPv4 fragment, or an IPv6 fragment header with a non-zero offset or
+    /// the M flag set: part of a datagram, not read as if it were whole.
     IpFragment,
+    /// An IPv6 chain of more extension headers than the program walks
+    /// (`ipv6::MAX_EXT_HEADERS`).
     Ipv6ExtHeader,
     /// Headers claim more bytes than the packet has.
     Truncated,

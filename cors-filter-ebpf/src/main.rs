@@ -69,7 +69,14 @@ fn filter(ctx: &impl Frame) -> Verdict {
 
 #[inline(always)]
 fn inspect(ctx: &impl Frame) -> Outcome {
-    let payload = match net::tcp_payload(ctx) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        error!(ctx, "cors-filter: per-CPU scratch map has no entry");
+        return Outcome::NotHttp;
+    };
+    // SAFETY: this CPU's entry of the scratch map; XDP programs do not nest on
+    // one CPU, so the reference is exclusive for this run.
+    let scratch: &mut Scratch = unsafe { &mut *scratch };
+    let payload = match net::tcp_payload(ctx, &mut scratch.ipv6_walk_offset) {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
     };
@@ -79,13 +86,6 @@ fn inspect(ctx: &impl Frame) -> Outcome {
     if payload.len == 0 {
         return Outcome::NoPayload;
     }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        error!(ctx, "cors-filter: per-CPU scratch map has no entry");
-        return Outcome::NotHttp;
-    };
-    // SAFETY: this CPU's entry of the scratch map; XDP programs do not nest on
-    // one CPU, so the reference is exclusive for this run.
-    let scratch: &mut Scratch = unsafe { &mut *scratch };
     scratch.payload_len.set(if payload.len > SCAN_BYTES {
         SCAN_BYTES
     } else {

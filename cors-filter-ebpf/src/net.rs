@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use cors_filter_common::Outcome;
+use cors_filter_common::{Outcome, Slot, ipv6};
 
 /// What the parser needs from an XDP frame or a TC socket buffer.
 pub trait Frame: EbpfContext {
@@ -63,6 +63,10 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
 const IPPROTO_TCP: u8 = 6;
+/// IPv4 protocol numbers and IPv6 next-header values are one registry.
+const IPPROTO_AH: u8 = ipv6::NEXT_AUTH;
+// The walk over IPv6 extension headers starts within its bound.
+const _: () = assert!(ETH_HLEN + 2 * VLAN_HLEN + IPV6_HLEN <= ipv6::MAX_START);
 
 /// Where the TCP payload of a packet to an inspected port is.
 pub struct TcpPayload {
@@ -95,9 +99,47 @@ fn be16(ctx: &impl Frame, offset: usize) -> Result<u16, Outcome> {
     Ok(u16::from_be_bytes(raw))
 }
 
-/// Finds the TCP payload, or the outcome for a packet that has none to inspect.
+/// The first four bytes of the IPv6 extension header (or IPv4 AH header) at
+/// `offset`: next header, length, and for a fragment header the offset and
+/// M flag.
+///
+/// Every extension header is at least `ipv6::EXT_MIN_LEN` bytes long, so one
+/// check covers all of them: the header's end against `data_end`, from which
+/// the verifier learns a range for a pointer with a variable offset. (Checking
+/// `offset + 1` for a read at `offset` does not work there: the compiler
+/// turns it into `data + offset < data_end`, from which the verifier learns
+/// nothing.)
 #[inline(always)]
-pub fn tcp_payload(ctx: &impl Frame) -> Result<TcpPayload, Outcome> {
+fn ext_header_start(ctx: &impl Frame, offset: usize) -> Result<[u8; 4], Outcome> {
+    let at = ctx.data() + offset;
+    if at + ipv6::EXT_MIN_LEN > ctx.data_end() {
+        return Err(Outcome::Truncated);
+    }
+    // SAFETY: the four bytes are inside [data, data_end), checked just above
+    // (with four to spare); the read is unaligned-safe.
+    Ok(unsafe { core::ptr::read_unaligned(at as *const [u8; 4]) })
+}
+
+/// The offset of the TCP header behind the IPv4 AH header at `offset`.
+///
+/// With a transport-mode security association, Linux delivers TCP behind AH
+/// (RFC 4302), so preflights from a peer that authenticates its traffic
+/// are inspected like any other. What follows AH is not encrypted; anything
+/// but TCP there is not TCP to read.
+#[inline(always)]
+fn ipv4_tcp_behind_ah(ctx: &impl Frame, offset: usize) -> Result<usize, Outcome> {
+    let [next, payload_len, ..] = ext_header_start(ctx, offset)?;
+    if next != IPPROTO_TCP {
+        return Err(Outcome::NotTcp);
+    }
+    Ok(offset + ipv6::auth_header_len(payload_len))
+}
+
+/// Finds the TCP payload, or the outcome for a packet that has none to inspect.
+/// `walk_offset` is map memory for the IPv6 extension-header walk (see
+/// `ipv6::tcp_header`).
+#[inline(always)]
+pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpPayload, Outcome> {
     let mut l3 = ETH_HLEN;
     let mut ether_type = be16(ctx, 12).map_err(|_| Outcome::NotIp)?;
     // Up to two tags: 802.1ad (QinQ) outer, 802.1Q inner.
@@ -114,27 +156,35 @@ pub fn tcp_payload(ctx: &impl Frame) -> Result<TcpPayload, Outcome> {
                 return Err(Outcome::Truncated);
             }
             let total_len = be16(ctx, l3 + 2)? as usize;
+            // The total length covers the header: a shorter one is a
+            // malformed packet (Linux drops it), with nothing in it to read.
+            if total_len < ihl {
+                return Err(Outcome::Truncated);
+            }
             // More-fragments flag or a fragment offset: a fragment.
             if be16(ctx, l3 + 6)? & 0x3fff != 0 {
                 return Err(Outcome::IpFragment);
             }
-            if byte(ctx, l3 + 9)? != IPPROTO_TCP {
-                return Err(Outcome::NotTcp);
-            }
-            (l3 + ihl, l3 + total_len)
+            let l4 = match byte(ctx, l3 + 9)? {
+                IPPROTO_TCP => l3 + ihl,
+                IPPROTO_AH => ipv4_tcp_behind_ah(ctx, l3 + ihl)?,
+                _ => return Err(Outcome::NotTcp),
+            };
+            (l4, l3 + total_len)
         }
         ETH_P_IPV6 => {
             let payload_len = be16(ctx, l3 + 4)? as usize;
-            match byte(ctx, l3 + 6)? {
-                IPPROTO_TCP => {}
-                // Hop-by-hop, routing, fragment, ESP, AH, destination options,
-                // mobility, HIP, shim6: TCP may be behind them.
-                0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => {
-                    return Err(Outcome::Ipv6ExtHeader);
-                }
-                _ => return Err(Outcome::NotTcp),
-            }
-            (l3 + IPV6_HLEN, l3 + IPV6_HLEN + payload_len)
+            let next = byte(ctx, l3 + 6)?;
+            let l4 = ipv6::tcp_header(next, l3 + IPV6_HLEN, walk_offset, |at| {
+                ext_header_start(ctx, at)
+            })?;
+            // The extension headers count in the payload length; if they
+            // take more than all of it, the check of `offset` against
+            // `ip_end` below ends it as truncated. (A check of `l4` here
+            // would be decided on the path without extension headers, which
+            // makes the verifier track `l4` precisely and verify the rest of
+            // the program once per length of the chain.)
+            (l4, l3 + IPV6_HLEN + payload_len)
         }
         _ => return Err(Outcome::NotIp),
     };
@@ -144,6 +194,8 @@ pub fn tcp_payload(ctx: &impl Frame) -> Result<TcpPayload, Outcome> {
         return Err(Outcome::Truncated);
     }
     let offset = l4 + data_offset;
+    // Headers (IPv4 options, IPv6 extension headers, TCP) longer than the IP
+    // length: the payload length would be negative.
     if ip_end < offset {
         return Err(Outcome::Truncated);
     }
