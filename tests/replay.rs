@@ -472,6 +472,34 @@ fn transport_variants() -> Result<()> {
                 more: false,
             }),
         ),
+        drop(
+            "IPv6 with 8 extension headers, the bound",
+            (0..8).fold(Packet::ipv6(&denied), |p, _| {
+                p.ext(Ipv6Ext::DestOpts { len: 8 })
+            }),
+        ),
+        frame(
+            "IPv6 with 9 extension headers, past the bound",
+            (0..9).fold(Packet::ipv6(&denied), |p, _| {
+                p.ext(Ipv6Ext::DestOpts { len: 8 })
+            }),
+            "pass",
+            "pass_ipv6_ext_header",
+        ),
+        frame(
+            "IPv6 with extension headers, then UDP",
+            Packet::ipv6(&denied)
+                .ext(Ipv6Ext::HopByHop { len: 8 })
+                .protocol(IPPROTO_UDP),
+            "pass",
+            "pass_not_tcp",
+        ),
+        frame(
+            "IPv6, then ESP",
+            Packet::ipv6(&denied).protocol(50),
+            "pass",
+            "pass_not_tcp",
+        ),
         frame(
             "IPv6 first fragment",
             Packet::ipv6(&denied).ext(Ipv6Ext::Fragment {
