@@ -2,7 +2,7 @@
 
 use std::{
     os::unix::process::CommandExt as _,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -17,12 +17,19 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<Output> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {shown}"))?;
+    wait_bounded(&mut child, limit, &shown)?;
+    child
+        .wait_with_output()
+        .with_context(|| format!("cannot collect {shown}"))
+}
+
+/// Waits up to `limit` for `child` (shown as `shown` in errors) to exit;
+/// past it, kills it and fails.
+pub fn wait_bounded(child: &mut Child, limit: Duration, shown: &str) -> Result<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
-        if child.try_wait()?.is_some() {
-            return child
-                .wait_with_output()
-                .with_context(|| format!("cannot collect {shown}"));
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();

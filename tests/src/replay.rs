@@ -7,12 +7,12 @@ use std::{
     fs::File,
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::{TempDir, cors_filter_bin, pcap};
+use crate::{TempDir, cors_filter_bin, pcap, process::wait_bounded};
 
 /// Longer than any replay in the suite takes (the largest, over 100,000
 /// frames, takes a few seconds).
@@ -94,18 +94,7 @@ pub fn replay_files(config: &Path, capture: &Path) -> Result<ReplayRun> {
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot run {shown}"))?;
-    let deadline = Instant::now() + REPLAY_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{shown} took longer than {REPLAY_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_bounded(&mut child, REPLAY_LIMIT, &shown)?;
     Ok(ReplayRun {
         success: status.success(),
         stdout: std::fs::read_to_string(&out_path)?,
