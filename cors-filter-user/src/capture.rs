@@ -147,3 +147,74 @@ fn describe<I>(error: &PcapError<I>) -> String {
         PcapError::OwnedNomError(_, kind) => format!("malformed block ({kind:?})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classic pcap: little-endian header with `linktype`, then one record
+    /// per `(captured, original length)`.
+    fn legacy(linktype: u32, records: &[(&[u8], u32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for field in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, linktype] {
+            out.extend(field.to_le_bytes());
+        }
+        for (data, original) in records {
+            for field in [0u32, 0, data.len() as u32, *original] {
+                out.extend(field.to_le_bytes());
+            }
+            out.extend(*data);
+        }
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "cors-filter-capture-test-{}-{n}.pcap",
+            std::process::id()
+        ));
+        std::fs::write(&path, bytes)?;
+        let mut frames = Vec::new();
+        let result = for_each_frame(&path, |index, frame| {
+            frames.push((index, frame.to_vec()));
+            Ok(())
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(result?, frames.len() as u64);
+        Ok(frames)
+    }
+
+    #[test]
+    fn reads_frames_in_order() {
+        let frames = read(&legacy(1, &[(b"first frame", 11), (b"second", 6)])).unwrap();
+        assert_eq!(
+            frames,
+            [(0, b"first frame".to_vec()), (1, b"second".to_vec())]
+        );
+    }
+
+    #[test]
+    fn refuses_other_link_types_and_truncated_frames() {
+        let e = format!("{:#}", read(&legacy(101, &[(b"x", 1)])).unwrap_err());
+        assert!(e.contains("link type 101"), "{e}");
+        let e = format!(
+            "{:#}",
+            read(&legacy(1, &[(b"ok", 2), (b"cut", 60)])).unwrap_err()
+        );
+        assert!(
+            e.contains("record 1") && e.contains("3 of its 60 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_capture() {
+        let e = format!("{:#}", read(b"GET / HTTP/1.1\r\n\r\n").unwrap_err());
+        assert!(e.contains("not a pcap or pcapng"), "{e}");
+        let whole = legacy(1, &[(b"a frame", 7)]);
+        let e = format!("{:#}", read(&whole[..whole.len() - 3]).unwrap_err());
+        assert!(e.contains("ends inside a block"), "{e}");
+    }
+}
