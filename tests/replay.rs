@@ -441,6 +441,10 @@ fn transport_variants() -> Result<()> {
             "port 80, also inspected",
             Packet::ipv4(&denied).dst_port(80),
         ),
+        drop(
+            "a 9000-byte segment (GRO, jumbo frames): the tail is in XDP fragments",
+            Packet::ipv4(&[denied.clone(), vec![b'x'; 9000 - denied.len()]].concat()),
+        ),
         drop("IPv6", Packet::ipv6(&denied)),
         drop(
             "IPv6 with hop-by-hop options",
