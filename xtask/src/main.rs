@@ -471,11 +471,16 @@ fn fuzz(root: &Path, time: Duration, kind: FuzzRun) -> Result<Fuzzed> {
     let started = Instant::now();
     let mut child = command.spawn().context("cannot run cargo fuzz")?;
     let (mut runs, mut crash) = (None, None);
+    let mut in_dictionary = false;
     for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let line = line.context("cannot read the fuzzer's output")?;
-        // `#1234\tNEW cov: …`: progress.
+        // `#1234\tNEW cov: …`: progress; and the dictionary libFuzzer
+        // recommends at the end.
         let progress = line.starts_with('#') && line[1..].starts_with(|c: char| c.is_ascii_digit());
-        if kind == FuzzRun::Long || !progress {
+        if line.starts_with("###### ") {
+            in_dictionary = line.contains("Recommended dictionary");
+        }
+        if kind == FuzzRun::Long || !(progress || in_dictionary || line.starts_with("###### ")) {
             eprintln!("{line}");
         }
         if let Some(n) = line
