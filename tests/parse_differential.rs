@@ -5,7 +5,7 @@
 
 use cors_filter_common::{
     Outcome,
-    http::{MAX_HEADER_LINES, SCAN_BUF_LEN},
+    http::{MAX_HEADER_LINES, SCAN_BUF_LEN, SCAN_BYTES},
 };
 use cors_filter_tests::{
     differential::agrees,
@@ -106,4 +106,38 @@ fn header_line_bound_matches_the_documented_constant() {
     assert_eq!(expected_head(&past), Head::Incomplete);
     assert_eq!(scan(&past, 0).outcome, Outcome::Incomplete);
     check_all([at_bound, past].into_iter());
+}
+
+#[test]
+fn empty_lines_before_the_request_line_are_skipped() {
+    let preflight = b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\n\r\n";
+    for lead in [&b"\r\n"[..], b"\n", b"\r\n\n\r\n"] {
+        let payload = [lead, preflight].concat();
+        let scanned = scan(&payload, 0);
+        assert_eq!(
+            scanned.outcome,
+            Outcome::Denied,
+            "{}",
+            payload.escape_ascii()
+        );
+        assert_eq!(scanned.key.as_deref(), Some(&b"https:///elpmaxe.a\0"[..]));
+    }
+    // Line ends filling the scan window: the request line starts past it.
+    let padded = [&b"\r\n".repeat(SCAN_BYTES / 2)[..], preflight].concat();
+    assert_eq!(scan(&padded, 0).outcome, Outcome::Incomplete);
+    let cases = [
+        padded,
+        [&b"\n".repeat(SCAN_BYTES - 1)[..], b"\r"].concat(),
+        [
+            &b"\n".repeat(SCAN_BYTES - 1)[..],
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+        ]
+        .concat(),
+        b"\n\n\n\nOPTIONS ".to_vec(),
+        b"\r\nOPT".to_vec(),
+        b"\r\n\r\n".to_vec(),
+        b"\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+        [&b"\n"[..], preflight].concat(),
+    ];
+    check_all(cases.into_iter());
 }

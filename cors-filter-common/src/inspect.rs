@@ -5,20 +5,25 @@
 
 use crate::{
     Outcome, Scratch,
-    http::{RequestHead, RequestStart, classify_start, scan_head},
+    http::{RequestHead, RequestStart, classify_start, scan_head, skip_empty_lines},
     origin::LpmOriginKey,
 };
 
 /// The outcome of the payload in `scratch.payload[..len]` (`len` is 1 to
 /// [`SCAN_BYTES`](crate::http::SCAN_BYTES)). `is_allowed` answers whether
 /// the allowlist holds a normalised origin's key; it is asked at most once,
-/// and only for a well-formed preflight.
+/// and only for a well-formed preflight. Empty lines before the request
+/// line are skipped (moving the request to the start of `scratch.payload`),
+/// as servers skip them; they count in the scan window.
 #[inline(always)]
 pub fn inspect_payload(
     scratch: &mut Scratch,
     len: usize,
     is_allowed: impl FnOnce(&LpmOriginKey) -> bool,
 ) -> Outcome {
+    let Some(len) = skip_empty_lines(&mut scratch.payload, len, &mut scratch.head) else {
+        return Outcome::Incomplete;
+    };
     match classify_start(&scratch.payload, len) {
         RequestStart::NotHttp => return Outcome::NotHttp,
         RequestStart::OtherMethod => return Outcome::NotPreflight,

@@ -35,6 +35,16 @@ pub enum Head {
 
 /// httparse's reading of `payload`, the start of a TCP segment.
 pub fn expected_head(payload: &[u8]) -> Head {
+    // The empty lines httparse skips before a request line count in the
+    // scan window: when line ends fill it, the request line (if any) starts
+    // past the bound.
+    if payload.len() >= SCAN_BYTES
+        && payload[..SCAN_BYTES]
+            .iter()
+            .all(|&b| b == b'\r' || b == b'\n')
+    {
+        return Head::Incomplete;
+    }
     // More room than the bound, so that going past it is seen, not an error.
     let mut headers = [httparse::EMPTY_HEADER; 4 * MAX_HEADER_LINES as usize];
     let mut request = httparse::Request::new(&mut headers);
@@ -42,9 +52,11 @@ pub fn expected_head(payload: &[u8]) -> Head {
     let options = request.method == Some("OPTIONS");
     let head_len = match parsed {
         // A request line cut before its method ends: OPTIONS only if what
-        // is there could still become "OPTIONS ".
+        // is there (after the empty lines httparse skips) could still
+        // become "OPTIONS ".
         Ok(httparse::Status::Partial) if request.method.is_none() => {
-            return if b"OPTIONS ".starts_with(payload) {
+            let start = after_empty_lines(payload);
+            return if !start.is_empty() && b"OPTIONS ".starts_with(start) {
                 Head::Incomplete
             } else {
                 Head::NotPreflight
@@ -76,6 +88,18 @@ pub fn expected_head(payload: &[u8]) -> Head {
         },
         _ => Head::Malformed,
     }
+}
+
+/// `payload` without the empty lines (`\r\n` or `\n`) at its start, which
+/// servers ignore before a request line (RFC 9112, section 2.2).
+fn after_empty_lines(mut payload: &[u8]) -> &[u8] {
+    while let Some(rest) = payload
+        .strip_prefix(b"\r\n")
+        .or_else(|| payload.strip_prefix(b"\n"))
+    {
+        payload = rest;
+    }
+    payload
 }
 
 /// The documented bound on an `Origin` line: its optional whitespace before
@@ -339,6 +363,16 @@ mod tests {
             }
         );
         assert_eq!(expected_head(b"OPT"), Head::Incomplete);
+        assert_eq!(expected_head(b"\r\n\nOPT"), Head::Incomplete);
+        assert_eq!(expected_head(b"\r\n"), Head::NotPreflight);
+        let padded = [&b"\r\n".repeat(SCAN_BYTES / 2)[..], &preflight("null")].concat();
+        assert_eq!(expected_head(&padded), Head::Incomplete);
+        assert_eq!(
+            expected_head(&[b"\r\n".as_slice(), &preflight("null")].concat()),
+            Head::Preflight {
+                origin: b"null".to_vec()
+            }
+        );
         assert_eq!(
             expected_head(b"OPTIONS / HTTP/1.1\r\nOrigin: x\r\n"),
             Head::Incomplete
