@@ -392,9 +392,13 @@ fn method_must_be_exactly_options() -> Result<()> {
             "LF empty lines first",
             &[b"\n\n\n".as_slice(), &denied("OPTIONS")].concat(),
         ),
+        deny(
+            "many empty lines first",
+            &[b"\r\n".repeat(100).as_slice(), &denied("OPTIONS")].concat(),
+        ),
         pass(
-            "more empty lines than the bound",
-            &[b"\r\n".repeat(9).as_slice(), &denied("OPTIONS")].concat(),
+            "empty lines filling the scan window, then a preflight",
+            &[b"\r\n".repeat(512).as_slice(), &denied("OPTIONS")].concat(),
             "incomplete",
         ),
         pass("only empty lines", b"\r\n\r\n", "pass_not_http"),

@@ -24,12 +24,6 @@ pub const SCAN_MASK: usize = SCAN_BUF_LEN - 1;
 pub const MAX_HEADER_LINES: u32 = 64;
 /// Longest method token recognised in a request line.
 pub const MAX_METHOD_LEN: usize = 20;
-/// CR and LF bytes skipped before the request line. RFC 9112 section 2.2
-/// asks servers to ignore at least one empty line there; httparse and nginx
-/// ignore any number, so the filter must look past them too. A payload that
-/// starts with more is [`RequestHead::Incomplete`]-like: it may hide a
-/// request the filter does not read.
-pub const MAX_LEADING_EMPTY_BYTES: usize = 16;
 
 const OPTIONS_SP: &[u8; 8] = b"OPTIONS ";
 const ORIGIN_NAME: &[u8; 7] = b"origin:";
@@ -77,6 +71,10 @@ pub struct HeadScan {
     request_methods: Slot<u32>,
     origin_value_at: Slot<u32>,
     folded: Slot<u32>,
+    /// Bytes of empty lines before the request line.
+    skipped: Slot<u32>,
+    /// Bytes of `\r` and `\n` at the start of the payload.
+    line_ends: Slot<u32>,
 }
 
 impl Default for HeadScan {
@@ -89,6 +87,8 @@ impl Default for HeadScan {
             request_methods: Slot::new(0),
             origin_value_at: Slot::new(0),
             folded: Slot::new(0),
+            skipped: Slot::new(0),
+            line_ends: Slot::new(0),
         }
     }
 }
@@ -96,6 +96,60 @@ impl Default for HeadScan {
 #[inline(always)]
 fn at(buf: &[u8; SCAN_BUF_LEN], index: usize) -> u8 {
     buf[index & SCAN_MASK]
+}
+
+/// Moves what follows the empty lines at the start of the first `len`
+/// bytes of `buf` to its start, and returns its length; `None` when the
+/// window is full and nothing but line ends: the request line, if any, does
+/// not start within [`SCAN_BYTES`], and the request is incomplete.
+///
+/// A server ignores empty lines before a request line (RFC 9112, section
+/// 2.2; httparse skips any number), so the filter must too: a preflight
+/// behind a `\r\n` is still a preflight. The run of `\r` and `\n` bytes at
+/// the start is skipped up to its last `\n`; a `\r` left over makes the rest
+/// no request, as a server refuses such a run anyway.
+#[inline(always)]
+pub fn skip_empty_lines(
+    buf: &mut [u8; SCAN_BUF_LEN],
+    len: usize,
+    state: &mut HeadScan,
+) -> Option<usize> {
+    state
+        .len
+        .set(if len > SCAN_BYTES { SCAN_BYTES } else { len } as u32);
+    state.skipped.set(0);
+    state.line_ends.set(0);
+    let mut k = 0;
+    while k < SCAN_BYTES {
+        if k >= state.len.get() as usize {
+            break;
+        }
+        let b = at(buf, k);
+        if b != b'\n' && b != b'\r' {
+            break;
+        }
+        if b == b'\n' {
+            state.skipped.set(k as u32 + 1);
+        }
+        state.line_ends.set(k as u32 + 1);
+        k += 1;
+    }
+    if state.line_ends.get() as usize == SCAN_BYTES {
+        return None;
+    }
+    // Usually nothing to move: only then is the payload copied.
+    if state.skipped.get() != 0 {
+        state.len.set(state.len.get() - state.skipped.get());
+        let mut k = 0;
+        while k < SCAN_BYTES {
+            if k >= state.len.get() as usize {
+                break;
+            }
+            buf[k & SCAN_MASK] = at(buf, k + state.skipped.get() as usize);
+            k += 1;
+        }
+    }
+    Some(state.len.get() as usize)
 }
 
 /// Whether the first `len` bytes of `buf` start an HTTP request, and with
@@ -139,45 +193,6 @@ pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize) -> RequestStart {
         k += 1;
     }
     RequestStart::NotHttp
-}
-
-/// How many CR and LF bytes start `buf[..len]`, counted up to
-/// `MAX_LEADING_EMPTY_BYTES + 1`. The count goes through `count` (see
-/// [`Slot`]).
-#[inline(always)]
-pub fn leading_empty_line_bytes(
-    buf: &[u8; SCAN_BUF_LEN],
-    len: usize,
-    count: &mut Slot<u32>,
-) -> usize {
-    count.set(0);
-    let mut k = 0;
-    while k < MAX_LEADING_EMPTY_BYTES + 1 {
-        if k >= len {
-            break;
-        }
-        let b = buf[k];
-        if b != b'\r' && b != b'\n' {
-            break;
-        }
-        count.set(k as u32 + 1);
-        k += 1;
-    }
-    count.get() as usize
-}
-
-/// Moves `buf[skip..skip + len]` to the start of `buf`, `len` read from its
-/// slot (at most [`SCAN_BYTES`]).
-#[inline(always)]
-pub fn shift_to_start(buf: &mut [u8; SCAN_BUF_LEN], skip: usize, len: &Slot<u32>) {
-    let mut k = 0;
-    while k < SCAN_BYTES {
-        if k >= len.get() as usize {
-            break;
-        }
-        buf[k] = at(buf, k + skip);
-        k += 1;
-    }
 }
 
 /// RFC 9110 `tchar`.
@@ -371,6 +386,30 @@ mod tests {
     }
 
     const PREFLIGHT: &[u8] = b"OPTIONS /api HTTP/1.1\r\nHost: api.example.com\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: PUT\r\n\r\n";
+
+    #[test]
+    fn skips_empty_lines_before_the_request_line() {
+        let skip = |bytes: &[u8]| {
+            let mut buf = buf_of(bytes);
+            let len = skip_empty_lines(&mut buf, bytes.len(), &mut std::boxed::Box::default());
+            len.map(|len| buf[..len].to_vec())
+        };
+        let some = |bytes: &[u8]| Some(bytes.to_vec());
+        let request = b"OPTIONS / HTTP/1.1\r\n";
+        assert_eq!(skip(request), some(request));
+        assert_eq!(skip(&[&b"\r\n\n"[..], request].concat()), some(request));
+        assert_eq!(skip(b"\r\n\r"), some(b"\r"));
+        assert_eq!(skip(b"\n\r\rGET"), some(b"\r\rGET"));
+        assert_eq!(skip(b"\r\n\r\n"), some(b""));
+        assert_eq!(skip(b"\r"), some(b"\r"));
+        // Line ends filling the window: the request line starts past it.
+        let mut full = b"\r\n".repeat(SCAN_BYTES / 2);
+        assert_eq!(skip(&full), None);
+        full.extend_from_slice(request);
+        assert_eq!(skip(&full), None);
+        full.truncate(SCAN_BYTES - 1);
+        assert_eq!(skip(&full), some(b"\r"));
+    }
 
     #[test]
     fn classifies_methods() {

@@ -5,44 +5,25 @@
 
 use crate::{
     Outcome, Scratch,
-    http::{
-        MAX_LEADING_EMPTY_BYTES, RequestHead, RequestStart, SCAN_BYTES, classify_start,
-        leading_empty_line_bytes, scan_head, shift_to_start,
-    },
+    http::{RequestHead, RequestStart, classify_start, scan_head, skip_empty_lines},
     origin::LpmOriginKey,
 };
 
 /// The outcome of the payload in `scratch.payload[..len]` (`len` is 1 to
-/// [`SCAN_BYTES`]). `is_allowed` answers whether
+/// [`SCAN_BYTES`](crate::http::SCAN_BYTES)). `is_allowed` answers whether
 /// the allowlist holds a normalised origin's key; it is asked at most once,
-/// and only for a well-formed preflight.
-///
-/// Empty lines before the request line are skipped as a server skips them
-/// (see [`MAX_LEADING_EMPTY_BYTES`]): the request is moved to the start of
-/// the buffer, so its head must still end within the first
-/// [`SCAN_BYTES`] bytes of the payload.
+/// and only for a well-formed preflight. Empty lines before the request
+/// line are skipped (moving the request to the start of `scratch.payload`),
+/// as servers skip them; they count in the scan window.
 #[inline(always)]
 pub fn inspect_payload(
     scratch: &mut Scratch,
     len: usize,
     is_allowed: impl FnOnce(&LpmOriginKey) -> bool,
 ) -> Outcome {
-    let mut len = len;
-    let skip = leading_empty_line_bytes(&scratch.payload, len, &mut scratch.skipped);
-    if skip > 0 {
-        if skip > MAX_LEADING_EMPTY_BYTES {
-            return Outcome::Incomplete;
-        }
-        if skip >= len {
-            // Only empty lines: a request in a later segment starts that
-            // segment, and is inspected there.
-            return Outcome::NotHttp;
-        }
-        scratch.payload_len.set((len - skip) as u32);
-        shift_to_start(&mut scratch.payload, skip, &scratch.payload_len);
-        // Masked, so that the verifier sees 1..=SCAN_BYTES (it is: skip < len).
-        len = ((scratch.payload_len.get().wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1) as usize;
-    }
+    let Some(len) = skip_empty_lines(&mut scratch.payload, len, &mut scratch.head) else {
+        return Outcome::Incomplete;
+    };
     match classify_start(&scratch.payload, len) {
         RequestStart::NotHttp => return Outcome::NotHttp,
         RequestStart::OtherMethod => return Outcome::NotPreflight,

@@ -40,8 +40,6 @@ pub struct Scratch {
     pub payload: [u8; http::SCAN_BUF_LEN],
     /// Bytes of `payload` loaded from the packet, 1 to `SCAN_BYTES`.
     pub payload_len: Slot<u32>,
-    /// Empty-line bytes found before the request line.
-    pub skipped: Slot<u32>,
     /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
     pub ipv6_walk_offset: Slot<u32>,
     pub head: HeadScan,

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod differential;
 pub mod filter;
 pub mod generate;
 pub mod metrics;

@@ -12,7 +12,7 @@
 //!   they are part of its contract, not an implementation detail.
 
 use cors_filter_common::{
-    http::{MAX_HEADER_LINES, MAX_LEADING_EMPTY_BYTES, SCAN_BYTES},
+    http::{MAX_HEADER_LINES, SCAN_BYTES},
     origin::{ORIGIN_MAX_LEN, ORIGIN_RAW_LEN, OriginParse},
 };
 
@@ -35,27 +35,28 @@ pub enum Head {
 
 /// httparse's reading of `payload`, the start of a TCP segment.
 pub fn expected_head(payload: &[u8]) -> Head {
+    // The empty lines httparse skips before a request line count in the
+    // scan window: when line ends fill it, the request line (if any) starts
+    // past the bound.
+    if payload.len() >= SCAN_BYTES
+        && payload[..SCAN_BYTES]
+            .iter()
+            .all(|&b| b == b'\r' || b == b'\n')
+    {
+        return Head::Incomplete;
+    }
     // More room than the bound, so that going past it is seen, not an error.
     let mut headers = [httparse::EMPTY_HEADER; 4 * MAX_HEADER_LINES as usize];
     let mut request = httparse::Request::new(&mut headers);
     let parsed = request.parse(payload);
     let options = request.method == Some("OPTIONS");
-    // Empty lines before the request line, which httparse skips: the filter
-    // skips a bounded number of their bytes.
-    let empty = payload
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
-    if empty > MAX_LEADING_EMPTY_BYTES {
-        return Head::Incomplete;
-    }
     let head_len = match parsed {
         // A request line cut before its method ends: OPTIONS only if what
-        // is there could still become "OPTIONS ". Empty lines alone are no
-        // request (one that follows starts its own segment).
+        // is there (after the empty lines httparse skips) could still
+        // become "OPTIONS ".
         Ok(httparse::Status::Partial) if request.method.is_none() => {
-            let rest = &payload[empty..];
-            return if !rest.is_empty() && b"OPTIONS ".starts_with(rest) {
+            let start = after_empty_lines(payload);
+            return if !start.is_empty() && b"OPTIONS ".starts_with(start) {
                 Head::Incomplete
             } else {
                 Head::NotPreflight
@@ -87,6 +88,18 @@ pub fn expected_head(payload: &[u8]) -> Head {
         },
         _ => Head::Malformed,
     }
+}
+
+/// `payload` without the empty lines (`\r\n` or `\n`) at its start, which
+/// servers ignore before a request line (RFC 9112, section 2.2).
+fn after_empty_lines(mut payload: &[u8]) -> &[u8] {
+    while let Some(rest) = payload
+        .strip_prefix(b"\r\n")
+        .or_else(|| payload.strip_prefix(b"\n"))
+    {
+        payload = rest;
+    }
+    payload
 }
 
 /// The documented bound on an `Origin` line: its optional whitespace before
@@ -350,6 +363,16 @@ mod tests {
             }
         );
         assert_eq!(expected_head(b"OPT"), Head::Incomplete);
+        assert_eq!(expected_head(b"\r\n\nOPT"), Head::Incomplete);
+        assert_eq!(expected_head(b"\r\n"), Head::NotPreflight);
+        let padded = [&b"\r\n".repeat(SCAN_BYTES / 2)[..], &preflight("null")].concat();
+        assert_eq!(expected_head(&padded), Head::Incomplete);
+        assert_eq!(
+            expected_head(&[b"\r\n".as_slice(), &preflight("null")].concat()),
+            Head::Preflight {
+                origin: b"null".to_vec()
+            }
+        );
         assert_eq!(
             expected_head(b"OPTIONS / HTTP/1.1\r\nOrigin: x\r\n"),
             Head::Incomplete
@@ -359,17 +382,6 @@ mod tests {
             Head::NotPreflight
         );
         assert_eq!(expected_head(b"GE"), Head::NotPreflight);
-        assert_eq!(expected_head(b"\r\n\nOPTI"), Head::Incomplete);
-        assert_eq!(expected_head(b"\r\n\r\n"), Head::NotPreflight);
-        assert_eq!(expected_head(&b"\r\n".repeat(9)), Head::Incomplete);
-        let mut after_empty_lines = b"\r\n\n".to_vec();
-        after_empty_lines.extend(preflight("https://a"));
-        assert_eq!(
-            expected_head(&after_empty_lines),
-            Head::Preflight {
-                origin: b"https://a".to_vec()
-            }
-        );
         assert_eq!(
             expected_head(b"OPTIONS / HTTP/1.1\r\nOrigin : x\r\n\r\n"),
             Head::Invalid

@@ -30,7 +30,6 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
     let mut scratch: Box<Scratch> = Box::new(Scratch {
         payload: [stale; SCAN_BUF_LEN],
         payload_len: Default::default(),
-        skipped: Default::default(),
         ipv6_walk_offset: Default::default(),
         head: Default::default(),
         origin: Default::default(),

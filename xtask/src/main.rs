@@ -1,13 +1,14 @@
-//! The project's jobs: `cargo xtask setup | build | test | demo`.
+//! The project's jobs: `cargo xtask setup | build | test | demo | fuzz`.
 //!
 //! Every job first installs what is missing (Debian packages, the nightly
-//! toolchain with rust-src, bpf-linker), once and idempotently, and says
-//! which step failed and how to run it by hand when one does.
+//! toolchain with rust-src, bpf-linker, cargo-fuzz), once and idempotently,
+//! and says which step failed and how to run it by hand when one does.
 
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -26,10 +27,18 @@ enum Job {
     Setup,
     /// Build the `cors-filter` binary (with its eBPF object) and the test server.
     Build,
-    /// Run the whole test suite: unit, differential and end-to-end (root).
+    /// Run the whole test suite: unit, differential, end-to-end (root), and
+    /// a short fuzz run.
     Test,
     /// Show the filter at work on a namespace pair of its own (root).
     Demo,
+    /// Fuzz the payload parsing against httparse (target `inspect_payload`
+    /// of `cors-filter-common/fuzz`), keeping the corpus it grows.
+    Fuzz {
+        /// How long to fuzz, in seconds.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
@@ -57,6 +66,12 @@ const HOST_PACKAGES: [&str; 4] = [
     "xtask",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Works with the nightly toolchain `setup` installs (checked with 1.97).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// The fuzz target, in `cors-filter-common/fuzz/fuzz_targets/`.
+const FUZZ_TARGET: &str = "inspect_payload";
+/// How long `test` fuzzes.
+const SHORT_FUZZ: Duration = Duration::from_secs(25);
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -82,6 +97,15 @@ fn main() -> Result<()> {
                 &release.join("cors-filter"),
                 &release.join("cors-test-server"),
             )
+        }
+        Job::Fuzz { seconds } => {
+            setup()?;
+            let run = fuzz(&root, Duration::from_secs(seconds), FuzzRun::Long)?;
+            println!("{}", run.summary());
+            if run.crash.is_some() {
+                bail!("the fuzzer found a crash");
+            }
+            Ok(())
         }
     }
 }
@@ -220,6 +244,19 @@ fn setup() -> Result<()> {
                 .env("LLVM_PREFIX", LLVM_PREFIX),
         )?;
     }
+
+    if !succeeds("cargo", &["fuzz", "--version"]) {
+        step(
+            "install cargo-fuzz",
+            Command::new("cargo").args([
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                CARGO_FUZZ_VERSION,
+            ]),
+        )?;
+    }
     Ok(())
 }
 
@@ -266,6 +303,11 @@ fn test(root: &Path) -> Result<()> {
     )?;
     cargo(
         root,
+        "check the fuzz target's formatting",
+        &["fmt", "--check", "--manifest-path", FUZZ_MANIFEST],
+    )?;
+    cargo(
+        root,
         "lint the userspace crates",
         &[
             &["clippy", "--release", "--all-targets"],
@@ -294,16 +336,175 @@ fn test(root: &Path) -> Result<()> {
         }
     }
     let status = child.wait().context("cannot wait for cargo test")?;
+    // Then the fuzzer, briefly; its run counts as one more test in the total.
+    let fuzzed = fuzz(root, SHORT_FUZZ, FuzzRun::Short);
+    match &fuzzed {
+        Ok(run) => println!("{}", run.summary()),
+        Err(e) => println!("fuzz {FUZZ_TARGET}: could not run: {e:#}"),
+    }
+    let fuzz_ok = fuzzed.as_ref().is_ok_and(|run| run.crash.is_none());
+    let (fuzz_passed, fuzz_failed) = if fuzz_ok { (1, 0) } else { (0, 1) };
     println!("xtask test: took {:.0?}", started.elapsed());
     // The suite's closing line, in the plain form CI reads.
-    println!("cors-filter: {passed} passed, {failed} failed");
+    println!(
+        "cors-filter: {} passed, {} failed",
+        passed + fuzz_passed,
+        failed + fuzz_failed
+    );
     if !status.success() || failed > 0 {
         bail!("tests failed: {}", shown(&command));
     }
     if passed == 0 {
         bail!("no test ran: {}", shown(&command));
     }
+    if !fuzz_ok {
+        bail!("the fuzz run failed (see above)");
+    }
     Ok(())
+}
+
+/// The fuzz crate, from the workspace root: a workspace of its own, built
+/// with nightly by cargo-fuzz.
+const FUZZ_MANIFEST: &str = "cors-filter-common/fuzz/Cargo.toml";
+/// Generated requests the fuzzer starts from.
+const FUZZ_SEEDS: usize = 200;
+/// Longest input the fuzzer tries: well past the 1024-byte scan window.
+const FUZZ_MAX_LEN: usize = 4096;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FuzzRun {
+    /// In `test`: from the generated seeds alone, libFuzzer's progress
+    /// lines not shown.
+    Short,
+    /// `cargo xtask fuzz`: from the seeds and the corpus kept in
+    /// `cors-filter-common/fuzz/corpus/`, which it grows; progress shown.
+    Long,
+}
+
+struct Fuzzed {
+    runs: Option<u64>,
+    elapsed: Duration,
+    /// Where libFuzzer saved the input that crashed the target.
+    crash: Option<String>,
+}
+
+impl Fuzzed {
+    fn summary(&self) -> String {
+        let runs = self
+            .runs
+            .map_or_else(|| "? runs".to_owned(), |n| format!("{n} runs"));
+        let secs = self.elapsed.as_secs_f64();
+        match &self.crash {
+            None => format!("fuzz {FUZZ_TARGET}: {runs} in {secs:.0} s, no crash"),
+            Some(input) => format!(
+                "fuzz {FUZZ_TARGET}: CRASH after {runs} in {secs:.0} s; input saved in {input}; \
+                 reproduce with: cd cors-filter-common && cargo +nightly fuzz run {FUZZ_TARGET} {input}"
+            ),
+        }
+    }
+}
+
+/// `cargo +nightly …` in `dir`, without what an outer cargo (stable, maybe
+/// clippy) put in the environment.
+fn nightly_cargo(dir: &Path) -> Command {
+    let mut command = Command::new("cargo");
+    command.current_dir(dir).arg("+nightly");
+    for key in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+    ] {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// Builds the fuzz target and runs it for `time`, from [`FUZZ_SEEDS`]
+/// generated requests (and, for a long run, the kept corpus), with the
+/// dictionary next to the target. `Err` when it could not run; a crash is
+/// in the result.
+fn fuzz(root: &Path, time: Duration, kind: FuzzRun) -> Result<Fuzzed> {
+    let project = root.join("cors-filter-common");
+    let fuzz_dir = project.join("fuzz");
+    let mut build = nightly_cargo(&project);
+    build.args(["fuzz", "build", FUZZ_TARGET]);
+    let status = build.status().context("cannot run cargo fuzz")?;
+    if !status.success() {
+        bail!("building the fuzz target failed: {}", shown(&build));
+    }
+
+    let seeds = cors_filter_tests::TempDir::new("fuzz-seeds")?;
+    let mut rng = cors_filter_tests::generate::Rng::new(0xf022_5eed_0000_0001);
+    for i in 0..FUZZ_SEEDS {
+        let request = cors_filter_tests::generate::request(&mut rng);
+        std::fs::write(seeds.path().join(format!("seed-{i:03}")), request)
+            .context("cannot write the fuzzer's seeds")?;
+    }
+    // libFuzzer adds what it finds to the first corpus directory.
+    let mut corpora = Vec::new();
+    if kind == FuzzRun::Long {
+        let kept = fuzz_dir.join("corpus").join(FUZZ_TARGET);
+        std::fs::create_dir_all(&kept)
+            .with_context(|| format!("cannot create {}", kept.display()))?;
+        corpora.push(kept);
+    }
+    corpora.push(seeds.path().to_owned());
+
+    let mut command = nightly_cargo(&project);
+    command
+        .args(["fuzz", "run", FUZZ_TARGET])
+        .args(&corpora)
+        .arg("--")
+        .arg(format!("-max_total_time={}", time.as_secs().max(1)))
+        .arg(format!("-max_len={FUZZ_MAX_LEN}"))
+        .arg(format!(
+            "-dict={}",
+            fuzz_dir.join(format!("{FUZZ_TARGET}.dict")).display()
+        ))
+        .args(["-timeout=10", "-print_final_stats=1"])
+        .stderr(Stdio::piped());
+    eprintln!("xtask: {}", shown(&command));
+    let started = Instant::now();
+    let mut child = command.spawn().context("cannot run cargo fuzz")?;
+    let (mut runs, mut crash) = (None, None);
+    let mut in_dictionary = false;
+    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+        let line = line.context("cannot read the fuzzer's output")?;
+        // `#1234\tNEW cov: …`: progress; and the dictionary libFuzzer
+        // recommends at the end.
+        let progress = line.starts_with('#') && line[1..].starts_with(|c: char| c.is_ascii_digit());
+        if line.starts_with("###### ") {
+            in_dictionary = line.contains("Recommended dictionary");
+        }
+        if kind == FuzzRun::Long || !(progress || in_dictionary || line.starts_with("###### ")) {
+            eprintln!("{line}");
+        }
+        if let Some(n) = line
+            .strip_prefix("stat::number_of_executed_units:")
+            .and_then(|n| n.trim().parse().ok())
+        {
+            runs = Some(n);
+        }
+        if let Some((_, input)) = line.split_once("Test unit written to ") {
+            crash = Some(input.trim().to_owned());
+        }
+    }
+    let status = child.wait().context("cannot wait for cargo fuzz")?;
+    let elapsed = started.elapsed();
+    if !status.success() && crash.is_none() {
+        bail!("the fuzzer failed ({status}): {}", shown(&command));
+    }
+    Ok(Fuzzed {
+        runs,
+        elapsed,
+        crash,
+    })
 }
 
 /// `test result: ok. 13 passed; 0 failed; ...` -> (13, 0).
