@@ -544,6 +544,10 @@ fn transport_variants() -> Result<()> {
             "pass",
             "pass_no_payload",
         ),
+        drop(
+            "a preflight in a SYN (TCP Fast Open)",
+            Packet::ipv4(&denied).tcp_flags(TCP_SYN),
+        ),
         frame(
             "a SYN",
             Packet::ipv4(b"").tcp_flags(TCP_SYN),
