@@ -99,11 +99,6 @@ fn frame(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
     packet.build()
 }
 
-/// The request bytes, escaped, for a failure message.
-fn shown(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
-}
-
 #[test]
 fn kernel_verdicts_agree_with_the_reference() -> Result<()> {
     require_root()?;
@@ -145,7 +140,7 @@ fn kernel_verdicts_agree_with_the_reference() -> Result<()> {
                 got.index,
                 got.verdict,
                 got.reason,
-                shown(payload)
+                payload.escape_ascii()
             ));
         }
     }

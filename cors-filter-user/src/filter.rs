@@ -146,13 +146,8 @@ impl Filter {
 
     /// Runs the loaded XDP program on `frame`, `repeat` times, with
     /// `BPF_PROG_TEST_RUN` (see [`testrun`](crate::testrun)).
-    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRun> {
-        let program: &Xdp = self
-            .ebpf
-            .program(XDP_PROGRAM)
-            .with_context(|| format!("the eBPF object has no program {XDP_PROGRAM}"))?
-            .try_into()
-            .with_context(|| format!("program {XDP_PROGRAM} is not an XDP program"))?;
+    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestRun> {
+        let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
         let fd = program
             .fd()
             .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
