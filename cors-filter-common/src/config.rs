@@ -1,5 +1,6 @@
 //! The filter's runtime settings and the set of inspected ports, as they are
-//! laid out in the `CONFIG` and `PORTS` maps.
+//! laid out in the `CONFIG` and `PORTS_n` maps, and the two generations of
+//! policy maps that let a reload swap the whole policy at once.
 
 /// What the filter does with a disallowed preflight.
 #[repr(u32)]
@@ -20,7 +21,30 @@ pub enum OnIncomplete {
     Drop = 1,
 }
 
-/// The single value of the `CONFIG` array map.
+/// Entries the `ALLOWLIST_n` tries can hold. The trie allocates per entry,
+/// so the cost of a large bound is only paid when it is used.
+pub const ALLOWLIST_MAX_ENTRIES: u32 = 1 << 18;
+
+/// The policy (settings, ports, allowlist) exists twice: generation 0 in
+/// `CONFIG[0]`, `PORTS_0`, `ALLOWLIST_0` and generation 1 in `CONFIG[1]`,
+/// `PORTS_1`, `ALLOWLIST_1`. The `ACTIVE` map's single `u32` counts the
+/// policies installed so far; its low bit names the generation the program
+/// reads. A reload fills the other generation while the program keeps
+/// reading this one, then bumps `ACTIVE`: one aligned 4-byte store, so every
+/// packet sees either the old policy whole or the new one whole.
+pub struct Generation;
+
+impl Generation {
+    pub const COUNT: u32 = 2;
+
+    /// The generation the program reads when `ACTIVE` holds `installed`.
+    #[inline(always)]
+    pub const fn of(installed: u32) -> u32 {
+        installed & 1
+    }
+}
+
+/// One entry of the `CONFIG` array map (one per generation).
 ///
 /// Plain integers rather than the enums above, because the kernel side reads
 /// whatever userspace wrote and must not trust it to be a valid discriminant.

@@ -21,7 +21,7 @@ pub mod origin;
 pub mod slot;
 pub mod verdict;
 
-pub use config::{FilterConfig, Mode, OnIncomplete, PortBitmap};
+pub use config::{ALLOWLIST_MAX_ENTRIES, FilterConfig, Generation, Mode, OnIncomplete, PortBitmap};
 pub use counters::Counter;
 pub use http::{HeadScan, RequestHead, RequestStart};
 pub use inspect::inspect_payload;
@@ -42,6 +42,11 @@ pub struct Scratch {
     pub payload_len: Slot<u32>,
     /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
     pub ipv6_walk_offset: Slot<u32>,
+    /// The policy generation this packet is judged by (see [`Generation`]),
+    /// read once per packet. Kept here and read afresh at each use: a
+    /// register that a branch on it leaves known to be 0 or 1 would make
+    /// the verifier walk the rest of the program once per generation.
+    pub generation: Slot<u32>,
     pub head: HeadScan,
     pub origin: OriginParse,
 }

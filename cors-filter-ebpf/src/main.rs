@@ -12,13 +12,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::error;
-use cors_filter_common::{
-    Counter, FilterConfig, Outcome, Scratch, Verdict, http::SCAN_BYTES, inspect_payload,
-    origin::OriginKey,
-};
+use cors_filter_common::{Counter, Outcome, Scratch, Verdict, http::SCAN_BYTES, inspect_payload};
 
 use crate::{
-    maps::{ALLOWLIST, CONFIG, SCRATCH, count, port_inspected},
+    maps::{SCRATCH, active_generation, count, origin_allowed, port_inspected, settings},
     net::Frame,
 };
 
@@ -45,7 +42,16 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn filter(ctx: &impl Frame) -> Verdict {
     count(Counter::Packets);
-    let outcome = inspect(ctx);
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        error!(ctx, "cors-filter: per-CPU scratch map has no entry");
+        count(Counter::PassNotHttp);
+        return Verdict::Pass;
+    };
+    // SAFETY: this CPU's entry of the scratch map; XDP programs do not nest on
+    // one CPU, so the reference is exclusive for this run.
+    let scratch: &mut Scratch = unsafe { &mut *scratch };
+    scratch.generation.set(active_generation());
+    let outcome = inspect(ctx, scratch);
     if outcome.is_request() {
         count(Counter::Requests);
     }
@@ -54,13 +60,7 @@ fn filter(ctx: &impl Frame) -> Verdict {
     if let Some(also) = also {
         count(also);
     }
-    // Array maps always have their entries; zeroed means enforce, pass
-    // incomplete.
-    let config = CONFIG.get(0).copied().unwrap_or(FilterConfig {
-        mode: 0,
-        on_incomplete: 0,
-    });
-    let verdict = outcome.verdict(&config);
+    let verdict = outcome.verdict(&settings(scratch.generation.get()));
     if verdict == Verdict::Drop {
         count(Counter::Dropped);
     }
@@ -68,19 +68,12 @@ fn filter(ctx: &impl Frame) -> Verdict {
 }
 
 #[inline(always)]
-fn inspect(ctx: &impl Frame) -> Outcome {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        error!(ctx, "cors-filter: per-CPU scratch map has no entry");
-        return Outcome::NotHttp;
-    };
-    // SAFETY: this CPU's entry of the scratch map; XDP programs do not nest on
-    // one CPU, so the reference is exclusive for this run.
-    let scratch: &mut Scratch = unsafe { &mut *scratch };
+fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
     let payload = match net::tcp_payload(ctx, &mut scratch.ipv6_walk_offset) {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
     };
-    if !port_inspected(payload.dst_port) {
+    if !port_inspected(scratch.generation.get(), payload.dst_port) {
         return Outcome::PortNotInspected;
     }
     if payload.len == 0 {
@@ -103,13 +96,8 @@ fn inspect(ctx: &impl Frame) -> Outcome {
     if loaded != 0 {
         return Outcome::Truncated;
     }
-    inspect_payload(scratch, len, |lpm| {
-        // SAFETY: `LpmOriginKey` is `repr(C)` { u32, [u8; N] }: the same
-        // layout, without padding, as aya-ebpf's `repr(C, packed)`
-        // `Key<OriginKey>`.
-        let key = unsafe { &*(lpm as *const _ as *const aya_ebpf::maps::lpm_trie::Key<OriginKey>) };
-        ALLOWLIST.get(key).is_some()
-    })
+    let generation = scratch.generation.get();
+    inspect_payload(scratch, len, |lpm| origin_allowed(generation, lpm))
 }
 
 #[cfg(not(test))]

@@ -1,28 +1,39 @@
 //! The program's maps. The pinned ones are the filter's state, shared with
-//! the `cors-filter` CLI through bpffs; their names are its interface.
+//! the `cors-filter` CLI and with the next daemon through bpffs; their names
+//! are its interface.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, LpmTrie, PerCpuArray},
 };
-use cors_filter_common::{Counter, FilterConfig, PortBitmap, Scratch, origin::OriginKey};
+use cors_filter_common::{
+    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, Scratch,
+    origin::{LpmOriginKey, OriginKey},
+};
 
-/// Entries the allowlist can hold. The trie allocates per entry, so the cost
-/// of a large bound is only paid when it is used.
-pub const ALLOWLIST_MAX_ENTRIES: u32 = 1 << 18;
+/// Policies installed so far; the low bit names the generation in use (see
+/// `cors_filter_common::Generation`).
+#[map(name = "ACTIVE")]
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Allowed origins: exact keys and wildcard-subdomain prefixes (see
-/// `cors_filter_common::origin`). The value is an `entry_kind`.
-#[map(name = "ALLOWLIST")]
-pub static ALLOWLIST: LpmTrie<OriginKey, u32> = LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
-
-/// Inspected destination ports, one bit each.
-#[map(name = "PORTS")]
-pub static PORTS: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
-
-/// One `FilterConfig`.
+/// One `FilterConfig` per generation.
 #[map(name = "CONFIG")]
-pub static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<FilterConfig> = Array::with_max_entries(Generation::COUNT, 0);
+
+/// Inspected destination ports, one bit each, generation 0 and 1.
+#[map(name = "PORTS_0")]
+pub static PORTS_0: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
+#[map(name = "PORTS_1")]
+pub static PORTS_1: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
+
+/// Allowed origins, generation 0 and 1: exact keys and wildcard-subdomain
+/// prefixes (see `cors_filter_common::origin`). The value is an `entry_kind`.
+#[map(name = "ALLOWLIST_0")]
+pub static ALLOWLIST_0: LpmTrie<OriginKey, u32> =
+    LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
+#[map(name = "ALLOWLIST_1")]
+pub static ALLOWLIST_1: LpmTrie<OriginKey, u32> =
+    LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
 
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
@@ -41,8 +52,48 @@ pub fn count(counter: Counter) {
     }
 }
 
+/// The generation of the policy this packet is judged by. Read once per
+/// packet, so that settings, ports and allowlist all come from one policy.
 #[inline(always)]
-pub fn port_inspected(port: u16) -> bool {
+pub fn active_generation() -> u32 {
+    // Array maps always have their entries; 0 before the first install.
+    Generation::of(ACTIVE.get(0).copied().unwrap_or(0))
+}
+
+/// The settings of `generation`. Zeroed (enforce, pass incomplete) if the
+/// entry cannot be read, which an array map's in-range index never fails.
+#[inline(always)]
+pub fn settings(generation: u32) -> FilterConfig {
+    CONFIG
+        .get(generation)
+        .copied()
+        .unwrap_or(FilterConfig::new(
+            cors_filter_common::Mode::Enforce,
+            cors_filter_common::OnIncomplete::Pass,
+        ))
+}
+
+#[inline(always)]
+pub fn port_inspected(generation: u32, port: u16) -> bool {
     let (word, bit) = PortBitmap::slot(port);
-    PORTS.get(word).is_some_and(|w| *w & bit != 0)
+    // One lookup per generation rather than one lookup of a chosen map: a
+    // call site that sees a single map keeps the kernel's inlined lookup.
+    let found = if generation == 0 {
+        PORTS_0.get(word)
+    } else {
+        PORTS_1.get(word)
+    };
+    found.is_some_and(|w| *w & bit != 0)
+}
+
+#[inline(always)]
+pub fn origin_allowed(generation: u32, lpm: &LpmOriginKey) -> bool {
+    // SAFETY: `LpmOriginKey` is `repr(C)` { u32, [u8; N] }: the same layout,
+    // without padding, as aya-ebpf's `repr(C, packed)` `Key<OriginKey>`.
+    let key = unsafe { &*(lpm as *const _ as *const aya_ebpf::maps::lpm_trie::Key<OriginKey>) };
+    if generation == 0 {
+        ALLOWLIST_0.get(key).is_some()
+    } else {
+        ALLOWLIST_1.get(key).is_some()
+    }
 }

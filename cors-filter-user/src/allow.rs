@@ -4,25 +4,20 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use aya::maps::{LpmTrie, Map, MapData};
-use cors_filter_common::origin::OriginKey;
 
 use crate::{
     allowlist::{decode_key, parse_entry},
-    pins::{open_pinned, pin_path},
+    pins::pin_path,
+    policy::PolicyMaps,
     state::StateDir,
 };
 
-type Allowlist = LpmTrie<MapData, OriginKey, u32>;
-
-fn running_allowlist(pin_dir: &Path) -> Result<Option<Allowlist>> {
-    if !pin_path(pin_dir, "ALLOWLIST").exists() {
+/// The running filter's policy maps, if a filter is pinned in `pin_dir`.
+fn running_policy(pin_dir: &Path) -> Result<Option<PolicyMaps>> {
+    if !pin_path(pin_dir, "ACTIVE").exists() {
         return Ok(None);
     }
-    let map = open_pinned(pin_dir, "ALLOWLIST")?;
-    Ok(Some(LpmTrie::try_from(Map::LpmTrie(map)).context(
-        "pinned ALLOWLIST is not the expected LPM trie",
-    )?))
+    PolicyMaps::open(pin_dir).map(Some)
 }
 
 fn not_running_note(pin_dir: &Path, state: &StateDir) {
@@ -41,8 +36,9 @@ pub enum Change {
 }
 
 /// Applies `change` of `text`: records it on disk first (under the lock,
-/// so concurrent edits serialise), then in the running filter's map; if the
-/// map refuses it, the record is rolled back.
+/// so concurrent edits and reloads serialise), then in the allowlist the
+/// running filter reads now (the next reload builds its policy from the
+/// record); if the map refuses it, the record is rolled back.
 pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Result<()> {
     let entry = parse_entry(text)?;
     let state = StateDir::open(state_dir)?;
@@ -54,10 +50,11 @@ pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Res
         Change::Remove => changes.record_remove(&entry.origin),
     }
     state.save_changes(&changes)?;
-    let Some(mut map) = running_allowlist(pin_dir)? else {
+    let Some(mut policy) = running_policy(pin_dir)? else {
         not_running_note(pin_dir, &state);
         return Ok(());
     };
+    let map = policy.active_allowlist()?;
     let origin = &entry.origin;
     let applied = match change {
         Change::Add => map
@@ -88,9 +85,8 @@ pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Res
 }
 
 pub fn list(pin_dir: &Path) -> Result<()> {
-    let map = open_pinned(pin_dir, "ALLOWLIST")?;
-    let map: Allowlist = LpmTrie::try_from(Map::LpmTrie(map))
-        .context("pinned ALLOWLIST is not the expected LPM trie")?;
+    let mut policy = PolicyMaps::open(pin_dir)?;
+    let map = policy.active_allowlist()?;
     let mut origins = Vec::new();
     for key in map.keys() {
         let key = key.context("cannot iterate the allowlist")?;

@@ -34,8 +34,25 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Load the filter, attach it and serve metrics until SIGINT or SIGTERM.
+    /// Load the filter, attach it (or adopt the one pinned by an earlier
+    /// run) and serve metrics until SIGINT or SIGTERM. SIGHUP reloads the
+    /// config. The filter stays attached after the daemon exits, unless
+    /// `--detach-on-exit`.
     Run(RunArgs),
+    /// Re-read the config file of the running filter and switch to it
+    /// atomically; a config with an error is refused and changes nothing.
+    Reload,
+    /// Take the filter off an interface, or off all of them and remove its
+    /// pins. The daemon must be stopped first.
+    #[command(group = clap::ArgGroup::new("what").required(true))]
+    Detach {
+        /// The interface to take the filter off.
+        #[arg(long, value_name = "IF", group = "what")]
+        iface: Option<String>,
+        /// Every interface; the maps (counters included) are removed too.
+        #[arg(long, group = "what")]
+        all: bool,
+    },
     /// Change or show the allowlist of the running filter.
     Allow {
         #[command(subcommand)]
@@ -88,12 +105,18 @@ pub struct RunArgs {
     /// on any interface, later in the receive path. Ignored with `--attach tc`.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
     pub xdp_mode: XdpModeArg,
+    /// On SIGTERM or SIGINT, detach from the interfaces given with --iface
+    /// (and remove the pins once no interface is left). Without it the
+    /// filter keeps enforcing after the daemon exits.
+    #[arg(long)]
+    pub detach_on_exit: bool,
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, default_value = "127.0.0.1:9186")]
     pub metrics_listen: SocketAddr,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModeArg {
     Enforce,
     Monitor,

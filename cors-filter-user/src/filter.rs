@@ -1,26 +1,31 @@
-//! The loaded eBPF program: maps filled, pinned and attached. Dropping a
-//! `Filter` detaches it and removes its pins.
+//! The loaded eBPF program: its maps pinned (or adopted from the pins of a
+//! filter that ran before) and its links pinned. Dropping a `Filter` leaves
+//! the program attached: the pinned links keep it so.
 
 use std::{
     os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::{
-    Ebpf,
-    maps::{Array, LpmTrie, MapData, PerCpuArray},
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
 };
 use aya_log::EbpfLogger;
-use cors_filter_common::{Counter, FilterConfig, PortBitmap, origin::OriginKey};
+use cors_filter_common::Counter;
 
 use crate::{
-    allowlist::AllowEntry,
+    links::{HookName, detach_pinned, ifindex, link_pin_path, link_pins, link_state},
     metrics::sum_counters,
-    pins::{PINNED_MAPS, PinDirLock, pin_path, prepare_pin_dir, remove_pins},
+    pins::{PINNED_MAPS, pin_path},
+    policy::PolicyMaps,
     testrun::{self, TestRun},
 };
 
@@ -39,23 +44,35 @@ pub enum Hook {
     Tc,
 }
 
-enum Link {
-    Xdp(XdpLinkId),
-    Tc(SchedClassifierLinkId),
+impl Hook {
+    pub fn name(self) -> HookName {
+        match self {
+            Hook::Xdp(XdpMode::Skb) => HookName::XdpSkb,
+            Hook::Xdp(_) => HookName::XdpNative,
+            Hook::Tc => HookName::Tc,
+        }
+    }
+}
+
+/// How `attach` put the program on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// Nothing was attached there: a new link, pinned.
+    New,
+    /// A link pinned by an earlier daemon now runs this program; the switch
+    /// is atomic, the interface was never without a filter.
+    Adopted,
+    /// A link on another hook (XDP / TC) was there: the new one was
+    /// attached first, then the old one detached.
+    Moved(HookName),
 }
 
 pub struct Filter {
     ebpf: Ebpf,
     hook: Hook,
-    links: Vec<(String, Link)>,
+    /// Where the maps and links are pinned; `None` for a program that is
+    /// only test-run.
     pin_dir: Option<PathBuf>,
-    /// Held while the maps are pinned; released after they are removed.
-    pin_lock: Option<PinDirLock>,
-}
-
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name)
-        .with_context(|| format!("the eBPF object has no map {name}"))
 }
 
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
@@ -69,10 +86,28 @@ where
 }
 
 impl Filter {
-    /// Loads the object into the kernel (maps created, the program for
-    /// `hook` verified, nothing attached) and takes its log ring buffer.
-    pub fn load(hook: Hook) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).context("cannot load the eBPF object")?;
+    /// Loads the object into the kernel (the program for `hook` verified,
+    /// nothing attached) and takes its log ring buffer. With `pin_dir`, the
+    /// shared maps are the ones pinned there if a filter ran before (checked
+    /// to have this build's shapes), else new ones pinned there.
+    pub fn load(
+        hook: Hook,
+        pin_dir: Option<&Path>,
+    ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = match pin_dir {
+            Some(dir) => PINNED_MAPS
+                .iter()
+                .map(|spec| (spec.name, pin_path(dir, spec.name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("cannot load the eBPF object")?;
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
         let info = match hook {
             Hook::Xdp(_) => {
@@ -101,47 +136,15 @@ impl Filter {
             Filter {
                 ebpf,
                 hook,
-                links: Vec::new(),
-                pin_dir: None,
-                pin_lock: None,
+                pin_dir: pin_dir.map(Path::to_owned),
             },
             logger,
         ))
     }
 
-    /// Fills every map the program reads. Called before `attach`, so that the
-    /// program never runs with an empty allowlist.
-    pub fn configure(
-        &mut self,
-        config: FilterConfig,
-        ports: impl IntoIterator<Item = u16>,
-        allow: &[AllowEntry],
-    ) -> Result<()> {
-        let mut settings: Array<&mut MapData, FilterConfig> =
-            Array::try_from(map_mut(&mut self.ebpf, "CONFIG")?)?;
-        settings.set(0, config, 0).context("cannot write CONFIG")?;
-
-        let mut words = vec![0u64; PortBitmap::WORDS as usize];
-        for port in ports {
-            let (word, bit) = PortBitmap::slot(port);
-            words[word as usize] |= bit;
-        }
-        let mut port_map: Array<&mut MapData, u64> =
-            Array::try_from(map_mut(&mut self.ebpf, "PORTS")?)?;
-        for (index, word) in words.iter().enumerate().filter(|(_, w)| **w != 0) {
-            port_map
-                .set(index as u32, word, 0)
-                .context("cannot write PORTS")?;
-        }
-
-        let mut allowlist: LpmTrie<&mut MapData, OriginKey, u32> =
-            LpmTrie::try_from(map_mut(&mut self.ebpf, "ALLOWLIST")?)?;
-        for entry in allow {
-            allowlist
-                .insert(&entry.key, entry.kind, 0)
-                .with_context(|| format!("cannot add origin {} to ALLOWLIST", entry.origin))?;
-        }
-        Ok(())
+    /// The policy maps of this program, taken out of the object.
+    pub fn take_policy_maps(&mut self) -> Result<PolicyMaps> {
+        PolicyMaps::take(&mut self.ebpf)
     }
 
     /// Runs the loaded XDP program on `frame`, `repeat` times, with
@@ -165,66 +168,107 @@ impl Filter {
         sum_counters(&counters)
     }
 
-    /// Pins the shared maps under `pin_dir` (mode 0700).
-    pub fn pin(&mut self, pin_dir: &Path) -> Result<()> {
-        self.pin_lock = Some(prepare_pin_dir(pin_dir)?);
-        self.pin_dir = Some(pin_dir.to_owned());
-        for name in PINNED_MAPS {
-            let path = pin_path(pin_dir, name);
-            self.ebpf
-                .map(name)
-                .with_context(|| format!("the eBPF object has no map {name}"))?
-                .pin(&path)
-                .with_context(|| format!("cannot pin {name} at {}", path.display()))?;
+    /// Puts the program on `iface` through a pinned link.
+    ///
+    /// If a link of this hook pinned by an earlier daemon is on the
+    /// interface, it is switched to this program (atomic: no packet goes
+    /// unfiltered). A link on the other kind of hook (XDP / TC) is detached
+    /// after the new one is attached. A link left by an interface of the
+    /// same name that no longer exists is removed.
+    pub fn attach(&mut self, iface: &str) -> Result<Attached> {
+        let pin_dir = self
+            .pin_dir
+            .clone()
+            .context("a filter without a pin directory cannot be attached")?;
+        let index = ifindex(iface)?;
+        let wanted = self.hook.name();
+        let mut adopt = None;
+        let mut others = Vec::new();
+        for pin in link_pins(&pin_dir)?.into_iter().filter(|p| p.iface == iface) {
+            let state = link_state(&pin.path)?;
+            if !state.is_on(pin.hook, index) {
+                log::warn!(
+                    "removing {}: its interface is gone (an interface {iface} was made again since)",
+                    pin.path.display()
+                );
+                detach_pinned(&pin.path)?;
+            } else if pin.hook == wanted {
+                adopt = Some(pin);
+            } else if pin.hook.is_xdp() && wanted.is_xdp() {
+                bail!(
+                    "interface {iface} has the filter attached in {} mode ({}); to change the XDP mode, detach it first with `cors-filter --pin-dir {} detach --iface {iface}`",
+                    pin.hook.as_str(),
+                    pin.path.display(),
+                    pin_dir.display()
+                );
+            } else {
+                others.push(pin);
+            }
         }
-        Ok(())
+        let link_path = link_pin_path(&pin_dir, iface, wanted);
+        if let Some(pin) = adopt {
+            let link: FdLink = PinnedLink::from_pin(&pin.path)
+                .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
+                .into();
+            self.replace_program(link, iface)
+                .with_context(|| format!("cannot switch {} to the new program", pin.path.display()))?;
+            return Ok(Attached::Adopted);
+        }
+        let link = self.attach_new(iface)?;
+        link.pin(&link_path)
+            .with_context(|| format!("cannot pin the link on {iface} at {}", link_path.display()))?;
+        let mut attached = Attached::New;
+        for old in others {
+            detach_pinned(&old.path)?;
+            attached = Attached::Moved(old.hook);
+        }
+        Ok(attached)
     }
 
-    pub fn attach(&mut self, iface: &str) -> Result<()> {
+    /// Attaches to `iface` and hands back the link, which the program no
+    /// longer owns (so that dropping the program does not detach it).
+    fn attach_new(&mut self, iface: &str) -> Result<FdLink> {
         let link = match self.hook {
             Hook::Xdp(mode) => {
                 let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-                let link = program.attach(iface, mode).with_context(|| {
+                let id = program.attach(iface, mode).with_context(|| {
                     format!("cannot attach XDP ({mode:?} mode) to interface {iface}")
                 })?;
-                Link::Xdp(link)
+                FdLink::try_from(program.take_link(id)?)
             }
             Hook::Tc => {
                 let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
-                let link = program
+                let id = program
                     .attach(iface, TcAttachType::Ingress)
                     .with_context(|| format!("cannot attach TC ingress to interface {iface}"))?;
-                Link::Tc(link)
+                FdLink::try_from(program.take_link(id)?)
             }
         };
-        self.links.push((iface.to_owned(), link));
-        Ok(())
+        link.with_context(|| {
+            format!("the kernel attached to {iface} without a bpf link, which cannot be pinned (a kernel before 5.9 for XDP, 6.6 for TC)")
+        })
     }
 
-    fn detach_all(&mut self) {
-        for (iface, link) in std::mem::take(&mut self.links) {
-            let detached = match link {
-                Link::Xdp(link) => program_mut::<Xdp>(&mut self.ebpf, XDP_PROGRAM)
-                    .and_then(|p| Ok(p.detach(link)?)),
-                Link::Tc(link) => program_mut::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)
-                    .and_then(|p| Ok(p.detach(link)?)),
-            };
-            match detached {
-                Ok(()) => log::info!("detached from {iface}"),
-                Err(e) => log::error!("cannot detach from {iface}: {e:#}"),
+    /// Makes the pinned `link` run this program instead of the one it runs.
+    fn replace_program(&mut self, link: FdLink, iface: &str) -> Result<()> {
+        match self.hook {
+            Hook::Xdp(_) => {
+                let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
+                let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
+                let id = program.attach_to_link(link)?;
+                // Not owned by the program: dropping it closes the
+                // descriptor only; the pin keeps the link.
+                drop(FdLink::try_from(program.take_link(id)?));
+            }
+            Hook::Tc => {
+                let link = SchedClassifierLink::try_from(link)
+                    .context("the pinned link is not a TCX link")?;
+                let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
+                let id = program.attach_to_link(link)?;
+                drop(FdLink::try_from(program.take_link(id)?));
             }
         }
-    }
-}
-
-impl Drop for Filter {
-    fn drop(&mut self) {
-        self.detach_all();
-        if let Some(pin_dir) = self.pin_dir.take()
-            && let Err(e) = remove_pins(&pin_dir)
-        {
-            log::error!("{e:#}");
-        }
-        self.pin_lock = None;
+        log::debug!("pinned link on {iface} now runs the new program");
+        Ok(())
     }
 }

@@ -6,9 +6,13 @@ mod allowlist;
 mod capture;
 mod cli;
 mod config;
+mod detach;
 mod filter;
+mod links;
 mod metrics;
 mod pins;
+mod policy;
+mod reload;
 mod replay;
 mod run;
 mod state;
@@ -35,6 +39,8 @@ async fn main() -> ExitCode {
             }
             AllowAction::List => allow::list(&cli.pin_dir),
         },
+        Command::Reload => reload::reload(&cli.pin_dir, &cli.state_dir).map(|done| println!("{done}")),
+        Command::Detach { iface, all: _ } => detach::detach(&cli.pin_dir, iface.as_deref()),
         Command::Replay { config, pcap } => replay::replay(&config, &pcap),
         Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {
             if json {

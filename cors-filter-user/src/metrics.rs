@@ -4,20 +4,22 @@
 use std::{borrow::Borrow, fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
-use aya::maps::{LpmTrie, Map, MapData, PerCpuArray};
-use cors_filter_common::{Counter, origin::OriginKey};
+use aya::maps::{Map, MapData, PerCpuArray};
+use cors_filter_common::Counter;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
 };
 
-use crate::pins::open_pinned;
+use crate::{pins::open_pinned, policy::PolicyMaps};
 
-/// Counter values summed over CPUs, and the allowlist size.
+/// Counter values summed over CPUs, the allowlist size and the number of
+/// policies installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     counters: [u64; Counter::COUNT as usize],
     pub allowlist_entries: u64,
+    pub policies_installed: u64,
 }
 
 impl Snapshot {
@@ -26,17 +28,17 @@ impl Snapshot {
             PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, "COUNTERS")?))
                 .context("COUNTERS is not the expected per-CPU array")?;
         let values = sum_counters(&counters)?;
-        let allowlist: LpmTrie<MapData, OriginKey, u32> =
-            LpmTrie::try_from(Map::LpmTrie(open_pinned(pin_dir, "ALLOWLIST")?))
-                .context("ALLOWLIST is not the expected LPM trie")?;
+        let mut policy = PolicyMaps::open(pin_dir)?;
+        let policies_installed = policy.installed()?.into();
         let mut entries = 0;
-        for key in allowlist.keys() {
+        for key in policy.active_allowlist()?.keys() {
             key.context("cannot iterate the allowlist")?;
             entries += 1;
         }
         Ok(Snapshot {
             counters: values,
             allowlist_entries: entries,
+            policies_installed,
         })
     }
 
@@ -107,6 +109,12 @@ impl Snapshot {
             &samples,
         );
         metric(
+            "cors_filter_policies_installed",
+            "counter",
+            "Policies installed (at start and by each reload); counts on across daemon restarts.",
+            &[("", self.policies_installed)],
+        );
+        metric(
             "cors_filter_allowlist_entries",
             "gauge",
             "Origins (exact and wildcard) in the allowlist.",
@@ -124,6 +132,10 @@ impl Snapshot {
             "allowlist_entries".to_owned(),
             self.allowlist_entries.into(),
         );
+        map.insert(
+            "policies_installed".to_owned(),
+            self.policies_installed.into(),
+        );
         serde_json::Value::Object(map)
     }
 
@@ -136,6 +148,11 @@ impl Snapshot {
             out,
             "{:<24} {}",
             "allowlist_entries", self.allowlist_entries
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {}",
+            "policies_installed", self.policies_installed
         );
         out
     }
@@ -233,6 +250,7 @@ mod tests {
         let s = Snapshot {
             counters,
             allowlist_entries: 5,
+            policies_installed: 1,
         };
         let text = s.prometheus();
         for line in [

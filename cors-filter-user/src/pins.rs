@@ -1,5 +1,9 @@
-//! The bpffs directory where the running filter pins its maps, and opening
-//! those maps from the CLI.
+//! The bpffs directory where the filter pins its maps and links, and
+//! opening those maps from the CLI.
+//!
+//! The pins are the filter's state: they outlive the daemon, so that a
+//! daemon that exits or is killed leaves the program attached and enforcing
+//! with the same maps, and the next daemon adopts them.
 
 use std::{
     ffi::CString,
@@ -12,14 +16,107 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::MapData;
+use aya::maps::{MapData, MapType};
+use cors_filter_common::{
+    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, origin::OriginKey,
+};
+
+use crate::links::{detach_pinned, link_pins};
 
 /// `statfs(2)` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 
+/// A map as the program defines it. A pinned map is reused by the next
+/// program only if it still has this shape: the kernel would otherwise let
+/// the new program read past a smaller value, or misread a larger one.
+pub struct MapSpec {
+    pub name: &'static str,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+const fn array(name: &'static str, value_size: usize, max_entries: u32) -> MapSpec {
+    MapSpec {
+        name,
+        map_type: MapType::Array,
+        key_size: 4,
+        value_size: value_size as u32,
+        max_entries,
+    }
+}
+
+const fn allowlist(name: &'static str) -> MapSpec {
+    MapSpec {
+        name,
+        map_type: MapType::LpmTrie,
+        // `Key<OriginKey>`: the prefix length, then the key.
+        key_size: (4 + size_of::<OriginKey>()) as u32,
+        value_size: 4,
+        max_entries: ALLOWLIST_MAX_ENTRIES,
+    }
+}
+
 /// The maps `run` pins, by the names the eBPF object gives them.
-pub const PINNED_MAPS: [&str; 4] = ["ALLOWLIST", "PORTS", "CONFIG", "COUNTERS"];
+pub const PINNED_MAPS: [MapSpec; 7] = [
+    array("ACTIVE", size_of::<u32>(), 1),
+    array("CONFIG", size_of::<FilterConfig>(), Generation::COUNT),
+    array("PORTS_0", size_of::<u64>(), PortBitmap::WORDS),
+    array("PORTS_1", size_of::<u64>(), PortBitmap::WORDS),
+    allowlist("ALLOWLIST_0"),
+    allowlist("ALLOWLIST_1"),
+    MapSpec {
+        name: "COUNTERS",
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: 8,
+        max_entries: Counter::COUNT,
+    },
+];
+
+/// Checks that every map already pinned in `pin_dir` has the shape this
+/// build's program expects; returns whether any was pinned.
+pub fn check_pinned_maps(pin_dir: &Path) -> Result<bool> {
+    let mut found = false;
+    for spec in &PINNED_MAPS {
+        let path = pin_path(pin_dir, spec.name);
+        if !path.exists() {
+            continue;
+        }
+        found = true;
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .with_context(|| format!("cannot read pinned map {}", path.display()))?;
+        let map_type = info
+            .map_type()
+            .with_context(|| format!("cannot read the type of {}", path.display()))?;
+        let found_shape = (
+            map_type,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let wanted = (spec.map_type, spec.key_size, spec.value_size, spec.max_entries);
+        if found_shape != wanted {
+            bail!(
+                "pinned map {} is {:?} with key size {}, value size {} and {} entries, but this cors-filter needs {:?}, {}, {} and {}: it was left by another version. Remove the old filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts), then start again",
+                path.display(),
+                found_shape.0,
+                found_shape.1,
+                found_shape.2,
+                found_shape.3,
+                wanted.0,
+                wanted.1,
+                wanted.2,
+                wanted.3,
+                pin_dir.display()
+            );
+        }
+    }
+    Ok(found)
+}
 
 fn fs_type(path: &Path) -> Result<i64> {
     let c = CString::new(path.as_os_str().as_bytes())
@@ -36,7 +133,8 @@ fn fs_type(path: &Path) -> Result<i64> {
 
 /// Makes sure `pin_dir`'s parent is a bpffs (mounting the default one at
 /// /sys/fs/bpf when nothing is mounted there) and that `pin_dir` exists with
-/// mode 0700, is used by no other filter, and holds no stale pins.
+/// mode 0700 and is used by no other daemon. Pins already there are kept:
+/// they are the filter the new daemon adopts.
 pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
     let parent = pin_dir
         .parent()
@@ -65,7 +163,11 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("cannot mount bpffs on {DEFAULT_BPFFS}"));
         }
-        log::info!("mounted bpffs on {DEFAULT_BPFFS}");
+        // Pins live as long as the bpffs mount they are in: in a private
+        // mount namespace (`ip netns exec` makes one) they go with it.
+        log::warn!(
+            "mounted bpffs on {DEFAULT_BPFFS}, where none was: if this process runs in a mount namespace of its own (as under `ip netns exec`; use `nsenter --net` instead), the pins and the filter go away when it ends"
+        );
     }
     match fs::DirBuilder::new().mode(0o700).create(pin_dir) {
         Ok(()) => {}
@@ -77,20 +179,7 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
     }
     fs::set_permissions(pin_dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot set mode 0700 on {}", pin_dir.display()))?;
-    let lock = lock_dir(pin_dir)?;
-    // Held lock: pins found here were left by a filter that died.
-    for name in PINNED_MAPS {
-        let stale = pin_dir.join(name);
-        if stale.exists() {
-            log::warn!(
-                "removing stale pin {} left by a previous run",
-                stale.display()
-            );
-            fs::remove_file(&stale)
-                .with_context(|| format!("cannot remove {}", stale.display()))?;
-        }
-    }
-    Ok(lock)
+    lock_dir(pin_dir)
 }
 
 /// An exclusive `flock` on the pin directory, held while a filter uses it.
@@ -98,7 +187,7 @@ pub struct PinDirLock {
     _dir: fs::File,
 }
 
-fn lock_dir(pin_dir: &Path) -> Result<PinDirLock> {
+pub fn lock_dir(pin_dir: &Path) -> Result<PinDirLock> {
     let dir = fs::File::open(pin_dir)
         .with_context(|| format!("cannot open pin directory {}", pin_dir.display()))?;
     // SAFETY: flock on a descriptor we own.
@@ -115,10 +204,14 @@ fn lock_dir(pin_dir: &Path) -> Result<PinDirLock> {
     Ok(PinDirLock { _dir: dir })
 }
 
-/// Removes the pins and the directory; what is already gone is fine.
+/// Detaches every link pinned in `pin_dir`, then removes the map pins and
+/// the directory; what is already gone is fine.
 pub fn remove_pins(pin_dir: &Path) -> Result<()> {
-    for name in PINNED_MAPS {
-        let path = pin_dir.join(name);
+    for link in link_pins(pin_dir)? {
+        detach_pinned(&link.path)?;
+    }
+    for spec in &PINNED_MAPS {
+        let path = pin_path(pin_dir, spec.name);
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -21,6 +21,7 @@ use crate::{
     capture,
     config::Config,
     filter::{Filter, Hook},
+    policy::Policy,
 };
 
 /// `xdp_action` values the program returns.
@@ -30,12 +31,12 @@ const XDP_PASS: u32 = 2;
 pub fn replay(config_path: &Path, capture_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
     // The attach mode is irrelevant: the program is never attached.
-    let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb))?;
-    filter.configure(
-        FilterConfig::new(config.mode, config.on_incomplete),
-        config.ports.iter().copied(),
-        &config.allow,
-    )?;
+    let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None)?;
+    filter.take_policy_maps()?.install(&Policy {
+        settings: FilterConfig::new(config.mode, config.on_incomplete),
+        ports: config.ports,
+        allow: config.allow,
+    })?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut before = filter.counters()?;

@@ -1,10 +1,14 @@
 //! `cors-filter run`: the daemon.
+//!
+//! The filter's state lives in bpffs, not in this process: maps and links
+//! are pinned, so a daemon that exits or is killed leaves the program
+//! attached and enforcing, and the next one adopts it (same maps, counters
+//! going on; the links switched to the new program atomically).
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aya::programs::XdpMode;
-use cors_filter_common::{FilterConfig, Mode};
 use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
@@ -12,71 +16,90 @@ use tokio::{
 };
 
 use crate::{
-    cli::{AttachArg, ModeArg, RunArgs, XdpModeArg},
-    config::Config,
-    filter::{Filter, Hook},
+    cli::{AttachArg, RunArgs, XdpModeArg},
+    filter::{Attached, Filter, Hook},
+    links::{detach_pinned, ifindex, link_pins},
     metrics,
+    pins::{check_pinned_maps, prepare_pin_dir, remove_pins},
+    reload::{RunRecord, reload},
     state::StateDir,
 };
 
-fn interface_exists(name: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid C string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
-}
-
 pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     // Everything that can be checked is checked before the kernel is touched.
-    let config = Config::load(&args.config)?;
-    let mode = match args.mode {
-        Some(ModeArg::Enforce) => Mode::Enforce,
-        Some(ModeArg::Monitor) => Mode::Monitor,
-        None => config.mode,
-    };
+    let record = RunRecord::new(&args.config, args.mode)?;
     for iface in &args.ifaces {
-        if !interface_exists(iface) {
-            bail!("interface {iface} does not exist");
-        }
+        ifindex(iface)?;
     }
     let state = StateDir::open(state_dir)?;
     let _daemon_lock = state.lock_daemon()?;
-    let allow = state
-        .load_changes()?
-        .apply(&config.allow, &state.changes_path())?;
+    let policy = record.policy(&state)?;
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
 
     // Handled from before the kernel is touched, so that a signal at any
-    // point after that ends in the cleanup below rather than a plain exit.
+    // point after that ends in the exit path below rather than a plain exit.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let hook = match (args.attach, args.xdp_mode) {
         (AttachArg::Xdp, XdpModeArg::Native) => Hook::Xdp(XdpMode::Driver),
         (AttachArg::Xdp, XdpModeArg::Skb) => Hook::Xdp(XdpMode::Skb),
         (AttachArg::Tc, _) => Hook::Tc,
     };
-    let (mut filter, logger) = Filter::load(hook)?;
-    filter.configure(
-        FilterConfig::new(mode, config.on_incomplete),
-        config.ports.iter().copied(),
-        &allow,
-    )?;
-    filter.pin(pin_dir)?;
-    for iface in &args.ifaces {
-        filter.attach(iface)?;
+    let _pin_lock = prepare_pin_dir(pin_dir)?;
+    let adopting = check_pinned_maps(pin_dir)?;
+    let (mut filter, logger) = Filter::load(hook, Some(pin_dir))?;
+    {
+        let _lock = state.lock_allowlist()?;
+        // Installed before any attach, so that a new program never runs
+        // with an empty policy; an adopted filter switches to it atomically.
+        let installed = filter.take_policy_maps()?.install(&policy)?;
+        record.save(&state)?;
+        log::info!(
+            "policy {installed} installed from {}: {} mode, ports {:?}, {} allowed origin(s){}",
+            record.config.display(),
+            if policy.settings.enforcing() {
+                "enforce"
+            } else {
+                "monitor"
+            },
+            policy.ports,
+            policy.allow.len(),
+            if adopting {
+                ", in the maps of the filter pinned before (counters go on)"
+            } else {
+                ""
+            }
+        );
     }
-    log::info!(
-        "cors-filter attached to {} ({:?}), {:?} mode, ports {:?}, {} allowed origin(s), maps pinned in {}",
-        args.ifaces.join(", "),
-        hook,
-        mode,
-        config.ports,
-        allow.len(),
-        pin_dir.display()
-    );
+    for iface in &args.ifaces {
+        match filter.attach(iface)? {
+            Attached::New => log::info!("attached to {iface} ({:?})", hook),
+            Attached::Adopted => log::info!(
+                "adopted the filter pinned on {iface} ({:?}): its link now runs this program",
+                hook
+            ),
+            Attached::Moved(old) => log::info!(
+                "attached to {iface} ({:?}), then detached the filter pinned there on {}",
+                hook,
+                old.as_str()
+            ),
+        }
+    }
+    for other in link_pins(pin_dir)?
+        .iter()
+        .filter(|p| !args.ifaces.contains(&p.iface))
+    {
+        log::warn!(
+            "the filter stays attached to {} ({}), which this run was not given; `cors-filter detach --iface {}` removes it",
+            other.iface,
+            other.hook.as_str(),
+            other.iface
+        );
+    }
+    log::info!("maps and links pinned in {}", pin_dir.display());
 
     // SAFETY: the logger owns the ring buffer's fd, which stays open and the
     // same for as long as the logger lives, and the AsyncFd owns the logger.
@@ -87,6 +110,10 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
+            _ = sighup.recv() => match reload(pin_dir, state_dir) {
+                Ok(done) => log::info!("SIGHUP: {done}"),
+                Err(e) => log::error!("SIGHUP: reload refused: {e:#}"),
+            },
             served = &mut metrics => break match served {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(())) => Err(anyhow::anyhow!("metrics server stopped")),
@@ -101,6 +128,37 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     };
     drop(filter);
     let signal = outcome?;
-    log::info!("{signal}: detached and unpinned, exiting");
+    if args.detach_on_exit {
+        detach_on_exit(pin_dir, &args.ifaces)?;
+        log::info!("{signal}: detached (--detach-on-exit), exiting");
+    } else {
+        log::info!(
+            "{signal}: exiting; the filter stays attached and enforcing (pinned in {}); `cors-filter detach --all` removes it",
+            pin_dir.display()
+        );
+    }
     Ok(())
+}
+
+/// Detaches from `ifaces`; once no interface is left, removes the pins.
+fn detach_on_exit(pin_dir: &Path, ifaces: &[String]) -> Result<()> {
+    for pin in link_pins(pin_dir)?
+        .into_iter()
+        .filter(|p| ifaces.contains(&p.iface))
+    {
+        detach_pinned(&pin.path)?;
+        log::info!("detached from {}", pin.iface);
+    }
+    let left = link_pins(pin_dir)?;
+    if left.is_empty() {
+        remove_pins(pin_dir)
+    } else {
+        let names: Vec<&str> = left.iter().map(|p| p.iface.as_str()).collect();
+        log::info!(
+            "pins kept in {}: the filter is still attached to {}",
+            pin_dir.display(),
+            names.join(", ")
+        );
+        Ok(())
+    }
 }

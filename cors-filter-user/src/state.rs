@@ -146,12 +146,19 @@ impl StateDir {
         }
     }
 
-    /// Writes the changes atomically: a temporary file, fsync, rename.
+    /// Writes the changes atomically.
     pub fn save_changes(&self, changes: &AllowlistChanges) -> Result<()> {
-        let path = self.changes_path();
-        let tmp = self.dir.join(format!(".{CHANGES_FILE}.tmp"));
         let mut text = serde_json::to_string_pretty(changes)?;
         text.push('\n');
+        self.write_atomically(CHANGES_FILE, &text)
+    }
+
+    /// Replaces the file `name` in the state directory with `text`, mode
+    /// 0600: a temporary file, fsync, rename, fsync of the directory, so
+    /// that a crash leaves the old file or the new one, never a mix.
+    pub fn write_atomically(&self, name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -167,6 +174,10 @@ impl StateDir {
             .and_then(|d| d.sync_all())
             .with_context(|| format!("cannot sync {}", self.dir.display()))?;
         Ok(())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 }
 

@@ -1,0 +1,164 @@
+//! The policy the program enforces (settings, ports, allowlist) and its
+//! installation into the two generations of policy maps (see
+//! `cors_filter_common::Generation`).
+//!
+//! Installing fills the generation the program does not read, then bumps
+//! `ACTIVE` with one 4-byte store: a packet is judged by the old policy
+//! whole or by the new one whole, never by a half-written one, so a reload
+//! drops no allowed request. Every writer of the policy maps (`run`,
+//! `reload`, `allow`) holds the state directory's allowlist lock.
+
+use std::{collections::BTreeSet, path::Path};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, Map, MapData},
+};
+use cors_filter_common::{FilterConfig, Generation, PortBitmap, origin::OriginKey};
+
+use crate::{allowlist::AllowEntry, pins::open_pinned};
+
+/// What the program is to enforce.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub settings: FilterConfig,
+    pub ports: BTreeSet<u16>,
+    pub allow: Vec<AllowEntry>,
+}
+
+type Allowlist = LpmTrie<MapData, OriginKey, u32>;
+
+/// The policy maps of one loaded or pinned program.
+pub struct PolicyMaps {
+    active: Array<MapData, u32>,
+    config: Array<MapData, FilterConfig>,
+    ports: [Array<MapData, u64>; 2],
+    allowlists: [Allowlist; 2],
+}
+
+impl PolicyMaps {
+    fn from_maps(mut take: impl FnMut(&str) -> Result<Map>) -> Result<PolicyMaps> {
+        Ok(PolicyMaps {
+            active: Array::try_from(take("ACTIVE")?).context("ACTIVE is not an array")?,
+            config: Array::try_from(take("CONFIG")?).context("CONFIG is not an array")?,
+            ports: [
+                Array::try_from(take("PORTS_0")?).context("PORTS_0 is not an array")?,
+                Array::try_from(take("PORTS_1")?).context("PORTS_1 is not an array")?,
+            ],
+            allowlists: [
+                LpmTrie::try_from(take("ALLOWLIST_0")?)
+                    .context("ALLOWLIST_0 is not an LPM trie")?,
+                LpmTrie::try_from(take("ALLOWLIST_1")?)
+                    .context("ALLOWLIST_1 is not an LPM trie")?,
+            ],
+        })
+    }
+
+    /// The maps of a loaded object, taken out of it (the program keeps
+    /// using them; they are no longer reachable through `ebpf`).
+    pub fn take(ebpf: &mut Ebpf) -> Result<PolicyMaps> {
+        Self::from_maps(|name| {
+            ebpf.take_map(name)
+                .with_context(|| format!("the eBPF object has no map {name}"))
+        })
+    }
+
+    /// The maps a running filter pinned in `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<PolicyMaps> {
+        Self::from_maps(|name| {
+            let data = open_pinned(pin_dir, name)?;
+            Ok(if name.starts_with("ALLOWLIST") {
+                Map::LpmTrie(data)
+            } else {
+                Map::Array(data)
+            })
+        })
+    }
+
+    /// Policies installed so far (the `ACTIVE` value).
+    pub fn installed(&self) -> Result<u32> {
+        self.active.get(&0, 0).context("cannot read ACTIVE")
+    }
+
+    /// The allowlist the program reads now.
+    pub fn active_allowlist(&mut self) -> Result<&mut Allowlist> {
+        let generation = Generation::of(self.installed()?) as usize;
+        Ok(&mut self.allowlists[generation])
+    }
+
+    /// Installs `policy` in the generation not in use, then switches the
+    /// program to it. Returns the new `ACTIVE` value. If anything fails
+    /// before the switch, the program goes on with the policy it had.
+    pub fn install(&mut self, policy: &Policy) -> Result<u32> {
+        // Programs that read the spare generation's maps before the last
+        // switch (or last crash of a writer) may still run; wait for them
+        // before rewriting those maps.
+        wait_for_running_programs()?;
+        let installed = self.installed()?;
+        let next = installed.wrapping_add(1);
+        let spare = Generation::of(next);
+
+        let mut words = vec![0u64; PortBitmap::WORDS as usize];
+        for port in &policy.ports {
+            let (word, bit) = PortBitmap::slot(*port);
+            words[word as usize] |= bit;
+        }
+        let ports = &mut self.ports[spare as usize];
+        for (index, word) in words.iter().enumerate() {
+            ports
+                .set(index as u32, word, 0)
+                .with_context(|| format!("cannot write PORTS_{spare}"))?;
+        }
+
+        let allowlist = &mut self.allowlists[spare as usize];
+        let stale = allowlist
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read ALLOWLIST_{spare}"))?;
+        for key in &stale {
+            allowlist
+                .remove(key)
+                .with_context(|| format!("cannot clear ALLOWLIST_{spare}"))?;
+        }
+        for entry in &policy.allow {
+            allowlist
+                .insert(&entry.key, entry.kind, 0)
+                .with_context(|| {
+                    format!("cannot add origin {} to ALLOWLIST_{spare}", entry.origin)
+                })?;
+        }
+        self.config
+            .set(spare, policy.settings, 0)
+            .context("cannot write CONFIG")?;
+
+        self.active
+            .set(0, next, 0)
+            .context("cannot switch ACTIVE to the new policy")?;
+        Ok(next)
+    }
+}
+
+/// `MEMBARRIER_CMD_GLOBAL` from `linux/membarrier.h`.
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+
+/// Returns once every XDP and TC program run that started before the call
+/// has finished.
+///
+/// Both run inside an RCU read-side section, and `MEMBARRIER_CMD_GLOBAL`
+/// waits for an RCU grace period (`synchronize_rcu()`), which ends only after
+/// every such section that was open at the call has closed.
+fn wait_for_running_programs() -> Result<()> {
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        // EINVAL: the kernel runs with nohz_full, where the command is
+        // refused. Without the wait, a reload could rewrite maps a program
+        // still reads, so it is refused rather than done unsafely.
+        bail!(
+            "membarrier(MEMBARRIER_CMD_GLOBAL) failed ({error}); cannot wait for running programs before rewriting the spare policy generation"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! `cors-filter reload` and SIGHUP: re-read the config file the filter was
+//! started with and install it, with the `allow` changes over it, as a new
+//! policy generation (see `policy`). A config that does not load is
+//! refused and the running policy stays as it was.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cors_filter_common::{FilterConfig, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cli::ModeArg,
+    config::Config,
+    policy::{Policy, PolicyMaps},
+    state::StateDir,
+};
+
+const RUN_RECORD_FILE: &str = "run.json";
+
+/// What `run` was started with that makes the policy: kept in the state
+/// directory so that a reload, from the daemon or from the CLI (even after
+/// the daemon died), rebuilds the same policy from the edited file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    /// The config file, as an absolute path.
+    pub config: PathBuf,
+    /// `--mode`, which overrides the file's `mode`.
+    pub mode: Option<ModeArg>,
+}
+
+impl RunRecord {
+    pub fn new(config: &Path, mode: Option<ModeArg>) -> Result<RunRecord> {
+        let config = std::path::absolute(config)
+            .with_context(|| format!("cannot resolve the path {}", config.display()))?;
+        Ok(RunRecord { config, mode })
+    }
+
+    pub fn save(&self, state: &StateDir) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        state.write_atomically(RUN_RECORD_FILE, &text)
+    }
+
+    pub fn load(state: &StateDir) -> Result<RunRecord> {
+        let path = state.path(RUN_RECORD_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                "nothing to reload: {} does not exist (no `cors-filter run` has started with this --state-dir)",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        serde_json::from_str(&text).with_context(|| format!("corrupt run record {}", path.display()))
+    }
+
+    /// The policy this record makes now: the config file as it is on
+    /// disk, `--mode` over it, and the `allow` changes over its allowlist.
+    pub fn policy(&self, state: &StateDir) -> Result<Policy> {
+        let config = Config::load(&self.config)?;
+        let mode = match self.mode {
+            Some(ModeArg::Enforce) => Mode::Enforce,
+            Some(ModeArg::Monitor) => Mode::Monitor,
+            None => config.mode,
+        };
+        let allow = state
+            .load_changes()?
+            .apply(&config.allow, &state.changes_path())?;
+        Ok(Policy {
+            settings: FilterConfig::new(mode, config.on_incomplete),
+            ports: config.ports,
+            allow,
+        })
+    }
+}
+
+/// Installs the recorded config's policy in the filter pinned in `pin_dir`.
+/// Returns a line saying what is now enforced.
+pub fn reload(pin_dir: &Path, state_dir: &Path) -> Result<String> {
+    let state = StateDir::open(state_dir)?;
+    // Serialises with `allow` edits and other reloads.
+    let _lock = state.lock_allowlist()?;
+    let record = RunRecord::load(&state)?;
+    let policy = record
+        .policy(&state)
+        .context("config refused; the running policy is unchanged")?;
+    let mut maps = PolicyMaps::open(pin_dir)?;
+    let installed = maps.install(&policy)?;
+    Ok(format!(
+        "reloaded {}: policy {installed} installed, ports {:?}, {} allowed origin(s)",
+        record.config.display(),
+        policy.ports,
+        policy.allow.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_with_an_absolute_path() {
+        let dir = std::env::temp_dir().join(format!("cors-filter-run-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir).unwrap();
+        let record = RunRecord::new(Path::new("relative.toml"), Some(ModeArg::Monitor)).unwrap();
+        assert!(record.config.is_absolute());
+        record.save(&state).unwrap();
+        assert_eq!(RunRecord::load(&state).unwrap(), record);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_record_is_named() {
+        let dir = std::env::temp_dir().join(format!("cors-filter-no-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir).unwrap();
+        let e = format!("{:#}", RunRecord::load(&state).unwrap_err());
+        assert!(e.contains("run.json") && e.contains("nothing to reload"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
