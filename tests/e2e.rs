@@ -343,33 +343,6 @@ fn tc_attachment_filters_like_xdp() -> Result<()> {
 }
 
 #[test]
-fn stop_detaches_and_unpins() -> Result<()> {
-    let bed = Bed::new()?;
-    let home = FilterHome::new(&config(""))?;
-    let filter = bed.filter(&home, &[])?;
-    assert!(
-        bed.pair
-            .link_show(&bed.pair.server, SERVER_IF)?
-            .contains("xdp")
-    );
-    let pins = filter.pin_dir().to_owned();
-    assert!(pins.join("ALLOWLIST").exists());
-    filter.stop()?;
-    assert!(
-        !bed.pair
-            .link_show(&bed.pair.server, SERVER_IF)?
-            .contains("xdp")
-    );
-    assert!(!pins.exists());
-    // With nothing attached, the disallowed preflight reaches the server.
-    assert_eq!(
-        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
-        Some(204)
-    );
-    Ok(())
-}
-
-#[test]
 fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
     let bed = Bed::new()?;
     let home = FilterHome::new(&config(""))?;
@@ -444,7 +417,7 @@ fn a_second_filter_cannot_take_over_running_pins() -> Result<()> {
             && stderr.contains(&*filter.pin_dir().to_string_lossy()),
         "{stderr}"
     );
-    assert!(filter.pin_dir().join("ALLOWLIST").exists());
+    assert!(filter.pin_dir().join("ACTIVE").exists());
     assert_eq!(
         client::preflight(&bed.pair, Family::V4, DENIED)?.status,
         None

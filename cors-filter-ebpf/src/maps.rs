@@ -64,13 +64,10 @@ pub fn active_generation() -> u32 {
 /// entry cannot be read, which an array map's in-range index never fails.
 #[inline(always)]
 pub fn settings(generation: u32) -> FilterConfig {
-    CONFIG
-        .get(generation)
-        .copied()
-        .unwrap_or(FilterConfig::new(
-            cors_filter_common::Mode::Enforce,
-            cors_filter_common::OnIncomplete::Pass,
-        ))
+    CONFIG.get(generation).copied().unwrap_or(FilterConfig::new(
+        cors_filter_common::Mode::Enforce,
+        cors_filter_common::OnIncomplete::Pass,
+    ))
 }
 
 #[inline(always)]

@@ -184,7 +184,10 @@ impl Filter {
         let wanted = self.hook.name();
         let mut adopt = None;
         let mut others = Vec::new();
-        for pin in link_pins(&pin_dir)?.into_iter().filter(|p| p.iface == iface) {
+        for pin in link_pins(&pin_dir)?
+            .into_iter()
+            .filter(|p| p.iface == iface)
+        {
             let state = link_state(&pin.path)?;
             if !state.is_on(pin.hook, index) {
                 log::warn!(
@@ -210,13 +213,15 @@ impl Filter {
             let link: FdLink = PinnedLink::from_pin(&pin.path)
                 .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
                 .into();
-            self.replace_program(link, iface)
-                .with_context(|| format!("cannot switch {} to the new program", pin.path.display()))?;
+            self.replace_program(link, iface).with_context(|| {
+                format!("cannot switch {} to the new program", pin.path.display())
+            })?;
             return Ok(Attached::Adopted);
         }
         let link = self.attach_new(iface)?;
-        link.pin(&link_path)
-            .with_context(|| format!("cannot pin the link on {iface} at {}", link_path.display()))?;
+        link.pin(&link_path).with_context(|| {
+            format!("cannot pin the link on {iface} at {}", link_path.display())
+        })?;
         let mut attached = Attached::New;
         for old in others {
             detach_pinned(&old.path)?;

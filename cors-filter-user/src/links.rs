@@ -79,7 +79,8 @@ pub fn link_pins(pin_dir: &Path) -> Result<Vec<LinkPin>> {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot read pin directory {}", pin_dir.display()));
+            return Err(e)
+                .with_context(|| format!("cannot read pin directory {}", pin_dir.display()));
         }
     };
     let mut pins = Vec::new();
@@ -206,7 +207,8 @@ pub fn detach_pinned(path: &Path) -> Result<()> {
 
 /// The index of interface `name`.
 pub fn ifindex(name: &str) -> Result<u32> {
-    let c = CString::new(name).with_context(|| format!("interface name {name:?} has a NUL byte"))?;
+    let c =
+        CString::new(name).with_context(|| format!("interface name {name:?} has a NUL byte"))?;
     // SAFETY: `c` is a valid C string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if index == 0 {

@@ -39,7 +39,9 @@ async fn main() -> ExitCode {
             }
             AllowAction::List => allow::list(&cli.pin_dir),
         },
-        Command::Reload => reload::reload(&cli.pin_dir, &cli.state_dir).map(|done| println!("{done}")),
+        Command::Reload => {
+            reload::reload(&cli.pin_dir, &cli.state_dir).map(|done| println!("{done}"))
+        }
         Command::Detach { iface, all: _ } => detach::detach(&cli.pin_dir, iface.as_deref()),
         Command::Replay { config, pcap } => replay::replay(&config, &pcap),
         Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {

@@ -98,7 +98,12 @@ pub fn check_pinned_maps(pin_dir: &Path) -> Result<bool> {
             info.value_size(),
             info.max_entries(),
         );
-        let wanted = (spec.map_type, spec.key_size, spec.value_size, spec.max_entries);
+        let wanted = (
+            spec.map_type,
+            spec.key_size,
+            spec.value_size,
+            spec.max_entries,
+        );
         if found_shape != wanted {
             bail!(
                 "pinned map {} is {:?} with key size {}, value size {} and {} entries, but this cors-filter needs {:?}, {}, {} and {}: it was left by another version. Remove the old filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts), then start again",

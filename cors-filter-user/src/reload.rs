@@ -53,7 +53,8 @@ impl RunRecord {
             ),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        serde_json::from_str(&text).with_context(|| format!("corrupt run record {}", path.display()))
+        serde_json::from_str(&text)
+            .with_context(|| format!("corrupt run record {}", path.display()))
     }
 
     /// The policy this record makes now: the config file as it is on
@@ -102,7 +103,8 @@ mod tests {
 
     #[test]
     fn record_round_trips_with_an_absolute_path() {
-        let dir = std::env::temp_dir().join(format!("cors-filter-run-record-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cors-filter-run-record-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = StateDir::open(&dir).unwrap();
         let record = RunRecord::new(Path::new("relative.toml"), Some(ModeArg::Monitor)).unwrap();
@@ -114,11 +116,15 @@ mod tests {
 
     #[test]
     fn missing_record_is_named() {
-        let dir = std::env::temp_dir().join(format!("cors-filter-no-record-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cors-filter-no-record-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = StateDir::open(&dir).unwrap();
         let e = format!("{:#}", RunRecord::load(&state).unwrap_err());
-        assert!(e.contains("run.json") && e.contains("nothing to reload"), "{e}");
+        assert!(
+            e.contains("run.json") && e.contains("nothing to reload"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,13 +42,18 @@ impl FilterHome {
     }
 }
 
-/// A running `cors-filter run`, stopped and its pins removed on drop.
+/// A running `cors-filter run`, stopped and its pins removed on drop
+/// (which detaches the program: a link goes once its last pin does).
 pub struct RunningFilter {
-    process: Guarded,
+    /// `None` only before the first start.
+    process: Option<Guarded>,
     binary: PathBuf,
     pin_dir: PathBuf,
     state_dir: PathBuf,
+    config: PathBuf,
     server_ns: String,
+    server_ns_path: String,
+    args: Vec<String>,
     log: PathBuf,
 }
 
@@ -130,7 +135,8 @@ pub fn run_with_pins(
     run_bounded(&mut command, Duration::from_secs(30))
 }
 
-/// Removes a test pin directory and whatever is pinned in it.
+/// Removes a test pin directory and whatever is pinned in it; a link whose
+/// last pin goes is detached.
 pub fn remove_pin_dir(pin_dir: &Path) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(pin_dir) {
         for entry in entries.flatten() {
@@ -157,22 +163,45 @@ impl RunningFilter {
         args: &[&str],
     ) -> Result<RunningFilter> {
         let binary = existing_binary(binary.to_owned())?;
-        let pin_dir = pin_dir_for_test();
         let log = home
             .dir
             .path()
             .join(format!("filter-{}.log", unique_suffix()));
-        let log_file = std::fs::File::create(&log)?;
+        let mut filter = RunningFilter {
+            process: None,
+            binary,
+            pin_dir: pin_dir_for_test(),
+            state_dir: home.state_dir(),
+            config: home.config(),
+            server_ns: pair.server.clone(),
+            server_ns_path: pair.server_ns_path(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log,
+        };
+        filter.spawn()?;
+        Ok(filter)
+    }
+
+    /// Starts `cors-filter run` (again) with this filter's pins, state,
+    /// config and arguments, and waits until its metrics endpoint answers
+    /// (it does once the program is attached).
+    fn spawn(&mut self) -> Result<()> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let metrics = format!("127.0.0.1:{METRICS_PORT}");
-        let mut command = run_command(
-            pair,
-            &binary,
-            &pin_dir,
-            &home.state_dir(),
-            &home.config(),
-            args,
-        );
+        let mut command = Command::new("nsenter");
         command
+            .arg(format!("--net={}", self.server_ns_path))
+            .arg(&self.binary)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["run", "--iface", SERVER_IF, "--config"])
+            .arg(&self.config)
+            .args(&self.args)
             .args(["--metrics-listen", &metrics])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -181,40 +210,58 @@ impl RunningFilter {
         let child = command.spawn().with_context(|| {
             format!(
                 "cannot start {} in namespace {} (is util-linux's nsenter installed?)",
-                binary.display(),
-                pair.server
+                self.binary.display(),
+                self.server_ns
             )
         })?;
-        let mut filter = RunningFilter {
-            process: Guarded {
-                child,
-                name: "cors-filter run".into(),
-            },
-            binary,
-            pin_dir,
-            state_dir: home.state_dir(),
-            server_ns: pair.server.clone(),
-            log,
-        };
+        let process = self.process.insert(Guarded {
+            child,
+            name: "cors-filter run".into(),
+        });
         let deadline = Instant::now() + READY_LIMIT;
         loop {
-            if let Some(status) = filter.process.exited() {
+            if let Some(status) = process.exited() {
                 bail!(
                     "cors-filter run exited ({status}) before it was ready:\n{}",
-                    filter.log()
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
-            if filter.metrics().is_ok() {
-                return Ok(filter);
+            if metrics::fetch(&self.server_ns, METRICS_PORT).is_ok() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
                     "cors-filter run not ready within {READY_LIMIT:?}:\n{}",
-                    filter.log()
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or the OOM killer would;
+    /// the pins stay.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process_mut()?.kill()
+    }
+
+    fn process_mut(&mut self) -> Result<&mut Guarded> {
+        self.process
+            .as_mut()
+            .context("cors-filter run was never started")
+    }
+
+    /// Starts the daemon again on the same pins and state.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.process_mut()?.exited().is_none() {
+            bail!("cors-filter run is still running");
+        }
+        self.spawn()
+    }
+
+    /// Sends the daemon a signal.
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        self.process_mut()?.signal(signal)
     }
 
     /// What the filter has logged so far.
@@ -267,28 +314,30 @@ impl RunningFilter {
         Ok(metrics::parse(&self.metrics()?))
     }
 
-    /// Stops the filter with SIGTERM; fails unless it exits cleanly.
-    pub fn stop(mut self) -> Result<()> {
-        let clean = self.process.stop(Duration::from_secs(10));
+    /// Stops the daemon with SIGTERM; fails unless it exits cleanly. The
+    /// pins (and so the attached program) stay until this is dropped.
+    pub fn stop_process(&mut self) -> Result<()> {
+        let clean = self.process_mut()?.stop(Duration::from_secs(10));
         if !clean {
             bail!(
                 "cors-filter run did not exit cleanly on SIGTERM:\n{}",
                 self.log()
             );
         }
-        if self.pin_dir.exists() {
-            bail!(
-                "cors-filter run left its pin directory {} behind",
-                self.pin_dir.display()
-            );
-        }
         Ok(())
+    }
+
+    /// [`RunningFilter::stop_process`], then the cleanup of drop.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_process()
     }
 }
 
 impl Drop for RunningFilter {
     fn drop(&mut self) {
-        self.process.stop(Duration::from_secs(10));
+        if let Some(process) = self.process.as_mut() {
+            process.stop(Duration::from_secs(10));
+        }
         let _ = remove_pin_dir(&self.pin_dir);
     }
 }

@@ -10,6 +10,7 @@
 //! For tests of the BPF program alone, `packet` builds frames byte by byte
 //! and `pcap` writes them to capture files; those are never sent anywhere.
 
+pub mod bed;
 pub mod client;
 pub mod demo;
 pub mod differential;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod pcap;
+pub mod preflight_loop;
 pub mod process;
 pub mod reference;
 pub mod replay;

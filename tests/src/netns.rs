@@ -127,6 +127,11 @@ impl NetnsPair {
     pub fn server_ns_path(&self) -> String {
         format!("/run/netns/{}", self.server)
     }
+
+    /// Path usable with `nsenter --net=`.
+    pub fn client_ns_path(&self) -> String {
+        format!("/run/netns/{}", self.client)
+    }
 }
 
 impl Drop for NetnsPair {

@@ -98,6 +98,30 @@ impl Guarded {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+
+    /// SIGKILL, and waits for the exit.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("cannot kill {}", self.name))?;
+        self.child
+            .wait()
+            .with_context(|| format!("cannot reap {}", self.name))?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the running child.
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        if self.exited().is_some() {
+            bail!("{} is not running", self.name);
+        }
+        // SAFETY: kill on a pid we own and have not reaped (checked above).
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot signal {}", self.name));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Guarded {
