@@ -66,9 +66,21 @@ impl RunRecord {
             Some(ModeArg::Monitor) => Mode::Monitor,
             None => config.mode,
         };
-        let allow = state
-            .load_changes()?
-            .apply(&config.allow, &state.changes_path())?;
+        let changes = state.load_changes()?;
+        for entry in config
+            .allow
+            .iter()
+            .filter(|e| changes.removed.contains(&e.origin))
+        {
+            log::warn!(
+                "{} lists {}, but `cors-filter allow remove` removed it (recorded in {}); it stays removed until `cors-filter allow add {}`",
+                self.config.display(),
+                entry.origin,
+                state.changes_path().display(),
+                entry.origin
+            );
+        }
+        let allow = changes.apply(&config.allow, &state.changes_path())?;
         Ok(Policy {
             settings: FilterConfig::new(mode, config.on_incomplete),
             ports: config.ports,

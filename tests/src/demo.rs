@@ -14,6 +14,7 @@ use crate::{
 
 const GOOD: &str = "https://app.example.com";
 const EVIL: &str = "https://evil.example";
+const PARTNER: &str = "https://partner.example";
 
 fn step(n: u32, text: &str) {
     println!("\n{n}. {text}");
@@ -60,7 +61,7 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
     println!(
         "   and cors-filter attached with XDP to the server's {SERVER_IF}, allowing only {GOOD}."
     );
-    let filter = RunningFilter::start_with(cors_filter_bin, &pair, &home, &[])?;
+    let mut filter = RunningFilter::start_with(cors_filter_bin, &pair, &home, &[])?;
 
     step(1, &format!("Preflight from the allowed origin {GOOD}"));
     let reply = client::preflight(&pair, Family::V4, GOOD)?;
@@ -122,7 +123,44 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
         "the removed origin got through",
     )?;
 
-    step(6, "What the filter counted (`cors-filter stats`)");
+    step(
+        6,
+        "`kill -9` the daemon: the pinned link keeps the program attached",
+    );
+    filter.kill()?;
+    println!("   daemon killed; the same preflight from {EVIL}:");
+    let before = server.seen()?.len();
+    let reply = client::preflight(&pair, Family::V4, EVIL)?;
+    println!("   client got: {}", reply.describe());
+    expect(
+        !reply.answered() && server.seen()?.len() == before,
+        "the disallowed preflight got through with the daemon dead",
+    )?;
+    filter.restart()?;
+    println!("   daemon started again: it adopted the pinned filter, counters and all.");
+
+    step(
+        7,
+        &format!("Edit the config to allow {PARTNER} too, then `cors-filter reload` (or SIGHUP)"),
+    );
+    let reply = client::preflight(&pair, Family::V4, PARTNER)?;
+    println!("   before: client got {}", reply.describe());
+    std::fs::write(
+        home.config(),
+        format!("ports = [{PORT}]\nallow = [\"{GOOD}\", \"{PARTNER}\"]\nmode = \"enforce\"\n"),
+    )?;
+    print!(
+        "   $ cors-filter reload\n   {}",
+        filter.cli_ok(&["reload"])?
+    );
+    let reply = client::preflight(&pair, Family::V4, PARTNER)?;
+    println!("   client got: {}", reply.describe());
+    expect(
+        reply.status == Some(204),
+        "the reloaded allowlist did not take effect",
+    )?;
+
+    step(8, "What the filter counted (`cors-filter stats`)");
     for line in filter.cli_ok(&["stats"])?.lines() {
         println!("   {line}");
     }
@@ -144,6 +182,8 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
     filter.stop()?;
     drop(server);
     drop(pair);
-    println!("\nDone: the filter detached and unpinned, the namespaces are gone.");
+    println!(
+        "\nDone: the daemon stopped, the filter detached and unpinned (`cors-filter detach --all` in real life), the namespaces are gone."
+    );
     Ok(())
 }
