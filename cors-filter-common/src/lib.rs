@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod config;
 pub mod counters;
+pub mod event;
 pub mod http;
 pub mod inspect;
 pub mod ipv6;
@@ -42,6 +43,8 @@ pub struct Scratch {
     pub payload_len: Slot<u32>,
     /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
     pub ipv6_walk_offset: Slot<u32>,
+    /// The packet's addresses and ports, for its denial event.
+    pub addressing: event::PacketAddressing,
     pub head: HeadScan,
     pub origin: OriginParse,
 }

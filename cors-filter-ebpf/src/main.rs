@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod events;
 mod maps;
 mod net;
 
@@ -64,6 +65,7 @@ fn filter(ctx: &impl Frame) -> Verdict {
     if verdict == Verdict::Drop {
         count(Counter::Dropped);
     }
+    events::report(ctx, outcome, &config);
     verdict
 }
 
@@ -80,6 +82,7 @@ fn inspect(ctx: &impl Frame) -> Outcome {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
     };
+    events::remember(scratch, &payload);
     if !port_inspected(payload.dst_port) {
         return Outcome::PortNotInspected;
     }

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
 };
 use cors_filter_common::{Counter, FilterConfig, PortBitmap, Scratch, origin::OriginKey};
 
@@ -27,6 +27,12 @@ pub static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Denial events (`cors_filter_common::event::DenialEvent`), read by the
+/// daemon. 256 KiB hold about 1600 events: well over what arrives between
+/// two reads of a running daemon. A full buffer counts `EventsLost`.
+#[map(name = "DENIALS")]
+pub static DENIALS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Per-CPU parse space (see `Scratch`). Not pinned: it holds nothing between packets.
 #[map(name = "SCRATCH")]

@@ -18,8 +18,10 @@ use aya::maps::MapData;
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 
-/// The maps `run` pins, by the names the eBPF object gives them.
-pub const PINNED_MAPS: [&str; 4] = ["ALLOWLIST", "PORTS", "CONFIG", "COUNTERS"];
+/// The maps `run` pins, by the names the eBPF object gives them. `DENIALS`
+/// is pinned so that events queued while the daemon restarts are there for
+/// the next one.
+pub const PINNED_MAPS: [&str; 5] = ["ALLOWLIST", "PORTS", "CONFIG", "COUNTERS", "DENIALS"];
 
 fn fs_type(path: &Path) -> Result<i64> {
     let c = CString::new(path.as_os_str().as_bytes())

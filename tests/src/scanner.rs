@@ -31,6 +31,7 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
         payload: [stale; SCAN_BUF_LEN],
         payload_len: Default::default(),
         ipv6_walk_offset: Default::default(),
+        addressing: Default::default(),
         head: Default::default(),
         origin: Default::default(),
     });
