@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData, PerCpuArray},
+    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
@@ -178,6 +178,16 @@ impl Filter {
                 .with_context(|| format!("cannot pin {name} at {}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// Takes the `DENIALS` ring buffer out of the object, for the daemon
+    /// to read. After [`pin`](Self::pin): a map taken out is not pinned.
+    pub fn take_denials(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("DENIALS")
+            .context("the eBPF object has no map DENIALS")?;
+        RingBuf::try_from(map).context("DENIALS is not the expected ring buffer")
     }
 
     pub fn attach(&mut self, iface: &str) -> Result<()> {

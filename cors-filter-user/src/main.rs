@@ -6,12 +6,14 @@ mod allowlist;
 mod capture;
 mod cli;
 mod config;
+mod denials;
 mod filter;
 mod metrics;
 mod pins;
 mod replay;
 mod run;
 mod state;
+mod stats;
 mod testrun;
 
 use std::process::ExitCode;
@@ -36,13 +38,7 @@ async fn main() -> ExitCode {
             AllowAction::List => allow::list(&cli.pin_dir),
         },
         Command::Replay { config, pcap } => replay::replay(&config, &pcap),
-        Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {
-            if json {
-                println!("{}", s.json());
-            } else {
-                print!("{}", s.table());
-            }
-        }),
+        Command::Stats { json, top } => stats::stats(&cli.pin_dir, &cli.state_dir, json, top),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ use tokio::{
 use crate::{
     cli::{AttachArg, ModeArg, RunArgs, XdpModeArg},
     config::Config,
+    denials::{Denials, Tracker},
     filter::{Filter, Hook},
     metrics,
     state::StateDir,
@@ -45,6 +46,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let allow = state
         .load_changes()?
         .apply(&config.allow, &state.changes_path())?;
+    let denial_tracker = Tracker::load(state_dir)?;
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
@@ -82,7 +84,13 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // same for as long as the logger lives, and the AsyncFd owns the logger.
     let mut logs = unsafe { AsyncFd::register(logger) }
         .map_err(|e| anyhow::anyhow!("cannot poll the eBPF log ring buffer: {e}"))?;
-    let mut metrics = tokio::spawn(metrics::serve(listener, pin_dir.to_owned()));
+    let denied_by_origin = denial_tracker.exported(args.metrics_top_origins.into());
+    let mut denials = Denials::start(filter.take_denials()?, denial_tracker)?;
+    let mut metrics = tokio::spawn(metrics::serve(
+        listener,
+        pin_dir.to_owned(),
+        denied_by_origin,
+    ));
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
@@ -97,10 +105,15 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            stepped = denials.step() => if let Err(e) = stepped {
+                break Err(e);
+            },
         }
     };
     drop(filter);
+    let saved = denials.finish();
     let signal = outcome?;
+    saved?;
     log::info!("{signal}: detached and unpinned, exiting");
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::{
     io::Write as _,
     os::{
         fd::AsRawFd as _,
-        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     },
     path::{Path, PathBuf},
 };
@@ -146,12 +146,23 @@ impl StateDir {
         }
     }
 
-    /// Writes the changes atomically: a temporary file, fsync, rename.
+    /// Writes the changes atomically (see [`write_atomically`](Self::write_atomically)).
     pub fn save_changes(&self, changes: &AllowlistChanges) -> Result<()> {
-        let path = self.changes_path();
-        let tmp = self.dir.join(format!(".{CHANGES_FILE}.tmp"));
         let mut text = serde_json::to_string_pretty(changes)?;
         text.push('\n');
+        self.write_atomically(CHANGES_FILE, &text)
+    }
+
+    /// The path of `file_name` in the state directory.
+    pub fn path(&self, file_name: &str) -> PathBuf {
+        self.dir.join(file_name)
+    }
+
+    /// Replaces `file_name` with `text` atomically, mode 0600: a temporary
+    /// file, fsync, rename, fsync of the directory.
+    pub fn write_atomically(&self, file_name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(file_name);
+        let tmp = self.dir.join(format!(".{file_name}.tmp"));
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -159,6 +170,9 @@ impl StateDir {
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
+        // A temporary file left by a crash keeps its mode when reopened.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot set mode 0600 on {}", tmp.display()))?;
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
