@@ -20,6 +20,8 @@ pub mod netns;
 pub mod packet;
 pub mod pcap;
 pub mod process;
+pub mod promtool;
+pub mod raw_client;
 pub mod reference;
 pub mod replay;
 pub mod scanner;
