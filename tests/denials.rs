@@ -376,3 +376,27 @@ fn dropped_preflights_and_incomplete_heads_are_reported() -> Result<()> {
     );
     filter.stop()
 }
+
+/// The TC program reports denials like the XDP one, source address
+/// included (it reads the frame from another context).
+#[test]
+fn tc_attachment_reports_denials_too() -> Result<()> {
+    let bed = Bed::new()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = RunningFilter::start(&bed.pair, &home, &["--attach", "tc"])?;
+    let request = raw_client::preflight(b"https://tc.example");
+    let answer = raw_client::send(&bed.pair, Family::V4, &request, Duration::from_secs(1))?;
+    assert_eq!(answer, None, "the denied preflight was answered");
+    let metrics = settled_metrics(&filter, 1)?;
+    let deny = value(&metrics, "cors_filter_preflights_total{verdict=\"deny\"}");
+    assert_eq!(per_origin(&metrics)["https://tc.example"], deny);
+    let log = filter.log();
+    assert!(
+        log.lines().any(
+            |l| l.contains("denial: origin not allowed from 198.18.0.1:")
+                && l.ends_with("to port 8080, origin \"https://tc.example\"")
+        ),
+        "{log}"
+    );
+    filter.stop()
+}
