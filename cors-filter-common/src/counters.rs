@@ -30,11 +30,14 @@ pub enum Counter {
     PassNoPayload,
     PassNotHttp,
     PassNotPreflight,
+    /// Denial events not reported because the `DENIALS` ring buffer was
+    /// full (see `event`). Not an outcome: the packet was counted as usual.
+    EventsLost,
 }
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -53,6 +56,7 @@ impl Counter {
         Counter::PassNoPayload,
         Counter::PassNotHttp,
         Counter::PassNotPreflight,
+        Counter::EventsLost,
     ];
 
     #[inline(always)]
@@ -79,6 +83,7 @@ impl Counter {
             Counter::PassNoPayload => "pass_no_payload",
             Counter::PassNotHttp => "pass_not_http",
             Counter::PassNotPreflight => "pass_not_preflight",
+            Counter::EventsLost => "events_lost",
         }
     }
 }

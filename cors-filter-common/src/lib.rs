@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod config;
 pub mod counters;
+pub mod event;
 pub mod http;
 pub mod inspect;
 pub mod ipv6;
@@ -47,6 +48,8 @@ pub struct Scratch {
     /// register that a branch on it leaves known to be 0 or 1 would make
     /// the verifier walk the rest of the program once per generation.
     pub generation: Slot<u32>,
+    /// The packet's addresses and ports, for its denial event.
+    pub addressing: event::PacketAddressing,
     pub head: HeadScan,
     pub origin: OriginParse,
 }

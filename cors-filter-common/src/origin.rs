@@ -510,6 +510,21 @@ impl OriginParse {
         &self.raw[self.host_start.get() as usize..self.host_end.get() as usize]
     }
 
+    /// Forgets the last value: `value_len` is 0 until one is loaded or
+    /// copied, so that a request whose `Origin` is never read does not
+    /// report the previous packet's.
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        self.len.set(0);
+    }
+
+    /// Bytes of `raw` holding the value loaded or copied (0 to
+    /// [`ORIGIN_RAW_LEN`]); after a failed copy, the part copied.
+    #[inline(always)]
+    pub fn value_len(&self) -> u32 {
+        self.len.get()
+    }
+
     /// The value as loaded or copied.
     pub fn value(&self) -> &[u8] {
         &self.raw[..self.len.get() as usize]

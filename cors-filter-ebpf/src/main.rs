@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod events;
 mod maps;
 mod net;
 
@@ -60,10 +61,12 @@ fn filter(ctx: &impl Frame) -> Verdict {
     if let Some(also) = also {
         count(also);
     }
-    let verdict = outcome.verdict(&settings(scratch.generation.get()));
+    let settings = settings(scratch.generation.get());
+    let verdict = outcome.verdict(&settings);
     if verdict == Verdict::Drop {
         count(Counter::Dropped);
     }
+    events::report(ctx, scratch, outcome, &settings);
     verdict
 }
 
@@ -73,6 +76,7 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
     };
+    events::remember(scratch, &payload);
     if !port_inspected(scratch.generation.get(), payload.dst_port) {
         return Outcome::PortNotInspected;
     }

@@ -4,10 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
 };
 use cors_filter_common::{
     ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, Scratch,
+    event::DENIALS_BYTES,
     origin::{LpmOriginKey, OriginKey},
 };
 
@@ -38,6 +39,11 @@ pub static ALLOWLIST_1: LpmTrie<OriginKey, u32> =
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Denial events (`cors_filter_common::event::DenialEvent`), read by the
+/// daemon. A full buffer counts `EventsLost`.
+#[map(name = "DENIALS")]
+pub static DENIALS: RingBuf = RingBuf::with_byte_size(DENIALS_BYTES, 0);
 
 /// Per-CPU parse space (see `Scratch`). Not pinned: it holds nothing between packets.
 #[map(name = "SCRATCH")]

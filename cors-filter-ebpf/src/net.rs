@@ -70,6 +70,10 @@ const _: () = assert!(ETH_HLEN + 2 * VLAN_HLEN + IPV6_HLEN <= ipv6::MAX_START);
 
 /// Where the TCP payload of a packet to an inspected port is.
 pub struct TcpPayload {
+    /// Offset of the IP header from the start of the frame.
+    pub l3: usize,
+    pub ipv6: bool,
+    pub src_port: u16,
     pub dst_port: u16,
     /// Offset from the start of the frame.
     pub offset: usize,
@@ -149,6 +153,7 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
         l3 += VLAN_HLEN;
         tags += 1;
     }
+    let ipv6 = ether_type == ETH_P_IPV6;
     let (l4, ip_end) = match ether_type {
         ETH_P_IPV4 => {
             let ihl = ((byte(ctx, l3)? & 0x0f) as usize) * 4;
@@ -188,6 +193,7 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
         }
         _ => return Err(Outcome::NotIp),
     };
+    let src_port = be16(ctx, l4)?;
     let dst_port = be16(ctx, l4 + 2)?;
     let data_offset = ((byte(ctx, l4 + 12)? >> 4) as usize) * 4;
     if data_offset < TCP_MIN_HLEN {
@@ -200,6 +206,9 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
         return Err(Outcome::Truncated);
     }
     Ok(TcpPayload {
+        l3,
+        ipv6,
+        src_port,
         dst_port,
         offset,
         len: ip_end - offset,

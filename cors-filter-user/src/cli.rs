@@ -58,11 +58,15 @@ pub enum Command {
         #[command(subcommand)]
         action: AllowAction,
     },
-    /// Show the filter's counters, summed over CPUs.
+    /// Show the filter's counters, summed over CPUs, and the origins with
+    /// the most denials (saved in the state directory by `run`).
     Stats {
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// How many origins to show one by one; the rest are summed as other.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        top: usize,
     },
     /// Run the real XDP program on every frame of a capture (pcap or pcapng,
     /// Ethernet) with BPF_PROG_TEST_RUN, attached nowhere, and print one JSON
@@ -113,6 +117,11 @@ pub struct RunArgs {
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, default_value = "127.0.0.1:9186")]
     pub metrics_listen: SocketAddr,
+    /// Origins exported one by one in `cors_filter_denied_by_origin_total`
+    /// (the most denied); the others are summed under origin="other".
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub metrics_top_origins: u16,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

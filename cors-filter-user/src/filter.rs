@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -228,6 +228,16 @@ impl Filter {
             attached = Attached::Moved(old.hook);
         }
         Ok(attached)
+    }
+
+    /// Takes the `DENIALS` ring buffer out of the object, for the daemon
+    /// to read. After [`pin`](Self::pin): a map taken out is not pinned.
+    pub fn take_denials(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("DENIALS")
+            .context("the eBPF object has no map DENIALS")?;
+        RingBuf::try_from(map).context("DENIALS is not the expected ring buffer")
     }
 
     /// Attaches to `iface` and hands back the link, which the program no

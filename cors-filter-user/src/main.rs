@@ -6,6 +6,7 @@ mod allowlist;
 mod capture;
 mod cli;
 mod config;
+mod denials;
 mod detach;
 mod filter;
 mod links;
@@ -16,6 +17,7 @@ mod reload;
 mod replay;
 mod run;
 mod state;
+mod stats;
 mod testrun;
 
 use std::process::ExitCode;
@@ -44,13 +46,7 @@ async fn main() -> ExitCode {
         }
         Command::Detach { iface, all: _ } => detach::detach(&cli.pin_dir, iface.as_deref()),
         Command::Replay { config, pcap } => replay::replay(&config, &pcap),
-        Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {
-            if json {
-                println!("{}", s.json());
-            } else {
-                print!("{}", s.table());
-            }
-        }),
+        Command::Stats { json, top } => stats::stats(&cli.pin_dir, &cli.state_dir, json, top),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,12 +6,17 @@ use std::{borrow::Borrow, fmt::Write as _, path::Path, time::Duration};
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
 use cors_filter_common::Counter;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
 };
 
-use crate::{pins::open_pinned, policy::PolicyMaps};
+use crate::{
+    denials::{DeniedByOrigin, OTHER_ORIGINS, TopOrigins},
+    pins::open_pinned,
+    policy::PolicyMaps,
+};
 
 /// Counter values summed over CPUs, the allowlist size and the number of
 /// policies installed.
@@ -46,81 +51,109 @@ impl Snapshot {
         self.counters[counter.index() as usize]
     }
 
-    pub fn prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+    /// The Prometheus text exposition of the counters and of `denied` per
+    /// origin, written by the `prometheus` crate (which escapes label values).
+    pub fn prometheus(&self, denied: &TopOrigins) -> Result<String> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, counter: Counter| -> Result<()> {
+            let metric = IntCounter::new(name, help)?;
+            metric.inc_by(self.get(counter));
+            registry.register(Box::new(metric))?;
+            Ok(())
         };
-        metric(
+        counter(
             "cors_filter_packets_total",
-            "counter",
             "Packets the XDP program saw.",
-            &[("", self.get(Counter::Packets))],
-        );
-        metric(
+            Counter::Packets,
+        )?;
+        counter(
             "cors_filter_requests_total",
-            "counter",
             "HTTP requests inspected (payloads starting with an HTTP/1.x request line).",
-            &[("", self.get(Counter::Requests))],
-        );
-        metric(
-            "cors_filter_preflights_total",
-            "counter",
-            "CORS preflights by verdict; deny counts drops, and in monitor mode what would have been dropped.",
-            &[
-                ("{verdict=\"allow\"}", self.get(Counter::PreflightAllow)),
-                ("{verdict=\"deny\"}", self.get(Counter::PreflightDeny)),
-            ],
-        );
-        metric(
+            Counter::Requests,
+        )?;
+        counter(
             "cors_filter_malformed_total",
-            "counter",
             "Preflights with a malformed or repeated Origin (also counted as deny).",
-            &[("", self.get(Counter::Malformed))],
-        );
-        metric(
+            Counter::Malformed,
+        )?;
+        counter(
             "cors_filter_incomplete_total",
-            "counter",
             "OPTIONS requests whose head did not fit in the scan window.",
-            &[("", self.get(Counter::Incomplete))],
-        );
-        metric(
+            Counter::Incomplete,
+        )?;
+        counter(
             "cors_filter_dropped_total",
-            "counter",
             "Packets dropped by the filter.",
-            &[("", self.get(Counter::Dropped))],
-        );
-        // The `pass_*` counters, by their reason.
-        let labels: Vec<(String, u64)> = Counter::ALL
-            .iter()
-            .filter_map(|c| {
-                let reason = c.name().strip_prefix("pass_")?;
-                Some((format!("{{reason=\"{reason}\"}}"), self.get(*c)))
-            })
-            .collect();
-        let samples: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric(
-            "cors_filter_passed_total",
-            "counter",
-            "Packets passed without a preflight verdict, by reason.",
-            &samples,
-        );
-        metric(
-            "cors_filter_policies_installed",
-            "counter",
+            Counter::Dropped,
+        )?;
+        let policies = IntCounter::new(
+            "cors_filter_policies_installed_total",
             "Policies installed (at start and by each reload); counts on across daemon restarts.",
-            &[("", self.policies_installed)],
-        );
-        metric(
+        )?;
+        policies.inc_by(self.policies_installed);
+        registry.register(Box::new(policies))?;
+        counter(
+            "cors_filter_denial_events_lost_total",
+            "Denial events the program could not report because the ring buffer was full.",
+            Counter::EventsLost,
+        )?;
+
+        let labelled =
+            |name: &str, help: &str, label: &str, samples: &[(&str, u64)]| -> Result<()> {
+                let metric = IntCounterVec::new(Opts::new(name, help), &[label])?;
+                for (value, count) in samples {
+                    metric
+                        .get_metric_with_label_values(&[*value])?
+                        .inc_by(*count);
+                }
+                registry.register(Box::new(metric))?;
+                Ok(())
+            };
+        labelled(
+            "cors_filter_preflights_total",
+            "CORS preflights by verdict; deny counts drops, and in monitor mode what would have been dropped.",
+            "verdict",
+            &[
+                ("allow", self.get(Counter::PreflightAllow)),
+                ("deny", self.get(Counter::PreflightDeny)),
+            ],
+        )?;
+        // The `pass_*` counters, by their reason.
+        let passed: Vec<(&str, u64)> = Counter::ALL
+            .iter()
+            .filter_map(|c| Some((c.name().strip_prefix("pass_")?, self.get(*c))))
+            .collect();
+        labelled(
+            "cors_filter_passed_total",
+            "Packets passed without a preflight verdict, by reason.",
+            "reason",
+            &passed,
+        )?;
+        let mut by_origin: Vec<(&str, u64)> = denied
+            .top
+            .iter()
+            .map(|(origin, count)| (origin.as_str(), *count))
+            .collect();
+        by_origin.push((OTHER_ORIGINS, denied.other));
+        labelled(
+            "cors_filter_denied_by_origin_total",
+            "Preflights denied (in monitor mode: that would have been) by Origin value as sent \
+             (non-printable bytes escaped, cut at 128 bytes), kept across restarts: \
+             the top origins, the rest under origin=\"other\".",
+            "origin",
+            &by_origin,
+        )?;
+
+        let entries = IntGauge::new(
             "cors_filter_allowlist_entries",
-            "gauge",
             "Origins (exact and wildcard) in the allowlist.",
-            &[("", self.allowlist_entries)],
-        );
-        out
+        )?;
+        entries.set(i64::try_from(self.allowlist_entries).context("allowlist size out of range")?);
+        registry.register(Box::new(entries))?;
+
+        TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .context("cannot encode the metrics")
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -175,20 +208,27 @@ pub fn sum_counters<T: Borrow<MapData>>(
 const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `GET /metrics` until the listener fails.
-pub async fn serve(listener: TcpListener, pin_dir: std::path::PathBuf) -> Result<()> {
+/// Serves `GET /metrics` until the listener fails: the counters read from
+/// the maps pinned in `pin_dir` and the denials per origin.
+pub async fn serve(
+    listener: TcpListener,
+    pin_dir: std::path::PathBuf,
+    denied: DeniedByOrigin,
+) -> Result<()> {
     loop {
         let (stream, peer) = listener.accept().await.context("metrics listener failed")?;
         let pin_dir = pin_dir.clone();
+        let denied = denied.clone();
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &pin_dir)).await {
+            let answered = answer(stream, &pin_dir, &denied);
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answered).await {
                 log::debug!("metrics request from {peer} timed out: {e}");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, pin_dir: &Path) {
+async fn answer(mut stream: TcpStream, pin_dir: &Path, denied: &DeniedByOrigin) {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut filled = 0;
     let response = loop {
@@ -201,7 +241,7 @@ async fn answer(mut stream: TcpStream, pin_dir: &Path) {
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf[..filled]) {
             Ok(httparse::Status::Complete(_)) => {
-                break respond(request.method, request.path, pin_dir);
+                break respond(request.method, request.path, pin_dir, denied);
             }
             Ok(httparse::Status::Partial) if filled < MAX_REQUEST => continue,
             _ => break plain(400, "Bad Request", "bad request\n"),
@@ -211,24 +251,31 @@ async fn answer(mut stream: TcpStream, pin_dir: &Path) {
     let _ = stream.shutdown().await;
 }
 
-fn respond(method: Option<&str>, path: Option<&str>, pin_dir: &Path) -> String {
+fn respond(
+    method: Option<&str>,
+    path: Option<&str>,
+    pin_dir: &Path,
+    denied: &DeniedByOrigin,
+) -> String {
     match (method, path) {
-        (Some("GET"), Some("/metrics")) => match Snapshot::read(pin_dir) {
-            Ok(snapshot) => {
-                let body = snapshot.prometheus();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            }
+        (Some("GET"), Some("/metrics")) => match exposition(pin_dir, denied) {
+            Ok(body) => format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                prometheus::TEXT_FORMAT,
+                body.len()
+            ),
             Err(e) => {
-                log::error!("cannot read counters: {e:#}");
+                log::error!("cannot serve metrics: {e:#}");
                 plain(500, "Internal Server Error", &format!("{e:#}\n"))
             }
         },
         (Some("GET"), _) => plain(404, "Not Found", "only /metrics is served here\n"),
         _ => plain(405, "Method Not Allowed", "only GET is served here\n"),
     }
+}
+
+fn exposition(pin_dir: &Path, denied: &DeniedByOrigin) -> Result<String> {
+    Snapshot::read(pin_dir)?.prometheus(&denied.top_origins()?)
 }
 
 fn plain(code: u16, reason: &str, body: &str) -> String {
@@ -242,17 +289,34 @@ fn plain(code: u16, reason: &str, body: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prometheus_text_has_the_documented_series() {
+    fn snapshot() -> Snapshot {
         let mut counters = [0u64; Counter::COUNT as usize];
         counters[Counter::PreflightDeny.index() as usize] = 3;
         counters[Counter::PassNotHttp.index() as usize] = 2;
-        let s = Snapshot {
+        counters[Counter::EventsLost.index() as usize] = 1;
+        Snapshot {
             counters,
             allowlist_entries: 5,
             policies_installed: 1,
-        };
-        let text = s.prometheus();
+        }
+    }
+
+    /// Origins as the decoder renders them: quotes and backslashes
+    /// escaped once already, a cut one, odd bytes as escapes.
+    fn denied() -> TopOrigins {
+        TopOrigins {
+            top: vec![
+                ("https://evil.example".to_owned(), 2),
+                (r#"https://a\"b\\c\xff"#.to_owned(), 1),
+                ("https://long…".to_owned(), 1),
+            ],
+            other: 4,
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_the_documented_series() {
+        let text = snapshot().prometheus(&denied()).unwrap();
         for line in [
             "cors_filter_packets_total 0",
             "cors_filter_requests_total 0",
@@ -260,15 +324,63 @@ mod tests {
             "cors_filter_preflights_total{verdict=\"deny\"} 3",
             "cors_filter_malformed_total 0",
             "cors_filter_incomplete_total 0",
+            "cors_filter_dropped_total 0",
             "cors_filter_passed_total{reason=\"not_http\"} 2",
+            "cors_filter_passed_total{reason=\"not_preflight\"} 0",
             "cors_filter_allowlist_entries 5",
+            "cors_filter_denial_events_lost_total 1",
             "# TYPE cors_filter_allowlist_entries gauge",
+            "# TYPE cors_filter_packets_total counter",
+            "# TYPE cors_filter_denied_by_origin_total counter",
+            "cors_filter_denied_by_origin_total{origin=\"https://evil.example\"} 2",
+            r#"cors_filter_denied_by_origin_total{origin="https://a\\\"b\\\\c\\xff"} 1"#,
+            "cors_filter_denied_by_origin_total{origin=\"https://long…\"} 1",
+            "cors_filter_denied_by_origin_total{origin=\"other\"} 4",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
-        assert_eq!(s.json()["preflight_deny"], 3);
+        assert_eq!(snapshot().json()["preflight_deny"], 3);
+        assert_eq!(snapshot().json()["events_lost"], 1);
+    }
+
+    #[test]
+    fn the_other_series_is_there_without_denials() {
+        let text = snapshot().prometheus(&TopOrigins::default()).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == "cors_filter_denied_by_origin_total{origin=\"other\"} 0"),
+            "{text}"
+        );
+    }
+
+    /// `promtool check metrics` (Debian's `prometheus` package, installed
+    /// by `cargo xtask setup`) accepts the exposition, odd labels included.
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        use std::{io::Write as _, process::Stdio};
+        let text = snapshot().prometheus(&denied()).unwrap();
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool not found: run `cargo xtask setup` (Debian package prometheus)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

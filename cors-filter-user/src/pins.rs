@@ -18,7 +18,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, MapType};
 use cors_filter_common::{
-    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, origin::OriginKey,
+    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, event::DENIALS_BYTES,
+    origin::OriginKey,
 };
 
 use crate::links::{detach_pinned, link_pins};
@@ -60,7 +61,9 @@ const fn allowlist(name: &'static str) -> MapSpec {
 }
 
 /// The maps `run` pins, by the names the eBPF object gives them.
-pub const PINNED_MAPS: [MapSpec; 7] = [
+/// `DENIALS` is pinned so that events queued while the daemon restarts are
+/// there for the next one.
+pub const PINNED_MAPS: [MapSpec; 8] = [
     array("ACTIVE", size_of::<u32>(), 1),
     array("CONFIG", size_of::<FilterConfig>(), Generation::COUNT),
     array("PORTS_0", size_of::<u64>(), PortBitmap::WORDS),
@@ -73,6 +76,13 @@ pub const PINNED_MAPS: [MapSpec; 7] = [
         key_size: 4,
         value_size: 8,
         max_entries: Counter::COUNT,
+    },
+    MapSpec {
+        name: "DENIALS",
+        map_type: MapType::RingBuf,
+        key_size: 0,
+        value_size: 0,
+        max_entries: DENIALS_BYTES,
     },
 ];
 

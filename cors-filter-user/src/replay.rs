@@ -85,7 +85,13 @@ fn reason(
         return Ok(Counter::Malformed);
     }
     let mut outcome = Counter::ALL.into_iter().filter(|&c| {
-        moved(c) && !matches!(c, Counter::Packets | Counter::Requests | Counter::Dropped)
+        // Nothing reads the ring buffer here: once full, denials also
+        // count as lost events, which is no outcome.
+        moved(c)
+            && !matches!(
+                c,
+                Counter::Packets | Counter::Requests | Counter::Dropped | Counter::EventsLost
+            )
     });
     match (outcome.next(), outcome.next()) {
         (Some(counter), None) => Ok(counter),

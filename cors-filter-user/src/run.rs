@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     cli::{AttachArg, RunArgs, XdpModeArg},
+    denials::{Denials, Tracker},
     filter::{Attached, Filter, Hook},
     links::{detach_pinned, ifindex, link_pins},
     metrics,
@@ -34,6 +35,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let state = StateDir::open(state_dir)?;
     let _daemon_lock = state.lock_daemon()?;
     let policy = record.policy(&state)?;
+    let denial_tracker = Tracker::load(state_dir)?;
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
@@ -105,7 +107,13 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // same for as long as the logger lives, and the AsyncFd owns the logger.
     let mut logs = unsafe { AsyncFd::register(logger) }
         .map_err(|e| anyhow::anyhow!("cannot poll the eBPF log ring buffer: {e}"))?;
-    let mut metrics = tokio::spawn(metrics::serve(listener, pin_dir.to_owned()));
+    let denied_by_origin = denial_tracker.exported(args.metrics_top_origins.into());
+    let mut denials = Denials::start(filter.take_denials()?, denial_tracker)?;
+    let mut metrics = tokio::spawn(metrics::serve(
+        listener,
+        pin_dir.to_owned(),
+        denied_by_origin,
+    ));
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
@@ -124,10 +132,17 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            stepped = denials.step() => if let Err(e) = stepped {
+                break Err(e);
+            },
         }
     };
     drop(filter);
+    // The events queued so far are read and the counts saved; later ones
+    // wait in the pinned ring buffer for the next daemon.
+    let saved = denials.finish();
     let signal = outcome?;
+    saved?;
     if args.detach_on_exit {
         detach_on_exit(pin_dir, &args.ifaces)?;
         log::info!("{signal}: detached (--detach-on-exit), exiting");

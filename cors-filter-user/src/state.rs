@@ -11,7 +11,7 @@ use std::{
     io::Write as _,
     os::{
         fd::AsRawFd as _,
-        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     },
     path::{Path, PathBuf},
 };
@@ -146,19 +146,23 @@ impl StateDir {
         }
     }
 
-    /// Writes the changes atomically.
+    /// Writes the changes atomically (see [`write_atomically`](Self::write_atomically)).
     pub fn save_changes(&self, changes: &AllowlistChanges) -> Result<()> {
         let mut text = serde_json::to_string_pretty(changes)?;
         text.push('\n');
         self.write_atomically(CHANGES_FILE, &text)
     }
 
-    /// Replaces the file `name` in the state directory with `text`, mode
-    /// 0600: a temporary file, fsync, rename, fsync of the directory, so
-    /// that a crash leaves the old file or the new one, never a mix.
-    pub fn write_atomically(&self, name: &str, text: &str) -> Result<()> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
+    /// The path of `file_name` in the state directory.
+    pub fn path(&self, file_name: &str) -> PathBuf {
+        self.dir.join(file_name)
+    }
+
+    /// Replaces `file_name` with `text` atomically, mode 0600: a temporary
+    /// file, fsync, rename, fsync of the directory.
+    pub fn write_atomically(&self, file_name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(file_name);
+        let tmp = self.dir.join(format!(".{file_name}.tmp"));
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -166,6 +170,9 @@ impl StateDir {
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
+        // A temporary file left by a crash keeps its mode when reopened.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot set mode 0600 on {}", tmp.display()))?;
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -174,10 +181,6 @@ impl StateDir {
             .and_then(|d| d.sync_all())
             .with_context(|| format!("cannot sync {}", self.dir.display()))?;
         Ok(())
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
     }
 }
 

@@ -22,6 +22,8 @@ pub mod packet;
 pub mod pcap;
 pub mod preflight_loop;
 pub mod process;
+pub mod promtool;
+pub mod raw_client;
 pub mod reference;
 pub mod replay;
 pub mod scanner;

@@ -41,9 +41,53 @@ pub fn parse(text: &str) -> Metrics {
         .collect()
 }
 
+/// The samples of metric `name` by the value of its one label `label`,
+/// label values unescaped (`\\`, `\"` and `\n`, as the text format writes
+/// them).
+pub fn by_label(metrics: &Metrics, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{name}{{{label}=\"");
+    metrics
+        .iter()
+        .filter_map(|(series, value)| {
+            let escaped = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            Some((unescape_label(escaped), *value))
+        })
+        .collect()
+}
+
+fn unescape_label(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{by_label, parse};
+
+    #[test]
+    fn label_values_are_unescaped() {
+        let m = parse(
+            "x_total{origin=\"https://a\\\\\\\"b\\\\xff\"} 2\n\
+             x_total{origin=\"other\"} 1\n\
+             y_total{origin=\"z\"} 5\n",
+        );
+        let v = by_label(&m, "x_total", "origin");
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(v["https://a\\\"b\\xff"], 2);
+        assert_eq!(v["other"], 1);
+    }
 
     #[test]
     fn parses_series_with_and_without_labels() {

@@ -32,6 +32,7 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
         payload_len: Default::default(),
         ipv6_walk_offset: Default::default(),
         generation: Default::default(),
+        addressing: Default::default(),
         head: Default::default(),
         origin: Default::default(),
     });

@@ -43,7 +43,9 @@ enum Job {
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
 /// namespaces, nsenter and the client, bpftool for inspection, tcpdump for
-/// the real captures the replay tests read.
+/// the real captures the replay tests read, prometheus for `promtool check
+/// metrics`, which the tests run on the `/metrics` output (its service is
+/// not started by the tests).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -54,6 +56,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "bpftool",
     "tcpdump",
+    "prometheus",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

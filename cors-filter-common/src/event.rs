@@ -1,0 +1,199 @@
+//! Denial events: what the program reports to the daemon, through the
+//! `DENIALS` ring buffer, for each preflight it denies (in monitor mode:
+//! would deny) and each request it drops (would drop) as incomplete.
+//!
+//! The layout is shared with the daemon's decoder, which reads the fields at
+//! their offsets and trusts none of the values (see `cors-filter-user`'s
+//! `denials::event`).
+
+use crate::{FilterConfig, Outcome, Slot, origin::ORIGIN_RAW_LEN};
+
+/// Bytes of the `Origin` value an event carries; a longer value is cut there
+/// and flagged with [`FLAG_ORIGIN_TRUNCATED`].
+pub const EVENT_ORIGIN_LEN: usize = 128;
+
+/// `DenialEvent::family` of an IPv4 source (address in the first 4 bytes).
+pub const FAMILY_IPV4: u8 = 4;
+/// `DenialEvent::family` of an IPv6 source.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// `DenialEvent::flags` bit: the value was longer than [`EVENT_ORIGIN_LEN`].
+pub const FLAG_ORIGIN_TRUNCATED: u8 = 1;
+
+/// Why a request was reported.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenialReason {
+    /// A preflight whose origin the allowlist does not hold.
+    NotAllowed = 1,
+    /// A preflight whose `Origin` is not a valid origin, or appears twice.
+    Malformed = 2,
+    /// An `OPTIONS` request whose head does not fit in the scan window,
+    /// dropped (or, in monitor mode, that would be) by `on_incomplete = "drop"`.
+    IncompleteDropped = 3,
+}
+
+impl DenialReason {
+    pub const ALL: [DenialReason; 3] = [
+        DenialReason::NotAllowed,
+        DenialReason::Malformed,
+        DenialReason::IncompleteDropped,
+    ];
+
+    /// The reason an outcome is reported for under `config`; `None` when it
+    /// is not a denial. Monitor mode reports what enforce mode would drop.
+    #[inline(always)]
+    pub fn of(outcome: Outcome, config: &FilterConfig) -> Option<DenialReason> {
+        match outcome {
+            Outcome::Denied => Some(DenialReason::NotAllowed),
+            Outcome::Malformed => Some(DenialReason::Malformed),
+            Outcome::Incomplete if config.drop_incomplete() => {
+                Some(DenialReason::IncompleteDropped)
+            }
+            _ => None,
+        }
+    }
+
+    pub const fn from_code(code: u8) -> Option<DenialReason> {
+        match code {
+            1 => Some(DenialReason::NotAllowed),
+            2 => Some(DenialReason::Malformed),
+            3 => Some(DenialReason::IncompleteDropped),
+            _ => None,
+        }
+    }
+
+    /// The name in log lines.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DenialReason::NotAllowed => "origin not allowed",
+            DenialReason::Malformed => "malformed origin",
+            DenialReason::IncompleteDropped => "incomplete request head",
+        }
+    }
+
+    /// Whether the event names an origin that is counted per origin: a
+    /// denied preflight. (An incomplete head is counted on its own, in
+    /// `incomplete`.)
+    pub const fn counts_per_origin(self) -> bool {
+        matches!(self, DenialReason::NotAllowed | DenialReason::Malformed)
+    }
+}
+
+/// Size of the `DENIALS` ring buffer: 256 KiB hold about 1600 events, well
+/// over what arrives between two reads of a running daemon.
+pub const DENIALS_BYTES: u32 = 256 * 1024;
+
+/// One record of the `DENIALS` ring buffer. Every byte is written by the
+/// program except those of `origin` past `origin_len`, which are
+/// unspecified.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenialEvent {
+    /// IPv6, or IPv4 in the first 4 bytes and zeros after.
+    pub source_addr: [u8; 16],
+    /// Host byte order.
+    pub source_port: u16,
+    /// Host byte order.
+    pub dest_port: u16,
+    /// Bytes of `origin` holding the value, at most [`EVENT_ORIGIN_LEN`];
+    /// 0 when the request's `Origin` value was not read (a repeated
+    /// `Origin`, an incomplete head) or is empty.
+    pub origin_len: u16,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    /// A [`DenialReason`].
+    pub reason: u8,
+    /// [`FLAG_ORIGIN_TRUNCATED`].
+    pub flags: u8,
+    /// Zero; keeps `origin` 8-byte aligned.
+    pub reserved: [u8; 7],
+    /// The raw `Origin` value, without the whitespace around it: bytes as
+    /// the packet had them, not validated.
+    pub origin: [u8; EVENT_ORIGIN_LEN],
+}
+
+/// Size of a record, as the ring buffer holds it.
+pub const DENIAL_EVENT_SIZE: usize = core::mem::size_of::<DenialEvent>();
+const _: () = assert!(DENIAL_EVENT_SIZE == 160);
+const _: () = assert!(core::mem::offset_of!(DenialEvent, origin) == 32);
+const _: () = assert!(EVENT_ORIGIN_LEN <= ORIGIN_RAW_LEN);
+
+/// How much of an origin value of `value_len` bytes an event carries, and
+/// its flags: `(origin_len, flags)`.
+#[inline(always)]
+pub const fn origin_extent(value_len: u32) -> (u16, u8) {
+    if value_len as usize > EVENT_ORIGIN_LEN {
+        (EVENT_ORIGIN_LEN as u16, FLAG_ORIGIN_TRUNCATED)
+    } else {
+        (value_len as u16, 0)
+    }
+}
+
+/// Where the packet being inspected came from and went, kept in the
+/// scratch space from the header walk until its event is written (in
+/// [`Slot`]s: the verifier need not track these per path).
+#[repr(C)]
+#[derive(Default)]
+pub struct PacketAddressing {
+    /// Offset of the IP header in the frame.
+    pub l3_offset: Slot<u32>,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: Slot<u32>,
+    pub source_port: Slot<u32>,
+    pub dest_port: Slot<u32>,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `repr(C)`, integers and byte arrays laid out without padding
+    // (sizes and offsets asserted above); every bit pattern is valid.
+    unsafe impl aya::Pod for super::DenialEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, OnIncomplete};
+
+    #[test]
+    fn reasons_follow_the_drop_rules_in_both_modes() {
+        for mode in [Mode::Enforce, Mode::Monitor] {
+            let pass = FilterConfig::new(mode, OnIncomplete::Pass);
+            let drop = FilterConfig::new(mode, OnIncomplete::Drop);
+            assert_eq!(
+                DenialReason::of(Outcome::Denied, &pass),
+                Some(DenialReason::NotAllowed)
+            );
+            assert_eq!(
+                DenialReason::of(Outcome::Malformed, &pass),
+                Some(DenialReason::Malformed)
+            );
+            assert_eq!(DenialReason::of(Outcome::Incomplete, &pass), None);
+            assert_eq!(
+                DenialReason::of(Outcome::Incomplete, &drop),
+                Some(DenialReason::IncompleteDropped)
+            );
+            for o in [Outcome::Allowed, Outcome::NotPreflight, Outcome::NotHttp] {
+                assert_eq!(DenialReason::of(o, &drop), None, "{o:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for r in DenialReason::ALL {
+            assert_eq!(DenialReason::from_code(r as u8), Some(r));
+        }
+        assert_eq!(DenialReason::from_code(0), None);
+        assert_eq!(DenialReason::from_code(4), None);
+    }
+
+    #[test]
+    fn long_values_are_cut_and_flagged() {
+        assert_eq!(origin_extent(0), (0, 0));
+        assert_eq!(origin_extent(128), (128, 0));
+        assert_eq!(origin_extent(129), (128, FLAG_ORIGIN_TRUNCATED));
+        assert_eq!(origin_extent(u32::MAX), (128, FLAG_ORIGIN_TRUNCATED));
+    }
+}

@@ -1,0 +1,80 @@
+//! Denial events: one `DenialEvent` record in the `DENIALS` ring buffer for
+//! each request reported (see `cors_filter_common::event`).
+
+use core::ptr::addr_of_mut;
+
+use cors_filter_common::{
+    Counter, FilterConfig, Outcome, Scratch,
+    event::{DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, origin_extent},
+};
+
+use crate::{
+    maps::{DENIALS, count},
+    net::{Frame, TcpPayload},
+};
+
+/// Where the source address starts in the IPv4 and IPv6 headers.
+const IPV4_SADDR: u32 = 12;
+const IPV6_SADDR: u32 = 8;
+
+/// Keeps where `payload`'s packet came from in the scratch space, for its
+/// event: it is written after the verdict, long after the header walk.
+#[inline(always)]
+pub fn remember(scratch: &mut Scratch, payload: &TcpPayload) {
+    let a = &mut scratch.addressing;
+    a.l3_offset.set(payload.l3 as u32);
+    a.family.set(if payload.ipv6 {
+        FAMILY_IPV6
+    } else {
+        FAMILY_IPV4
+    } as u32);
+    a.source_port.set(payload.src_port as u32);
+    a.dest_port.set(payload.dst_port as u32);
+}
+
+/// Writes the event of a packet whose outcome is a denial under `config`
+/// (in monitor mode too); counts it in `EventsLost` when the ring buffer
+/// has no room. Only outcomes reached after [`remember`] are denials.
+#[inline(always)]
+pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &FilterConfig) {
+    let Some(reason) = DenialReason::of(outcome, config) else {
+        return;
+    };
+    let Some(mut entry) = DENIALS.reserve::<DenialEvent>(0) else {
+        count(Counter::EventsLost);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let a = &scratch.addressing;
+    let ipv6 = a.family.get() == FAMILY_IPV6 as u32;
+    let (origin_len, flags) = origin_extent(scratch.origin.value_len());
+    // SAFETY: `event` points to a reserved record of
+    // `size_of::<DenialEvent>()` bytes, ours until submitted. Fields are
+    // written through raw pointers (no reference to the uninitialised
+    // record is made); the origin copy is `EVENT_ORIGIN_LEN` bytes, the
+    // size of the field, from the start of `raw`, which is longer.
+    unsafe {
+        addr_of_mut!((*event).source_addr).write([0; 16]);
+        addr_of_mut!((*event).source_port).write(a.source_port.get() as u16);
+        addr_of_mut!((*event).dest_port).write(a.dest_port.get() as u16);
+        addr_of_mut!((*event).origin_len).write(origin_len);
+        addr_of_mut!((*event).family).write(if ipv6 { FAMILY_IPV6 } else { FAMILY_IPV4 });
+        addr_of_mut!((*event).reason).write(reason as u8);
+        addr_of_mut!((*event).flags).write(flags);
+        addr_of_mut!((*event).reserved).write([0; 7]);
+        addr_of_mut!((*event).origin)
+            .cast::<u8>()
+            .copy_from_nonoverlapping(scratch.origin.raw.as_ptr(), EVENT_ORIGIN_LEN);
+    }
+    let (offset, len) = if ipv6 {
+        (a.l3_offset.get() + IPV6_SADDR, 16)
+    } else {
+        (a.l3_offset.get() + IPV4_SADDR, 4)
+    };
+    // SAFETY: the destination is the record's 16-byte address field and
+    // `len` is at most 16; the helper checks the packet side. The header
+    // was read whole before, so this cannot fail; if it did, the address
+    // would stay zero, which the daemon shows as it is.
+    unsafe { ctx.load_bytes(offset, addr_of_mut!((*event).source_addr).cast::<u8>(), len) };
+    entry.submit(0);
+}

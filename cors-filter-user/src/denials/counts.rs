@@ -1,0 +1,325 @@
+//! Denials counted per origin: bounded in memory, exported as the top N
+//! with the rest under `other`, and kept in the state directory so that a
+//! restart loses none.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use super::event::{MAX_RENDERED_LEN, OTHER_ORIGINS};
+use crate::state::StateDir;
+
+/// Distinct origins counted one by one. Past it, denials of origins not
+/// yet tracked count under `other` only: about 10,000 entries of at most
+/// a few hundred bytes each bound the memory.
+pub const MAX_TRACKED_ORIGINS: usize = 10_000;
+/// The file in the state directory.
+pub const COUNTS_FILE: &str = "denied-origins.json";
+
+/// Denials per rendered origin (see `event::render_origin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginCounts {
+    by_origin: HashMap<String, u64>,
+    /// Denials of origins met once `cap` origins were tracked.
+    untracked: u64,
+    cap: usize,
+}
+
+/// The top origins by denials, most first (ties by origin), and the
+/// denials of all the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopOrigins {
+    pub top: Vec<(String, u64)>,
+    pub other: u64,
+}
+
+impl TopOrigins {
+    pub fn total(&self) -> u64 {
+        self.top
+            .iter()
+            .fold(self.other, |sum, (_, n)| sum.saturating_add(*n))
+    }
+}
+
+/// The file's layout.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsFile {
+    origins: BTreeMap<String, u64>,
+    untracked: u64,
+}
+
+impl Default for OriginCounts {
+    fn default() -> Self {
+        Self::with_cap(MAX_TRACKED_ORIGINS)
+    }
+}
+
+impl OriginCounts {
+    pub fn with_cap(cap: usize) -> OriginCounts {
+        OriginCounts {
+            by_origin: HashMap::new(),
+            untracked: 0,
+            cap,
+        }
+    }
+
+    pub fn record(&mut self, origin: &str) {
+        self.add(origin, 1);
+    }
+
+    fn add(&mut self, origin: &str, n: u64) {
+        if let Some(count) = self.by_origin.get_mut(origin) {
+            *count = count.saturating_add(n);
+        } else if self.by_origin.len() < self.cap {
+            self.by_origin.insert(origin.to_owned(), n);
+        } else {
+            self.untracked = self.untracked.saturating_add(n);
+        }
+    }
+
+    /// The `n` origins with the most denials; everything else, untracked
+    /// origins included, in `other`.
+    pub fn top(&self, n: usize) -> TopOrigins {
+        let mut all: Vec<(&String, u64)> = self.by_origin.iter().map(|(o, c)| (o, *c)).collect();
+        all.sort_unstable_by_key(|&(origin, count)| (Reverse(count), origin));
+        let other = all
+            .iter()
+            .skip(n)
+            .fold(self.untracked, |sum, (_, c)| sum.saturating_add(*c));
+        TopOrigins {
+            top: all
+                .into_iter()
+                .take(n)
+                .map(|(o, c)| (o.clone(), c))
+                .collect(),
+            other,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let file = CountsFile {
+            origins: self
+                .by_origin
+                .iter()
+                .map(|(o, c)| (o.clone(), *c))
+                .collect(),
+            untracked: self.untracked,
+        };
+        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Reads the counts written by [`to_json`](Self::to_json); `source`
+    /// names the file in errors. Origins past the cap (a file written with
+    /// a larger one) count as untracked, the smallest first.
+    pub fn from_json(text: &str, source: &str) -> Result<OriginCounts> {
+        OriginCounts::from_json_with_cap(text, source, MAX_TRACKED_ORIGINS)
+    }
+
+    fn from_json_with_cap(text: &str, source: &str, cap: usize) -> Result<OriginCounts> {
+        let file: CountsFile = serde_json::from_str(text)
+            .with_context(|| format!("corrupt per-origin denial counts in {source}"))?;
+        let mut origins: Vec<(String, u64)> = file.origins.into_iter().collect();
+        for (origin, _) in &origins {
+            if origin.is_empty() || origin.len() > MAX_RENDERED_LEN || origin == OTHER_ORIGINS {
+                bail!("in {source}: {origin:?} is not an origin this daemon records");
+            }
+        }
+        origins.sort_unstable_by_key(|(origin, count)| (Reverse(*count), origin.clone()));
+        let mut counts = OriginCounts::with_cap(cap);
+        counts.untracked = file.untracked;
+        for (origin, count) in origins {
+            counts.add(&origin, count);
+        }
+        Ok(counts)
+    }
+
+    /// The counts saved at `path`, or `None` when none were.
+    pub fn load(path: &Path) -> Result<Option<OriginCounts>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => OriginCounts::from_json(&text, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Saves the counts in `state`, atomically, mode 0600.
+    pub fn save(&self, state: &StateDir) -> Result<()> {
+        state.write_atomically(COUNTS_FILE, &self.to_json())
+    }
+}
+
+/// The counts, shared by the daemon's reader and the metrics server.
+#[derive(Clone, Default)]
+pub struct SharedCounts(Arc<Mutex<OriginCounts>>);
+
+impl SharedCounts {
+    pub fn new(counts: OriginCounts) -> SharedCounts {
+        SharedCounts(Arc::new(Mutex::new(counts)))
+    }
+
+    /// Runs `f` on the counts.
+    pub fn with<R>(&self, f: impl FnOnce(&mut OriginCounts) -> R) -> Result<R> {
+        let mut counts = self
+            .0
+            .lock()
+            .map_err(|_| anyhow!("the per-origin denial counts were left inconsistent"))?;
+        Ok(f(&mut counts))
+    }
+}
+
+/// What `/metrics` exports per origin: the top `top` origins of `counts`.
+#[derive(Clone)]
+pub struct DeniedByOrigin {
+    pub counts: SharedCounts,
+    pub top: usize,
+}
+
+impl DeniedByOrigin {
+    pub fn top_origins(&self) -> Result<TopOrigins> {
+        self.counts.with(|c| c.top(self.top))
+    }
+}
+
+#[cfg(test)]
+impl OriginCounts {
+    fn total(&self) -> u64 {
+        self.by_origin
+            .values()
+            .fold(self.untracked, |sum, n| sum.saturating_add(*n))
+    }
+
+    fn tracked(&self) -> usize {
+        self.by_origin.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(cap: usize, denials: &[(&str, u64)]) -> OriginCounts {
+        let mut c = OriginCounts::with_cap(cap);
+        for (origin, n) in denials {
+            for _ in 0..*n {
+                c.record(origin);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn top_n_and_the_rest_as_other() {
+        let c = counts(
+            100,
+            &[
+                ("https://b", 2),
+                ("https://a", 3),
+                ("https://c", 2),
+                ("https://d", 1),
+            ],
+        );
+        assert_eq!(c.total(), 8);
+        let top = c.top(2);
+        assert_eq!(
+            top.top,
+            [("https://a".to_owned(), 3), ("https://b".to_owned(), 2)]
+        );
+        assert_eq!(top.other, 3);
+        assert_eq!(top.total(), 8);
+        assert_eq!(
+            c.top(0),
+            TopOrigins {
+                top: vec![],
+                other: 8
+            }
+        );
+        assert_eq!(c.top(10).top.len(), 4);
+        assert_eq!(c.top(10).other, 0);
+    }
+
+    #[test]
+    fn origins_past_the_cap_count_as_other() {
+        let c = counts(2, &[("https://a", 1), ("https://b", 1), ("https://c", 5)]);
+        assert_eq!(c.tracked(), 2);
+        assert_eq!(c.total(), 7);
+        let top = c.top(5);
+        assert_eq!(top.top.len(), 2);
+        assert_eq!(top.other, 5);
+        // Tracked origins keep counting.
+        let mut c = c;
+        c.record("https://a");
+        assert_eq!(c.top(1).top, [("https://a".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn the_default_cap_bounds_memory() {
+        let mut c = OriginCounts::default();
+        for i in 0..MAX_TRACKED_ORIGINS + 50 {
+            c.record(&format!("https://o{i}.example"));
+        }
+        assert_eq!(c.tracked(), MAX_TRACKED_ORIGINS);
+        assert_eq!(c.top(20).other, (MAX_TRACKED_ORIGINS + 50 - 20) as u64);
+    }
+
+    #[test]
+    fn persistence_round_trip() {
+        let dir = std::env::temp_dir().join(format!("cors-filter-counts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir).unwrap();
+        let path = state.path(COUNTS_FILE);
+        assert_eq!(OriginCounts::load(&path).unwrap(), None);
+        let mut c = counts(
+            MAX_TRACKED_ORIGINS,
+            &[("https://a", 3), (r#"https://q\"\\\xff"#, 2), ("(none)", 1)],
+        );
+        c.untracked = 4;
+        c.save(&state).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = OriginCounts::load(&path).unwrap().unwrap();
+        assert_eq!(loaded, c);
+        assert_eq!(loaded.top(1).other, 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_errors_naming_the_file() {
+        for text in [
+            "{",
+            r#"{"origins": {"other": 1}, "untracked": 0}"#,
+            r#"{"origins": {"": 1}, "untracked": 0}"#,
+            r#"{"origins": {}, "untracked": -1}"#,
+            r#"{"origins": {}, "untracked": 0, "extra": 1}"#,
+        ] {
+            let e = OriginCounts::from_json(text, "/state/denied-origins.json").unwrap_err();
+            assert!(
+                format!("{e:#}").contains("/state/denied-origins.json"),
+                "{text}: {e:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_past_the_cap_keeps_the_largest() {
+        let big = counts(10, &[("https://a", 5), ("https://b", 1), ("https://c", 3)]);
+        let loaded = OriginCounts::from_json_with_cap(&big.to_json(), "f", 2).unwrap();
+        assert_eq!(
+            loaded.top(5).top,
+            [("https://a".to_owned(), 5), ("https://c".to_owned(), 3)]
+        );
+        assert_eq!(loaded.top(5).other, 1);
+        assert_eq!(loaded.total(), 9);
+    }
+}

@@ -1,0 +1,340 @@
+//! Decoding a `DENIALS` ring buffer record, and rendering the origin bytes
+//! it carries as text that is safe in a log line, a JSON file and a
+//! Prometheus label.
+//!
+//! The record comes from the kernel, but its origin bytes come from the
+//! packet: anything at all. Decoding reads each field at its offset in the
+//! shared layout and trusts none of them; it never panics.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use cors_filter_common::event::{
+    DENIAL_EVENT_SIZE, DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6,
+    FLAG_ORIGIN_TRUNCATED,
+};
+
+/// How an event without an origin value is shown and counted.
+pub const NO_ORIGIN: &str = "(none)";
+/// The label value of the origins not shown one by one.
+pub const OTHER_ORIGINS: &str = "other";
+/// Appended to an origin cut at [`EVENT_ORIGIN_LEN`] bytes. Not ASCII, so
+/// no packet's bytes render to it (they render to ASCII escapes).
+pub const TRUNCATED_MARK: char = '…';
+/// Longest rendering: every byte as a 4-character escape, and the mark.
+pub const MAX_RENDERED_LEN: usize = 4 * EVENT_ORIGIN_LEN + TRUNCATED_MARK.len_utf8();
+
+/// Why the request was reported: a known reason, or a code this daemon
+/// does not know (an eBPF object of another version).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Known(DenialReason),
+    Unknown(u8),
+}
+
+impl Reason {
+    /// Whether the event counts in the per-origin denial counts.
+    pub fn counts_per_origin(self) -> bool {
+        matches!(self, Reason::Known(r) if r.counts_per_origin())
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Known(r) => f.write_str(r.name()),
+            Reason::Unknown(code) => write!(f, "unknown reason {code}"),
+        }
+    }
+}
+
+/// Where the request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Addr(SocketAddr),
+    UnknownFamily(u8),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Addr(addr) => write!(f, "{addr}"),
+            Source::UnknownFamily(family) => write!(f, "(address family {family})"),
+        }
+    }
+}
+
+/// A decoded denial event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub source: Source,
+    pub dest_port: u16,
+    pub reason: Reason,
+    /// The origin, rendered (see [`render_origin`]).
+    pub origin: String,
+}
+
+impl fmt::Display for Denial {
+    /// One log line: reason, source, port, origin.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "denial: {} from {} to port {}, origin \"{}\"",
+            self.reason, self.source, self.dest_port, self.origin
+        )
+    }
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    pub len: usize,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a denial event of {} bytes, not {DENIAL_EVENT_SIZE} (an eBPF object of another version?)",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn field<const N: usize>(record: &[u8], offset: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(bytes) = record.get(offset..offset + N) {
+        out.copy_from_slice(bytes);
+    }
+    out
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(record: &[u8]) -> Result<Denial, DecodeError> {
+    if record.len() != DENIAL_EVENT_SIZE {
+        return Err(DecodeError { len: record.len() });
+    }
+    let u16_at = |offset: usize| u16::from_ne_bytes(field::<2>(record, offset));
+    let u8_at = |offset: usize| field::<1>(record, offset)[0];
+    let address: [u8; 16] = field(record, std::mem::offset_of!(DenialEvent, source_addr));
+    let source_port = u16_at(std::mem::offset_of!(DenialEvent, source_port));
+    let source = match u8_at(std::mem::offset_of!(DenialEvent, family)) {
+        FAMILY_IPV4 => {
+            let [a, b, c, d, ..] = address;
+            Source::Addr(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+                source_port,
+            ))
+        }
+        FAMILY_IPV6 => Source::Addr(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::from(address)),
+            source_port,
+        )),
+        other => Source::UnknownFamily(other),
+    };
+    let code = u8_at(std::mem::offset_of!(DenialEvent, reason));
+    let reason = DenialReason::from_code(code).map_or(Reason::Unknown(code), Reason::Known);
+    let flags = u8_at(std::mem::offset_of!(DenialEvent, flags));
+    let claimed = usize::from(u16_at(std::mem::offset_of!(DenialEvent, origin_len)));
+    // A length past the buffer is clamped, and the value shown as cut.
+    let origin_len = claimed.min(EVENT_ORIGIN_LEN);
+    let truncated = flags & FLAG_ORIGIN_TRUNCATED != 0 || claimed > EVENT_ORIGIN_LEN;
+    let origin_at = std::mem::offset_of!(DenialEvent, origin);
+    let origin_bytes = record
+        .get(origin_at..origin_at + origin_len)
+        .unwrap_or_default();
+    Ok(Denial {
+        source,
+        dest_port: u16_at(std::mem::offset_of!(DenialEvent, dest_port)),
+        reason,
+        origin: render_origin(origin_bytes, truncated),
+    })
+}
+
+/// Renders origin bytes from a packet as printable ASCII: printable bytes
+/// as they are, except `\` as `\\` and `"` as `\"`; every other byte as
+/// `\xNN`. A cut value ends in [`TRUNCATED_MARK`]; no value is
+/// [`NO_ORIGIN`]. A value that would render as one of the reserved names
+/// ([`NO_ORIGIN`], [`OTHER_ORIGINS`]) has its first byte escaped, so no
+/// packet can put its count under theirs. Distinct values render
+/// distinctly.
+pub fn render_origin(bytes: &[u8], truncated: bool) -> String {
+    if bytes.is_empty() && !truncated {
+        return NO_ORIGIN.to_owned();
+    }
+    let mut out = String::with_capacity(bytes.len() + 4);
+    let reserved =
+        !truncated && (bytes == NO_ORIGIN.as_bytes() || bytes == OTHER_ORIGINS.as_bytes());
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            _ if reserved && i == 0 => out.push_str(&format!("\\x{b:02x}")),
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if truncated {
+        out.push(TRUNCATED_MARK);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: &DenialEvent) -> Vec<u8> {
+        // SAFETY: `DenialEvent` is `repr(C)` plain data without padding
+        // (asserted in the common crate); all its bytes are initialised.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (event as *const DenialEvent).cast::<u8>(),
+                DENIAL_EVENT_SIZE,
+            )
+        };
+        bytes.to_vec()
+    }
+
+    fn event(origin: &[u8]) -> DenialEvent {
+        let mut e = DenialEvent {
+            source_addr: [0; 16],
+            source_port: 43210,
+            dest_port: 8080,
+            origin_len: origin.len().min(EVENT_ORIGIN_LEN) as u16,
+            family: FAMILY_IPV4,
+            reason: DenialReason::NotAllowed as u8,
+            flags: if origin.len() > EVENT_ORIGIN_LEN {
+                FLAG_ORIGIN_TRUNCATED
+            } else {
+                0
+            },
+            reserved: [0; 7],
+            origin: [0xee; EVENT_ORIGIN_LEN],
+        };
+        e.source_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
+        let n = origin.len().min(EVENT_ORIGIN_LEN);
+        e.origin[..n].copy_from_slice(&origin[..n]);
+        e
+    }
+
+    #[test]
+    fn decodes_an_ipv4_denial() {
+        let d = decode(&record(&event(b"https://evil.example"))).unwrap();
+        assert_eq!(d.source, Source::Addr("198.18.0.1:43210".parse().unwrap()));
+        assert_eq!(d.dest_port, 8080);
+        assert_eq!(d.reason, Reason::Known(DenialReason::NotAllowed));
+        assert_eq!(d.origin, "https://evil.example");
+        assert_eq!(
+            d.to_string(),
+            "denial: origin not allowed from 198.18.0.1:43210 to port 8080, origin \"https://evil.example\""
+        );
+    }
+
+    #[test]
+    fn decodes_an_ipv6_malformed_denial_with_odd_bytes() {
+        let mut e = event(b"https://a\"b\\c\xff\x01");
+        e.family = FAMILY_IPV6;
+        e.source_addr = "fd00:c0f::1".parse::<Ipv6Addr>().unwrap().octets();
+        e.reason = DenialReason::Malformed as u8;
+        let d = decode(&record(&e)).unwrap();
+        assert_eq!(d.source.to_string(), "[fd00:c0f::1]:43210");
+        assert_eq!(d.origin, r#"https://a\"b\\c\xff\x01"#);
+        assert!(d.reason.counts_per_origin());
+    }
+
+    #[test]
+    fn long_origins_are_cut_and_marked() {
+        let long = format!("https://{}.example", "a".repeat(200));
+        let d = decode(&record(&event(long.as_bytes()))).unwrap();
+        assert_eq!(d.origin, format!("{}…", &long[..EVENT_ORIGIN_LEN]));
+        // A length the buffer cannot hold is clamped and shown as cut.
+        let mut e = event(b"https://a.example");
+        e.origin_len = 5000;
+        let d = decode(&record(&e)).unwrap();
+        assert!(
+            d.origin.starts_with(r"https://a.example\xee\xee"),
+            "{}",
+            d.origin
+        );
+        assert!(d.origin.ends_with(TRUNCATED_MARK));
+        assert_eq!(d.origin.matches(r"\xee").count(), EVENT_ORIGIN_LEN - 17);
+    }
+
+    #[test]
+    fn reserved_names_cannot_be_forged() {
+        assert_eq!(render_origin(b"", false), NO_ORIGIN);
+        assert_eq!(render_origin(b"other", false), r"\x6fther");
+        assert_eq!(render_origin(b"(none)", false), r"\x28none)");
+        assert_eq!(render_origin(b"other", true), "other…");
+        assert_eq!(render_origin(b"", true), "…");
+        assert_eq!(render_origin(b"others", false), "others");
+    }
+
+    #[test]
+    fn unknown_codes_are_shown_not_trusted() {
+        let mut e = event(b"");
+        e.family = 9;
+        e.reason = 77;
+        let d = decode(&record(&e)).unwrap();
+        assert_eq!(d.source, Source::UnknownFamily(9));
+        assert_eq!(d.reason, Reason::Unknown(77));
+        assert!(!d.reason.counts_per_origin());
+        assert_eq!(d.origin, NO_ORIGIN);
+        assert!(d.to_string().contains("unknown reason 77"));
+    }
+
+    /// A small deterministic generator (xorshift), for arbitrary records.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_render_safely() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..2 * DENIAL_EVENT_SIZE {
+            let bytes: Vec<u8> = (0..len).map(|_| next(&mut rng) as u8).collect();
+            match decode(&bytes) {
+                Ok(_) => assert_eq!(len, DENIAL_EVENT_SIZE),
+                Err(e) => assert_eq!(e.len, len),
+            }
+        }
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..DENIAL_EVENT_SIZE)
+                .map(|_| next(&mut rng) as u8)
+                .collect();
+            let d = decode(&bytes).unwrap();
+            assert!(d.origin.len() <= MAX_RENDERED_LEN, "{}", d.origin);
+            let body = d.origin.strip_suffix(TRUNCATED_MARK).unwrap_or(&d.origin);
+            assert!(
+                body.bytes().all(|b| (0x20..=0x7e).contains(&b)),
+                "{:?}",
+                d.origin
+            );
+            assert!(!d.origin.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn distinct_values_render_distinctly() {
+        let values: [&[u8]; 7] = [
+            b"a\\x41",
+            b"a\x41",
+            b"a\\\x41",
+            b"a\"",
+            b"a\\\"",
+            b"other",
+            b"\\x6fther",
+        ];
+        let rendered: std::collections::HashSet<String> =
+            values.iter().map(|v| render_origin(v, false)).collect();
+        assert_eq!(rendered.len(), values.len(), "{rendered:?}");
+    }
+}

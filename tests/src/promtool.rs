@@ -1,0 +1,48 @@
+//! `promtool check metrics` (Debian's `prometheus` package, installed by
+//! `cargo xtask setup`): the reference linter of the exposition format.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::wait_bounded;
+
+/// Fails unless `promtool check metrics` accepts `text` without a word: a
+/// missing promtool, an error or a lint warning all fail.
+pub fn check_metrics(text: &str) -> Result<()> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context(
+            "cannot run promtool (Debian package prometheus; `cargo xtask setup` installs it)",
+        )?;
+    let mut stdin = child.stdin.take().context("promtool's stdin")?;
+    stdin
+        .write_all(text.as_bytes())
+        .context("cannot write to promtool")?;
+    drop(stdin);
+    let status = wait_bounded(
+        &mut child,
+        Duration::from_secs(30),
+        "promtool check metrics",
+    )?;
+    let output = child
+        .wait_with_output()
+        .context("cannot collect promtool's output")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !status.success() || !said.trim().is_empty() {
+        bail!("promtool check metrics ({status}) says:\n{said}\non:\n{text}");
+    }
+    Ok(())
+}
