@@ -9,14 +9,14 @@ use cors_filter_common::origin::OriginKey;
 
 use crate::{
     allowlist::{decode_key, parse_entry},
-    pins::{open_pinned, pin_path},
+    pins::{open_pinned, pin_exists, pin_path},
     state::StateDir,
 };
 
 type Allowlist = LpmTrie<MapData, OriginKey, u32>;
 
 fn running_allowlist(pin_dir: &Path) -> Result<Option<Allowlist>> {
-    if !pin_path(pin_dir, "ALLOWLIST").exists() {
+    if !pin_exists(&pin_path(pin_dir, "ALLOWLIST"))? {
         return Ok(None);
     }
     let map = open_pinned(pin_dir, "ALLOWLIST")?;

@@ -4,15 +4,14 @@
 use std::{
     ffi::CString,
     fs,
-    os::{
-        fd::AsRawFd as _,
-        unix::{ffi::OsStrExt as _, fs::DirBuilderExt as _, fs::PermissionsExt as _},
-    },
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use aya::maps::MapData;
+
+use crate::private::ensure_private_dir;
 
 /// `statfs(2)` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -62,21 +61,16 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
             )
         } != 0
         {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot mount bpffs on {DEFAULT_BPFFS}"));
+            return Err(std::io::Error::last_os_error()).with_context(|| {
+                format!(
+                    "cannot mount bpffs on {DEFAULT_BPFFS} (that needs CAP_SYS_ADMIN: mount it \
+                         beforehand with `mount -t bpf bpf {DEFAULT_BPFFS}`)"
+                )
+            });
         }
         log::info!("mounted bpffs on {DEFAULT_BPFFS}");
     }
-    match fs::DirBuilder::new().mode(0o700).create(pin_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot create pin directory {}", pin_dir.display()));
-        }
-    }
-    fs::set_permissions(pin_dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set mode 0700 on {}", pin_dir.display()))?;
+    ensure_private_dir(pin_dir, "pin directory", false)?;
     let lock = lock_dir(pin_dir)?;
     // Held lock: pins found here were left by a filter that died.
     for name in PINNED_MAPS {
@@ -132,6 +126,13 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
     }
 }
 
+/// Whether the pin at `path` exists; an error, not `false`, when the pin
+/// directory cannot be searched (it is root-only).
+pub fn pin_exists(path: &Path) -> Result<bool> {
+    path.try_exists()
+        .with_context(|| format!("cannot look for pinned map {}", path.display()))
+}
+
 pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
     pin_dir.join(name)
 }
@@ -139,7 +140,7 @@ pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
 /// Opens a map the running filter pinned, or says that no filter is running.
 pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
     let path = pin_path(pin_dir, name);
-    if !path.exists() {
+    if !pin_exists(&path)? {
         bail!(
             "no running cors-filter: {} does not exist (is `cors-filter run` running with --pin-dir {}?)",
             path.display(),

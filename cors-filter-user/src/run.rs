@@ -15,7 +15,7 @@ use crate::{
     cli::{AttachArg, ModeArg, RunArgs, XdpModeArg},
     config::Config,
     filter::{Filter, Hook},
-    metrics,
+    metrics, metrics_exposure,
     state::StateDir,
 };
 
@@ -48,6 +48,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
+    metrics_exposure::warn_if_exposed(args.metrics_listen);
 
     // Handled from before the kernel is touched, so that a signal at any
     // point after that ends in the cleanup below rather than a plain exit.

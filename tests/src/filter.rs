@@ -172,8 +172,12 @@ impl RunningFilter {
             &home.config(),
             args,
         );
+        // A test may choose the address; the readiness check below fetches
+        // 127.0.0.1, which an unspecified address covers too.
+        if !args.contains(&"--metrics-listen") {
+            command.args(["--metrics-listen", &metrics]);
+        }
         command
-            .args(["--metrics-listen", &metrics])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
@@ -224,6 +228,11 @@ impl RunningFilter {
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// The process id of `cors-filter run` (nsenter execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
     }
 
     /// Runs a `cors-filter` subcommand against this filter's pins and state.

@@ -19,12 +19,15 @@ pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod pcap;
+pub mod privileges;
 pub mod process;
 pub mod reference;
 pub mod replay;
 pub mod scanner;
 pub mod server;
+pub mod syscalls;
 pub mod tcpdump;
+pub mod unit;
 
 use std::{
     path::PathBuf,

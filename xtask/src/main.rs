@@ -42,8 +42,10 @@ enum Job {
 }
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
-/// namespaces, nsenter and the client, bpftool for inspection, tcpdump for
-/// the real captures the replay tests read.
+/// namespaces, nsenter, setpriv and the client, bpftool for inspection,
+/// tcpdump for the real captures the replay tests read, systemd for
+/// `systemd-analyze` on the shipped unit and strace to trace the daemon
+/// against the unit's system call filter.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -54,6 +56,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "bpftool",
     "tcpdump",
+    "systemd",
+    "strace",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
