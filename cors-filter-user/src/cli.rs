@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// on any interface, later in the receive path. Ignored with `--attach tc`.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
     pub xdp_mode: XdpModeArg,
-    /// Address of the Prometheus `/metrics` endpoint.
+    /// Address of the Prometheus `/metrics` endpoint: loopback by default;
+    /// any other address exposes the counters beyond the host (and says so).
     #[arg(long, default_value = "127.0.0.1:9186")]
     pub metrics_listen: SocketAddr,
 }
