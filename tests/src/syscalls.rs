@@ -36,6 +36,8 @@ pub struct Trace {
     /// Paths it opened for writing, created, removed, renamed, changed
     /// the mode of, or pinned a BPF object at.
     pub written: BTreeSet<String>,
+    /// Every path under /proc it named in a system call.
+    pub proc_paths: BTreeSet<String>,
 }
 
 impl TracedFilter {
@@ -196,6 +198,12 @@ pub fn parse_trace(text: &str, binary: &Path) -> Trace {
         }
         trace.syscalls.insert(name.to_owned());
         let paths = quoted(args);
+        trace.proc_paths.extend(
+            paths
+                .iter()
+                .filter(|p| p.starts_with("/proc/") || *p == "/proc")
+                .cloned(),
+        );
         let writes = match name {
             "open" | "openat" | "openat2" | "creat" => {
                 name == "creat"
@@ -244,6 +252,7 @@ mod tests {
 10 openat(AT_FDCWD, "/etc/before", O_WRONLY|O_CREAT, 0600) = 3
 10 execve("/bin/cors-filter", ["cors-filter"], 0x1 /* 3 vars */) = 0
 10 openat(AT_FDCWD, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC) = 3
+10 openat(AT_FDCWD, "/proc/self/status", O_RDONLY|O_CLOEXEC) = 3
 10 mkdir("/sys/fs/bpf/p", 0700)   = 0
 11 openat(AT_FDCWD, "/var/lib/s/.a.tmp", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0600 <unfinished ...>
 11 <... openat resumed>)        = 4
@@ -270,5 +279,6 @@ mod tests {
             .map(String::from)
             .into()
         );
+        assert_eq!(trace.proc_paths, ["/proc/self/status".to_owned()].into());
     }
 }
