@@ -21,7 +21,7 @@ use cors_filter_tests::{
     process::run_bounded,
     require_root,
     server::TestServer,
-    syscalls::{TracedFilter, parse_trace},
+    syscalls::{Trace, TracedFilter, parse_trace},
     unit::{self, Unit},
 };
 
@@ -46,9 +46,14 @@ impl Bed {
         Ok(Bed { pair, server })
     }
 
-    fn attached(&self) -> Result<bool> {
-        let link = self.pair.link_show(&self.pair.server, SERVER_IF)?;
-        Ok(link.contains("xdp") || link.contains("tcx"))
+    /// Whether an XDP program is attached to the server interface. (A TCX
+    /// link does not show in `ip link`; TC runs are checked by what they
+    /// drop.)
+    fn xdp_attached(&self) -> Result<bool> {
+        Ok(self
+            .pair
+            .link_show(&self.pair.server, SERVER_IF)?
+            .contains("xdp"))
     }
 }
 
@@ -263,7 +268,7 @@ fn directories_someone_else_owns_are_refused() -> Result<()> {
         )),
         "{stderr}"
     );
-    assert!(!bed.attached()?);
+    assert!(!bed.xdp_attached()?);
     let meta = std::fs::metadata(squatted.path())?;
     assert!(
         std::os::unix::fs::MetadataExt::uid(&meta) == NOBODY
@@ -284,7 +289,7 @@ fn directories_someone_else_owns_are_refused() -> Result<()> {
         )),
         "{stderr}"
     );
-    assert!(!bed.attached()?);
+    assert!(!bed.xdp_attached()?);
     assert!(!pins.path().exists());
     Ok(())
 }
@@ -324,33 +329,42 @@ fn the_units_capabilities_are_enough_and_each_is_needed() -> Result<()> {
     let scripts = TempDir::new("caps")?;
     let wrapper = capability_wrapper(scripts.path(), &binary, &capabilities)?;
 
-    let home = FilterHome::new(CONFIG)?;
-    let filter = RunningFilter::start_with(&wrapper, &bed.pair, &home, &[])?;
-    assert_eq!(
-        effective_capabilities(filter.pid())?,
-        capability_mask(&capabilities)?,
-        "the filter does not run with exactly {capabilities:?}"
-    );
-    assert!(bed.attached()?);
-    assert_eq!(
-        client::preflight(&bed.pair, Family::V4, ALLOWED)?.status,
-        Some(204)
-    );
-    assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
-    assert!(!bed.server.saw_origin(DENIED)?);
-    // The CLI under the same capabilities (as ExecReload runs).
-    let stats = filter.stats()?;
-    assert!(
-        stats["preflight_deny"].as_u64().unwrap_or(0) >= 1,
-        "{stats}"
-    );
-    filter.cli_ok(&["allow", "add", DENIED])?;
-    assert_eq!(
-        client::preflight(&bed.pair, Family::V4, DENIED)?.status,
-        Some(204)
-    );
-    filter.stop()?;
+    // Both attachment points: XDP (the default) and TC.
+    for (hook, denied) in [
+        (&[][..], "https://evil-xdp.example"),
+        (&["--attach", "tc"][..], "https://evil-tc.example"),
+    ] {
+        let home = FilterHome::new(CONFIG)?;
+        let filter = RunningFilter::start_with(&wrapper, &bed.pair, &home, hook)?;
+        assert_eq!(
+            effective_capabilities(filter.pid())?,
+            capability_mask(&capabilities)?,
+            "{hook:?}: the filter does not run with exactly {capabilities:?}"
+        );
+        assert_eq!(bed.xdp_attached()?, hook.is_empty(), "{hook:?}");
+        assert_eq!(
+            client::preflight(&bed.pair, Family::V4, ALLOWED)?.status,
+            Some(204),
+            "{hook:?}"
+        );
+        assert!(!client::preflight(&bed.pair, Family::V4, denied)?.answered());
+        assert!(!bed.server.saw_origin(denied)?, "{hook:?}");
+        // The CLI under the same capabilities (as ExecReload runs).
+        let stats = filter.stats()?;
+        assert!(
+            stats["preflight_deny"].as_u64().unwrap_or(0) >= 1,
+            "{hook:?}: {stats}"
+        );
+        filter.cli_ok(&["allow", "add", denied])?;
+        assert_eq!(
+            client::preflight(&bed.pair, Family::V4, denied)?.status,
+            Some(204),
+            "{hook:?}"
+        );
+        filter.stop()?;
+    }
 
+    let home = FilterHome::new(CONFIG)?;
     for dropped in &capabilities {
         let fewer: Vec<String> = capabilities
             .iter()
@@ -380,7 +394,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() -> Result<()> {
             } else {
                 assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
             }
-            assert!(!bed.attached()?, "{what}: attached");
+            assert!(!bed.xdp_attached()?, "{what}: attached");
         }
     }
     Ok(())
@@ -479,35 +493,39 @@ fn the_daemon_stays_within_the_units_system_calls_and_paths() -> Result<()> {
     let pins = PinDir::new();
     let traces = TempDir::new("strace")?;
 
-    let traced = TracedFilter::start(
-        &bed.pair,
-        &binary,
-        &home,
-        pins.path(),
-        &traces.path().join("run.trace"),
-    )?;
-    assert!(bed.attached()?);
-    assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
-    // The CLI, traced too (ExecReload runs under the same filter).
-    let cli_trace = traces.path().join("cli.trace");
+    let mut daemon = Trace::default();
     let mut cli_trace_text = String::new();
-    for args in [&["allow", "add", DENIED][..], &["stats", "--json"]] {
-        let mut command = Command::new("strace");
-        command
-            .args(["-f", "-qq", "-s", "4096", "-o"])
-            .arg(&cli_trace)
-            .arg("--")
-            .arg(&binary)
-            .arg("--pin-dir")
-            .arg(pins.path())
-            .arg("--state-dir")
-            .arg(home.state_dir())
-            .args(args);
-        let out = run_bounded(&mut command, Duration::from_secs(30))?;
-        assert!(out.status.success(), "cors-filter {args:?}: {out:?}");
-        cli_trace_text.push_str(&std::fs::read_to_string(&cli_trace)?);
+    for hook in [&[][..], &["--attach", "tc"]] {
+        let trace_file = traces.path().join(format!("run{}.trace", hook.len()));
+        let traced =
+            TracedFilter::start(&bed.pair, &binary, &home, pins.path(), &trace_file, hook)?;
+        assert_eq!(bed.xdp_attached()?, hook.is_empty(), "{hook:?}");
+        assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
+        if hook.is_empty() {
+            // The CLI, traced too (ExecReload runs under the same filter).
+            let cli_trace = traces.path().join("cli.trace");
+            for args in [&["stats", "--json"][..], &["allow", "add", ALLOWED]] {
+                let mut command = Command::new("strace");
+                command
+                    .args(["-f", "-qq", "-s", "4096", "-o"])
+                    .arg(&cli_trace)
+                    .arg("--")
+                    .arg(&binary)
+                    .arg("--pin-dir")
+                    .arg(pins.path())
+                    .arg("--state-dir")
+                    .arg(home.state_dir())
+                    .args(args);
+                let out = run_bounded(&mut command, Duration::from_secs(30))?;
+                assert!(out.status.success(), "cors-filter {args:?}: {out:?}");
+                cli_trace_text.push_str(&std::fs::read_to_string(&cli_trace)?);
+            }
+        }
+        let trace = traced.stop()?;
+        daemon.syscalls.extend(trace.syscalls);
+        daemon.written.extend(trace.written);
+        daemon.proc_paths.extend(trace.proc_paths);
     }
-    let daemon = traced.stop()?;
     let cli = parse_trace(&cli_trace_text, &binary);
 
     for (who, trace) in [("run", &daemon), ("CLI", &cli)] {

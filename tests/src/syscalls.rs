@@ -42,7 +42,7 @@ pub struct Trace {
 
 impl TracedFilter {
     /// Starts `binary` (`run` on the server interface, with `home`'s config
-    /// and state, `pin_dir`) under strace, writing the trace to `trace`,
+    /// and state, `pin_dir`, and `args`) under strace, writing the trace to `trace`,
     /// and waits until its metrics answer.
     pub fn start(
         pair: &NetnsPair,
@@ -50,6 +50,7 @@ impl TracedFilter {
         home: &FilterHome,
         pin_dir: &Path,
         trace: &Path,
+        args: &[&str],
     ) -> Result<TracedFilter> {
         let log = trace.with_extension("log");
         let log_file = std::fs::File::create(&log)?;
@@ -68,6 +69,7 @@ impl TracedFilter {
             .args(["run", "--iface", SERVER_IF, "--config"])
             .arg(home.config())
             .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
