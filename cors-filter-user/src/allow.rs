@@ -7,14 +7,14 @@ use anyhow::{Context, Result};
 
 use crate::{
     allowlist::{decode_key, parse_entry},
-    pins::pin_path,
+    pins::{pin_exists, pin_path},
     policy::PolicyMaps,
     state::StateDir,
 };
 
 /// The running filter's policy maps, if a filter is pinned in `pin_dir`.
 fn running_policy(pin_dir: &Path) -> Result<Option<PolicyMaps>> {
-    if !pin_path(pin_dir, "ACTIVE").exists() {
+    if !pin_exists(&pin_path(pin_dir, "ACTIVE"))? {
         return Ok(None);
     }
     PolicyMaps::open(pin_dir).map(Some)

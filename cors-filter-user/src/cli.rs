@@ -114,7 +114,8 @@ pub struct RunArgs {
     /// filter keeps enforcing after the daemon exits.
     #[arg(long)]
     pub detach_on_exit: bool,
-    /// Address of the Prometheus `/metrics` endpoint.
+    /// Address of the Prometheus `/metrics` endpoint: loopback by default;
+    /// any other address exposes the counters beyond the host (and says so).
     #[arg(long, default_value = "127.0.0.1:9186")]
     pub metrics_listen: SocketAddr,
     /// Origins exported one by one in `cors_filter_denied_by_origin_total`

@@ -11,8 +11,11 @@ mod detach;
 mod filter;
 mod links;
 mod metrics;
+mod metrics_exposure;
 mod pins;
 mod policy;
+mod private;
+mod privilege;
 mod reload;
 mod replay;
 mod run;
@@ -30,6 +33,13 @@ use crate::cli::{AllowAction, Cli, Command};
 async fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // Before anything is created: files and pins are root-only.
+    private::restrict_umask();
+    let requirement = privilege::requirement(&cli);
+    if let Err(e) = privilege::check(&requirement) {
+        eprintln!("cors-filter: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(args, &cli.pin_dir, &cli.state_dir).await,
         Command::Allow { action } => match action {
@@ -52,6 +62,9 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cors-filter: error: {e:#}");
+            if let Some(hint) = privilege::explain(&e, &requirement) {
+                eprintln!("cors-filter: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -8,10 +8,7 @@
 use std::{
     ffi::CString,
     fs,
-    os::{
-        fd::AsRawFd as _,
-        unix::{ffi::OsStrExt as _, fs::DirBuilderExt as _, fs::PermissionsExt as _},
-    },
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
     path::{Path, PathBuf},
 };
 
@@ -23,6 +20,8 @@ use cors_filter_common::{
 };
 
 use crate::links::{detach_pinned, link_pins};
+
+use crate::private::ensure_private_dir;
 
 /// `statfs(2)` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -175,8 +174,12 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
             )
         } != 0
         {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot mount bpffs on {DEFAULT_BPFFS}"));
+            return Err(std::io::Error::last_os_error()).with_context(|| {
+                format!(
+                    "cannot mount bpffs on {DEFAULT_BPFFS} (that needs CAP_SYS_ADMIN: mount it \
+                         beforehand with `mount -t bpf bpf {DEFAULT_BPFFS}`)"
+                )
+            });
         }
         // Pins live as long as the bpffs mount they are in: in a private
         // mount namespace (`ip netns exec` makes one) they go with it.
@@ -184,16 +187,7 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<PinDirLock> {
             "mounted bpffs on {DEFAULT_BPFFS}, where none was: if this process runs in a mount namespace of its own (as under `ip netns exec`; use `nsenter --net` instead), the pins and the filter go away when it ends"
         );
     }
-    match fs::DirBuilder::new().mode(0o700).create(pin_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot create pin directory {}", pin_dir.display()));
-        }
-    }
-    fs::set_permissions(pin_dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set mode 0700 on {}", pin_dir.display()))?;
+    ensure_private_dir(pin_dir, "pin directory", false)?;
     lock_dir(pin_dir)
 }
 
@@ -240,6 +234,13 @@ pub fn remove_pins(pin_dir: &Path) -> Result<()> {
     }
 }
 
+/// Whether the pin at `path` exists; an error, not `false`, when the pin
+/// directory cannot be searched (it is root-only).
+pub fn pin_exists(path: &Path) -> Result<bool> {
+    path.try_exists()
+        .with_context(|| format!("cannot look for pinned map {}", path.display()))
+}
+
 pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
     pin_dir.join(name)
 }
@@ -247,7 +248,7 @@ pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
 /// Opens a map the running filter pinned, or says that no filter is running.
 pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
     let path = pin_path(pin_dir, name);
-    if !path.exists() {
+    if !pin_exists(&path)? {
         bail!(
             "no running cors-filter: {} does not exist (is `cors-filter run` running with --pin-dir {}?)",
             path.display(),

@@ -20,7 +20,7 @@ use crate::{
     denials::{Denials, Tracker},
     filter::{Attached, Filter, Hook},
     links::{detach_pinned, ifindex, link_pins},
-    metrics,
+    metrics, metrics_exposure,
     pins::{check_pinned_maps, prepare_pin_dir, remove_pins},
     reload::{RunRecord, reload},
     state::StateDir,
@@ -39,6 +39,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
+    metrics_exposure::warn_if_exposed(args.metrics_listen);
 
     // Handled from before the kernel is touched, so that a signal at any
     // point after that ends in the exit path below rather than a plain exit.

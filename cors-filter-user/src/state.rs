@@ -7,19 +7,19 @@
 
 use std::{
     collections::BTreeSet,
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::Write as _,
-    os::{
-        fd::AsRawFd as _,
-        unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
-    },
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::allowlist::{AllowEntry, parse_entry};
+use crate::{
+    allowlist::{AllowEntry, parse_entry},
+    private::{ensure_private_dir, open_private_file},
+};
 
 const CHANGES_FILE: &str = "allowlist-changes.json";
 const LOCK_FILE: &str = "allowlist.lock";
@@ -62,7 +62,7 @@ impl AllowlistChanges {
     }
 }
 
-/// The state directory, created 0700 on first use.
+/// The state directory: root-only (0700, see [`ensure_private_dir`]).
 pub struct StateDir {
     dir: PathBuf,
 }
@@ -73,13 +73,7 @@ pub struct FileLock {
 }
 
 fn lock(path: &Path, blocking: bool) -> Result<Option<FileLock>> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let file = open_private_file(path, false).context("cannot open the lock file")?;
     let op = if blocking {
         libc::LOCK_EX
     } else {
@@ -98,11 +92,7 @@ fn lock(path: &Path, blocking: bool) -> Result<Option<FileLock>> {
 
 impl StateDir {
     pub fn open(dir: &Path) -> Result<StateDir> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        ensure_private_dir(dir, "state directory", true)?;
         Ok(StateDir {
             dir: dir.to_owned(),
         })
@@ -146,7 +136,7 @@ impl StateDir {
         }
     }
 
-    /// Writes the changes atomically (see [`write_atomically`](Self::write_atomically)).
+    /// Writes the changes atomically (see [`write_private_atomically`]).
     pub fn save_changes(&self, changes: &AllowlistChanges) -> Result<()> {
         let mut text = serde_json::to_string_pretty(changes)?;
         text.push('\n');
@@ -158,30 +148,28 @@ impl StateDir {
         self.dir.join(file_name)
     }
 
-    /// Replaces `file_name` with `text` atomically, mode 0600: a temporary
-    /// file, fsync, rename, fsync of the directory.
+    /// Replaces `file_name` in the state directory with `text`, mode 0600
+    /// (see [`write_private_atomically`]).
     pub fn write_atomically(&self, file_name: &str, text: &str) -> Result<()> {
-        let path = self.dir.join(file_name);
-        let tmp = self.dir.join(format!(".{file_name}.tmp"));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        // A temporary file left by a crash keeps its mode when reopened.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot set mode 0600 on {}", tmp.display()))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", self.dir.display()))?;
-        Ok(())
+        write_private_atomically(&self.dir, file_name, text.as_bytes())
     }
+}
+
+/// Replaces `dir/name` with `contents`, atomically and durably: a 0600
+/// temporary file in `dir`, fsync, rename over the old file, fsync of
+/// `dir`. A reader sees the old file or the new one, never a part; every
+/// file of the state directory is written this way.
+pub fn write_private_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = open_private_file(&tmp, true)?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -243,6 +231,38 @@ mod tests {
         assert!(
             e.contains("allowlist-changes.json") && e.contains("https://a b"),
             "{e}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_directory_and_every_file_in_it_are_root_only() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tmpdir("modes");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let state = StateDir::open(&dir).unwrap();
+        let _daemon = state.lock_daemon().unwrap();
+        let _edit = state.lock_allowlist().unwrap();
+        state.save_changes(&AllowlistChanges::default()).unwrap();
+        write_private_atomically(&dir, "other.json", b"{}").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "allowlist-changes.json",
+                "allowlist.lock",
+                "daemon.lock",
+                "other.json"
+            ]
         );
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -201,8 +201,13 @@ impl RunningFilter {
             .arg(&self.state_dir)
             .args(["run", "--iface", SERVER_IF, "--config"])
             .arg(&self.config)
-            .args(&self.args)
-            .args(["--metrics-listen", &metrics])
+            .args(&self.args);
+        // A test may choose the address; the readiness check below fetches
+        // 127.0.0.1, which an unspecified address covers too.
+        if !self.args.iter().any(|a| a == "--metrics-listen") {
+            command.args(["--metrics-listen", &metrics]);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
@@ -271,6 +276,16 @@ impl RunningFilter {
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// The process id of `cors-filter run` (nsenter execs it in place).
+    pub fn pid(&self) -> Result<u32> {
+        Ok(self
+            .process
+            .as_ref()
+            .context("cors-filter run was never started")?
+            .child
+            .id())
     }
 
     /// Runs a `cors-filter` subcommand against this filter's pins and state.

@@ -21,6 +21,7 @@ pub mod netns;
 pub mod packet;
 pub mod pcap;
 pub mod preflight_loop;
+pub mod privileges;
 pub mod process;
 pub mod promtool;
 pub mod raw_client;
@@ -28,7 +29,9 @@ pub mod reference;
 pub mod replay;
 pub mod scanner;
 pub mod server;
+pub mod syscalls;
 pub mod tcpdump;
+pub mod unit;
 
 use std::{
     path::PathBuf,

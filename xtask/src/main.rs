@@ -42,10 +42,12 @@ enum Job {
 }
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
-/// namespaces, nsenter and the client, bpftool for inspection, tcpdump for
-/// the real captures the replay tests read, prometheus for `promtool check
-/// metrics`, which the tests run on the `/metrics` output (its service is
-/// not started by the tests).
+/// namespaces, nsenter, setpriv and the client, bpftool for inspection,
+/// tcpdump for the real captures the replay tests read, prometheus for
+/// `promtool check metrics`, which the tests run on the `/metrics` output
+/// (its service is not started by the tests), systemd for `systemd-analyze`
+/// on the shipped unit and strace to trace the daemon against the unit's
+/// system call filter.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -57,6 +59,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "tcpdump",
     "prometheus",
+    "systemd",
+    "strace",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
