@@ -18,10 +18,11 @@ pub mod http;
 pub mod inspect;
 pub mod ipv6;
 pub mod origin;
+pub mod reset;
 pub mod slot;
 pub mod verdict;
 
-pub use config::{FilterConfig, Mode, OnIncomplete, PortBitmap};
+pub use config::{Action, FilterConfig, Mode, OnIncomplete, PortBitmap};
 pub use counters::Counter;
 pub use http::{HeadScan, RequestHead, RequestStart};
 pub use inspect::inspect_payload;
@@ -44,4 +45,6 @@ pub struct Scratch {
     pub ipv6_walk_offset: Slot<u32>,
     pub head: HeadScan,
     pub origin: OriginParse,
+    /// Where the segment is, and room to build a reset (`--action reset`).
+    pub reset: reset::ResetScratch,
 }

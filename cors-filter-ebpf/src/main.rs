@@ -5,9 +5,11 @@
 
 mod maps;
 mod net;
+mod reset;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::generated::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -28,6 +30,16 @@ pub fn cors_filter(ctx: XdpContext) -> u32 {
     match filter(&ctx) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reset => match reset::rewrite(&ctx) {
+            Ok(()) => {
+                count(Counter::ResetSent);
+                xdp_action::XDP_TX
+            }
+            Err(_) => {
+                count(Counter::ResetFailed);
+                xdp_action::XDP_DROP
+            }
+        },
     }
 }
 
@@ -38,6 +50,19 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
     match filter(&ctx) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Reset => match reset::rewrite(&ctx) {
+            Ok(()) => {
+                count(Counter::ResetSent);
+                // SAFETY: reads the interface index from the program's
+                // context; the redirect (TC_ACT_REDIRECT, flags 0: egress)
+                // sends the reply out of the interface it came in on.
+                unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
+            }
+            Err(_) => {
+                count(Counter::ResetFailed);
+                TC_ACT_SHOT
+            }
+        },
     }
 }
 
@@ -55,13 +80,14 @@ fn filter(ctx: &impl Frame) -> Verdict {
         count(also);
     }
     // Array maps always have their entries; zeroed means enforce, pass
-    // incomplete.
+    // incomplete, drop.
     let config = CONFIG.get(0).copied().unwrap_or(FilterConfig {
         mode: 0,
         on_incomplete: 0,
+        action: 0,
     });
     let verdict = outcome.verdict(&config);
-    if verdict == Verdict::Drop {
+    if verdict != Verdict::Pass {
         count(Counter::Dropped);
     }
     verdict
@@ -86,6 +112,7 @@ fn inspect(ctx: &impl Frame) -> Outcome {
     if payload.len == 0 {
         return Outcome::NoPayload;
     }
+    reset::remember(&mut scratch.reset, &payload);
     scratch.payload_len.set(if payload.len > SCAN_BYTES {
         SCAN_BYTES
     } else {

@@ -71,6 +71,10 @@ const _: () = assert!(ETH_HLEN + 2 * VLAN_HLEN + IPV6_HLEN <= ipv6::MAX_START);
 /// Where the TCP payload of a packet to an inspected port is.
 pub struct TcpPayload {
     pub dst_port: u16,
+    /// Offset of the IP header from the start of the frame.
+    pub l3: usize,
+    /// Offset of the TCP header from the start of the frame.
+    pub l4: usize,
     /// Offset from the start of the frame.
     pub offset: usize,
     /// Length as the IP header says (Ethernet padding excluded).
@@ -201,6 +205,8 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
     }
     Ok(TcpPayload {
         dst_port,
+        l3,
+        l4,
         offset,
         len: ip_end - offset,
     })
