@@ -10,6 +10,7 @@ mod filter;
 mod metrics;
 mod pins;
 mod replay;
+mod reply_capture;
 mod run;
 mod state;
 mod testrun;
@@ -35,7 +36,11 @@ async fn main() -> ExitCode {
             }
             AllowAction::List => allow::list(&cli.pin_dir),
         },
-        Command::Replay { config, pcap } => replay::replay(&config, &pcap),
+        Command::Replay {
+            config,
+            replies,
+            pcap,
+        } => replay::replay(&config, &pcap, replies.as_deref()),
         Command::Stats { json } => metrics::Snapshot::read(&cli.pin_dir).map(|s| {
             if json {
                 println!("{}", s.json());

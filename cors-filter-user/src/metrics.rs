@@ -88,8 +88,17 @@ impl Snapshot {
         metric(
             "cors_filter_dropped_total",
             "counter",
-            "Packets dropped by the filter.",
+            "Packets dropped by the filter (with --action reset, also those answered with a reset).",
             &[("", self.get(Counter::Dropped))],
+        );
+        metric(
+            "cors_filter_resets_total",
+            "counter",
+            "Dropped packets answered with a TCP reset (--action reset), by result: sent, or failed (dropped without a reply).",
+            &[
+                ("{result=\"sent\"}", self.get(Counter::ResetSent)),
+                ("{result=\"failed\"}", self.get(Counter::ResetFailed)),
+            ],
         );
         // The `pass_*` counters, by their reason.
         let labels: Vec<(String, u64)> = Counter::ALL
@@ -230,6 +239,7 @@ mod tests {
         let mut counters = [0u64; Counter::COUNT as usize];
         counters[Counter::PreflightDeny.index() as usize] = 3;
         counters[Counter::PassNotHttp.index() as usize] = 2;
+        counters[Counter::ResetSent.index() as usize] = 4;
         let s = Snapshot {
             counters,
             allowlist_entries: 5,
@@ -243,6 +253,8 @@ mod tests {
             "cors_filter_malformed_total 0",
             "cors_filter_incomplete_total 0",
             "cors_filter_passed_total{reason=\"not_http\"} 2",
+            "cors_filter_resets_total{result=\"sent\"} 4",
+            "cors_filter_resets_total{result=\"failed\"} 0",
             "cors_filter_allowlist_entries 5",
             "# TYPE cors_filter_allowlist_entries gauge",
         ] {
@@ -252,5 +264,7 @@ mod tests {
             );
         }
         assert_eq!(s.json()["preflight_deny"], 3);
+        assert_eq!(s.json()["reset_sent"], 4);
+        assert_eq!(s.json()["reset_failed"], 0);
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use aya::programs::XdpMode;
-use cors_filter_common::{FilterConfig, Mode};
+use cors_filter_common::{Action, FilterConfig, Mode};
 use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
@@ -12,7 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::{AttachArg, ModeArg, RunArgs, XdpModeArg},
+    cli::{ActionArg, AttachArg, ModeArg, RunArgs, XdpModeArg},
     config::Config,
     filter::{Filter, Hook},
     metrics,
@@ -34,6 +34,11 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         Some(ModeArg::Enforce) => Mode::Enforce,
         Some(ModeArg::Monitor) => Mode::Monitor,
         None => config.mode,
+    };
+    let action = match args.action {
+        Some(ActionArg::Drop) => Action::Drop,
+        Some(ActionArg::Reset) => Action::Reset,
+        None => config.action,
     };
     for iface in &args.ifaces {
         if !interface_exists(iface) {
@@ -60,7 +65,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     };
     let (mut filter, logger) = Filter::load(hook)?;
     filter.configure(
-        FilterConfig::new(mode, config.on_incomplete),
+        FilterConfig::new(mode, config.on_incomplete).with_action(action),
         config.ports.iter().copied(),
         &allow,
     )?;
@@ -69,10 +74,11 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         filter.attach(iface)?;
     }
     log::info!(
-        "cors-filter attached to {} ({:?}), {:?} mode, ports {:?}, {} allowed origin(s), maps pinned in {}",
+        "cors-filter attached to {} ({:?}), {:?} mode, action {:?}, ports {:?}, {} allowed origin(s), maps pinned in {}",
         args.ifaces.join(", "),
         hook,
         mode,
+        action,
         config.ports,
         allow.len(),
         pin_dir.display()
