@@ -10,6 +10,7 @@
 //! For tests of the BPF program alone, `packet` builds frames byte by byte
 //! and `pcap` writes them to capture files; those are never sent anywhere.
 
+pub mod attempt;
 pub mod client;
 pub mod demo;
 pub mod differential;
@@ -22,9 +23,12 @@ pub mod pcap;
 pub mod process;
 pub mod reference;
 pub mod replay;
+pub mod reset;
 pub mod scanner;
 pub mod server;
+pub mod sockets;
 pub mod tcpdump;
+pub mod xdp_pass;
 
 use std::{
     path::PathBuf,
