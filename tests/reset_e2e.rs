@@ -110,6 +110,10 @@ fn reset_fails_at_once(hook: Hook) -> Result<()> {
             attempt.total,
             attempt.wall
         );
+        eprintln!(
+            "{hook:?} {family:?}: reset after {:?} (curl), {:?} (wall)",
+            attempt.total, attempt.wall
+        );
     }
     ensure!(
         !bed.server.saw_origin(DENIED)?,
