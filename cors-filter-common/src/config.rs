@@ -44,6 +44,17 @@ impl Generation {
     }
 }
 
+/// How the filter gets rid of a packet it does not let through.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Drop it silently: the client waits for retransmissions to time out.
+    Drop = 0,
+    /// Drop it and answer the client with a TCP reset (see [`crate::reset`]),
+    /// so that it fails at once.
+    Reset = 1,
+}
+
 /// One entry of the `CONFIG` array map (one per generation).
 ///
 /// Plain integers rather than the enums above, because the kernel side reads
@@ -53,14 +64,32 @@ impl Generation {
 pub struct FilterConfig {
     pub mode: u32,
     pub on_incomplete: u32,
+    pub action: u32,
 }
 
 impl FilterConfig {
+    /// A configuration that drops (`Action::Drop`); see [`Self::with_action`].
     pub const fn new(mode: Mode, on_incomplete: OnIncomplete) -> Self {
         Self {
             mode: mode as u32,
             on_incomplete: on_incomplete as u32,
+            action: Action::Drop as u32,
         }
+    }
+
+    pub const fn with_action(self, action: Action) -> Self {
+        Self {
+            action: action as u32,
+            ..self
+        }
+    }
+
+    /// Whether what is not let through is answered with a reset. Anything
+    /// but an explicit reset value drops: a corrupt value fails closed to
+    /// the quiet default, and never makes the program write packets.
+    #[inline(always)]
+    pub fn resets(&self) -> bool {
+        self.action == Action::Reset as u32
     }
 
     /// Anything but an explicit monitor value enforces: a corrupt value
@@ -93,7 +122,7 @@ impl PortBitmap {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `FilterConfig` is `repr(C)`, made of two `u32`s, has no padding
-    // and every bit pattern is a valid value.
+    // SAFETY: `FilterConfig` is `repr(C)`, made of three `u32`s, has no
+    // padding and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::FilterConfig {}
 }

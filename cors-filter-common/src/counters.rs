@@ -17,8 +17,15 @@ pub enum Counter {
     Malformed,
     /// Requests whose head did not fit in the scan window.
     Incomplete,
-    /// Packets the program answered with `XDP_DROP`.
+    /// Packets kept from the stack: dropped, or answered with a reset
+    /// (`--action reset`; these are also in `ResetSent` or `ResetFailed`).
     Dropped,
+    /// Dropped packets answered with a TCP reset: the rewritten frame was
+    /// handed back to the interface (`XDP_TX`, or a TC redirect to its egress).
+    ResetSent,
+    /// Dropped packets that `--action reset` should have answered but could
+    /// not (a helper refused the rewrite): dropped without a reply.
+    ResetFailed,
     PassNotIp,
     PassNotTcp,
     PassIpFragment,
@@ -37,7 +44,7 @@ pub enum Counter {
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -47,6 +54,8 @@ impl Counter {
         Counter::Malformed,
         Counter::Incomplete,
         Counter::Dropped,
+        Counter::ResetSent,
+        Counter::ResetFailed,
         Counter::PassNotIp,
         Counter::PassNotTcp,
         Counter::PassIpFragment,
@@ -74,6 +83,8 @@ impl Counter {
             Counter::Malformed => "malformed",
             Counter::Incomplete => "incomplete",
             Counter::Dropped => "dropped",
+            Counter::ResetSent => "reset_sent",
+            Counter::ResetFailed => "reset_failed",
             Counter::PassNotIp => "pass_not_ip",
             Counter::PassNotTcp => "pass_not_tcp",
             Counter::PassIpFragment => "pass_ip_fragment",

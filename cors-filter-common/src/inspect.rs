@@ -68,6 +68,7 @@ mod tests {
             ipv6_walk_offset: Default::default(),
             generation: Default::default(),
             addressing: Default::default(),
+            reset: Default::default(),
             head: Default::default(),
             origin: Default::default(),
         })

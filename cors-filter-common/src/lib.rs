@@ -19,10 +19,13 @@ pub mod http;
 pub mod inspect;
 pub mod ipv6;
 pub mod origin;
+pub mod reset;
 pub mod slot;
 pub mod verdict;
 
-pub use config::{ALLOWLIST_MAX_ENTRIES, FilterConfig, Generation, Mode, OnIncomplete, PortBitmap};
+pub use config::{
+    ALLOWLIST_MAX_ENTRIES, Action, FilterConfig, Generation, Mode, OnIncomplete, PortBitmap,
+};
 pub use counters::Counter;
 pub use http::{HeadScan, RequestHead, RequestStart};
 pub use inspect::inspect_payload;
@@ -52,4 +55,6 @@ pub struct Scratch {
     pub addressing: event::PacketAddressing,
     pub head: HeadScan,
     pub origin: OriginParse,
+    /// Where the segment is, and room to build a reset (`--action reset`).
+    pub reset: reset::ResetScratch,
 }

@@ -36,6 +36,8 @@ pub enum Outcome {
 pub enum Verdict {
     Pass,
     Drop,
+    /// Drop, and answer the sender with a TCP reset (`Action::Reset`).
+    Reset,
 }
 
 impl Outcome {
@@ -72,7 +74,7 @@ impl Outcome {
         }
     }
 
-    /// The verdict under `config`. Monitor mode never drops.
+    /// The verdict under `config`. Monitor mode never drops (nor resets).
     #[inline(always)]
     pub fn verdict(self, config: &FilterConfig) -> Verdict {
         let drop = match self {
@@ -80,10 +82,12 @@ impl Outcome {
             Outcome::Incomplete => config.drop_incomplete(),
             _ => false,
         };
-        if drop && config.enforcing() {
-            Verdict::Drop
-        } else {
+        if !drop || !config.enforcing() {
             Verdict::Pass
+        } else if config.resets() {
+            Verdict::Reset
+        } else {
+            Verdict::Drop
         }
     }
 }
@@ -91,7 +95,7 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Mode, OnIncomplete};
+    use crate::config::{Action, Mode, OnIncomplete};
 
     const ENFORCE: FilterConfig = FilterConfig::new(Mode::Enforce, OnIncomplete::Pass);
     const ENFORCE_STRICT: FilterConfig = FilterConfig::new(Mode::Enforce, OnIncomplete::Drop);
@@ -119,8 +123,40 @@ mod tests {
         let corrupt = FilterConfig {
             mode: 7,
             on_incomplete: 0,
+            action: 0,
         };
         assert_eq!(Outcome::Denied.verdict(&corrupt), Verdict::Drop);
+    }
+
+    #[test]
+    fn reset_replaces_every_drop_and_nothing_else() {
+        let reset = ENFORCE_STRICT.with_action(Action::Reset);
+        for o in [Outcome::Denied, Outcome::Malformed, Outcome::Incomplete] {
+            assert_eq!(o.verdict(&reset), Verdict::Reset, "{o:?}");
+        }
+        for o in [Outcome::Allowed, Outcome::NotPreflight, Outcome::NotHttp] {
+            assert_eq!(o.verdict(&reset), Verdict::Pass, "{o:?}");
+        }
+        let reset_pass_incomplete = ENFORCE.with_action(Action::Reset);
+        assert_eq!(
+            Outcome::Incomplete.verdict(&reset_pass_incomplete),
+            Verdict::Pass
+        );
+        // Monitor mode passes whatever the action.
+        let monitor = MONITOR_STRICT.with_action(Action::Reset);
+        assert_eq!(Outcome::Denied.verdict(&monitor), Verdict::Pass);
+    }
+
+    #[test]
+    fn corrupt_action_fails_closed_to_drop() {
+        for action in [2, 7, u32::MAX] {
+            let corrupt = FilterConfig { action, ..ENFORCE };
+            assert_eq!(Outcome::Denied.verdict(&corrupt), Verdict::Drop, "{action}");
+        }
+        assert_eq!(
+            Outcome::Denied.verdict(&ENFORCE.with_action(Action::Drop)),
+            Verdict::Drop
+        );
     }
 
     #[test]

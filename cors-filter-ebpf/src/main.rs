@@ -6,9 +6,11 @@
 mod events;
 mod maps;
 mod net;
+mod reset;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::generated::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -26,6 +28,16 @@ pub fn cors_filter(ctx: XdpContext) -> u32 {
     match filter(&ctx) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reset => match reset::rewrite(&ctx) {
+            Ok(()) => {
+                count(Counter::ResetSent);
+                xdp_action::XDP_TX
+            }
+            Err(_) => {
+                count(Counter::ResetFailed);
+                xdp_action::XDP_DROP
+            }
+        },
     }
 }
 
@@ -36,6 +48,19 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
     match filter(&ctx) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Reset => match reset::rewrite(&ctx) {
+            Ok(()) => {
+                count(Counter::ResetSent);
+                // SAFETY: reads the interface index from the program's
+                // context; the redirect (TC_ACT_REDIRECT, flags 0: egress)
+                // sends the reply out of the interface it came in on.
+                unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
+            }
+            Err(_) => {
+                count(Counter::ResetFailed);
+                TC_ACT_SHOT
+            }
+        },
     }
 }
 
@@ -63,7 +88,7 @@ fn filter(ctx: &impl Frame) -> Verdict {
     }
     let settings = settings(scratch.generation.get());
     let verdict = outcome.verdict(&settings);
-    if verdict == Verdict::Drop {
+    if verdict != Verdict::Pass {
         count(Counter::Dropped);
     }
     events::report(ctx, scratch, outcome, &settings);
@@ -83,6 +108,7 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
     if payload.len == 0 {
         return Outcome::NoPayload;
     }
+    reset::remember(&mut scratch.reset, &payload);
     scratch.payload_len.set(if payload.len > SCAN_BYTES {
         SCAN_BYTES
     } else {

@@ -75,6 +75,8 @@ pub struct TcpPayload {
     pub ipv6: bool,
     pub src_port: u16,
     pub dst_port: u16,
+    /// Offset of the TCP header from the start of the frame.
+    pub l4: usize,
     /// Offset from the start of the frame.
     pub offset: usize,
     /// Length as the IP header says (Ethernet padding excluded).
@@ -210,6 +212,7 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
         ipv6,
         src_port,
         dst_port,
+        l4,
         offset,
         len: ip_end - offset,
     })

@@ -70,12 +70,19 @@ pub enum Command {
     },
     /// Run the real XDP program on every frame of a capture (pcap or pcapng,
     /// Ethernet) with BPF_PROG_TEST_RUN, attached nowhere, and print one JSON
-    /// object per frame: {"index":N,"verdict":"pass"|"drop","reason":COUNTER},
-    /// N counting from 0, COUNTER the counter the frame's outcome bumped.
+    /// object per frame:
+    /// {"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}, N
+    /// counting from 0, COUNTER the counter the frame's outcome bumped.
     Replay {
-        /// TOML configuration file: ports, allowlist, mode and on_incomplete.
+        /// TOML configuration file: ports, allowlist, mode, on_incomplete and
+        /// action.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Write the frames the program sends back (the resets, with
+        /// `action = "reset"`) to FILE, a pcap capture: one record per
+        /// `reset` line, in the same order.
+        #[arg(long, value_name = "FILE")]
+        replies: Option<PathBuf>,
         /// The capture.
         pcap: PathBuf,
     },
@@ -102,6 +109,11 @@ pub struct RunArgs {
     /// Overrides the config file's `mode`.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// Overrides the config file's `action`: `drop` discards what is not let
+    /// through; `reset` also answers the client with a TCP reset, so that
+    /// it fails at once instead of retransmitting until it times out.
+    #[arg(long, value_enum)]
+    pub action: Option<ActionArg>,
     /// Attachment point: XDP, or TC ingress where XDP cannot run.
     #[arg(long, value_enum, default_value_t = AttachArg::Xdp)]
     pub attach: AttachArg,
@@ -130,6 +142,13 @@ pub struct RunArgs {
 pub enum ModeArg {
     Enforce,
     Monitor,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionArg {
+    Drop,
+    Reset,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use cors_filter_common::{Mode, OnIncomplete};
+use cors_filter_common::{Action, Mode, OnIncomplete};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -20,6 +20,7 @@ pub struct Config {
     pub allow: Vec<AllowEntry>,
     pub mode: Mode,
     pub on_incomplete: OnIncomplete,
+    pub action: Action,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +33,8 @@ struct RawConfig {
     mode: Option<ModeSetting>,
     #[serde(default)]
     on_incomplete: Option<IncompleteSetting>,
+    #[serde(default)]
+    action: Option<ActionSetting>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -46,6 +49,13 @@ enum ModeSetting {
 enum IncompleteSetting {
     Pass,
     Drop,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ActionSetting {
+    Drop,
+    Reset,
 }
 
 /// A problem at a line of the config file.
@@ -135,6 +145,10 @@ impl Config {
                 IncompleteSetting::Pass => OnIncomplete::Pass,
                 IncompleteSetting::Drop => OnIncomplete::Drop,
             },
+            action: match raw.action.unwrap_or(ActionSetting::Drop) {
+                ActionSetting::Drop => Action::Drop,
+                ActionSetting::Reset => Action::Reset,
+            },
         })
     }
 }
@@ -154,13 +168,22 @@ mod tests {
     fn parses_the_documented_example() {
         let c = Config::parse(
             Path::new("x.toml"),
-            "ports = [80, 8080]\nallow = [\"https://app.example.com\", \"https://*.example.org\"]\nmode = \"monitor\"\non_incomplete = \"drop\"\n",
+            "ports = [80, 8080]\nallow = [\"https://app.example.com\", \"https://*.example.org\"]\nmode = \"monitor\"\non_incomplete = \"drop\"\naction = \"reset\"\n",
         )
         .unwrap();
         assert_eq!(c.ports.iter().copied().collect::<Vec<_>>(), [80, 8080]);
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.mode, Mode::Monitor);
         assert_eq!(c.on_incomplete, OnIncomplete::Drop);
+        assert_eq!(c.action, Action::Reset);
+    }
+
+    #[test]
+    fn action_defaults_to_drop() {
+        let c = Config::parse(Path::new("x.toml"), "ports = [80]\n").unwrap();
+        assert_eq!(c.action, Action::Drop);
+        let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"drop\"\n").unwrap();
+        assert_eq!(c.action, Action::Drop);
     }
 
     #[test]
@@ -182,6 +205,12 @@ mod tests {
 
         let e = err("ports = [8080]\nmode = \"enforcing\"\n");
         assert!(e.contains("line 2") && e.contains("enforcing"), "{e}");
+
+        let e = err("ports = [8080]\n\naction = \"rst\"\n");
+        assert!(
+            e.contains("/etc/cf.toml") && e.contains("line 3") && e.contains("rst"),
+            "{e}"
+        );
 
         let e = err("ports = [70000]\n");
         assert!(e.contains("line 1") && e.contains("70000"), "{e}");

@@ -18,6 +18,7 @@ mod private;
 mod privilege;
 mod reload;
 mod replay;
+mod reply_capture;
 mod run;
 mod state;
 mod stats;
@@ -55,7 +56,11 @@ async fn main() -> ExitCode {
             reload::reload(&cli.pin_dir, &cli.state_dir).map(|done| println!("{done}"))
         }
         Command::Detach { iface, all: _ } => detach::detach(&cli.pin_dir, iface.as_deref()),
-        Command::Replay { config, pcap } => replay::replay(&config, &pcap),
+        Command::Replay {
+            config,
+            replies,
+            pcap,
+        } => replay::replay(&config, &pcap, replies.as_deref()),
         Command::Stats { json, top } => stats::stats(&cli.pin_dir, &cli.state_dir, json, top),
     };
     match result {

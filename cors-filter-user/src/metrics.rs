@@ -83,7 +83,7 @@ impl Snapshot {
         )?;
         counter(
             "cors_filter_dropped_total",
-            "Packets dropped by the filter.",
+            "Packets dropped by the filter (with --action reset, also those answered with a reset).",
             Counter::Dropped,
         )?;
         let policies = IntCounter::new(
@@ -116,6 +116,15 @@ impl Snapshot {
             &[
                 ("allow", self.get(Counter::PreflightAllow)),
                 ("deny", self.get(Counter::PreflightDeny)),
+            ],
+        )?;
+        labelled(
+            "cors_filter_resets_total",
+            "Dropped packets answered with a TCP reset (--action reset), by result: sent, or failed (dropped without a reply).",
+            "result",
+            &[
+                ("sent", self.get(Counter::ResetSent)),
+                ("failed", self.get(Counter::ResetFailed)),
             ],
         )?;
         // The `pass_*` counters, by their reason.
@@ -294,6 +303,7 @@ mod tests {
         counters[Counter::PreflightDeny.index() as usize] = 3;
         counters[Counter::PassNotHttp.index() as usize] = 2;
         counters[Counter::EventsLost.index() as usize] = 1;
+        counters[Counter::ResetSent.index() as usize] = 4;
         Snapshot {
             counters,
             allowlist_entries: 5,
@@ -327,6 +337,8 @@ mod tests {
             "cors_filter_dropped_total 0",
             "cors_filter_passed_total{reason=\"not_http\"} 2",
             "cors_filter_passed_total{reason=\"not_preflight\"} 0",
+            "cors_filter_resets_total{result=\"sent\"} 4",
+            "cors_filter_resets_total{result=\"failed\"} 0",
             "cors_filter_allowlist_entries 5",
             "cors_filter_denial_events_lost_total 1",
             "# TYPE cors_filter_allowlist_entries gauge",
@@ -344,6 +356,8 @@ mod tests {
         }
         assert_eq!(snapshot().json()["preflight_deny"], 3);
         assert_eq!(snapshot().json()["events_lost"], 1);
+        assert_eq!(snapshot().json()["reset_sent"], 4);
+        assert_eq!(snapshot().json()["reset_failed"], 0);
     }
 
     #[test]

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cors_filter_common::{FilterConfig, Mode};
+use cors_filter_common::{Action, FilterConfig, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::ModeArg,
+    cli::{ActionArg, ModeArg},
     config::Config,
     policy::{Policy, PolicyMaps},
     state::StateDir,
@@ -28,13 +28,23 @@ pub struct RunRecord {
     pub config: PathBuf,
     /// `--mode`, which overrides the file's `mode`.
     pub mode: Option<ModeArg>,
+    /// `--action`, which overrides the file's `action`.
+    pub action: Option<ActionArg>,
 }
 
 impl RunRecord {
-    pub fn new(config: &Path, mode: Option<ModeArg>) -> Result<RunRecord> {
+    pub fn new(
+        config: &Path,
+        mode: Option<ModeArg>,
+        action: Option<ActionArg>,
+    ) -> Result<RunRecord> {
         let config = std::path::absolute(config)
             .with_context(|| format!("cannot resolve the path {}", config.display()))?;
-        Ok(RunRecord { config, mode })
+        Ok(RunRecord {
+            config,
+            mode,
+            action,
+        })
     }
 
     pub fn save(&self, state: &StateDir) -> Result<()> {
@@ -66,6 +76,11 @@ impl RunRecord {
             Some(ModeArg::Monitor) => Mode::Monitor,
             None => config.mode,
         };
+        let action = match self.action {
+            Some(ActionArg::Drop) => Action::Drop,
+            Some(ActionArg::Reset) => Action::Reset,
+            None => config.action,
+        };
         let changes = state.load_changes()?;
         for entry in config
             .allow
@@ -82,7 +97,7 @@ impl RunRecord {
         }
         let allow = changes.apply(&config.allow, &state.changes_path())?;
         Ok(Policy {
-            settings: FilterConfig::new(mode, config.on_incomplete),
+            settings: FilterConfig::new(mode, config.on_incomplete).with_action(action),
             ports: config.ports,
             allow,
         })
@@ -119,7 +134,12 @@ mod tests {
             std::env::temp_dir().join(format!("cors-filter-run-record-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = StateDir::open(&dir).unwrap();
-        let record = RunRecord::new(Path::new("relative.toml"), Some(ModeArg::Monitor)).unwrap();
+        let record = RunRecord::new(
+            Path::new("relative.toml"),
+            Some(ModeArg::Monitor),
+            Some(ActionArg::Reset),
+        )
+        .unwrap();
         assert!(record.config.is_absolute());
         record.save(&state).unwrap();
         assert_eq!(RunRecord::load(&state).unwrap(), record);

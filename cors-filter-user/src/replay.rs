@@ -1,7 +1,9 @@
 //! `cors-filter replay`: the real program, loaded into the kernel but
 //! attached nowhere, run on every frame of a capture with
 //! `BPF_PROG_TEST_RUN`. One JSON object per frame on stdout:
-//! `{"index":N,"verdict":"pass"|"drop","reason":COUNTER}`.
+//! `{"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}`.
+//! `reset` is a frame the program rewrote into a TCP reset and returned
+//! `XDP_TX` for (`action = "reset"`); `--replies FILE` keeps those frames.
 //!
 //! The reason is read off the program's own counters: the one counter a
 //! frame's outcome bumps (see `Outcome::counters`), found by comparing the
@@ -22,18 +24,21 @@ use crate::{
     config::Config,
     filter::{Filter, Hook},
     policy::Policy,
+    reply_capture::ReplyCapture,
 };
 
 /// `xdp_action` values the program returns.
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 
-pub fn replay(config_path: &Path, capture_path: &Path) -> Result<()> {
+pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Path>) -> Result<()> {
     let config = Config::load(config_path)?;
+    let mut replies = replies_path.map(ReplyCapture::create).transpose()?;
     // The attach mode is irrelevant: the program is never attached.
     let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None)?;
     filter.take_policy_maps()?.install(&Policy {
-        settings: FilterConfig::new(config.mode, config.on_incomplete),
+        settings: FilterConfig::new(config.mode, config.on_incomplete).with_action(config.action),
         ports: config.ports,
         allow: config.allow,
     })?;
@@ -47,14 +52,21 @@ pub fn replay(config_path: &Path, capture_path: &Path) -> Result<()> {
         let after = filter.counters()?;
         let reason = reason(&before, &after)
             .with_context(|| format!("frame {index} of {}", capture_path.display()))?;
-        let dropped =
-            after[Counter::Dropped.index() as usize] != before[Counter::Dropped.index() as usize];
-        let verdict = match (run.retval, dropped) {
-            (XDP_PASS, false) => "pass",
-            (XDP_DROP, true) => "drop",
-            (retval, dropped) => bail!(
-                "frame {index}: the program returned {retval} but {} the drop counter",
-                if dropped { "bumped" } else { "did not bump" }
+        let moved = |c: Counter| after[c.index() as usize] != before[c.index() as usize];
+        let (dropped, reset) = (moved(Counter::Dropped), moved(Counter::ResetSent));
+        let verdict = match (run.retval, dropped, reset) {
+            (XDP_PASS, false, false) => "pass",
+            (XDP_DROP, true, false) => "drop",
+            (XDP_TX, true, true) => {
+                if let Some(replies) = &mut replies {
+                    replies.push(&run.frame_out)?;
+                }
+                "reset"
+            }
+            (retval, dropped, reset) => bail!(
+                "frame {index}: the program returned {retval} but {} the drop counter and {} the reset counter",
+                if dropped { "bumped" } else { "did not bump" },
+                if reset { "bumped" } else { "did not bump" }
             ),
         };
         before = after;
@@ -67,12 +79,14 @@ pub fn replay(config_path: &Path, capture_path: &Path) -> Result<()> {
         )
         .context("cannot write to standard output")
     })?;
-    out.flush().context("cannot write to standard output")
+    out.flush().context("cannot write to standard output")?;
+    replies.map_or(Ok(()), ReplyCapture::finish)
 }
 
 /// The counter that names why one run got its verdict, from the counters
 /// before and after it: `malformed` where the outcome bumped it (it goes
-/// with `preflight_deny`), otherwise the one outcome counter that moved.
+/// with `preflight_deny`), otherwise the one outcome counter that moved
+/// (not `dropped` and the reset counters, which say what was done).
 fn reason(
     before: &[u64; Counter::COUNT as usize],
     after: &[u64; Counter::COUNT as usize],
@@ -90,7 +104,12 @@ fn reason(
         moved(c)
             && !matches!(
                 c,
-                Counter::Packets | Counter::Requests | Counter::Dropped | Counter::EventsLost
+                Counter::Packets
+                    | Counter::Requests
+                    | Counter::Dropped
+                    | Counter::ResetSent
+                    | Counter::ResetFailed
+                    | Counter::EventsLost
             )
     });
     match (outcome.next(), outcome.next()) {
@@ -145,6 +164,19 @@ mod tests {
             .unwrap(),
             Counter::PreflightDeny
         );
+        for reset in [Counter::ResetSent, Counter::ResetFailed] {
+            assert_eq!(
+                r(&[
+                    Counter::Packets,
+                    Counter::Requests,
+                    Counter::PreflightDeny,
+                    Counter::Dropped,
+                    reset
+                ])
+                .unwrap(),
+                Counter::PreflightDeny
+            );
+        }
         assert!(r(&[Counter::PassNotHttp]).is_err());
         assert!(r(&[Counter::Packets]).is_err());
         assert!(r(&[Counter::Packets, Counter::PassNotIp, Counter::PassNotTcp]).is_err());

@@ -28,7 +28,7 @@ use crate::{
 
 pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     // Everything that can be checked is checked before the kernel is touched.
-    let record = RunRecord::new(&args.config, args.mode)?;
+    let record = RunRecord::new(&args.config, args.mode, args.action)?;
     for iface in &args.ifaces {
         ifindex(iface)?;
     }
@@ -61,12 +61,17 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         let installed = filter.take_policy_maps()?.install(&policy)?;
         record.save(&state)?;
         log::info!(
-            "policy {installed} installed from {}: {} mode, ports {:?}, {} allowed origin(s){}",
+            "policy {installed} installed from {}: {} mode, action {}, ports {:?}, {} allowed origin(s){}",
             record.config.display(),
             if policy.settings.enforcing() {
                 "enforce"
             } else {
                 "monitor"
+            },
+            if policy.settings.resets() {
+                "reset"
+            } else {
+                "drop"
             },
             policy.ports,
             policy.allow.len(),

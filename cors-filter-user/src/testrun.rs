@@ -39,32 +39,42 @@ struct TestRunAttr {
 }
 
 /// What one `BPF_PROG_TEST_RUN` call returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRun {
     /// The program's return value (an `xdp_action` for XDP).
     pub retval: u32,
     /// Mean time of one run, in nanoseconds, as the kernel measured it.
     pub duration_ns: u32,
+    /// The frame as the program left it (rewritten, cut), as the kernel
+    /// copied it back after the last run.
+    pub frame_out: Vec<u8>,
 }
 
-/// Runs `program` `repeat` times (at least once) on `frame`. Only the
-/// return value and the time are read back: the frame's output copy and the
-/// context are not asked for.
+/// Runs `program` `repeat` times (at least once) on `frame`. The return
+/// value, the time and the frame as the program left it are read back; the
+/// context is not asked for.
 pub fn test_run(program: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> Result<TestRun> {
     let Ok(data_size_in) = u32::try_from(frame.len()) else {
         bail!("a frame of {} bytes is too large to run", frame.len());
     };
+    // The program never grows a frame: the output fits in the input's size
+    // (a larger one would be an error, ENOSPC, not a cut copy).
+    let mut frame_out = vec![0u8; frame.len()];
     let mut attr = TestRunAttr {
         prog_fd: program.as_raw_fd() as u32,
         data_size_in,
         data_in: frame.as_ptr() as u64,
+        data_size_out: data_size_in,
+        data_out: frame_out.as_mut_ptr() as u64,
         repeat: repeat.max(1),
         ..TestRunAttr::default()
     };
     // SAFETY: `attr` is a valid `bpf_attr` prefix for this command and lives
     // across the call; `data_in` points to `data_size_in` readable bytes that
-    // the kernel only reads; `data_out` and `ctx_*` are null with zero sizes,
-    // so the kernel writes nothing but `attr` itself.
+    // the kernel only reads; `data_out` points to `data_size_out` writable
+    // bytes, which the kernel never writes past (it fails with ENOSPC
+    // instead); `ctx_*` are null with zero sizes, so the kernel writes
+    // nothing else but `attr` itself.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -80,9 +90,20 @@ pub fn test_run(program: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> Result<Te
             frame.len()
         );
     }
+    // The kernel says how long the output is.
+    let out_len = attr.data_size_out as usize;
+    if out_len > frame.len() {
+        bail!(
+            "BPF_PROG_TEST_RUN reported an output of {} bytes for a buffer of {}",
+            attr.data_size_out,
+            frame.len()
+        );
+    }
+    frame_out.truncate(out_len);
     Ok(TestRun {
         retval: attr.retval,
         duration_ns: attr.duration,
+        frame_out,
     })
 }
 

@@ -10,6 +10,7 @@
 //! For tests of the BPF program alone, `packet` builds frames byte by byte
 //! and `pcap` writes them to capture files; those are never sent anywhere.
 
+pub mod attempt;
 pub mod bed;
 pub mod client;
 pub mod demo;
@@ -27,11 +28,14 @@ pub mod promtool;
 pub mod raw_client;
 pub mod reference;
 pub mod replay;
+pub mod reset;
 pub mod scanner;
 pub mod server;
+pub mod sockets;
 pub mod syscalls;
 pub mod tcpdump;
 pub mod unit;
+pub mod xdp_pass;
 
 use std::{
     path::PathBuf,

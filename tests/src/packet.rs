@@ -42,8 +42,8 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
-const TCP_SEQ: u32 = 1_000_000;
-const TCP_ACK_NUM: u32 = 2_000_000;
+pub const TCP_SEQ: u32 = 1_000_000;
+pub const TCP_ACK_NUM: u32 = 2_000_000;
 const TCP_WINDOW: u16 = 64240;
 const IP_ID: u16 = 0x1234;
 const IPV6_FRAGMENT_ID: u32 = 0x1234_5678;

@@ -1,5 +1,6 @@
 //! Capture files for `cors-filter replay`, in both formats it reads: classic
-//! libpcap and pcapng, Ethernet link type, little-endian.
+//! libpcap and pcapng, Ethernet link type, little-endian; and a reader for
+//! the classic captures `replay --replies` writes.
 //!
 //! Written by hand from the format specifications (the libpcap file format,
 //! draft-ietf-opsawg-pcap; pcapng, draft-ietf-opsawg-pcapng) rather than with
@@ -175,6 +176,47 @@ fn pcapng_bytes(snaplen: u32, records: &[Record]) -> Result<Vec<u8>> {
         pcapng_block(&mut out, PCAPNG_ENHANCED_PACKET, &epb)?;
     }
     Ok(out)
+}
+
+/// Reads the frames of a classic libpcap capture (little-endian, Ethernet),
+/// such as `replay --replies` writes; a record cut short by the snapshot
+/// length is an error.
+pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let word = |at: usize| -> Result<u32> {
+        let b = bytes
+            .get(at..at + 4)
+            .with_context(|| format!("{}: cut short at byte {at}", path.display()))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if word(0)? != PCAP_MAGIC {
+        bail!("{} is not a little-endian pcap capture", path.display());
+    }
+    if word(20)? != u32::from(LINKTYPE_ETHERNET) {
+        bail!(
+            "{}: link type {} is not Ethernet",
+            path.display(),
+            word(20)?
+        );
+    }
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let (caplen, orig_len) = (word(at + 8)? as usize, word(at + 12)? as usize);
+        if caplen != orig_len {
+            bail!(
+                "{}: record {} keeps {caplen} of {orig_len} bytes",
+                path.display(),
+                frames.len()
+            );
+        }
+        let data = bytes
+            .get(at + 16..at + 16 + caplen)
+            .with_context(|| format!("{}: record {} cut short", path.display(), frames.len()))?;
+        frames.push(data.to_vec());
+        at += 16 + caplen;
+    }
+    Ok(frames)
 }
 
 #[cfg(test)]

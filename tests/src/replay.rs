@@ -67,7 +67,7 @@ impl ReplayRun {
             if replayed.index != n as u64 {
                 bail!("replay line {n} has index {}", replayed.index);
             }
-            if !matches!(replayed.verdict.as_str(), "pass" | "drop") {
+            if !matches!(replayed.verdict.as_str(), "pass" | "drop" | "reset") {
                 bail!("replay line {n} has verdict {:?}", replayed.verdict);
             }
             out.push(replayed);
@@ -79,13 +79,18 @@ impl ReplayRun {
 /// Runs `cors-filter replay --config CONFIG CAPTURE`, its output in files
 /// (a pipe would fill up and stall it), within [`REPLAY_LIMIT`].
 pub fn replay_files(config: &Path, capture: &Path) -> Result<ReplayRun> {
+    run_replay(config, capture, None)
+}
+
+fn run_replay(config: &Path, capture: &Path, replies: Option<&Path>) -> Result<ReplayRun> {
     let dir = TempDir::new("replay-out")?;
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut command = Command::new(cors_filter_bin()?);
+    command.arg("replay").arg("--config").arg(config);
+    if let Some(replies) = replies {
+        command.arg("--replies").arg(replies);
+    }
     command
-        .arg("replay")
-        .arg("--config")
-        .arg(config)
         .arg(capture)
         .stdin(Stdio::null())
         .stdout(File::create(&out_path)?)
@@ -120,4 +125,37 @@ pub fn replay(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
         );
     }
     Ok(lines)
+}
+
+/// Replays `frames` under `config_toml` as [`replay`] does, with `--replies`:
+/// also returns the frames the program sent back, one per `reset` line.
+pub fn replay_with_replies(
+    config_toml: &str,
+    frames: &[Vec<u8>],
+) -> Result<(Vec<Replayed>, Vec<Vec<u8>>)> {
+    let dir = TempDir::new("replay")?;
+    let (config, capture, replies) = (
+        dir.path().join("config.toml"),
+        dir.path().join("frames.pcap"),
+        dir.path().join("replies.pcap"),
+    );
+    std::fs::write(&config, config_toml)?;
+    pcap::write_pcap(&capture, frames)?;
+    let lines = run_replay(&config, &capture, Some(&replies))?.lines()?;
+    if lines.len() != frames.len() {
+        bail!(
+            "replay printed {} lines for {} frames",
+            lines.len(),
+            frames.len()
+        );
+    }
+    let replies = pcap::read_pcap(&replies)?;
+    let resets = lines.iter().filter(|l| l.verdict == "reset").count();
+    if replies.len() != resets {
+        bail!(
+            "replay wrote {} replies for {resets} reset verdicts",
+            replies.len()
+        );
+    }
+    Ok((lines, replies))
 }

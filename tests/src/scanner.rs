@@ -35,6 +35,7 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
         addressing: Default::default(),
         head: Default::default(),
         origin: Default::default(),
+        reset: Default::default(),
     });
     let len = payload.len().min(SCAN_BYTES);
     scratch.payload[..len].copy_from_slice(&payload[..len]);

@@ -36,6 +36,15 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server on the server namespace's addresses, port [`PORT`].
     pub fn start(pair: &NetnsPair, binary: &std::path::Path) -> Result<TestServer> {
+        TestServer::start_with(pair, binary, &[])
+    }
+
+    /// [`TestServer::start`] with more arguments, e.g. `--read-timeout-ms`.
+    pub fn start_with(
+        pair: &NetnsPair,
+        binary: &std::path::Path,
+        args: &[&str],
+    ) -> Result<TestServer> {
         let dir = TempDir::new("server")?;
         let log = dir.path().join("requests.log");
         let mut command = Command::new("ip");
@@ -46,6 +55,7 @@ impl TestServer {
             .arg(&log)
             .args(["--listen", &format!("{SERVER_V4}:{PORT}")])
             .args(["--listen", &format!("[{SERVER_V6}]:{PORT}")])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

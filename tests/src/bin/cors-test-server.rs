@@ -6,11 +6,16 @@
 //! receives is appended to the log file as `METHOD PATH ORIGIN`, which is how
 //! the tests prove what reached it.
 //!
+//! A connection on which no whole request head arrives within the read
+//! timeout (10 s, or `--read-timeout-ms`) is closed, as real servers bound
+//! the wait for a request head.
+//!
 //! Usage: cors-test-server --log FILE --listen ADDR [--listen ADDR ...]
+//!        [--read-timeout-ms MS]
 
 use std::{
     fs::OpenOptions,
-    io::{Read as _, Write as _},
+    io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     sync::Arc,
@@ -20,6 +25,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 const MAX_HEAD: usize = 16 * 1024;
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> Result<()> {
     // Never outlive the test that started us.
@@ -27,6 +33,7 @@ fn main() -> Result<()> {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     let mut listen = Vec::new();
     let mut log = None;
+    let mut read_timeout = DEFAULT_READ_TIMEOUT;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -35,6 +42,17 @@ fn main() -> Result<()> {
                 listen.push(addr);
             }
             "--log" => log = Some(PathBuf::from(args.next().context("--log needs a file")?)),
+            "--read-timeout-ms" => {
+                let ms: u64 = args
+                    .next()
+                    .context("--read-timeout-ms needs a number")?
+                    .parse()
+                    .context("--read-timeout-ms needs a number of milliseconds")?;
+                if ms == 0 {
+                    bail!("--read-timeout-ms must be above 0");
+                }
+                read_timeout = Duration::from_millis(ms);
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -51,7 +69,7 @@ fn main() -> Result<()> {
             for stream in listener.incoming().flatten() {
                 let log = Arc::clone(&log);
                 std::thread::spawn(move || {
-                    if let Err(e) = serve(stream, &log) {
+                    if let Err(e) = serve(stream, &log, read_timeout) {
                         eprintln!("cors-test-server: {e:#}");
                     }
                 });
@@ -66,15 +84,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn serve(mut stream: TcpStream, log: &PathBuf) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+fn serve(mut stream: TcpStream, log: &PathBuf, read_timeout: Duration) -> Result<()> {
+    stream.set_read_timeout(Some(read_timeout))?;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     loop {
-        let n = stream.read(&mut buf[filled..])?;
-        if n == 0 {
-            return Ok(());
-        }
+        let n = match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            // The read timeout: the connection is closed, as a server closes
+            // one whose request head does not come.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("cannot read a request"),
+        };
         filled += n;
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut headers);
