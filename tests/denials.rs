@@ -3,20 +3,19 @@
 //! Real namespaces, server and filter, as in `e2e.rs`; requests sent as raw
 //! bytes (see `raw_client`) so that odd and long origins can be sent.
 
+use std::path::Path;
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use cors_filter_tests::{
+    bed::Bed,
     client::Family,
     filter::{FilterHome, RunningFilter},
     metrics::{Metrics, by_label},
-    netns::NetnsPair,
-    promtool, raw_client, require_root,
-    server::TestServer,
+    promtool, raw_client,
 };
 
 const ALLOWED: &str = "https://app.example.com";
@@ -27,26 +26,6 @@ const CATCH_UP: Duration = Duration::from_secs(15);
 
 fn config(extra: &str) -> String {
     format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n{extra}")
-}
-
-struct Bed {
-    _server: TestServer,
-    pair: NetnsPair,
-}
-
-impl Bed {
-    fn new() -> Result<Bed> {
-        require_root()?;
-        let pair = NetnsPair::create()?;
-        let server = TestServer::start(
-            &pair,
-            &PathBuf::from(env!("CARGO_BIN_EXE_cors-test-server")),
-        )?;
-        Ok(Bed {
-            _server: server,
-            pair,
-        })
-    }
 }
 
 /// Polls `probe` every 100 ms until it gives a value, for at most `limit`.
@@ -106,6 +85,10 @@ fn settled_stats(filter: &RunningFilter, total: u64) -> Result<serde_json::Value
     )
 }
 
+fn bed() -> Result<Bed> {
+    Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))
+}
+
 /// Denials from a few distinct origins, an odd one and a long one among
 /// them (monitor mode: every request reaches the server, and is counted
 /// exactly once): logged, counted per origin on `/metrics` with the top 2
@@ -113,7 +96,7 @@ fn settled_stats(filter: &RunningFilter, total: u64) -> Result<serde_json::Value
 /// `stats`, and still there after a restart.
 #[test]
 fn denials_are_logged_counted_per_origin_and_kept_across_restarts() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config("mode = \"monitor\"\n"))?;
     let filter = RunningFilter::start(&bed.pair, &home, &["--metrics-top-origins", "2"])?;
 
@@ -267,7 +250,7 @@ fn denials_are_logged_counted_per_origin_and_kept_across_restarts() -> Result<()
 #[test]
 fn denial_log_lines_are_rate_limited() -> Result<()> {
     const BURST: u64 = 100;
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config("mode = \"monitor\"\n"))?;
     let filter = RunningFilter::start(&bed.pair, &home, &[])?;
     let requests = vec![raw_client::preflight(b"https://flood.example"); BURST as usize];
@@ -323,7 +306,7 @@ fn filter_log(home: &FilterHome) -> Result<String> {
 /// incomplete one is logged without an origin and not counted per origin.
 #[test]
 fn dropped_preflights_and_incomplete_heads_are_reported() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config("on_incomplete = \"drop\"\n"))?;
     let filter = RunningFilter::start(&bed.pair, &home, &[])?;
     let wait = Duration::from_secs(1);
@@ -382,7 +365,7 @@ fn dropped_preflights_and_incomplete_heads_are_reported() -> Result<()> {
 /// included (it reads the frame from another context).
 #[test]
 fn tc_attachment_reports_denials_too() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = RunningFilter::start(&bed.pair, &home, &["--attach", "tc"])?;
     let request = raw_client::preflight(b"https://tc.example");

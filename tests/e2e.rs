@@ -2,17 +2,17 @@
 //! and curl, each test on namespaces of its own. Needs root; fails, never
 //! skips, without it.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Result;
 use cors_filter_tests::{
     TempDir,
+    bed::Bed,
     client::{self, Family},
-    filter::{FilterHome, RunningFilter, run_expecting_exit, run_with_pins},
+    filter::{FilterHome, run_expecting_exit, run_with_pins},
     netns::{CLIENT_IF, NetnsPair, SERVER_IF},
     replay::replay_files,
-    require_root,
-    server::{Seen, TestServer},
+    server::Seen,
     tcpdump::Tcpdump,
 };
 
@@ -23,39 +23,21 @@ fn config(extra: &str) -> String {
     format!("ports = [8080]\nallow = [\"{ALLOWED}\", \"https://*.example.org\"]\n{extra}")
 }
 
-/// A namespace pair with the test server and, started by each test, the filter.
-struct Bed {
-    server: TestServer,
-    pair: NetnsPair,
-}
-
-impl Bed {
-    fn new() -> Result<Bed> {
-        require_root()?;
-        let pair = NetnsPair::create()?;
-        let server = TestServer::start(
-            &pair,
-            &PathBuf::from(env!("CARGO_BIN_EXE_cors-test-server")),
-        )?;
-        Ok(Bed { server, pair })
-    }
-
-    fn filter(&self, home: &FilterHome, args: &[&str]) -> Result<RunningFilter> {
-        RunningFilter::start(&self.pair, home, args)
-    }
-}
-
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name]
         .as_u64()
         .unwrap_or_else(|| panic!("stats has no counter {name}: {stats}"))
 }
 
+fn bed() -> Result<Bed> {
+    Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))
+}
+
 /// The harness alone, without the filter: namespaces, veth, addresses, the
 /// test server on IPv4 and IPv6, curl, the server's log, and cleanup.
 #[test]
 fn harness_smoke() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let (client_ns, server_ns) = (bed.pair.client.clone(), bed.pair.server.clone());
     assert_eq!(client::get(&bed.pair, Family::V4)?.status, Some(200));
     assert_eq!(client::get(&bed.pair, Family::V6)?.status, Some(200));
@@ -93,7 +75,7 @@ fn harness_smoke() -> Result<()> {
 
 #[test]
 fn allowed_preflight_is_answered() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     let reply = client::preflight(&bed.pair, Family::V4, ALLOWED)?;
@@ -109,7 +91,7 @@ fn allowed_preflight_is_answered() -> Result<()> {
 
 #[test]
 fn disallowed_preflight_never_reaches_the_server() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     let reply = client::preflight(&bed.pair, Family::V4, DENIED)?;
@@ -136,7 +118,7 @@ fn disallowed_preflight_never_reaches_the_server() -> Result<()> {
 
 #[test]
 fn plain_get_without_origin_is_answered() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     let reply = client::get(&bed.pair, Family::V4)?;
@@ -150,7 +132,7 @@ fn plain_get_without_origin_is_answered() -> Result<()> {
 
 #[test]
 fn allow_add_and_remove_act_at_once() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
@@ -190,7 +172,7 @@ fn allow_add_and_remove_act_at_once() -> Result<()> {
 
 #[test]
 fn allow_rejects_invalid_origins_naming_the_bad_part() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     for (origin, part) in [
@@ -213,7 +195,7 @@ fn allow_rejects_invalid_origins_naming_the_bad_part() -> Result<()> {
 
 #[test]
 fn allow_changes_survive_a_restart() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     filter.cli_ok(&["allow", "add", DENIED])?;
@@ -239,7 +221,7 @@ fn allow_changes_survive_a_restart() -> Result<()> {
 
 #[test]
 fn metrics_and_stats_show_the_counts() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     for _ in 0..2 {
@@ -275,7 +257,7 @@ fn metrics_and_stats_show_the_counts() -> Result<()> {
 
 #[test]
 fn monitor_mode_passes_but_counts_deny() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &["--mode", "monitor"])?;
     let reply = client::preflight(&bed.pair, Family::V4, DENIED)?;
@@ -289,7 +271,7 @@ fn monitor_mode_passes_but_counts_deny() -> Result<()> {
 
 #[test]
 fn ipv6_preflights_are_filtered_too() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     assert_eq!(
@@ -307,7 +289,7 @@ fn ipv6_preflights_are_filtered_too() -> Result<()> {
 
 #[test]
 fn wildcard_entries_match_subdomains_on_label_boundaries() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     for (origin, allowed) in [
@@ -326,7 +308,7 @@ fn wildcard_entries_match_subdomains_on_label_boundaries() -> Result<()> {
 
 #[test]
 fn tc_attachment_filters_like_xdp() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &["--attach", "tc"])?;
     assert_eq!(
@@ -344,7 +326,7 @@ fn tc_attachment_filters_like_xdp() -> Result<()> {
 
 #[test]
 fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     // Each case: the config, and what stderr must name (line and value).
     let cases: [(&str, &[&str]); 4] = [
@@ -394,7 +376,7 @@ fn bad_config_is_refused_and_nothing_is_attached() -> Result<()> {
 
 #[test]
 fn a_second_filter_cannot_take_over_running_pins() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     // Another state directory, the same pins: refused, and the running
@@ -431,7 +413,7 @@ fn a_second_filter_cannot_take_over_running_pins() -> Result<()> {
 /// the program: it gives the verdicts the attached filter gave live.
 #[test]
 fn replay_of_a_real_capture_matches_the_live_filter() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
     let filter = bed.filter(&home, &[])?;
     let dir = TempDir::new("capture")?;

@@ -39,22 +39,6 @@ fn counter(stats: &serde_json::Value, name: &str) -> Result<u64> {
         .with_context(|| format!("stats has no counter {name}: {stats}"))
 }
 
-/// Whether an XDP program is attached to the server interface, per the
-/// kernel (`bpftool net`: `driver id N` or `generic id N`). Debian's bpftool
-/// does not list TCX attachments yet; with `--attach tc` the tests judge by
-/// what the traffic shows only.
-fn xdp_attached(bed: &Bed) -> Result<bool> {
-    let out = cors_filter_tests::process::run_ok(
-        std::process::Command::new("nsenter")
-            .arg(format!("--net={}", bed.pair.server_ns_path()))
-            .args(["bpftool", "net", "show", "dev", SERVER_IF]),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().any(|l| {
-        l.starts_with(SERVER_IF) && (l.contains(" driver id ") || l.contains(" generic id "))
-    }))
-}
-
 fn tally<'a>(
     tallies: &'a std::collections::BTreeMap<String, Tally>,
     origin: &str,
@@ -97,7 +81,7 @@ fn kill_9_keeps_enforcing(attach: &[&str]) -> Result<()> {
     sleep(Duration::from_millis(1500));
     let in_window = window.finish()?;
     assert!(
-        attach == ["--attach", "tc"] || xdp_attached(&bed)?,
+        attach == ["--attach", "tc"] || bed.xdp_attached()?,
         "the program went with the daemon"
     );
     // The CLI reads the pinned counters, with or without a daemon.
@@ -166,7 +150,7 @@ fn sigterm_keeps_and_detach_removes(attach: &[&str]) -> Result<()> {
         filter.log()
     );
     assert!(
-        attach == ["--attach", "tc"] || xdp_attached(&bed)?,
+        attach == ["--attach", "tc"] || bed.xdp_attached()?,
         "SIGTERM detached the filter"
     );
     assert_eq!(
@@ -184,7 +168,7 @@ fn sigterm_keeps_and_detach_removes(attach: &[&str]) -> Result<()> {
 
     filter.cli_ok(&["detach", "--iface", SERVER_IF])?;
     assert!(
-        !xdp_attached(&bed)?,
+        !bed.xdp_attached()?,
         "detach --iface left the program attached"
     );
     assert_eq!(
@@ -220,7 +204,7 @@ fn detach_on_exit_takes_the_filter_off() -> Result<()> {
         None
     );
     filter.stop_process()?;
-    assert!(!xdp_attached(&bed)?);
+    assert!(!bed.xdp_attached()?);
     assert!(!filter.pin_dir().exists());
     assert_eq!(
         client::preflight(&bed.pair, Family::V4, DENIED)?.status,
@@ -444,7 +428,7 @@ fn pinned_maps_of_another_shape_are_refused() -> Result<()> {
         stderr.contains(&*counters.to_string_lossy()) && stderr.contains("another version"),
         "{stderr}"
     );
-    assert!(!xdp_attached(&bed)?);
+    assert!(!bed.xdp_attached()?);
     drop(cleanup);
     Ok(())
 }

@@ -4,19 +4,17 @@
 //! default drop, curl waits until it gives up. Needs root; fails, never
 //! skips, without it.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use cors_filter_tests::{
     attempt::{self, Attempt},
+    bed::Bed,
     client::{self, Family, MAX_TIME},
     filter::{FilterHome, RunningFilter},
-    netns::{CLIENT_IF, NetnsPair, SERVER_V4},
-    require_root,
-    server::{PORT, TestServer},
+    netns::{CLIENT_IF, SERVER_V4},
+    server::PORT,
     sockets::connections,
     xdp_pass::XdpPass,
 };
@@ -29,11 +27,6 @@ const PROMPT: Duration = Duration::from_secs(1);
 
 fn config(extra: &str) -> String {
     format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n{extra}")
-}
-
-struct Bed {
-    server: TestServer,
-    pair: NetnsPair,
 }
 
 /// Where the filter runs.
@@ -57,19 +50,6 @@ impl Hook {
     }
 }
 
-impl Bed {
-    fn new(server_args: &[&str]) -> Result<Bed> {
-        require_root()?;
-        let pair = NetnsPair::create()?;
-        let server = TestServer::start_with(
-            &pair,
-            &PathBuf::from(env!("CARGO_BIN_EXE_cors-test-server")),
-            server_args,
-        )?;
-        Ok(Bed { server, pair })
-    }
-}
-
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name]
         .as_u64()
@@ -80,7 +60,7 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
 /// a reset, promptly, and the server never sees the request; an allowed one
 /// is answered. IPv4 and IPv6.
 fn reset_fails_at_once(hook: Hook) -> Result<()> {
-    let bed = Bed::new(&[])?;
+    let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
     // Native XDP's `XDP_TX` on veth reaches the peer only if it runs XDP too.
     let _client_xdp = match hook {
         Hook::Xdp => Some(XdpPass::attach(
@@ -153,7 +133,7 @@ fn reset_fails_curl_at_once_with_tc() -> Result<()> {
 
 /// The default, drop: curl hears nothing and gives up at `--max-time`.
 fn drop_times_out(hook: Hook) -> Result<()> {
-    let bed = Bed::new(&[])?;
+    let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
     let home = FilterHome::new(&config(""))?;
     let filter = RunningFilter::start(&bed.pair, &home, hook.args())?;
     for family in [Family::V4, Family::V6] {
@@ -189,7 +169,10 @@ fn drop_stays_the_default_with_tc() -> Result<()> {
 #[test]
 fn the_servers_half_of_a_reset_connection_ends_at_its_read_timeout() -> Result<()> {
     const READ_TIMEOUT: Duration = Duration::from_millis(1500);
-    let bed = Bed::new(&["--read-timeout-ms", &READ_TIMEOUT.as_millis().to_string()])?;
+    let bed = Bed::with_server_args(
+        Path::new(env!("CARGO_BIN_EXE_cors-test-server")),
+        &["--read-timeout-ms", &READ_TIMEOUT.as_millis().to_string()],
+    )?;
     let _client_xdp = XdpPass::attach(&format!("/run/netns/{}", bed.pair.client), CLIENT_IF)?;
     let home = FilterHome::new(&config(""))?;
     let filter = RunningFilter::start(&bed.pair, &home, &["--action", "reset"])?;

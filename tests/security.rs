@@ -5,22 +5,23 @@
 //! and writable paths held against a trace of the daemon, and
 //! `systemd-analyze` on it. Needs root; fails, never skips, without it.
 
+use std::path::Path;
 use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 use cors_filter_tests::{
     TempDir,
+    bed::Bed,
     client::{self, Family},
     cors_filter_bin,
     filter::{FilterHome, RunningFilter, run_with_pins},
-    netns::{NetnsPair, SERVER_IF},
+    netns::SERVER_IF,
     privileges::{
         NOBODY, PinDir, as_nobody, capability_mask, capability_wrapper, effective_capabilities,
         not_root_only, run_with_capabilities, walk,
     },
     process::run_bounded,
     require_root,
-    server::TestServer,
     syscalls::{Trace, TracedFilter, parse_trace},
     unit::{self, Unit},
 };
@@ -28,34 +29,6 @@ use cors_filter_tests::{
 const ALLOWED: &str = "https://app.example.com";
 const DENIED: &str = "https://evil.example";
 const CONFIG: &str = "ports = [8080]\nallow = [\"https://app.example.com\"]\n";
-
-/// A namespace pair with the test server in it.
-struct Bed {
-    pair: NetnsPair,
-    server: TestServer,
-}
-
-impl Bed {
-    fn new() -> Result<Bed> {
-        require_root()?;
-        let pair = NetnsPair::create()?;
-        let server = TestServer::start(
-            &pair,
-            &PathBuf::from(env!("CARGO_BIN_EXE_cors-test-server")),
-        )?;
-        Ok(Bed { pair, server })
-    }
-
-    /// Whether an XDP program is attached to the server interface. (A TCX
-    /// link does not show in `ip link`; TC runs are checked by what they
-    /// drop.)
-    fn xdp_attached(&self) -> Result<bool> {
-        Ok(self
-            .pair
-            .link_show(&self.pair.server, SERVER_IF)?
-            .contains("xdp"))
-    }
-}
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -68,9 +41,13 @@ fn assert_no_panic(stderr: &str, what: &str) {
     }
 }
 
+fn bed() -> Result<Bed> {
+    Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))
+}
+
 #[test]
 fn pins_and_state_are_root_only() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(CONFIG)?;
     let filter = RunningFilter::start(&bed.pair, &home, &[])?;
     filter.cli_ok(&["allow", "add", DENIED])?;
@@ -127,7 +104,7 @@ fn pins_and_state_are_root_only() -> Result<()> {
 
 #[test]
 fn unprivileged_cli_is_refused_with_one_clear_line() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(CONFIG)?;
     let filter = RunningFilter::start(&bed.pair, &home, &[])?;
     filter.cli_ok(&["allow", "add", "https://kept.example"])?;
@@ -222,7 +199,7 @@ fn unprivileged_cli_is_refused_with_one_clear_line() -> Result<()> {
 /// the pin is named, and so is what is needed, not "no running filter".
 #[test]
 fn permission_errors_from_the_system_are_explained() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(CONFIG)?;
     let filter = RunningFilter::start(&bed.pair, &home, &[])?;
     let mut command = as_nobody(&cors_filter_bin()?);
@@ -247,7 +224,7 @@ fn permission_errors_from_the_system_are_explained() -> Result<()> {
 
 #[test]
 fn directories_someone_else_owns_are_refused() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(CONFIG)?;
     let chown_to_nobody = |path: &std::path::Path| -> Result<()> {
         std::fs::create_dir_all(path)?;
@@ -297,7 +274,7 @@ fn directories_someone_else_owns_are_refused() -> Result<()> {
 
 #[test]
 fn metrics_beyond_loopback_are_warned_about() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let home = FilterHome::new(CONFIG)?;
     let filter = RunningFilter::start(&bed.pair, &home, &["--metrics-listen", "0.0.0.0:9186"])?;
     let log = filter.log();
@@ -319,7 +296,7 @@ fn metrics_beyond_loopback_are_warned_about() -> Result<()> {
 /// taken away, the kernel refuses it, and cors-filter says which is missing.
 #[test]
 fn the_units_capabilities_are_enough_and_each_is_needed() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let unit = Unit::load()?;
     let capabilities = unit.capability_bounding_set()?;
     assert!(
@@ -486,7 +463,7 @@ fn the_unit_starts_reloads_and_confines_as_documented() -> Result<()> {
 /// (here: the test's pin and state directories). And the CLI's calls too.
 #[test]
 fn the_daemon_stays_within_the_units_system_calls_and_paths() -> Result<()> {
-    let bed = Bed::new()?;
+    let bed = bed()?;
     let unit = Unit::load()?;
     let allowed = unit.syscall_allowlist()?;
     let binary = cors_filter_bin()?;

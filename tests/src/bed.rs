@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::{
     filter::{FilterHome, RunningFilter},
-    netns::NetnsPair,
+    netns::{NetnsPair, SERVER_IF},
     require_root,
     server::TestServer,
 };
@@ -21,13 +21,28 @@ pub struct Bed {
 impl Bed {
     /// `server_binary` is `cors-test-server` (`env!("CARGO_BIN_EXE_cors-test-server")`).
     pub fn new(server_binary: &Path) -> Result<Bed> {
+        Bed::with_server_args(server_binary, &[])
+    }
+
+    /// [`Bed::new`], with extra arguments for the test server.
+    pub fn with_server_args(server_binary: &Path, server_args: &[&str]) -> Result<Bed> {
         require_root()?;
         let pair = NetnsPair::create()?;
-        let server = TestServer::start(&pair, server_binary)?;
+        let server = TestServer::start_with(&pair, server_binary, server_args)?;
         Ok(Bed { server, pair })
     }
 
     pub fn filter(&self, home: &FilterHome, args: &[&str]) -> Result<RunningFilter> {
         RunningFilter::start(&self.pair, home, args)
+    }
+
+    /// Whether an XDP program is attached to the server interface, per
+    /// `ip link`. Neither it nor Debian's bpftool shows TCX links yet: with
+    /// `--attach tc`, tests judge by what the traffic shows.
+    pub fn xdp_attached(&self) -> Result<bool> {
+        Ok(self
+            .pair
+            .link_show(&self.pair.server, SERVER_IF)?
+            .contains("prog/xdp"))
     }
 }
