@@ -14,6 +14,7 @@ use cors_filter_tests::{
     bed::Bed,
     client::{self, Family},
     filter::{FilterHome, RunningFilter, remove_pin_dir, run_with_pins},
+    metrics::by_label,
     netns::SERVER_IF,
     preflight_loop::{PreflightLoop, Tally},
 };
@@ -117,6 +118,27 @@ fn kill_9_keeps_enforcing(attach: &[&str]) -> Result<()> {
     assert_eq!(counter(&after, "policies_installed")?, 2, "{after}");
     let log = filter.log();
     assert!(log.contains("adopted the filter pinned on"), "{log}");
+    // The window's denial events waited in the pinned ring buffer for the
+    // new daemon, which counts them per origin. (Events the killed daemon
+    // had read but not yet saved, at most 2 s of them, may be lost.)
+    let window_denials = tally(&in_window, DENIED)?.sent;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let by_origin = by_label(
+            &filter.metric_values()?,
+            "cors_filter_denied_by_origin_total",
+            "origin",
+        );
+        if by_origin.get(DENIED).copied().unwrap_or(0) >= window_denials {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the window's {window_denials} denials are not counted per origin: {by_origin:?}"
+            );
+        }
+        sleep(Duration::from_millis(100));
+    }
     filter.stop()
 }
 
