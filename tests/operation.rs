@@ -26,10 +26,6 @@ fn bed() -> Result<Bed> {
     Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))
 }
 
-fn client_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cors-test-client"))
-}
-
 fn config(extra: &str) -> String {
     format!("ports = [8080]\nallow = [\"{ALLOWED}\", \"https://*.example.org\"]\n{extra}")
 }
@@ -71,14 +67,14 @@ fn kill_9_keeps_enforcing(attach: &[&str]) -> Result<()> {
     let mut filter = bed.filter(&home, attach)?;
     let origins = [ALLOWED, DENIED];
     let timeout = Duration::from_millis(200);
-    let across = PreflightLoop::start(&client_binary(), &bed.pair, &origins, timeout, 60)?;
+    let across = PreflightLoop::start(&bed.pair, &origins, timeout, Duration::from_secs(60))?;
     sleep(Duration::from_millis(800));
     let before = filter.stats()?;
 
     filter.kill()?;
     // The window without a daemon: preflights keep coming, on a loop of
     // their own so that its tallies are this window's.
-    let window = PreflightLoop::start(&client_binary(), &bed.pair, &origins, timeout, 30)?;
+    let window = PreflightLoop::start(&bed.pair, &origins, timeout, Duration::from_secs(30))?;
     sleep(Duration::from_millis(1500));
     let in_window = window.finish()?;
     assert!(
@@ -284,20 +280,17 @@ fn reloads_drop_no_allowed_preflight(attach: &[&str]) -> Result<()> {
     let home = FilterHome::new(&swap_config(0))?;
     let mut filter = bed.filter(&home, attach)?;
     let start = filter.stats()?;
-    let client = client_binary();
     let allowed = PreflightLoop::start(
-        &client,
         &bed.pair,
         &[ALLOWED],
         Duration::from_millis(150),
-        300,
+        Duration::from_secs(300),
     )?;
     let denied = PreflightLoop::start(
-        &client,
         &bed.pair,
         &[DENIED],
         Duration::from_millis(100),
-        300,
+        Duration::from_secs(300),
     )?;
     let began = Instant::now();
     for swap in 1..=SWAPS {

@@ -36,7 +36,7 @@ pub fn preflight(origin: &[u8]) -> Vec<u8> {
     request
 }
 
-fn server_addr(family: Family) -> Result<SocketAddr> {
+pub fn server_addr(family: Family) -> Result<SocketAddr> {
     let ip: IpAddr = match family {
         Family::V4 => SERVER_V4.parse()?,
         Family::V6 => SERVER_V6.parse()?,
@@ -84,7 +84,7 @@ pub fn send(
 }
 
 /// Moves the calling thread into the network namespace at `path`.
-fn enter_netns(path: &str) -> Result<()> {
+pub fn enter_netns(path: &str) -> Result<()> {
     let ns = std::fs::File::open(path)
         .with_context(|| format!("cannot open network namespace {path}"))?;
     // SAFETY: setns on a descriptor we own; it changes this thread's
@@ -96,7 +96,10 @@ fn enter_netns(path: &str) -> Result<()> {
     Ok(())
 }
 
-fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> Result<Option<Vec<u8>>> {
+/// Sends `request` on a connection of its own and returns the answer, or
+/// `None` when nothing came within `wait` (the connection is then closed
+/// with a reset, see [`reset_on_close`]).
+pub fn exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> Result<Option<Vec<u8>>> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.write_all(request).context("cannot send")?;
