@@ -3,18 +3,13 @@
 //! expected result, and how fast it fails is what is measured (the helpers
 //! of `client` turn a failure into an error).
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::{
-    client::{Family, MAX_TIME},
-    netns::{NetnsPair, SERVER_V4, SERVER_V6},
-    process::run_bounded,
-    server::PORT,
+    client::{Family, PREFLIGHT_PATH, preflight_args, run_curl},
+    netns::NetnsPair,
 };
 
 /// curl's exit codes.
@@ -53,47 +48,23 @@ impl Attempt {
 }
 
 /// A CORS preflight from `origin` to the test server, as `client::preflight`
-/// sends it, bounded by [`MAX_TIME`], whatever its outcome.
+/// sends it, bounded by [`MAX_TIME`](crate::client::MAX_TIME), whatever its
+/// outcome.
 pub fn preflight(pair: &NetnsPair, family: Family, origin: &str) -> Result<Attempt> {
-    let url = match family {
-        Family::V4 => format!("http://{SERVER_V4}:{PORT}/api/items"),
-        Family::V6 => format!("http://[{SERVER_V6}]:{PORT}/api/items"),
-    };
-    let mut command = Command::new("ip");
-    command
-        .args([
-            "netns",
-            "exec",
-            &pair.client,
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-        ])
-        .args(["-w", "CURL-STATUS %{http_code} %{time_total}\n"])
-        .args(["--max-time", &MAX_TIME.as_secs().to_string()])
-        .args(["-X", "OPTIONS", "-H", &format!("Origin: {origin}")])
-        .args(["-H", "Access-Control-Request-Method: PUT"])
-        .args(["-H", "Access-Control-Request-Headers: content-type"])
-        .arg(&url);
-    let started = Instant::now();
-    let output = run_bounded(&mut command, MAX_TIME + Duration::from_secs(5))
-        .with_context(|| format!("curl {url} in namespace {}", pair.client))?;
-    let wall = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let (code, total) = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("CURL-STATUS ")?.split_once(' '))
-        .with_context(|| format!("curl {url} printed no status: {stdout:?}"))?;
-    let total: f64 = total
-        .trim()
-        .parse()
-        .with_context(|| format!("curl {url} printed time_total {total:?}"))?;
+    let args = preflight_args(origin);
+    let run = run_curl(
+        pair,
+        family,
+        &args.each_ref().map(String::as_str),
+        PREFLIGHT_PATH,
+    )?;
     Ok(Attempt {
-        exit_code: output.status.code(),
-        error: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        status: code.trim().parse::<u16>().ok().filter(|&s| s != 0),
-        total: Duration::from_secs_f64(total),
-        wall,
+        exit_code: run.output.status.code(),
+        error: String::from_utf8_lossy(&run.output.stderr)
+            .trim()
+            .to_owned(),
+        status: Some(run.http_code).filter(|&s| s != 0),
+        total: run.total,
+        wall: run.wall,
     })
 }

@@ -1,10 +1,14 @@
 //! curl in the client namespace. Every call is bounded by `--max-time`.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 
 use crate::{
+    attempt::CURL_TIMED_OUT,
     netns::{NetnsPair, SERVER_V4, SERVER_V6},
     process::run_bounded,
     server::PORT,
@@ -20,16 +24,13 @@ pub enum Family {
 }
 
 impl Family {
-    fn url(self, path: &str) -> String {
+    pub(crate) fn url(self, path: &str) -> String {
         match self {
             Family::V4 => format!("http://{SERVER_V4}:{PORT}{path}"),
             Family::V6 => format!("http://[{SERVER_V6}]:{PORT}{path}"),
         }
     }
 }
-
-/// curl's exit code when `--max-time` ran out.
-const CURL_TIMED_OUT: i32 = 28;
 
 /// What curl got back.
 #[derive(Debug, Clone)]
@@ -64,7 +65,27 @@ impl Reply {
     }
 }
 
-fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<Reply> {
+/// One curl run in the client namespace, whatever its outcome: its output
+/// (response head lines on stdout), the HTTP status (0 for none), the times
+/// curl measured, and the wall-clock time of the whole command.
+pub(crate) struct CurlRun {
+    pub output: Output,
+    pub http_code: u16,
+    /// curl's `time_connect`: 0 when no connection was made.
+    pub connect: f64,
+    /// curl's `time_total`, from its start to its end, failure included.
+    pub total: Duration,
+    pub wall: Duration,
+}
+
+/// Runs curl on `path` of the test server with `args`, bounded by
+/// [`MAX_TIME`].
+pub(crate) fn run_curl(
+    pair: &NetnsPair,
+    family: Family,
+    args: &[&str],
+    path: &str,
+) -> Result<CurlRun> {
     let mut command = Command::new("ip");
     command
         .args([
@@ -78,19 +99,50 @@ fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<R
             "-D",
             "-",
         ])
-        .args(["-w", "CURL-STATUS %{http_code} %{time_connect}\n"])
+        .args([
+            "-w",
+            "CURL-STATUS %{http_code} %{time_connect} %{time_total}\n",
+        ])
         .args(["--max-time", &MAX_TIME.as_secs().to_string()])
         .args(args)
         .arg(family.url(path));
+    let started = Instant::now();
     let output = run_bounded(&mut command, MAX_TIME + Duration::from_secs(5))
-        .with_context(|| format!("curl in namespace {}", pair.client))?;
+        .with_context(|| format!("curl {} in namespace {}", family.url(path), pair.client))?;
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let fields: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CURL-STATUS "))
+        .with_context(|| {
+            format!(
+                "curl printed no status: {stdout:?} {:?}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?
+        .split(' ')
+        .collect();
+    let [code, connect, total] = fields[..] else {
+        bail!("curl printed an odd status line: {fields:?}");
+    };
+    let http_code = code.trim().parse()?;
+    let connect = connect.trim().parse()?;
+    let total = Duration::from_secs_f64(total.trim().parse()?);
+    Ok(CurlRun {
+        output,
+        http_code,
+        connect,
+        total,
+        wall,
+    })
+}
+
+fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<Reply> {
+    let run = run_curl(pair, family, args, path)?;
+    let output = &run.output;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let (code, connect) = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("CURL-STATUS ")?.split_once(' '))
-        .with_context(|| format!("curl printed no status: {stdout:?} {stderr:?}"))?;
-    let connected = connect.trim().parse::<f64>().is_ok_and(|t| t > 0.0);
+    let connected = run.connect > 0.0;
     match output.status.code() {
         Some(0) => {}
         // Connected, request sent, nothing came back: what a drop looks like.
@@ -108,7 +160,7 @@ fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<R
             stderr.trim()
         ),
     }
-    let status = match code.trim().parse::<u16>()? {
+    let status = match run.http_code {
         0 => None,
         s => Some(s),
     };
@@ -121,22 +173,31 @@ fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<R
     Ok(Reply { status, headers })
 }
 
+/// The headers a browser's preflight carries before a cross-origin PUT with
+/// a JSON body, as curl arguments, and the path it goes to.
+pub(crate) fn preflight_args(origin: &str) -> [String; 8] {
+    [
+        "-X".into(),
+        "OPTIONS".into(),
+        "-H".into(),
+        format!("Origin: {origin}"),
+        "-H".into(),
+        "Access-Control-Request-Method: PUT".into(),
+        "-H".into(),
+        "Access-Control-Request-Headers: content-type".into(),
+    ]
+}
+
+pub(crate) const PREFLIGHT_PATH: &str = "/api/items";
+
 /// A CORS preflight, as a browser sends it before a cross-origin PUT.
 pub fn preflight(pair: &NetnsPair, family: Family, origin: &str) -> Result<Reply> {
+    let args = preflight_args(origin);
     curl(
         pair,
         family,
-        &[
-            "-X",
-            "OPTIONS",
-            "-H",
-            &format!("Origin: {origin}"),
-            "-H",
-            "Access-Control-Request-Method: PUT",
-            "-H",
-            "Access-Control-Request-Headers: content-type",
-        ],
-        "/api/items",
+        &args.each_ref().map(String::as_str),
+        PREFLIGHT_PATH,
     )
 }
 
