@@ -2,6 +2,7 @@
 //! its CLI pointed at the same pins and state.
 
 use std::{
+    ffi::OsString,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -82,6 +83,20 @@ fn sweep_stale_pin_dirs() {
     });
 }
 
+/// The arguments of `cors-filter run` on the server interface, after the
+/// binary: `--pin-dir P --state-dir S run --iface veth-s --config C`.
+pub fn run_arguments(pin_dir: &Path, state_dir: &Path, config: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--pin-dir".into(),
+        pin_dir.into(),
+        "--state-dir".into(),
+        state_dir.into(),
+    ];
+    args.extend(["run", "--iface", SERVER_IF, "--config"].map(OsString::from));
+    args.push(config.into());
+    args
+}
+
 /// `cors-filter run` on the server interface, in the server's network
 /// namespace only: the mount namespace, and so bpffs and the pins, stay
 /// shared with the CLI run from here.
@@ -97,12 +112,7 @@ fn run_command(
     command
         .arg(format!("--net={}", pair.server_ns_path()))
         .arg(binary)
-        .arg("--pin-dir")
-        .arg(pin_dir)
-        .arg("--state-dir")
-        .arg(state_dir)
-        .args(["run", "--iface", SERVER_IF, "--config"])
-        .arg(config)
+        .args(run_arguments(pin_dir, state_dir, config))
         .args(args);
     command
 }
@@ -195,12 +205,7 @@ impl RunningFilter {
         command
             .arg(format!("--net={}", self.server_ns_path))
             .arg(&self.binary)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(["run", "--iface", SERVER_IF, "--config"])
-            .arg(&self.config)
+            .args(run_arguments(&self.pin_dir, &self.state_dir, &self.config))
             .args(&self.args);
         // A test may choose the address; the readiness check below fetches
         // 127.0.0.1, which an unspecified address covers too.

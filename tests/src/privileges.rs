@@ -14,8 +14,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    filter::{FilterHome, remove_pin_dir},
-    netns::{NetnsPair, SERVER_IF},
+    filter::{FilterHome, remove_pin_dir, run_arguments},
+    netns::NetnsPair,
     process::run_bounded,
     unique_suffix,
 };
@@ -195,12 +195,7 @@ pub fn run_with_capabilities(
         .arg("setpriv")
         .args(root_with_capabilities(capabilities))
         .arg(binary)
-        .arg("--pin-dir")
-        .arg(pin_dir)
-        .arg("--state-dir")
-        .arg(home.state_dir())
-        .args(["run", "--iface", SERVER_IF, "--config"])
-        .arg(home.config())
+        .args(run_arguments(pin_dir, &home.state_dir(), &home.config()))
         .args(["--metrics-listen", "127.0.0.1:9188"])
         .env("RUST_BACKTRACE", "1");
     if skip_check {

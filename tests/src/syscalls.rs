@@ -12,9 +12,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    filter::{FilterHome, METRICS_PORT},
+    filter::{FilterHome, METRICS_PORT, run_arguments},
     metrics,
-    netns::{NetnsPair, SERVER_IF},
+    netns::NetnsPair,
     process::{Guarded, die_with_parent, wait_bounded},
 };
 
@@ -62,12 +62,7 @@ impl TracedFilter {
             // If strace goes, its tracee gets SIGTERM rather than running on.
             .args(["--", "setpriv", "--pdeathsig=SIGTERM", "--"])
             .arg(binary)
-            .arg("--pin-dir")
-            .arg(pin_dir)
-            .arg("--state-dir")
-            .arg(home.state_dir())
-            .args(["run", "--iface", SERVER_IF, "--config"])
-            .arg(home.config())
+            .args(run_arguments(pin_dir, &home.state_dir(), &home.config()))
             .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
             .args(args)
             .stdin(Stdio::null())
