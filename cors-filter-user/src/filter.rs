@@ -231,7 +231,8 @@ impl Filter {
     }
 
     /// Takes the `DENIALS` ring buffer out of the object, for the daemon
-    /// to read. After [`pin`](Self::pin): a map taken out is not pinned.
+    /// to read. It stays pinned (maps are pinned when the object loads), so
+    /// events written while no daemon reads wait for the next one.
     pub fn take_denials(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf

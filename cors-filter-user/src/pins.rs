@@ -19,9 +19,10 @@ use cors_filter_common::{
     origin::OriginKey,
 };
 
-use crate::links::{detach_pinned, link_pins};
-
-use crate::private::ensure_private_dir;
+use crate::{
+    links::{detach_pinned, link_pins},
+    private::ensure_private_dir,
+};
 
 /// `statfs(2)` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -60,8 +61,9 @@ const fn allowlist(name: &'static str) -> MapSpec {
 }
 
 /// The maps `run` pins, by the names the eBPF object gives them.
-/// `DENIALS` is pinned so that events queued while the daemon restarts are
-/// there for the next one.
+/// The maps `run` pins, by the names the eBPF object gives them. `DENIALS`
+/// is among them so that events queued while the daemon restarts are there
+/// for the next one.
 pub const PINNED_MAPS: [MapSpec; 8] = [
     array("ACTIVE", size_of::<u32>(), 1),
     array("CONFIG", size_of::<FilterConfig>(), Generation::COUNT),

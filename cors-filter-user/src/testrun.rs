@@ -2,8 +2,8 @@
 //! userspace, in the kernel, without attaching it anywhere.
 //!
 //! aya 0.14 has no wrapper for it (one came with releases that need a newer
-//! rustc), so this module makes the `bpf(2)` call itself. It is the only
-//! place that does.
+//! rustc), so this module makes the `bpf(2)` call itself, as `links` does
+//! for the two link calls aya lacks.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
