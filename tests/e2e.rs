@@ -9,7 +9,7 @@ use cors_filter_tests::{
     TempDir,
     bed::Bed,
     client::{self, Family},
-    filter::{FilterHome, run_expecting_exit, run_with_pins},
+    filter::{FilterHome, counter, run_expecting_exit, run_with_pins},
     netns::{CLIENT_IF, NetnsPair, SERVER_IF},
     replay::replay_files,
     server::Seen,
@@ -21,12 +21,6 @@ const DENIED: &str = "https://evil.example";
 
 fn config(extra: &str) -> String {
     format!("ports = [8080]\nallow = [\"{ALLOWED}\", \"https://*.example.org\"]\n{extra}")
-}
-
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("stats has no counter {name}: {stats}"))
 }
 
 fn bed() -> Result<Bed> {

@@ -12,7 +12,7 @@ use cors_filter_tests::{
     attempt::{self, Attempt},
     bed::Bed,
     client::{self, Family, MAX_TIME},
-    filter::{FilterHome, RunningFilter},
+    filter::{FilterHome, RunningFilter, counter},
     netns::{CLIENT_IF, SERVER_V4},
     server::PORT,
     sockets::connections,
@@ -48,12 +48,6 @@ impl Hook {
             Hook::Tc => &["--attach", "tc"],
         }
     }
-}
-
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("stats has no counter {name}: {stats}"))
 }
 
 /// A disallowed preflight under `--action reset` at `hook`: curl fails with

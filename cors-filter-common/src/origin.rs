@@ -38,7 +38,8 @@ pub const ORIGIN_KEY_BITS: u32 = (ORIGIN_KEY_LEN * 8) as u32;
 /// Longest port, in digits.
 const MAX_PORT_DIGITS: usize = 5;
 
-/// LPM trie key data of the `ALLOWLIST` map (see the module docs).
+/// LPM trie key data of the `ALLOWLIST_0` and `ALLOWLIST_1` maps (see the
+/// module docs).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct OriginKey {

@@ -73,8 +73,9 @@ fn filter(ctx: &impl Frame) -> Verdict {
         count(Counter::PassNotHttp);
         return Verdict::Pass;
     };
-    // SAFETY: this CPU's entry of the scratch map; XDP programs do not nest on
-    // one CPU, so the reference is exclusive for this run.
+    // SAFETY: this CPU's entry of the scratch map; XDP and TC programs run to
+    // completion in softirq and do not nest on one CPU, so the reference is
+    // exclusive for this run.
     let scratch: &mut Scratch = unsafe { &mut *scratch };
     scratch.generation.set(active_generation());
     let outcome = inspect(ctx, scratch);

@@ -1,5 +1,6 @@
 //! `cors-filter allow add|remove|list`: edits the running filter's pinned
-//! allowlist at once and records the change on disk for the next start.
+//! allowlist at once and records the change on disk for the next start and
+//! reload.
 
 use std::path::Path;
 

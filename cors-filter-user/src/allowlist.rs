@@ -9,7 +9,7 @@ use cors_filter_common::origin::{
     ORIGIN_KEY_LEN, OriginError, OriginKey, OriginParse, OriginPart, entry_kind,
 };
 
-/// One allowlist entry, ready for the `ALLOWLIST` map.
+/// One allowlist entry, ready for an `ALLOWLIST_n` map.
 #[derive(Clone)]
 pub struct AllowEntry {
     /// Canonical spelling, as `allow list` prints it.

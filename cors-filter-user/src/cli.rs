@@ -8,10 +8,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "cors-filter",
     version,
-    about = "Drops disallowed CORS preflights in the kernel, with XDP"
+    about = "Drops disallowed CORS preflights in the kernel, with XDP or TC"
 )]
 pub struct Cli {
-    /// bpffs directory where the running filter pins its maps.
+    /// bpffs directory where the filter pins its maps and links.
     #[arg(
         long,
         global = true,
@@ -19,8 +19,9 @@ pub struct Cli {
         default_value = "/sys/fs/bpf/cors-filter"
     )]
     pub pin_dir: PathBuf,
-    /// Directory holding the allowlist changes made with `allow`, so that
-    /// they survive a restart.
+    /// Directory holding the filter's state on disk: the allowlist changes
+    /// made with `allow`, what `run` was started with (for `reload`), the
+    /// per-origin denial counts, and the locks.
     #[arg(
         long,
         global = true,

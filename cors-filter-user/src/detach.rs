@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     links::{detach_pinned, link_pins},
-    pins::{lock_dir, remove_pins},
+    pins::{lock_dir, pin_exists, remove_pins},
 };
 
 pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<()> {
-    if !pin_dir.exists() {
+    if !pin_exists(pin_dir)? {
         match iface {
             Some(iface) => bail!(
                 "no filter is attached to {iface}: {} does not exist",
@@ -47,11 +47,9 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<()> {
             }
         }
         None => {
-            for pin in link_pins(pin_dir)? {
-                detach_pinned(&pin.path)?;
+            for pin in remove_pins(pin_dir)? {
                 println!("detached from {} ({})", pin.iface, pin.hook.as_str());
             }
-            remove_pins(pin_dir)?;
             println!("removed {}", pin_dir.display());
         }
     }

@@ -190,6 +190,14 @@ impl Filter {
         {
             let state = link_state(&pin.path)?;
             if !state.is_on(pin.hook, index) {
+                if state.ifindex == index {
+                    bail!(
+                        "{} is a bpf link of another kind than its name says ({}); remove it with `cors-filter --pin-dir {} detach --iface {iface}`",
+                        pin.path.display(),
+                        pin.hook.as_str(),
+                        pin_dir.display()
+                    );
+                }
                 log::warn!(
                     "removing {}: its interface is gone (an interface {iface} was made again since)",
                     pin.path.display()

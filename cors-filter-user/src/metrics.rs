@@ -63,7 +63,7 @@ impl Snapshot {
         };
         counter(
             "cors_filter_packets_total",
-            "Packets the XDP program saw.",
+            "Packets the program (XDP or TC) saw.",
             Counter::Packets,
         )?;
         counter(

@@ -20,7 +20,7 @@ use cors_filter_common::{
 };
 
 use crate::{
-    links::{detach_pinned, link_pins},
+    links::{LinkPin, detach_pinned, link_pins},
     private::ensure_private_dir,
 };
 
@@ -217,21 +217,29 @@ pub fn lock_dir(pin_dir: &Path) -> Result<PinDirLock> {
 
 /// Detaches every link pinned in `pin_dir`, then removes the map pins and
 /// the directory; what is already gone is fine.
-pub fn remove_pins(pin_dir: &Path) -> Result<()> {
-    for link in link_pins(pin_dir)? {
+pub fn remove_pins(pin_dir: &Path) -> Result<Vec<LinkPin>> {
+    let links = link_pins(pin_dir)?;
+    for link in &links {
         detach_pinned(&link.path)?;
     }
-    for spec in &PINNED_MAPS {
-        let path = pin_path(pin_dir, spec.name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot unpin {}", path.display())),
+    // Every other pin too, not only this build's maps: pins an older
+    // version left under other names would keep the directory.
+    let entries = match fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(links),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", pin_dir.display())),
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read {}", pin_dir.display()))?
+            .path();
+        if !path.is_dir() {
+            fs::remove_file(&path).with_context(|| format!("cannot unpin {}", path.display()))?;
         }
     }
     match fs::remove_dir(pin_dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(links),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(links),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", pin_dir.display())),
     }
 }

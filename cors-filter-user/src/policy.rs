@@ -91,11 +91,14 @@ impl PolicyMaps {
     /// program to it. Returns the new `ACTIVE` value. If anything fails
     /// before the switch, the program goes on with the policy it had.
     pub fn install(&mut self, policy: &Policy) -> Result<u32> {
+        let installed = self.installed()?;
         // Programs that read the spare generation's maps before the last
         // switch (or last crash of a writer) may still run; wait for them
-        // before rewriting those maps.
-        wait_for_running_programs()?;
-        let installed = self.installed()?;
+        // before rewriting those maps. Maps on which no policy was ever
+        // installed are new: no program has run with them yet.
+        if installed != 0 {
+            wait_for_running_programs()?;
+        }
         let next = installed.wrapping_add(1);
         let spare = Generation::of(next);
 

@@ -9,7 +9,8 @@
 //!   arithmetic the parser does ("prohibited for !root"). `CAP_SYS_ADMIN`
 //!   stands for all three, as it does in the kernel (`bpf_capable`,
 //!   `perfmon_capable`, and the prog-load check for networking programs).
-//! - the pins and the state (`run`, `allow`, `stats`): they are root's and
+//! - the pins and the state (`run`, `reload`, `detach`, `allow`, `stats`):
+//!   they are root's and
 //!   root-only (0700 directories, 0600 files), so the effective uid must be 0.
 //!   Opening a pinned map and reading or writing it needs no capability
 //!   since Linux 6.5, only access to the pin.
@@ -110,7 +111,8 @@ pub fn requirement(cli: &Cli) -> Requirement {
     let (subcommand, capabilities, root_paths): (_, &'static [Capability], _) = match &cli.command {
         Command::Run(_) => ("run", &LOAD_CAPABILITIES, vec![pins, state]),
         Command::Replay { .. } => ("replay", &LOAD_CAPABILITIES, vec![]),
-        Command::Stats { .. } => ("stats", &[], vec![pins]),
+        // The per-origin denial counts are in the state directory.
+        Command::Stats { .. } => ("stats", &[], vec![pins, state]),
         // Pinned maps and links need only access to their pins (Linux 6.5+);
         // the membarrier of a reload and BPF_LINK_DETACH need no capability.
         Command::Reload => ("reload", &[], vec![pins, state]),
@@ -336,7 +338,8 @@ mod tests {
         );
         assert_eq!(
             line,
-            "cors-filter stats needs root (access to /sys/fs/bpf/x, which only root may open): \
+            "cors-filter stats needs root (access to /sys/fs/bpf/x and /var/lib/cors-filter, \
+             which only root may open): \
              run it as root; this process runs as uid 1000"
         );
         let r = requirement(&cli(&["run", "--iface", "eth0", "--config", "c.toml"]));

@@ -113,7 +113,7 @@ pub fn reload(pin_dir: &Path, state_dir: &Path) -> Result<String> {
     let record = RunRecord::load(&state)?;
     let policy = record
         .policy(&state)
-        .context("config refused; the running policy is unchanged")?;
+        .context("reload refused; the running policy is unchanged")?;
     let mut maps = PolicyMaps::open(pin_dir)?;
     let installed = maps.install(&policy)?;
     Ok(format!(

@@ -21,7 +21,7 @@ const SNAPLEN: u32 = 262_144;
 pub struct ReplyCapture {
     out: BufWriter<File>,
     path: PathBuf,
-    frames: u32,
+    frames: u64,
 }
 
 impl ReplyCapture {
@@ -59,8 +59,11 @@ impl ReplyCapture {
                 )
             })?;
         let mut record = Vec::with_capacity(16 + frame.len());
-        record.extend(0u32.to_le_bytes()); // seconds
-        record.extend(self.frames.to_le_bytes()); // microseconds
+        // The n-th record is stamped n microseconds after the epoch.
+        let seconds = u32::try_from(self.frames / 1_000_000)
+            .with_context(|| format!("too many replies for {}", self.path.display()))?;
+        record.extend(seconds.to_le_bytes());
+        record.extend(((self.frames % 1_000_000) as u32).to_le_bytes());
         record.extend(len.to_le_bytes()); // captured length
         record.extend(len.to_le_bytes()); // length on the wire
         record.extend(frame);

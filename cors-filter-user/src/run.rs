@@ -34,7 +34,10 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     }
     let state = StateDir::open(state_dir)?;
     let _daemon_lock = state.lock_daemon()?;
-    let policy = record.policy(&state)?;
+    // Resolved here to refuse a bad config before the kernel is touched,
+    // and again under the lock below, where an `allow` edit made meanwhile
+    // is seen.
+    record.policy(&state)?;
     let denial_tracker = Tracker::load(state_dir)?;
     let listener = TcpListener::bind(args.metrics_listen)
         .await
@@ -56,6 +59,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let (mut filter, logger) = Filter::load(hook, Some(pin_dir))?;
     {
         let _lock = state.lock_allowlist()?;
+        let policy = record.policy(&state)?;
         // Installed before any attach, so that a new program never runs
         // with an empty policy; an adopted filter switches to it atomically.
         let installed = filter.take_policy_maps()?.install(&policy)?;
@@ -124,20 +128,29 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
-            _ = sighup.recv() => match reload(pin_dir, state_dir) {
-                Ok(done) => log::info!("SIGHUP: {done}"),
-                Err(e) => log::error!("SIGHUP: reload refused: {e:#}"),
+            _ = sighup.recv() => {
+                // Off the event loop: a reload waits for a lock and an RCU
+                // grace period and rewrites a whole generation, while the
+                // denial events keep coming.
+                let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
+                match tokio::task::spawn_blocking(move || reload(&pins, &state)).await {
+                    Ok(Ok(done)) => log::info!("SIGHUP: {done}"),
+                    Ok(Err(e)) => log::error!("SIGHUP: {e:#}"),
+                    Err(e) => break Err(e).context("reload panicked"),
+                }
             },
             served = &mut metrics => break match served {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(())) => Err(anyhow::anyhow!("metrics server stopped")),
                 Err(e) => Err(e).context("metrics server panicked"),
             },
-            ready = logs.readable_mut() => {
-                let mut guard = ready.context("eBPF log ring buffer failed")?;
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
+            ready = logs.readable_mut() => match ready {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => break Err(e).context("eBPF log ring buffer failed"),
+            },
             stepped = denials.step() => if let Err(e) = stepped {
                 break Err(e);
             },
@@ -147,8 +160,18 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // The events queued so far are read and the counts saved; later ones
     // wait in the pinned ring buffer for the next daemon.
     let saved = denials.finish();
-    let signal = outcome?;
-    saved?;
+    let signal = match (outcome, saved) {
+        (Ok(signal), saved) => {
+            saved?;
+            signal
+        }
+        (Err(e), saved) => {
+            if let Err(not_saved) = saved {
+                log::error!("{not_saved:#}");
+            }
+            return Err(e);
+        }
+    };
     if args.detach_on_exit {
         detach_on_exit(pin_dir, &args.ifaces)?;
         log::info!("{signal}: detached (--detach-on-exit), exiting");
@@ -172,7 +195,7 @@ fn detach_on_exit(pin_dir: &Path, ifaces: &[String]) -> Result<()> {
     }
     let left = link_pins(pin_dir)?;
     if left.is_empty() {
-        remove_pins(pin_dir)
+        remove_pins(pin_dir).map(drop)
     } else {
         let names: Vec<&str> = left.iter().map(|p| p.iface.as_str()).collect();
         log::info!(

@@ -3,7 +3,8 @@
 //!
 //! The file records changes relative to the config file rather than a copy
 //! of the whole list, so that editing the config's `allow` still takes
-//! effect: at start the filter allows `(config ∪ added) − removed`.
+//! effect: at every start and reload the filter allows
+//! `(config ∪ added) − removed`.
 
 use std::{
     collections::BTreeSet,

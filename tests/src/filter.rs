@@ -97,20 +97,27 @@ pub fn run_arguments(pin_dir: &Path, state_dir: &Path, config: &Path) -> Vec<OsS
     args
 }
 
+/// A counter of `stats --json`.
+pub fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stats has no counter {name}: {stats}"))
+}
+
 /// `cors-filter run` on the server interface, in the server's network
 /// namespace only: the mount namespace, and so bpffs and the pins, stay
 /// shared with the CLI run from here.
 fn run_command(
-    pair: &NetnsPair,
+    server_ns_path: &str,
     binary: &Path,
     pin_dir: &Path,
     state_dir: &Path,
     config: &Path,
-    args: &[&str],
+    args: &[impl AsRef<std::ffi::OsStr>],
 ) -> Command {
     let mut command = Command::new("nsenter");
     command
-        .arg(format!("--net={}", pair.server_ns_path()))
+        .arg(format!("--net={server_ns_path}"))
         .arg(binary)
         .args(run_arguments(pin_dir, state_dir, config))
         .args(args);
@@ -141,7 +148,14 @@ pub fn run_with_pins(
     args: &[&str],
 ) -> Result<Output> {
     let binary = cors_filter_bin()?;
-    let mut command = run_command(pair, &binary, pin_dir, &home.state_dir(), config, args);
+    let mut command = run_command(
+        &pair.server_ns_path(),
+        &binary,
+        pin_dir,
+        &home.state_dir(),
+        config,
+        args,
+    );
     run_bounded(&mut command, Duration::from_secs(30))
 }
 
@@ -201,12 +215,14 @@ impl RunningFilter {
             .append(true)
             .open(&self.log)?;
         let metrics = format!("127.0.0.1:{METRICS_PORT}");
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.server_ns_path))
-            .arg(&self.binary)
-            .args(run_arguments(&self.pin_dir, &self.state_dir, &self.config))
-            .args(&self.args);
+        let mut command = run_command(
+            &self.server_ns_path,
+            &self.binary,
+            &self.pin_dir,
+            &self.state_dir,
+            &self.config,
+            &self.args,
+        );
         // A test may choose the address; the readiness check below fetches
         // 127.0.0.1, which an unspecified address covers too.
         if !self.args.iter().any(|a| a == "--metrics-listen") {

@@ -53,7 +53,7 @@ pub fn send_all(
     requests: &[Vec<u8>],
     wait: Duration,
 ) -> Result<Vec<Option<Vec<u8>>>> {
-    let ns_path = format!("/run/netns/{}", pair.client);
+    let ns_path = pair.client_ns_path();
     let addr = server_addr(family)?;
     let requests = requests.to_vec();
     let worker = std::thread::spawn(move || -> Result<Vec<Option<Vec<u8>>>> {

@@ -103,7 +103,7 @@ impl OriginCounts {
         }
     }
 
-    pub fn to_json(&self) -> String {
+    pub fn to_json(&self) -> Result<String> {
         let file = CountsFile {
             origins: self
                 .by_origin
@@ -112,9 +112,10 @@ impl OriginCounts {
                 .collect(),
             untracked: self.untracked,
         };
-        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        let mut text =
+            serde_json::to_string_pretty(&file).context("cannot write the per-origin counts")?;
         text.push('\n');
-        text
+        Ok(text)
     }
 
     /// Reads the counts written by [`to_json`](Self::to_json); `source`
@@ -153,7 +154,7 @@ impl OriginCounts {
 
     /// Saves the counts in `state`, atomically, mode 0600.
     pub fn save(&self, state: &StateDir) -> Result<()> {
-        state.write_atomically(COUNTS_FILE, &self.to_json())
+        state.write_atomically(COUNTS_FILE, &self.to_json()?)
     }
 }
 
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn a_file_past_the_cap_keeps_the_largest() {
         let big = counts(10, &[("https://a", 5), ("https://b", 1), ("https://c", 3)]);
-        let loaded = OriginCounts::from_json_with_cap(&big.to_json(), "f", 2).unwrap();
+        let loaded = OriginCounts::from_json_with_cap(&big.to_json().unwrap(), "f", 2).unwrap();
         assert_eq!(
             loaded.top(5).top,
             [("https://a".to_owned(), 5), ("https://c".to_owned(), 3)]
