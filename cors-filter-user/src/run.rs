@@ -117,7 +117,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // same for as long as the logger lives, and the AsyncFd owns the logger.
     let mut logs = unsafe { AsyncFd::register(logger) }
         .map_err(|e| anyhow::anyhow!("cannot poll the eBPF log ring buffer: {e}"))?;
-    let denied_by_origin = denial_tracker.exported(args.metrics_top_origins.into());
+    let denied_by_origin = denial_tracker.exported(args.metrics_top_origins.into())?;
     let mut denials = Denials::start(filter.take_denials()?, denial_tracker)?;
     let mut metrics = tokio::spawn(metrics::serve(
         listener,

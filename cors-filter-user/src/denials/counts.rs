@@ -4,7 +4,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
     sync::{Arc, Mutex},
 };
@@ -29,6 +29,10 @@ pub struct OriginCounts {
     /// Denials of origins met once `cap` origins were tracked.
     untracked: u64,
     cap: usize,
+    /// The origins `/metrics` exports one by one (see [`Self::export`]).
+    exported: BTreeSet<String>,
+    /// How many origins `/metrics` exports at most.
+    export_slots: usize,
 }
 
 /// The top origins by denials, most first (ties by origin), and the
@@ -67,7 +71,37 @@ impl OriginCounts {
             by_origin: HashMap::new(),
             untracked: 0,
             cap,
+            exported: BTreeSet::new(),
+            export_slots: 0,
         }
+    }
+
+    /// Chooses the origins `/metrics` exports one by one: the `slots`
+    /// origins with the most denials now; origins met for the first time
+    /// later take the slots left. The set then stays as it is for the life
+    /// of the daemon, which keeps every series a true counter: an origin
+    /// joins before its first denial is counted, so no count ever moves
+    /// from `other` to an origin's own series, and `other` never goes down.
+    pub fn export(&mut self, slots: usize) {
+        self.export_slots = slots;
+        self.exported = self.top(slots).top.into_iter().map(|(o, _)| o).collect();
+    }
+
+    /// The exported origins, most denials first (ties by origin), and the
+    /// denials of all the others in `other`.
+    pub fn exported(&self) -> TopOrigins {
+        let mut top: Vec<(String, u64)> = self
+            .exported
+            .iter()
+            .map(|o| (o.clone(), self.by_origin.get(o).copied().unwrap_or(0)))
+            .collect();
+        top.sort_unstable_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
+        let other = self
+            .by_origin
+            .iter()
+            .filter(|(o, _)| !self.exported.contains(*o))
+            .fold(self.untracked, |sum, (_, c)| sum.saturating_add(*c));
+        TopOrigins { top, other }
     }
 
     pub fn record(&mut self, origin: &str) {
@@ -78,6 +112,9 @@ impl OriginCounts {
         if let Some(count) = self.by_origin.get_mut(origin) {
             *count = count.saturating_add(n);
         } else if self.by_origin.len() < self.cap {
+            if self.exported.len() < self.export_slots {
+                self.exported.insert(origin.to_owned());
+            }
             self.by_origin.insert(origin.to_owned(), n);
         } else {
             self.untracked = self.untracked.saturating_add(n);
@@ -177,16 +214,15 @@ impl SharedCounts {
     }
 }
 
-/// What `/metrics` exports per origin: the top `top` origins of `counts`.
+/// What `/metrics` exports per origin (see [`OriginCounts::export`]).
 #[derive(Clone)]
 pub struct DeniedByOrigin {
     pub counts: SharedCounts,
-    pub top: usize,
 }
 
 impl DeniedByOrigin {
     pub fn top_origins(&self) -> Result<TopOrigins> {
-        self.counts.with(|c| c.top(self.top))
+        self.counts.with(|c| c.exported())
     }
 }
 
@@ -245,6 +281,52 @@ mod tests {
         );
         assert_eq!(c.top(10).top.len(), 4);
         assert_eq!(c.top(10).other, 0);
+    }
+
+    /// Whatever order denials come in, no exported series ever goes down,
+    /// `other` included, and the series add up to every denial.
+    #[test]
+    fn exported_series_only_ever_grow() {
+        let mut c = counts(100, &[("https://a", 1), ("https://b", 5)]);
+        c.export(3);
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        let arrivals = [
+            "https://c",
+            "https://a",
+            "https://a",
+            "https://d",
+            "https://e",
+            "https://e",
+            "https://e",
+            "https://e",
+            "https://e",
+            "https://e",
+            "https://e",
+            "https://f",
+        ];
+        for origin in arrivals {
+            c.record(origin);
+            let now = c.exported();
+            assert_eq!(now.total(), c.total());
+            assert!(now.top.len() <= 3, "{now:?}");
+            let mut series: BTreeMap<String, u64> = now.top.into_iter().collect();
+            series.insert("other".into(), now.other);
+            for (name, before) in &last {
+                let after = series.get(name).copied();
+                assert!(
+                    after >= Some(*before),
+                    "{name} went from {before} to {after:?}"
+                );
+            }
+            last = series;
+        }
+        // The set stayed: b and a (the top two at start) and c (new, while a
+        // slot was free); e, the most denied now, counts under other.
+        let set: Vec<String> = c.exported().top.into_iter().map(|(o, _)| o).collect();
+        assert_eq!(set, ["https://b", "https://a", "https://c"]);
+        assert_eq!(c.exported().other, 9);
+        // The stats view is the true top.
+        assert_eq!(c.top(1).top[0].0, "https://e");
     }
 
     #[test]

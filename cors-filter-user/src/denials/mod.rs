@@ -63,12 +63,13 @@ impl Tracker {
         })
     }
 
-    /// The per-origin series `/metrics` exports: the `top` first origins.
-    pub fn exported(&self, top: usize) -> DeniedByOrigin {
-        DeniedByOrigin {
+    /// The per-origin series `/metrics` exports: `top` origins, chosen as
+    /// [`OriginCounts::export`] says.
+    pub fn exported(&self, top: usize) -> Result<DeniedByOrigin> {
+        self.counts.with(|c| c.export(top))?;
+        Ok(DeniedByOrigin {
             counts: self.counts.clone(),
-            top,
-        }
+        })
     }
 
     /// One ring buffer record, read at `now`.
