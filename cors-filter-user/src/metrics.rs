@@ -148,7 +148,8 @@ impl Snapshot {
             "cors_filter_denied_by_origin_total",
             "Preflights denied (in monitor mode: that would have been) by Origin value as sent \
              (non-printable bytes escaped, cut at 128 bytes), kept across restarts: \
-             the top origins, the rest under origin=\"other\".",
+             the top origins at daemon start (and new ones while slots were free), \
+             the rest under origin=\"other\".",
             "origin",
             &by_origin,
         )?;
