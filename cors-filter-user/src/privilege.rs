@@ -325,34 +325,23 @@ mod tests {
 
     #[test]
     fn the_refusal_is_one_line_naming_what_is_needed() {
-        let r = requirement(&cli(&["--pin-dir", "/sys/fs/bpf/x", "stats"]));
-        let line = r.refusal(
-            &Shortfall::of(
-                &r,
-                &Privileges {
-                    euid: 1000,
-                    effective: 0,
-                },
-            )
-            .unwrap(),
-        );
+        // What uid 1000 without capabilities is told for `args`.
+        let refusal = |args: &[&str]| {
+            let r = requirement(&cli(args));
+            let user = Privileges {
+                euid: 1000,
+                effective: 0,
+            };
+            r.refusal(&Shortfall::of(&r, &user).unwrap())
+        };
+        let line = refusal(&["--pin-dir", "/sys/fs/bpf/x", "stats"]);
         assert_eq!(
             line,
             "cors-filter stats needs root (access to /sys/fs/bpf/x and /var/lib/cors-filter, \
              which only root may open): \
              run it as root; this process runs as uid 1000"
         );
-        let r = requirement(&cli(&["run", "--iface", "eth0", "--config", "c.toml"]));
-        let line = r.refusal(
-            &Shortfall::of(
-                &r,
-                &Privileges {
-                    euid: 1000,
-                    effective: 0,
-                },
-            )
-            .unwrap(),
-        );
+        let line = refusal(&["run", "--iface", "eth0", "--config", "c.toml"]);
         assert_eq!(
             line,
             "cors-filter run needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and access to \
