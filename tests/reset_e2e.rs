@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use cors_filter_tests::{
     attempt::{self, Attempt},
+    bare_xdp::{BareAction, BareXdp},
     bed::Bed,
     client::{self, Family, MAX_TIME},
     filter::{FilterHome, RunningFilter, counter},
     netns::{CLIENT_IF, SERVER_V4},
     server::PORT,
     sockets::connections,
-    xdp_pass::XdpPass,
 };
 
 const ALLOWED: &str = "https://app.example.com";
@@ -57,7 +57,8 @@ fn reset_fails_at_once(hook: Hook) -> Result<()> {
     let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
     // Native XDP's `XDP_TX` on veth reaches the peer only if it runs XDP too.
     let _client_xdp = match hook {
-        Hook::Xdp => Some(XdpPass::attach(
+        Hook::Xdp => Some(BareXdp::attach(
+            BareAction::Pass,
             &format!("/run/netns/{}", bed.pair.client),
             CLIENT_IF,
         )?),
@@ -170,7 +171,11 @@ fn the_servers_half_of_a_reset_connection_ends_at_its_read_timeout() -> Result<(
         Path::new(env!("CARGO_BIN_EXE_cors-test-server")),
         &["--read-timeout-ms", &READ_TIMEOUT.as_millis().to_string()],
     )?;
-    let _client_xdp = XdpPass::attach(&format!("/run/netns/{}", bed.pair.client), CLIENT_IF)?;
+    let _client_xdp = BareXdp::attach(
+        BareAction::Pass,
+        &format!("/run/netns/{}", bed.pair.client),
+        CLIENT_IF,
+    )?;
     let home = FilterHome::new(&config(""))?;
     let filter = RunningFilter::start(&bed.pair, &home, &["--action", "reset"])?;
     let attempt = attempt::preflight(&bed.pair, Family::V4, DENIED)?;

@@ -1,34 +1,15 @@
 //! `cors-filter`: loads the XDP program that drops disallowed CORS
 //! preflights, and edits or reads the state of a running one.
 
-mod allow;
-mod allowlist;
-mod capture;
-mod cli;
-mod config;
-mod denials;
-mod detach;
-mod filter;
-mod links;
-mod metrics;
-mod metrics_exposure;
-mod pins;
-mod policy;
-mod private;
-mod privilege;
-mod reload;
-mod replay;
-mod reply_capture;
-mod run;
-mod state;
-mod stats;
-mod testrun;
-
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::{AllowAction, Cli, Command};
+use cors_filter_user::{
+    allow,
+    cli::{AllowAction, Cli, Command},
+    detach, private, privilege, reload, replay, run, stats,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {

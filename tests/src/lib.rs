@@ -11,6 +11,7 @@
 //! and `pcap` writes them to capture files; those are never sent anywhere.
 
 pub mod attempt;
+pub mod bare_xdp;
 pub mod bed;
 pub mod client;
 pub mod demo;
@@ -35,7 +36,6 @@ pub mod sockets;
 pub mod syscalls;
 pub mod tcpdump;
 pub mod unit;
-pub mod xdp_pass;
 
 use std::{
     path::PathBuf,

@@ -1,4 +1,4 @@
-//! The project's jobs: `cargo xtask setup | build | test | demo | fuzz`.
+//! The project's jobs: `cargo xtask setup | build | test | demo | fuzz | bench`.
 //!
 //! Every job first installs what is missing (Debian packages, the nightly
 //! toolchain with rust-src, bpf-linker, cargo-fuzz), once and idempotently,
@@ -39,6 +39,14 @@ enum Job {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// Measure cors-filter side by side with bare XDP programs and nginx
+    /// (root), print the figures and write them to BENCHMARKS.md.
+    Bench {
+        /// Parts to run (`kernel`, `reject`, `allowed`; all by default).
+        /// BENCHMARKS.md is only written by a run of all of them.
+        #[arg(long, value_delimiter = ',')]
+        parts: Vec<String>,
+    },
 }
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
@@ -47,7 +55,8 @@ enum Job {
 /// `promtool check metrics`, which the tests run on the `/metrics` output
 /// (its service is not started by the tests), systemd for `systemd-analyze`
 /// on the shipped unit and strace to trace the daemon against the unit's
-/// system call filter.
+/// system call filter; nginx and wrk for the benchmark (nginx's own service
+/// is not started: the benchmark runs its own nginx in a namespace).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -61,12 +70,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     "systemd",
     "strace",
+    "nginx",
+    "wrk",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The crates built for the host: formatted, linted and tested by `test`.
 /// (`cors-filter-ebpf` builds for the BPF target only.)
-const HOST_PACKAGES: [&str; 4] = [
+const HOST_PACKAGES: [&str; 5] = [
+    "cors-filter-bench",
     "cors-filter-common",
     "cors-filter-user",
     "cors-filter-tests",
@@ -114,7 +126,27 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Job::Bench { parts } => {
+            setup()?;
+            require_root("cargo xtask bench")?;
+            build(&root)?;
+            bench(&root, &parts)
+        }
     }
+}
+
+/// Builds and runs `cors-filter-bench`, which writes `BENCHMARKS.md` at the
+/// workspace root.
+fn bench(root: &Path, parts: &[String]) -> Result<()> {
+    let mut args = vec!["run", "--release", "-p", "cors-filter-bench", "--", "--out"];
+    let out = root.join("BENCHMARKS.md");
+    let out = out.to_str().context("the workspace path is not UTF-8")?;
+    args.push(out);
+    let parts = parts.join(",");
+    if !parts.is_empty() {
+        args.extend(["--parts", &parts]);
+    }
+    cargo(root, "run the benchmark", &args)
 }
 
 fn workspace_root() -> PathBuf {

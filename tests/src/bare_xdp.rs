@@ -1,15 +1,17 @@
-//! A two-instruction XDP program that passes every packet, attached in
-//! native mode to an interface of a test's namespace, through a BPF link
-//! that this guard holds.
+//! Two-instruction XDP programs that pass or drop every packet: the floor
+//! the benchmark measures cors-filter against (`BPF_PROG_TEST_RUN` and
+//! attached to a veth), and the `XDP_PASS` program tests attach in native
+//! mode to an interface of their namespace, through a BPF link that a guard
+//! holds.
 //!
-//! veth needs it: a frame that native XDP on one end of a veth pair sends
+//! veth needs `XDP_PASS` on the peer of an interface that answers resets: a frame that native XDP on one end of a veth pair sends
 //! back with `XDP_TX` is queued to the other end, and only delivered at once
 //! when that end has an XDP program of its own (veth schedules the peer's
 //! receive only then; with GRO alone the frame waits for the next packet).
 //! A real deployment on veth needs the same (see README, "Answering with a
 //! reset").
 //!
-//! Loaded with the `bpf(2)` system call itself: the program is two
+//! Loaded with the `bpf(2)` system call itself: a program is two
 //! instructions, not worth an object file. The link lives as long as its
 //! file descriptor: dropping the guard, or the process ending, detaches it.
 
@@ -27,7 +29,22 @@ const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`.
 const BPF_XDP: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 4;
-const XDP_PASS: i32 = 2;
+
+/// What a bare program returns for every packet (`enum xdp_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareAction {
+    Drop = 1,
+    Pass = 2,
+}
+
+impl BareAction {
+    fn name(self) -> &'static str {
+        match self {
+            BareAction::Drop => "xdp_drop",
+            BareAction::Pass => "xdp_pass",
+        }
+    }
+}
 
 /// One BPF instruction (`struct bpf_insn`): opcode, registers (dst in the
 /// low nibble, src in the high one), offset, immediate.
@@ -39,23 +56,25 @@ struct Insn {
     imm: i32,
 }
 
-/// `r0 = XDP_PASS; exit`.
-const PROGRAM: [Insn; 2] = [
-    // BPF_ALU64 | BPF_MOV | BPF_K
-    Insn {
-        code: 0xb7,
-        regs: 0,
-        off: 0,
-        imm: XDP_PASS,
-    },
-    // BPF_JMP | BPF_EXIT
-    Insn {
-        code: 0x95,
-        regs: 0,
-        off: 0,
-        imm: 0,
-    },
-];
+/// `r0 = action; exit`.
+const fn program(action: BareAction) -> [Insn; 2] {
+    [
+        // BPF_ALU64 | BPF_MOV | BPF_K
+        Insn {
+            code: 0xb7,
+            regs: 0,
+            off: 0,
+            imm: action as i32,
+        },
+        // BPF_JMP | BPF_EXIT
+        Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ]
+}
 
 /// The `BPF_PROG_LOAD` members of `union bpf_attr`, up to
 /// `expected_attach_type`; the kernel takes the missing rest as zero.
@@ -85,8 +104,8 @@ struct LinkCreateAttr {
     flags: u32,
 }
 
-/// The attached program; detached when dropped.
-pub struct XdpPass {
+/// An attached bare program; detached when dropped.
+pub struct BareXdp {
     _link: OwnedFd,
 }
 
@@ -109,20 +128,41 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T, what: &str) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-impl XdpPass {
-    /// Attaches the program to `ifname` in the network namespace at
-    /// `ns_path` (e.g. `/run/netns/NAME`).
-    pub fn attach(ns_path: &str, ifname: &str) -> Result<XdpPass> {
+/// Loads the bare program returning `action`, attached nowhere (for
+/// `BPF_PROG_TEST_RUN`).
+pub fn load(action: BareAction) -> Result<OwnedFd> {
+    let insns = program(action);
+    let license = c"GPL";
+    let mut load = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..ProgLoadAttr::default()
+    };
+    let name = action.name().as_bytes();
+    load.prog_name[..name.len()].copy_from_slice(name);
+    bpf(
+        BPF_PROG_LOAD,
+        &mut load,
+        &format!("cannot load the {} program", action.name()),
+    )
+}
+
+impl BareXdp {
+    /// Attaches the bare program returning `action` in native mode to
+    /// `ifname` in the network namespace at `ns_path` (e.g. `/run/netns/NAME`).
+    pub fn attach(action: BareAction, ns_path: &str, ifname: &str) -> Result<BareXdp> {
         let (ns_path, ifname) = (ns_path.to_owned(), ifname.to_owned());
         // The interface index, and the link, are looked up in the calling
         // thread's network namespace: a thread of its own enters it.
-        std::thread::spawn(move || attach_here(&ns_path, &ifname))
+        std::thread::spawn(move || attach_here(action, &ns_path, &ifname))
             .join()
-            .map_err(|_| anyhow::anyhow!("the thread attaching XDP_PASS panicked"))?
+            .map_err(|_| anyhow::anyhow!("the thread attaching {} panicked", action.name()))?
     }
 }
 
-fn attach_here(ns_path: &str, ifname: &str) -> Result<XdpPass> {
+fn attach_here(action: BareAction, ns_path: &str, ifname: &str) -> Result<BareXdp> {
     let ns = File::open(ns_path).with_context(|| format!("cannot open {ns_path}"))?;
     // SAFETY: `ns` is an open namespace file; only this thread moves.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -135,16 +175,7 @@ fn attach_here(ns_path: &str, ifname: &str) -> Result<XdpPass> {
     if ifindex == 0 {
         bail!("no interface {ifname} in {ns_path}");
     }
-    let license = c"GPL";
-    let mut load = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: PROGRAM.len() as u32,
-        insns: PROGRAM.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        ..ProgLoadAttr::default()
-    };
-    load.prog_name[..8].copy_from_slice(b"xdp_pass");
-    let program = bpf(BPF_PROG_LOAD, &mut load, "cannot load the XDP_PASS program")?;
+    let program = load(action)?;
     let mut link = LinkCreateAttr {
         prog_fd: program.as_raw_fd() as u32,
         target_ifindex: ifindex,
@@ -154,9 +185,9 @@ fn attach_here(ns_path: &str, ifname: &str) -> Result<XdpPass> {
     let link = bpf(
         BPF_LINK_CREATE,
         &mut link,
-        &format!("cannot attach XDP_PASS to {ifname} in {ns_path}"),
+        &format!("cannot attach {} to {ifname} in {ns_path}", action.name()),
     )?;
-    Ok(XdpPass { _link: link })
+    Ok(BareXdp { _link: link })
 }
 
 #[cfg(test)]
