@@ -3,7 +3,7 @@
 //! the program attached: the pinned links keep it so.
 
 use std::{
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -155,6 +155,18 @@ impl Filter {
             .fd()
             .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
         testrun::test_run(fd.as_fd(), frame, repeat)
+    }
+
+    /// A descriptor of the loaded XDP program, e.g. for timing it with
+    /// [`testrun::test_run`] without holding the `Filter` borrowed.
+    pub fn xdp_program_fd(&mut self) -> Result<OwnedFd> {
+        let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
+        let fd = program
+            .fd()
+            .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
+        fd.as_fd()
+            .try_clone_to_owned()
+            .with_context(|| format!("cannot duplicate the descriptor of program {XDP_PROGRAM}"))
     }
 
     /// The program's counters, summed over CPUs.

@@ -1,0 +1,229 @@
+//! The frames part 1 times, and the allowlists it times them with.
+
+use anyhow::{Result, anyhow};
+use cors_filter_common::Counter;
+use cors_filter_tests::packet::{DST_PORT, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Packet};
+use cors_filter_user::allowlist::{AllowEntry, parse_entry};
+
+/// The inspected port: the frame builder's default destination port.
+pub const HTTP_PORT: u16 = DST_PORT;
+const ALLOWED: &str = "https://app.example.com";
+const DENIED: &str = "https://evil.example";
+
+/// `xdp_action` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpVerdict {
+    Drop = 1,
+    Pass = 2,
+}
+
+impl XdpVerdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpVerdict::Drop => "drop",
+            XdpVerdict::Pass => "pass",
+        }
+    }
+}
+
+/// One frame, with the verdict and the outcome counter it must get.
+pub struct Case {
+    pub name: String,
+    pub frame: Vec<u8>,
+    pub verdict: XdpVerdict,
+    pub counter: Counter,
+    /// Not HTTP to an inspected port: what the filter should barely touch.
+    pub not_http: bool,
+}
+
+impl Case {
+    fn new(name: &str, packet: &Packet, verdict: XdpVerdict, counter: Counter) -> Case {
+        Case {
+            name: name.to_owned(),
+            frame: packet.build(),
+            verdict,
+            counter,
+            not_http: false,
+        }
+    }
+
+    fn not_http(mut self) -> Case {
+        self.not_http = true;
+        self
+    }
+}
+
+/// A preflight as Chrome sends it: 13 header lines, about 560 bytes.
+fn browser_preflight(origin: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS /api/items/42 HTTP/1.1\r\n\
+         Host: api.example.com\r\n\
+         Connection: keep-alive\r\n\
+         Accept: */*\r\n\
+         Access-Control-Request-Method: PUT\r\n\
+         Access-Control-Request-Headers: content-type,x-request-id\r\n\
+         Origin: {origin}\r\n\
+         User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
+         Sec-Fetch-Mode: cors\r\n\
+         Sec-Fetch-Site: cross-site\r\n\
+         Sec-Fetch-Dest: empty\r\n\
+         Referer: {origin}/\r\n\
+         Accept-Encoding: gzip, deflate, br, zstd\r\n\
+         Accept-Language: en-US,en;q=0.9\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A preflight of `headers` header lines (at least 3): `Host`, `Origin`
+/// (first or last), `Access-Control-Request-Method` and short fillers.
+fn preflight_with(origin: &str, headers: usize, origin_first: bool) -> Vec<u8> {
+    let mut lines = vec![
+        "Host: api.example.com".to_owned(),
+        "Access-Control-Request-Method: PUT".to_owned(),
+    ];
+    lines.extend((0..headers - 3).map(|i| format!("X-Header-{i:02}: value-{i:02}")));
+    let origin = format!("Origin: {origin}");
+    if origin_first {
+        lines.insert(0, origin);
+    } else {
+        lines.push(origin);
+    }
+    format!("OPTIONS /api HTTP/1.1\r\n{}\r\n\r\n", lines.join("\r\n")).into_bytes()
+}
+
+/// The denied browser preflight: the frame the bare programs are timed on.
+pub fn denied_preflight() -> Case {
+    Case::new(
+        "denied preflight (browser, 13 headers)",
+        &Packet::ipv4(&browser_preflight(DENIED)),
+        XdpVerdict::Drop,
+        Counter::PreflightDeny,
+    )
+}
+
+fn allowed_preflight(origin: &str, what: &str) -> Case {
+    Case::new(
+        &format!("allowed preflight ({what})"),
+        &Packet::ipv4(&browser_preflight(origin)),
+        XdpVerdict::Pass,
+        Counter::PreflightAllow,
+    )
+}
+
+/// Every case of the per-packet table.
+pub fn all() -> Vec<Case> {
+    use XdpVerdict::{Drop, Pass};
+    let get = b"GET /index.html HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+    let tls = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let mut cases = vec![
+        Case::new(
+            "ARP (not IP)",
+            &Packet::non_ip(ETH_P_ARP, &[0; 28]),
+            Pass,
+            Counter::PassNotIp,
+        )
+        .not_http(),
+        Case::new(
+            "UDP, 64 bytes",
+            &Packet::ipv4(&[0x55; 64]).protocol(IPPROTO_UDP),
+            Pass,
+            Counter::PassNotTcp,
+        )
+        .not_http(),
+        Case::new(
+            "TCP to port 443 (not inspected)",
+            &Packet::ipv4(&tls).dst_port(443),
+            Pass,
+            Counter::PassPortNotInspected,
+        )
+        .not_http(),
+        Case::new(
+            "TCP ACK without payload, port 8080",
+            &Packet::ipv4(&[]),
+            Pass,
+            Counter::PassNoPayload,
+        ),
+        Case::new(
+            "TLS record on port 8080",
+            &Packet::ipv4(&tls),
+            Pass,
+            Counter::PassNotHttp,
+        ),
+        Case::new(
+            "GET without Origin",
+            &Packet::ipv4(get),
+            Pass,
+            Counter::PassNotPreflight,
+        ),
+        allowed_preflight(ALLOWED, "browser, 13 headers"),
+        denied_preflight(),
+    ];
+    for headers in [5, 20, 40] {
+        for (first, place) in [(true, "first"), (false, "last")] {
+            cases.push(Case::new(
+                &format!("denied preflight, {headers} headers, Origin {place}"),
+                &Packet::ipv4(&preflight_with(DENIED, headers, first)),
+                Drop,
+                Counter::PreflightDeny,
+            ));
+        }
+    }
+    cases.push(Case::new(
+        "denied preflight over IPv6",
+        &Packet::ipv6(&browser_preflight(DENIED)),
+        Drop,
+        Counter::PreflightDeny,
+    ));
+    cases.push(Case::new(
+        "denied preflight behind a VLAN tag",
+        &Packet::ipv4(&browser_preflight(DENIED)).vlan(ETH_P_8021Q, 42),
+        Drop,
+        Counter::PreflightDeny,
+    ));
+    cases
+}
+
+/// An allowlist of a given size, 1% of it wildcard entries.
+pub struct Allowlist {
+    pub name: String,
+    pub entries: Vec<AllowEntry>,
+    /// A host a wildcard entry covers, if there is one.
+    wildcard_host: Option<String>,
+}
+
+impl Allowlist {
+    /// `size` entries: `ALLOWED`, then `size / 100` wildcard entries, then
+    /// exact ones.
+    pub fn of_size(size: usize) -> Result<Allowlist> {
+        let wildcards = size / 100;
+        let mut texts = vec![ALLOWED.to_owned()];
+        texts.extend((0..wildcards).map(|i| format!("https://*.tenant{i}.example.net")));
+        texts.extend(
+            (0..size - 1 - wildcards)
+                .map(|i| format!("https://app{i}.customer{}.example.org", i % 97)),
+        );
+        let entries = texts
+            .iter()
+            .map(|t| parse_entry(t).map_err(|e| anyhow!("benchmark allowlist entry {t}: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Allowlist {
+            name: format!("{size} entries ({wildcards} wildcard)"),
+            entries,
+            wildcard_host: wildcards
+                .checked_sub(1)
+                .map(|last| format!("https://eu.tenant{last}.example.net")),
+        })
+    }
+
+    /// Denied, allowed by the exact entry, and allowed by a wildcard entry
+    /// when there is one.
+    pub fn cases(&self) -> Vec<Case> {
+        let mut cases = vec![denied_preflight(), allowed_preflight(ALLOWED, "exact")];
+        if let Some(host) = &self.wildcard_host {
+            cases.push(allowed_preflight(host, "wildcard"));
+        }
+        cases
+    }
+}
