@@ -4,9 +4,11 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Every packet the program saw.
+    /// Every packet the program saw. Derived (see [`Counter::derive`]):
+    /// the program does not write it.
     Packets = 0,
-    /// Packets whose payload starts with an HTTP/1.x request line.
+    /// Packets whose payload starts with an HTTP/1.x request line. Derived
+    /// (see [`Counter::derive`]): the program does not write it.
     Requests,
     /// Preflights whose origin is in the allowlist.
     PreflightAllow,
@@ -68,6 +70,48 @@ impl Counter {
         Counter::EventsLost,
     ];
 
+    /// The counters of which every packet bumps exactly one (its
+    /// outcome's, see `Outcome::counters`).
+    pub const OUTCOMES: [Counter; 13] = [
+        Counter::PreflightAllow,
+        Counter::PreflightDeny,
+        Counter::Incomplete,
+        Counter::PassNotIp,
+        Counter::PassNotTcp,
+        Counter::PassIpFragment,
+        Counter::PassIpv6ExtHeader,
+        Counter::PassTruncated,
+        Counter::PassPortNotInspected,
+        Counter::PassNoPayload,
+        Counter::PassNotHttp,
+        Counter::PassNotPreflight,
+        // Not an outcome of its own: `Malformed` goes with `PreflightDeny`.
+        Counter::Malformed,
+    ];
+
+    /// The outcome counters of requests (`Outcome::is_request`).
+    pub const REQUEST_OUTCOMES: [Counter; 4] = [
+        Counter::PreflightAllow,
+        Counter::PreflightDeny,
+        Counter::Incomplete,
+        Counter::PassNotPreflight,
+    ];
+
+    /// Fills in `Packets` and `Requests` from the outcome counters, which
+    /// add up to them exactly: two map writes fewer for every packet the
+    /// program sees.
+    pub fn derive(values: &mut [u64; Self::COUNT as usize]) {
+        let sum = |counters: &[Counter]| {
+            counters
+                .iter()
+                .filter(|c| **c != Counter::Malformed)
+                .fold(0u64, |sum, c| sum.wrapping_add(values[c.index() as usize]))
+        };
+        let (packets, requests) = (sum(&Self::OUTCOMES), sum(&Self::REQUEST_OUTCOMES));
+        values[Counter::Packets.index() as usize] = packets;
+        values[Counter::Requests.index() as usize] = requests;
+    }
+
     #[inline(always)]
     pub const fn index(self) -> u32 {
         self as u32
@@ -102,6 +146,41 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_counters_follow_the_outcomes() {
+        use crate::Outcome;
+        let all = [
+            Outcome::NotIp,
+            Outcome::NotTcp,
+            Outcome::IpFragment,
+            Outcome::Ipv6ExtHeader,
+            Outcome::Truncated,
+            Outcome::PortNotInspected,
+            Outcome::NoPayload,
+            Outcome::NotHttp,
+            Outcome::NotPreflight,
+            Outcome::Incomplete,
+            Outcome::Allowed,
+            Outcome::Denied,
+            Outcome::Malformed,
+        ];
+        for outcome in all {
+            let mut values = [0u64; Counter::COUNT as usize];
+            let (counter, also) = outcome.counters();
+            values[counter.index() as usize] += 1;
+            if let Some(also) = also {
+                values[also.index() as usize] += 1;
+            }
+            Counter::derive(&mut values);
+            assert_eq!(values[Counter::Packets.index() as usize], 1, "{outcome:?}");
+            assert_eq!(
+                values[Counter::Requests.index() as usize],
+                outcome.is_request() as u64,
+                "{outcome:?}"
+            );
+        }
+    }
 
     #[test]
     fn all_is_indexed_in_order() {

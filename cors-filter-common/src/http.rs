@@ -26,6 +26,10 @@ pub const MAX_HEADER_LINES: u32 = 64;
 pub const MAX_METHOD_LEN: usize = 20;
 
 const OPTIONS_SP: &[u8; 8] = b"OPTIONS ";
+/// Bytes read at once where the scan reads words (`u64`, little-endian).
+const WORD: usize = 8;
+// The line scan starts at a word boundary, just after "OPTIONS ".
+const _: () = assert!(OPTIONS_SP.len() % WORD == 0 && SCAN_BYTES % WORD == 0);
 const ORIGIN_NAME: &[u8; 7] = b"origin:";
 const ACRM_NAME: &[u8; 30] = b"access-control-request-method:";
 const HTTP1_VERSION: &[u8; 8] = b" HTTP/1.";
@@ -230,22 +234,82 @@ fn starts_with<const N: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &
     true
 }
 
-/// Case-insensitive match of a header name pattern written in lower case
-/// (letters, `-` and `:`) at `from`. ORing 0x20 folds exactly the two cases
-/// of a letter onto the lower-case one; other bytes are compared as they are.
-///
-/// The differences are ORed together rather than tested one by one: one
-/// branch instead of one per byte keeps the verifier's search shallow.
+/// The 8 bytes of `buf` at `from` as a little-endian word. `from` is
+/// taken within the scan window (it always is: callers pass offsets
+/// below the payload length), so the word lies inside `buf`.
 #[inline(always)]
-fn name_at<const N: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &[u8; N]) -> bool {
-    let mut diff = 0u8;
-    let mut k = 0;
-    while k < N {
-        let p = pattern[k];
-        let b = at(buf, from + k);
-        let folded = if p.is_ascii_lowercase() { b | 0x20 } else { b };
-        diff |= folded ^ p;
-        k += 1;
+fn word_at(buf: &[u8; SCAN_BUF_LEN], from: usize) -> u64 {
+    let from = from & (SCAN_BYTES - 1);
+    let mut bytes = [0u8; WORD];
+    bytes.copy_from_slice(&buf[from..from + WORD]);
+    u64::from_le_bytes(bytes)
+}
+
+const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The high bit of every byte of `word` that is `byte`, and no other bit.
+/// `x` is zero exactly where `word` holds `byte`; adding 0x7f to the low
+/// seven bits of a byte of `x` sets its high bit unless they are all zero,
+/// and no carry crosses into the next byte, so the marks are exact.
+#[inline(always)]
+const fn byte_marks(word: u64, byte: u8) -> u64 {
+    let x = word ^ (0x0101_0101_0101_0101 * byte as u64);
+    !(((x & LOWS) + LOWS) | x | LOWS)
+}
+
+/// The index (0 to 7) of the byte marked in `marks`, which holds one mark
+/// exactly: shifted down to a 1 in byte `i`, the multiplication puts the
+/// factor's byte `7 - i`, which is `i + 1`, in the top byte.
+#[inline(always)]
+const fn mark_position(marks: u64) -> usize {
+    (((marks >> 7).wrapping_mul(0x0102_0304_0506_0708) >> 56) - 1) as usize
+}
+
+/// A header name pattern (lower case letters, `-` and `:`) cut into
+/// little-endian words, for [`name_at`]: per word, the pattern's bytes,
+/// the bits to set before comparing (0x20 on letters: ORing it folds
+/// exactly the two cases of a letter onto the lower-case one; other bytes
+/// are compared as they are), and which bytes count (the last word may be
+/// partial).
+struct NamePattern<const W: usize> {
+    value: [u64; W],
+    fold: [u64; W],
+    care: [u64; W],
+}
+
+impl<const W: usize> NamePattern<W> {
+    const fn new(pattern: &[u8]) -> Self {
+        assert!(pattern.len() <= W * WORD);
+        let (mut value, mut fold, mut care) = ([0; W], [0; W], [0; W]);
+        let mut k = 0;
+        while k < pattern.len() {
+            let shift = 8 * (k % WORD);
+            value[k / WORD] |= (pattern[k] as u64) << shift;
+            if pattern[k].is_ascii_lowercase() {
+                fold[k / WORD] |= 0x20 << shift;
+            }
+            care[k / WORD] |= 0xff << shift;
+            k += 1;
+        }
+        NamePattern { value, fold, care }
+    }
+}
+
+const ORIGIN_PATTERN: NamePattern<1> = NamePattern::new(ORIGIN_NAME);
+const ACRM_PATTERN: NamePattern<4> = NamePattern::new(ACRM_NAME);
+
+/// Case-insensitive match of a header name `pattern` at `from`, a word at
+/// a time. The differences are ORed together rather than tested one by
+/// one: one branch instead of one per word keeps the verifier's search
+/// shallow.
+#[inline(always)]
+fn name_at<const W: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &NamePattern<W>) -> bool {
+    let mut diff = 0u64;
+    let mut w = 0;
+    while w < W {
+        let word = word_at(buf, from + w * WORD);
+        diff |= ((word | pattern.fold[w]) ^ pattern.value[w]) & pattern.care[w];
+        w += 1;
     }
     diff == 0
 }
@@ -284,18 +348,38 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
         .len
         .set(if len > SCAN_BYTES { SCAN_BYTES } else { len } as u32);
     state.line_count.set(0);
+    // A word at a time: most words of a head hold no line end and cost a
+    // load and a test; a word with one is looked at byte by byte.
     let mut p = OPTIONS_SP.len();
     while p < SCAN_BYTES {
         if p >= state.len.get() as usize {
             break;
         }
-        // Written unconditionally, kept only when the count moves on.
-        let count = state.line_count.get() as usize;
-        state.line_starts[count & (SCAN_BYTES - 1)] = (p + 1) as u16;
-        state
-            .line_count
-            .set(count as u32 + (at(buf, p) == b'\n') as u32);
-        p += 1;
+        let mut word = word_at(buf, p);
+        // Bytes past the end of the payload are stale: zero is no line end.
+        let valid = state.len.get() as usize - p;
+        if valid < WORD {
+            word &= (1u64 << (8 * valid)) - 1;
+        }
+        let lfs = byte_marks(word, b'\n');
+        if lfs != 0 && lfs & (lfs - 1) == 0 {
+            // One line end, the usual case (header lines are longer than a
+            // word): its position, without a loop.
+            let count = state.line_count.get() as usize;
+            state.line_starts[count & (SCAN_BYTES - 1)] = (p + mark_position(lfs) + 1) as u16;
+            state.line_count.set(count as u32 + 1);
+        } else if lfs != 0 {
+            let mut k = 0;
+            while k < WORD {
+                // Written unconditionally, kept only when the count moves on.
+                let count = state.line_count.get() as usize;
+                state.line_starts[count & (SCAN_BYTES - 1)] = (p + k + 1) as u16;
+                let lf = (word >> (8 * k)) & 0xff == b'\n' as u64;
+                state.line_count.set(count as u32 + lf as u32);
+                k += 1;
+            }
+        }
+        p += WORD;
     }
 
     let len = state.len.get() as usize;
@@ -332,7 +416,7 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
             state.folded.set(1);
         } else if folded_first == b'o'
             && start + ORIGIN_NAME.len() <= len
-            && name_at(buf, start, ORIGIN_NAME)
+            && name_at(buf, start, &ORIGIN_PATTERN)
         {
             state.origins.set(state.origins.get() + 1);
             state
@@ -340,7 +424,7 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
                 .set((start + ORIGIN_NAME.len()) as u32);
         } else if folded_first == b'a'
             && start + ACRM_NAME.len() <= len
-            && name_at(buf, start, ACRM_NAME)
+            && name_at(buf, start, &ACRM_PATTERN)
         {
             state.request_methods.set(state.request_methods.get() + 1);
         }
@@ -409,6 +493,26 @@ mod tests {
         assert_eq!(skip(&full), None);
         full.truncate(SCAN_BYTES - 1);
         assert_eq!(skip(&full), some(b"\r"));
+    }
+
+    #[test]
+    fn byte_marks_are_exact_and_positioned() {
+        for position in 0..WORD {
+            for filler in [0u8, b'\n' ^ 0x80, 0x0b, 0x09, 0xff, b'a'] {
+                for byte in 0..=255u8 {
+                    let mut bytes = [filler; WORD];
+                    bytes[position] = byte;
+                    let marks = byte_marks(u64::from_le_bytes(bytes), b'\n');
+                    let expected = bytes.iter().enumerate().fold(0u64, |m, (i, &b)| {
+                        m | (((b == b'\n') as u64) << (8 * i + 7))
+                    });
+                    assert_eq!(marks, expected, "{bytes:?}");
+                    if byte == b'\n' && filler != b'\n' {
+                        assert_eq!(mark_position(marks), position);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

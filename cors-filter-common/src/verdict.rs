@@ -54,6 +54,17 @@ impl Outcome {
         )
     }
 
+    /// Whether the outcome is a denial under some settings (`Denied`,
+    /// `Malformed`, and `Incomplete` when incomplete requests are dropped).
+    /// Every other outcome passes, whatever the settings, with no event.
+    #[inline(always)]
+    pub const fn may_deny(self) -> bool {
+        matches!(
+            self,
+            Outcome::Denied | Outcome::Malformed | Outcome::Incomplete
+        )
+    }
+
     /// The counters this outcome bumps besides `Packets`, `Requests` and `Dropped`.
     #[inline(always)]
     pub const fn counters(self) -> (Counter, Option<Counter>) {
@@ -109,6 +120,35 @@ mod tests {
         assert_eq!(Outcome::NotPreflight.verdict(&ENFORCE), Verdict::Pass);
         assert_eq!(Outcome::Incomplete.verdict(&ENFORCE), Verdict::Pass);
         assert_eq!(Outcome::Incomplete.verdict(&ENFORCE_STRICT), Verdict::Drop);
+    }
+
+    #[test]
+    fn only_outcomes_that_may_deny_ever_drop_or_report() {
+        use crate::config::Action;
+        use crate::event::DenialReason;
+        let all = [
+            Outcome::NotIp,
+            Outcome::NotTcp,
+            Outcome::IpFragment,
+            Outcome::Ipv6ExtHeader,
+            Outcome::Truncated,
+            Outcome::PortNotInspected,
+            Outcome::NoPayload,
+            Outcome::NotHttp,
+            Outcome::NotPreflight,
+            Outcome::Incomplete,
+            Outcome::Allowed,
+            Outcome::Denied,
+            Outcome::Malformed,
+        ];
+        for outcome in all {
+            for config in [ENFORCE, ENFORCE_STRICT, MONITOR_STRICT] {
+                let config = config.with_action(Action::Reset);
+                let acts = outcome.verdict(&config) != Verdict::Pass
+                    || DenialReason::of(outcome, &config).is_some();
+                assert!(!acts || outcome.may_deny(), "{outcome:?} under {config:?}");
+            }
+        }
     }
 
     #[test]

@@ -65,9 +65,12 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
 }
 
 /// Inspects one packet, counts what it was, and says what to do with it.
+///
+/// Most packets are not HTTP requests to an inspected port; their path is
+/// kept short: no policy generation unless the packet is TCP, no settings
+/// and no event unless the outcome may be a denial.
 #[inline(always)]
 fn filter(ctx: &impl Frame) -> Verdict {
-    count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         error!(ctx, "cors-filter: per-CPU scratch map has no entry");
         count(Counter::PassNotHttp);
@@ -77,15 +80,16 @@ fn filter(ctx: &impl Frame) -> Verdict {
     // completion in softirq and do not nest on one CPU, so the reference is
     // exclusive for this run.
     let scratch: &mut Scratch = unsafe { &mut *scratch };
-    scratch.generation.set(active_generation());
     let outcome = inspect(ctx, scratch);
-    if outcome.is_request() {
-        count(Counter::Requests);
-    }
+    // One outcome counter per packet; `Packets` and `Requests` are their
+    // sums, derived by whoever reads the counters.
     let (counter, also) = outcome.counters();
     count(counter);
     if let Some(also) = also {
         count(also);
+    }
+    if !outcome.may_deny() {
+        return Verdict::Pass;
     }
     let settings = settings(scratch.generation.get());
     let verdict = outcome.verdict(&settings);
@@ -102,13 +106,14 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
     };
-    events::remember(scratch, &payload);
+    scratch.generation.set(active_generation());
     if !port_inspected(scratch.generation.get(), payload.dst_port) {
         return Outcome::PortNotInspected;
     }
     if payload.len == 0 {
         return Outcome::NoPayload;
     }
+    events::remember(scratch, &payload);
     reset::remember(&mut scratch.reset, &payload);
     scratch.payload_len.set(if payload.len > SCAN_BYTES {
         SCAN_BYTES

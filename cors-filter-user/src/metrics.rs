@@ -201,7 +201,8 @@ impl Snapshot {
     }
 }
 
-/// Every counter of a `COUNTERS` map, summed over CPUs.
+/// Every counter of a `COUNTERS` map, summed over CPUs, with the derived
+/// ones (`packets`, `requests`) filled in.
 pub fn sum_counters<T: Borrow<MapData>>(
     counters: &PerCpuArray<T, u64>,
 ) -> Result<[u64; Counter::COUNT as usize]> {
@@ -212,6 +213,7 @@ pub fn sum_counters<T: Borrow<MapData>>(
             .with_context(|| format!("cannot read counter {}", counter.name()))?;
         values[counter.index() as usize] = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
     }
+    Counter::derive(&mut values);
     Ok(values)
 }
 
