@@ -79,6 +79,8 @@ pub struct HeadScan {
     skipped: Slot<u32>,
     /// Bytes of `\r` and `\n` at the start of the payload.
     line_ends: Slot<u32>,
+    /// End of the whole words of the payload (its length rounded down).
+    words_end: Slot<u32>,
 }
 
 impl Default for HeadScan {
@@ -93,6 +95,7 @@ impl Default for HeadScan {
             folded: Slot::new(0),
             skipped: Slot::new(0),
             line_ends: Slot::new(0),
+            words_end: Slot::new(0),
         }
     }
 }
@@ -234,6 +237,33 @@ fn starts_with<const N: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &
     true
 }
 
+/// Notes the start of the line after each line end in `word`, the bytes
+/// of the payload at `p`.
+#[inline(always)]
+fn note_line_ends(state: &mut HeadScan, word: u64, p: usize) {
+    let lfs = byte_marks(word, b'\n');
+    if lfs == 0 {
+        return;
+    }
+    if lfs & (lfs - 1) == 0 {
+        // One line end, the usual case (header lines are longer than a
+        // word): its position, without a loop.
+        let count = state.line_count.get() as usize;
+        state.line_starts[count & (SCAN_BYTES - 1)] = (p + mark_position(lfs) + 1) as u16;
+        state.line_count.set(count as u32 + 1);
+        return;
+    }
+    let mut k = 0;
+    while k < WORD {
+        // Written unconditionally, kept only when the count moves on.
+        let count = state.line_count.get() as usize;
+        state.line_starts[count & (SCAN_BYTES - 1)] = (p + k + 1) as u16;
+        let lf = (word >> (8 * k)) & 0xff == b'\n' as u64;
+        state.line_count.set(count as u32 + lf as u32);
+        k += 1;
+    }
+}
+
 /// The 8 bytes of `buf` at `from` as a little-endian word. `from` is
 /// taken within the scan window (it always is: callers pass offsets
 /// below the payload length), so the word lies inside `buf`.
@@ -349,37 +379,23 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
         .set(if len > SCAN_BYTES { SCAN_BYTES } else { len } as u32);
     state.line_count.set(0);
     // A word at a time: most words of a head hold no line end and cost a
-    // load and a test; a word with one is looked at byte by byte.
+    // load and a test. Whole words first, then the partial one, if any.
+    state
+        .words_end
+        .set(state.len.get() & !(WORD as u32 - 1));
     let mut p = OPTIONS_SP.len();
     while p < SCAN_BYTES {
-        if p >= state.len.get() as usize {
+        if p >= state.words_end.get() as usize {
             break;
         }
-        let mut word = word_at(buf, p);
-        // Bytes past the end of the payload are stale: zero is no line end.
-        let valid = state.len.get() as usize - p;
-        if valid < WORD {
-            word &= (1u64 << (8 * valid)) - 1;
-        }
-        let lfs = byte_marks(word, b'\n');
-        if lfs != 0 && lfs & (lfs - 1) == 0 {
-            // One line end, the usual case (header lines are longer than a
-            // word): its position, without a loop.
-            let count = state.line_count.get() as usize;
-            state.line_starts[count & (SCAN_BYTES - 1)] = (p + mark_position(lfs) + 1) as u16;
-            state.line_count.set(count as u32 + 1);
-        } else if lfs != 0 {
-            let mut k = 0;
-            while k < WORD {
-                // Written unconditionally, kept only when the count moves on.
-                let count = state.line_count.get() as usize;
-                state.line_starts[count & (SCAN_BYTES - 1)] = (p + k + 1) as u16;
-                let lf = (word >> (8 * k)) & 0xff == b'\n' as u64;
-                state.line_count.set(count as u32 + lf as u32);
-                k += 1;
-            }
-        }
+        note_line_ends(state, word_at(buf, p), p);
         p += WORD;
+    }
+    let tail = state.len.get() as usize & (WORD - 1);
+    let p = state.words_end.get() as usize;
+    if tail != 0 && p >= OPTIONS_SP.len() {
+        // Bytes past the end of the payload are stale: zero is no line end.
+        note_line_ends(state, word_at(buf, p) & ((1u64 << (8 * tail)) - 1), p);
     }
 
     let len = state.len.get() as usize;
