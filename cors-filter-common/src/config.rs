@@ -21,8 +21,9 @@ pub enum OnIncomplete {
     Drop = 1,
 }
 
-/// Entries the `ALLOWLIST_n` tries can hold. The trie allocates per entry,
-/// so the cost of a large bound is only paid when it is used.
+/// Entries the `ALLOWLIST_n` maps can hold. They are made without
+/// preallocation (`BPF_F_NO_PREALLOC`), so the cost of a large bound is only
+/// paid when it is used.
 pub const ALLOWLIST_MAX_ENTRIES: u32 = 1 << 18;
 
 /// The policy (settings, ports, allowlist) exists twice: generation 0 in
@@ -65,6 +66,11 @@ pub struct FilterConfig {
     pub mode: u32,
     pub on_incomplete: u32,
     pub action: u32,
+    /// Bit `d` set when the generation's allowlist has a wildcard entry
+    /// whose prefix ends at dot `d` of the reversed host (a domain of
+    /// `d + 1` labels): a lookup tries only those prefixes (see
+    /// `crate::allow`). Set by the policy install from the entries.
+    pub wildcard_depths: u32,
 }
 
 impl FilterConfig {
@@ -74,6 +80,7 @@ impl FilterConfig {
             mode: mode as u32,
             on_incomplete: on_incomplete as u32,
             action: Action::Drop as u32,
+            wildcard_depths: 0,
         }
     }
 
@@ -122,7 +129,7 @@ impl PortBitmap {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `FilterConfig` is `repr(C)`, made of three `u32`s, has no
+    // SAFETY: `FilterConfig` is `repr(C)`, made of four `u32`s, has no
     // padding and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::FilterConfig {}
 }

@@ -333,7 +333,11 @@ const ACRM_PATTERN: NamePattern<4> = NamePattern::new(ACRM_NAME);
 /// one: one branch instead of one per word keeps the verifier's search
 /// shallow.
 #[inline(always)]
-fn name_at<const W: usize>(buf: &[u8; SCAN_BUF_LEN], from: usize, pattern: &NamePattern<W>) -> bool {
+fn name_at<const W: usize>(
+    buf: &[u8; SCAN_BUF_LEN],
+    from: usize,
+    pattern: &NamePattern<W>,
+) -> bool {
     let mut diff = 0u64;
     let mut w = 0;
     while w < W {
@@ -380,9 +384,7 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
     state.line_count.set(0);
     // A word at a time: most words of a head hold no line end and cost a
     // load and a test. Whole words first, then the partial one, if any.
-    state
-        .words_end
-        .set(state.len.get() & !(WORD as u32 - 1));
+    state.words_end.set(state.len.get() & !(WORD as u32 - 1));
     let mut p = OPTIONS_SP.len();
     while p < SCAN_BYTES {
         if p >= state.words_end.get() as usize {

@@ -6,12 +6,12 @@
 use crate::{
     Outcome, Scratch,
     http::{RequestHead, RequestStart, classify_start, scan_head, skip_empty_lines},
-    origin::LpmOriginKey,
+    origin::OriginParse,
 };
 
 /// The outcome of the payload in `scratch.payload[..len]` (`len` is 1 to
 /// [`SCAN_BYTES`](crate::http::SCAN_BYTES)). `is_allowed` answers whether
-/// the allowlist holds a normalised origin's key; it is asked at most once,
+/// the allowlist holds a normalised origin (see `crate::allow`); it is asked at most once,
 /// and only for a well-formed preflight. Empty lines before the request
 /// line are skipped (moving the request to the start of `scratch.payload`),
 /// as servers skip them; they count in the scan window. Afterwards
@@ -21,7 +21,7 @@ use crate::{
 pub fn inspect_payload(
     scratch: &mut Scratch,
     len: usize,
-    is_allowed: impl FnOnce(&LpmOriginKey) -> bool,
+    is_allowed: impl FnOnce(&mut OriginParse) -> bool,
 ) -> Outcome {
     scratch.origin.clear();
     let Some(len) = skip_empty_lines(&mut scratch.payload, len, &mut scratch.head) else {
@@ -48,7 +48,7 @@ pub fn inspect_payload(
     {
         return Outcome::Malformed;
     }
-    if is_allowed(&origin.lpm) {
+    if is_allowed(origin) {
         Outcome::Allowed
     } else {
         Outcome::Denied

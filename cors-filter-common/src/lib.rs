@@ -12,6 +12,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod allow;
 pub mod config;
 pub mod counters;
 pub mod event;

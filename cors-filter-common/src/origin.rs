@@ -5,9 +5,9 @@
 //! `http`, 443 for `https`) is dropped. Anything else in an `Origin` value (a
 //! path, userinfo, a query, whitespace inside, a second value) is malformed.
 //!
-//! The allowlist is an LPM trie, so one lookup answers both exact entries and
-//! wildcard-subdomain entries. The key puts the scheme and port first and the
-//! host *reversed* after them, so a subdomain wildcard is a plain prefix:
+//! The key puts the scheme and port first and the host *reversed* after
+//! them, so a subdomain wildcard is a plain prefix that ends at a dot (see
+//! `crate::allow` for the lookup):
 //!
 //! ```text
 //! https://app.example.com        ->  "https:///moc.elpmaxe.ppa\0"  (exact: ends in NUL)
@@ -21,6 +21,7 @@
 //! `moc.elpmaxe\0`, neither of which starts with `moc.elpmaxe.`.
 
 use crate::{
+    allow::MAX_WILDCARD_LABELS,
     http::{SCAN_BUF_LEN, SCAN_MASK},
     slot::Slot,
 };
@@ -30,16 +31,14 @@ pub const ORIGIN_MAX_LEN: usize = 250;
 /// Size of the buffer an `Origin` value is copied into (a power of two).
 pub const ORIGIN_RAW_LEN: usize = 256;
 const RAW_MASK: usize = ORIGIN_RAW_LEN - 1;
-/// Bytes of LPM key data: the longest key is `ORIGIN_MAX_LEN + 2`.
+/// Bytes of key data: the longest key is `ORIGIN_MAX_LEN + 2`.
 pub const ORIGIN_KEY_LEN: usize = 256;
 const KEY_MASK: usize = ORIGIN_KEY_LEN - 1;
-/// Prefix length, in bits, of a lookup key: the whole key.
-pub const ORIGIN_KEY_BITS: u32 = (ORIGIN_KEY_LEN * 8) as u32;
 /// Longest port, in digits.
 const MAX_PORT_DIGITS: usize = 5;
 
-/// LPM trie key data of the `ALLOWLIST_0` and `ALLOWLIST_1` maps (see the
-/// module docs).
+/// A lookup key (see the module docs); zero past its length where it is
+/// stored in an `ALLOWLIST_n` entry.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct OriginKey {
@@ -52,15 +51,6 @@ impl Default for OriginKey {
             bytes: [0; ORIGIN_KEY_LEN],
         }
     }
-}
-
-/// An LPM trie key: the layout of `Key<OriginKey>` in aya and aya-ebpf
-/// (a `u32` prefix length in bits, then the data).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct LpmOriginKey {
-    pub prefix_len: u32,
-    pub origin: OriginKey,
 }
 
 /// Value stored with each allowlist entry.
@@ -230,7 +220,15 @@ static TRANSITIONS: [u8; STATES * CLASSES] = {
 #[repr(C)]
 pub struct OriginParse {
     pub raw: [u8; ORIGIN_RAW_LEN],
-    pub lpm: LpmOriginKey,
+    /// The lookup key built by [`normalize`](Self::normalize) (bytes past
+    /// its length are stale).
+    pub key: OriginKey,
+    /// Key length just past each of the first [`MAX_WILDCARD_LABELS`] dots
+    /// of the reversed host: where a wildcard entry's prefix may end.
+    dot_ends: [u32; MAX_WILDCARD_LABELS],
+    dots: Slot<u32>,
+    /// Length of the key or prefix being looked up (see `crate::allow`).
+    pub lookup_len: Slot<u32>,
     /// Offset at which the automaton last entered each state.
     entered_at: [u8; STATES],
     /// State the automaton was in when it last entered each state.
@@ -251,7 +249,10 @@ impl Default for OriginParse {
     fn default() -> Self {
         Self {
             raw: [0; ORIGIN_RAW_LEN],
-            lpm: LpmOriginKey::default(),
+            key: OriginKey::default(),
+            dot_ends: [0; MAX_WILDCARD_LABELS],
+            dots: Slot::new(0),
+            lookup_len: Slot::new(0),
             entered_at: [0; STATES],
             entered_from: [0; STATES],
             len: Slot::new(0),
@@ -335,7 +336,7 @@ impl OriginParse {
         Ok(())
     }
 
-    /// Validates `raw[..len]` as an origin and builds its lookup key in `lpm`.
+    /// Validates `raw[..len]` as an origin and builds its lookup key in `key`.
     #[inline(always)]
     pub fn normalize(&mut self) -> Result<(), OriginError> {
         let len = self.len.get() as usize;
@@ -345,14 +346,14 @@ impl OriginParse {
         if len > ORIGIN_MAX_LEN {
             return Err(OriginError::new(OriginPart::Length, ORIGIN_MAX_LEN));
         }
-        self.lpm.prefix_len = ORIGIN_KEY_BITS;
+        self.dots.set(0);
         if len == 4
             && self.raw[0] == b'n'
             && self.raw[1] == b'u'
             && self.raw[2] == b'l'
             && self.raw[3] == b'l'
         {
-            self.lpm.origin.bytes[..5].copy_from_slice(b"null\0");
+            self.key.bytes[..5].copy_from_slice(b"null\0");
             self.key_len.set(5);
             return Ok(());
         }
@@ -446,11 +447,11 @@ impl OriginParse {
             if k >= self.scheme_end.get() as usize {
                 break;
             }
-            self.lpm.origin.bytes[k] = self.raw[k].to_ascii_lowercase();
+            self.key.bytes[k] = self.raw[k].to_ascii_lowercase();
             k += 1;
         }
         let scheme_end = self.scheme_end.get() as usize;
-        let key = &mut self.lpm.origin.bytes;
+        let key = &mut self.key.bytes;
         key[scheme_end & KEY_MASK] = b':';
         key[(scheme_end + 1) & KEY_MASK] = b'/';
         key[(scheme_end + 2) & KEY_MASK] = b'/';
@@ -464,13 +465,13 @@ impl OriginParse {
                     break;
                 }
                 let w = self.key_len.get() as usize;
-                self.lpm.origin.bytes[(w + k) & KEY_MASK] = self.raw[(port_start + k) & RAW_MASK];
+                self.key.bytes[(w + k) & KEY_MASK] = self.raw[(port_start + k) & RAW_MASK];
                 k += 1;
             }
             self.key_len.set(self.key_len.get() + self.bound.get());
         }
         let w = self.key_len.get() as usize;
-        self.lpm.origin.bytes[w & KEY_MASK] = b'/';
+        self.key.bytes[w & KEY_MASK] = b'/';
         self.key_len.set(w as u32 + 1);
         let host_end = self.host_end.get() as usize;
         self.bound.set(self.host_end.get() - self.host_start.get());
@@ -480,12 +481,17 @@ impl OriginParse {
                 break;
             }
             let w = self.key_len.get() as usize;
-            self.lpm.origin.bytes[(w + k) & KEY_MASK] =
-                self.raw[(host_end.wrapping_sub(1 + k)) & RAW_MASK].to_ascii_lowercase();
+            let b = self.raw[(host_end.wrapping_sub(1 + k)) & RAW_MASK].to_ascii_lowercase();
+            self.key.bytes[(w + k) & KEY_MASK] = b;
+            let dots = self.dots.get() as usize;
+            if b == b'.' && dots < MAX_WILDCARD_LABELS {
+                self.dot_ends[dots & (MAX_WILDCARD_LABELS - 1)] = (w + k + 1) as u32;
+                self.dots.set(dots as u32 + 1);
+            }
             k += 1;
         }
         let w = (self.key_len.get() + self.bound.get()) as usize;
-        self.lpm.origin.bytes[w & KEY_MASK] = 0;
+        self.key.bytes[w & KEY_MASK] = 0;
         self.key_len.set(w as u32 + 1);
     }
 
@@ -503,7 +509,27 @@ impl OriginParse {
 
     /// The key built by the last successful [`normalize`](Self::normalize).
     pub fn key(&self) -> &[u8] {
-        &self.lpm.origin.bytes[..(self.key_len.get() as usize).min(ORIGIN_KEY_LEN)]
+        &self.key.bytes[..(self.key_len.get() as usize).min(ORIGIN_KEY_LEN)]
+    }
+
+    /// Length of the key built by the last successful `normalize`.
+    #[inline(always)]
+    pub fn key_len(&self) -> usize {
+        self.key_len.get() as usize
+    }
+
+    /// How many dots of the reversed host `dot_end` knows (at most
+    /// [`MAX_WILDCARD_LABELS`]).
+    #[inline(always)]
+    pub fn dots(&self) -> usize {
+        self.dots.get() as usize
+    }
+
+    /// The key length just past dot `i` (below [`dots`](Self::dots)) of the
+    /// reversed host: the length of the wildcard prefix that would end there.
+    #[inline(always)]
+    pub fn dot_end(&self, i: usize) -> usize {
+        self.dot_ends[i & (MAX_WILDCARD_LABELS - 1)] as usize
     }
 
     /// The host as it appears in the value (brackets included for IPv6).

@@ -164,6 +164,7 @@ mod tests {
             mode: 7,
             on_incomplete: 0,
             action: 0,
+            wildcard_depths: 0,
         };
         assert_eq!(Outcome::Denied.verdict(&corrupt), Verdict::Drop);
     }

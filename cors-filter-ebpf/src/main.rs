@@ -133,7 +133,7 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
         return Outcome::Truncated;
     }
     let generation = scratch.generation.get();
-    inspect_payload(scratch, len, |lpm| origin_allowed(generation, lpm))
+    inspect_payload(scratch, len, |origin| origin_allowed(generation, origin))
 }
 
 #[cfg(not(test))]

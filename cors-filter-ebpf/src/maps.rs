@@ -3,13 +3,15 @@
 //! are its interface.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use cors_filter_common::{
     ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, Scratch,
+    allow::{self, AllowEntryValue},
     event::DENIALS_BYTES,
-    origin::{LpmOriginKey, OriginKey},
+    origin::OriginParse,
 };
 
 /// Policies installed so far; the low bit names the generation in use (see
@@ -28,13 +30,14 @@ pub static PORTS_0: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
 pub static PORTS_1: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
 
 /// Allowed origins, generation 0 and 1: exact keys and wildcard-subdomain
-/// prefixes (see `cors_filter_common::origin`). The value is an `entry_kind`.
+/// prefixes by their hash (see `cors_filter_common::allow`). Allocated per
+/// entry rather than up front.
 #[map(name = "ALLOWLIST_0")]
-pub static ALLOWLIST_0: LpmTrie<OriginKey, u32> =
-    LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
+pub static ALLOWLIST_0: HashMap<u64, AllowEntryValue> =
+    HashMap::with_max_entries(ALLOWLIST_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "ALLOWLIST_1")]
-pub static ALLOWLIST_1: LpmTrie<OriginKey, u32> =
-    LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
+pub static ALLOWLIST_1: HashMap<u64, AllowEntryValue> =
+    HashMap::with_max_entries(ALLOWLIST_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
@@ -90,13 +93,18 @@ pub fn port_inspected(generation: u32, port: u16) -> bool {
 }
 
 #[inline(always)]
-pub fn origin_allowed(generation: u32, lpm: &LpmOriginKey) -> bool {
-    // SAFETY: `LpmOriginKey` is `repr(C)` { u32, [u8; N] }: the same layout,
-    // without padding, as aya-ebpf's `repr(C, packed)` `Key<OriginKey>`.
-    let key = unsafe { &*(lpm as *const _ as *const aya_ebpf::maps::lpm_trie::Key<OriginKey>) };
-    if generation == 0 {
-        ALLOWLIST_0.get(key).is_some()
-    } else {
-        ALLOWLIST_1.get(key).is_some()
-    }
+pub fn origin_allowed(generation: u32, origin: &mut OriginParse) -> bool {
+    let wildcard_depths = settings(generation).wildcard_depths;
+    allow::is_allowed(origin, wildcard_depths, |hash| {
+        // SAFETY: the entry is only read, and only during this program run,
+        // inside which the kernel does not free it (RCU); the policy
+        // install never rewrites the generation a run may still read.
+        unsafe {
+            if generation == 0 {
+                ALLOWLIST_0.get(&hash)
+            } else {
+                ALLOWLIST_1.get(&hash)
+            }
+        }
+    })
 }

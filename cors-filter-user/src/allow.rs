@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::{
-    allowlist::{decode_key, parse_entry},
+    allowlist::{decode_entry, parse_entry},
     pins::{pin_exists, pin_path},
     policy::PolicyMaps,
     state::StateDir,
@@ -55,18 +55,18 @@ pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Res
         not_running_note(pin_dir, &state);
         return Ok(());
     };
-    let map = policy.active_allowlist()?;
     let origin = &entry.origin;
     let applied = match change {
-        Change::Add => map
-            .insert(&entry.key, entry.kind, 0)
+        Change::Add => policy
+            .add_to_active(&entry)
             .map(|()| format!("allowed {origin}")),
-        Change::Remove => match map.remove(&entry.key) {
-            Err(aya::maps::MapError::KeyNotFound) => Ok(format!(
-                "{origin} was not in the running allowlist; recorded as removed"
-            )),
-            other => other.map(|()| format!("removed {origin}")),
-        },
+        Change::Remove => policy.remove_from_active(&entry).map(|removed| {
+            if removed {
+                format!("removed {origin}")
+            } else {
+                format!("{origin} was not in the running allowlist; recorded as removed")
+            }
+        }),
     };
     match applied {
         Ok(done) => {
@@ -89,9 +89,9 @@ pub fn list(pin_dir: &Path) -> Result<()> {
     let mut policy = PolicyMaps::open(pin_dir)?;
     let map = policy.active_allowlist()?;
     let mut origins = Vec::new();
-    for key in map.keys() {
-        let key = key.context("cannot iterate the allowlist")?;
-        origins.push(decode_key(&key).map_err(anyhow::Error::msg)?);
+    for entry in map.iter() {
+        let (_, value) = entry.context("cannot iterate the allowlist")?;
+        origins.push(decode_entry(&value).map_err(anyhow::Error::msg)?);
     }
     origins.sort();
     for origin in origins {

@@ -1,12 +1,12 @@
-//! Allowlist entries: parsed and validated from text, turned into the LPM
-//! keys the kernel matches (with the very normalisation code the kernel
-//! runs), and turned back into text from the keys found in the map.
+//! Allowlist entries: parsed and validated from text, turned into the keys
+//! the kernel matches (with the very normalisation code the kernel runs),
+//! and turned back into text from the entries found in the map.
 
 use std::{fmt, net::Ipv6Addr};
 
-use aya::maps::lpm_trie::Key;
-use cors_filter_common::origin::{
-    ORIGIN_KEY_LEN, OriginError, OriginKey, OriginParse, OriginPart, entry_kind,
+use cors_filter_common::{
+    allow::{AllowEntryValue, MAX_WILDCARD_LABELS, key_hash},
+    origin::{ORIGIN_KEY_LEN, OriginError, OriginParse, OriginPart, entry_kind},
 };
 
 /// One allowlist entry, ready for an `ALLOWLIST_n` map.
@@ -14,9 +14,42 @@ use cors_filter_common::origin::{
 pub struct AllowEntry {
     /// Canonical spelling, as `allow list` prints it.
     pub origin: String,
-    pub key: Key<OriginKey>,
-    /// An `entry_kind` value.
-    pub kind: u32,
+    /// The map entry: its key bytes (`value.key[..value.len]`) and kind.
+    pub value: AllowEntryValue,
+}
+
+impl AllowEntry {
+    /// The entry's key in the map.
+    pub fn hash(&self) -> u64 {
+        key_hash(&self.value.key, self.value.len as usize)
+    }
+
+    /// The bit of `FilterConfig::wildcard_depths` a wildcard entry needs
+    /// (its prefix ends at dot `d` of the reversed host); 0 for an exact one.
+    pub fn wildcard_depth_bit(&self) -> u32 {
+        if self.value.kind != entry_kind::WILDCARD {
+            return 0;
+        }
+        // scheme "://" port "/" reversed-host-prefix: the scheme may hold
+        // dots, the part after the port's '/' is the host's.
+        let key = self.key_bytes();
+        let after_scheme = key
+            .windows(3)
+            .position(|w| w == b"://")
+            .map_or(0, |i| i + 3);
+        let host_start = key[after_scheme..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(key.len(), |i| after_scheme + i + 1);
+        let dots = key[host_start..].iter().filter(|&&b| b == b'.').count();
+        1 << (dots - 1)
+    }
+
+    /// The bytes the entry matches: the whole key of an exact entry, the
+    /// prefix of a wildcard.
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.value.key.bytes[..self.value.len as usize]
+    }
 }
 
 impl fmt::Debug for AllowEntry {
@@ -123,16 +156,26 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
         if last_label.iter().all(u8::is_ascii_digit) {
             return Err(error(text, "a wildcard cannot apply to an IP address"));
         }
+        // The kernel tries prefixes ending at the first MAX_WILDCARD_LABELS
+        // dots of the reversed host; the dot after the domain's last label
+        // must be one of them.
+        let labels = host.split(|&b| b == b'.').count() - 1;
+        if labels > MAX_WILDCARD_LABELS {
+            return Err(error(
+                text,
+                format!(
+                    "a wildcard's domain may have at most {MAX_WILDCARD_LABELS} labels, this one has {labels}"
+                ),
+            ));
+        }
         // Drop the trailing "x\0": what remains ends with '.' and is the prefix.
         (key_bytes.len() - 2, entry_kind::WILDCARD)
     } else {
         (key_bytes.len(), entry_kind::EXACT)
     };
-    let mut data = OriginKey::default();
-    data.bytes[..len].copy_from_slice(&key_bytes[..len]);
-    let key = Key::new((len * 8) as u32, data);
-    let origin = decode_key(&key).map_err(|reason| error(text, reason))?;
-    Ok(AllowEntry { origin, key, kind })
+    let value = AllowEntryValue::new(&key_bytes[..len], kind);
+    let origin = decode_key(&key_bytes[..len]).map_err(|reason| error(text, reason))?;
+    Ok(AllowEntry { origin, value })
 }
 
 /// Rewrites an IPv6 literal host in its canonical (RFC 5952) form, which is
@@ -153,16 +196,31 @@ fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryE
     Ok(format!("{scheme}://[{address}]{}", &rest[close + 1..]))
 }
 
-/// The origin a key stands for (`*.` marks a wildcard prefix).
-pub fn decode_key(key: &Key<OriginKey>) -> Result<String, String> {
-    let prefix_bits = key.prefix_len() as usize;
-    if !prefix_bits.is_multiple_of(8) || prefix_bits / 8 > ORIGIN_KEY_LEN || prefix_bits == 0 {
+/// The origin a map entry stands for (`*.` marks a wildcard prefix).
+pub fn decode_entry(value: &AllowEntryValue) -> Result<String, String> {
+    let len = value.len as usize;
+    if len == 0 || len > ORIGIN_KEY_LEN {
+        return Err(format!("entry has an invalid key length of {len} bytes"));
+    }
+    let origin = decode_key(&value.key.bytes[..len])?;
+    let wildcard = origin.contains("://*.");
+    if value.kind
+        != if wildcard {
+            entry_kind::WILDCARD
+        } else {
+            entry_kind::EXACT
+        }
+    {
         return Err(format!(
-            "key has an invalid prefix length of {prefix_bits} bits"
+            "entry {origin:?} has the wrong kind {}",
+            value.kind
         ));
     }
-    let data = key.data();
-    let bytes = &data.bytes[..prefix_bits / 8];
+    Ok(origin)
+}
+
+/// The origin a key stands for (`*.` marks a wildcard prefix).
+pub fn decode_key(bytes: &[u8]) -> Result<String, String> {
     if bytes == b"null\0" {
         return Ok("null".to_owned());
     }
@@ -199,9 +257,7 @@ mod tests {
     }
 
     fn key_text(text: &str) -> String {
-        let e = parse_entry(text).unwrap();
-        let n = e.key.prefix_len() as usize / 8;
-        String::from_utf8(e.key.data().bytes[..n].to_vec()).unwrap()
+        String::from_utf8(parse_entry(text).unwrap().key_bytes().to_vec()).unwrap()
     }
 
     #[test]
@@ -246,15 +302,15 @@ mod tests {
         assert!(reason("").contains("empty"));
     }
 
-    /// What the kernel's LPM lookup answers for one entry: does the entry's
-    /// key cover the origin's key?
+    /// What the kernel's lookup answers for an allowlist of one entry.
     fn matches(entry: &str, origin: &str) -> bool {
         let entry = parse_entry(entry).unwrap();
         let mut parse = OriginParse::default();
         parse.load(origin.as_bytes()).unwrap();
         parse.normalize().unwrap();
-        let n = entry.key.prefix_len() as usize / 8;
-        parse.key().starts_with(&entry.key.data().bytes[..n])
+        cors_filter_common::allow::is_allowed(&mut parse, entry.wildcard_depth_bit(), |hash| {
+            (hash == entry.hash()).then_some(&entry.value)
+        })
     }
 
     #[test]
@@ -301,7 +357,29 @@ mod tests {
             "null",
         ] {
             let e = parse_entry(text).unwrap();
-            assert_eq!(decode_key(&e.key).unwrap(), text);
+            assert_eq!(decode_entry(&e.value).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn wildcard_depth_bits() {
+        let bit = |t: &str| parse_entry(t).unwrap().wildcard_depth_bit();
+        assert_eq!(bit("https://app.example.com"), 0);
+        assert_eq!(bit("https://*.example.com"), 0b10);
+        assert_eq!(bit("https://*.com"), 0b1);
+        assert_eq!(bit("a.b+c://*.x.example.com:8443"), 0b100);
+        assert_eq!(bit("https://*.l8.l7.l6.l5.l4.l3.l2.l1"), 1 << 7);
+    }
+
+    #[test]
+    fn wildcard_domains_within_the_label_bound() {
+        assert!(parse_entry("https://*.l8.l7.l6.l5.l4.l3.l2.l1").is_ok());
+        let reason = parse_entry("https://*.l9.l8.l7.l6.l5.l4.l3.l2.l1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            reason.contains("at most 8 labels, this one has 9"),
+            "{reason}"
+        );
     }
 }

@@ -15,8 +15,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, MapType};
 use cors_filter_common::{
-    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, event::DENIALS_BYTES,
-    origin::OriginKey,
+    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, allow::AllowEntryValue,
+    event::DENIALS_BYTES,
 };
 
 use crate::{
@@ -52,10 +52,10 @@ const fn array(name: &'static str, value_size: usize, max_entries: u32) -> MapSp
 const fn allowlist(name: &'static str) -> MapSpec {
     MapSpec {
         name,
-        map_type: MapType::LpmTrie,
-        // `Key<OriginKey>`: the prefix length, then the key.
-        key_size: (4 + size_of::<OriginKey>()) as u32,
-        value_size: 4,
+        map_type: MapType::Hash,
+        // The hash of the entry's key; the entry (see `cors_filter_common::allow`).
+        key_size: size_of::<u64>() as u32,
+        value_size: size_of::<AllowEntryValue>() as u32,
         max_entries: ALLOWLIST_MAX_ENTRIES,
     }
 }

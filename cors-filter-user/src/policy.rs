@@ -13,11 +13,14 @@ use std::{collections::BTreeSet, path::Path};
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, Map, MapData},
+    maps::{Array, HashMap, Map, MapData},
 };
-use cors_filter_common::{FilterConfig, Generation, PortBitmap, origin::OriginKey};
+use cors_filter_common::{FilterConfig, Generation, PortBitmap, allow::AllowEntryValue};
 
-use crate::{allowlist::AllowEntry, pins::open_pinned};
+use crate::{
+    allowlist::{AllowEntry, decode_entry},
+    pins::open_pinned,
+};
 
 /// What the program is to enforce.
 #[derive(Debug, Clone)]
@@ -27,7 +30,9 @@ pub struct Policy {
     pub allow: Vec<AllowEntry>,
 }
 
-type Allowlist = LpmTrie<MapData, OriginKey, u32>;
+/// An `ALLOWLIST_n` map: entries by the hash of their key (see
+/// `cors_filter_common::allow`).
+pub type Allowlist = HashMap<MapData, u64, AllowEntryValue>;
 
 /// The policy maps of one loaded or pinned program.
 pub struct PolicyMaps {
@@ -47,10 +52,8 @@ impl PolicyMaps {
                 Array::try_from(take("PORTS_1")?).context("PORTS_1 is not an array")?,
             ],
             allowlists: [
-                LpmTrie::try_from(take("ALLOWLIST_0")?)
-                    .context("ALLOWLIST_0 is not an LPM trie")?,
-                LpmTrie::try_from(take("ALLOWLIST_1")?)
-                    .context("ALLOWLIST_1 is not an LPM trie")?,
+                HashMap::try_from(take("ALLOWLIST_0")?).context("ALLOWLIST_0 is not a hash map")?,
+                HashMap::try_from(take("ALLOWLIST_1")?).context("ALLOWLIST_1 is not a hash map")?,
             ],
         })
     }
@@ -69,7 +72,7 @@ impl PolicyMaps {
         Self::from_maps(|name| {
             let data = open_pinned(pin_dir, name)?;
             Ok(if name.starts_with("ALLOWLIST") {
-                Map::LpmTrie(data)
+                Map::HashMap(data)
             } else {
                 Map::Array(data)
             })
@@ -85,6 +88,48 @@ impl PolicyMaps {
     pub fn active_allowlist(&mut self) -> Result<&mut Allowlist> {
         let generation = Generation::of(self.installed()?) as usize;
         Ok(&mut self.allowlists[generation])
+    }
+
+    /// Adds `entry` to the allowlist the program reads now, and makes the
+    /// program try wildcard prefixes at its depth (a bit set by an entry
+    /// removed later only costs a lookup, until the next install).
+    pub fn add_to_active(&mut self, entry: &AllowEntry) -> Result<()> {
+        let generation = Generation::of(self.installed()?);
+        insert_entry(&mut self.allowlists[generation as usize], entry)?;
+        let bit = entry.wildcard_depth_bit();
+        let mut settings = self
+            .config
+            .get(&generation, 0)
+            .with_context(|| format!("cannot read CONFIG[{generation}]"))?;
+        if settings.wildcard_depths & bit != bit {
+            // The other fields are written back as they are: a program
+            // reading the entry meanwhile sees them unchanged, and the
+            // depths word old or new.
+            settings.wildcard_depths |= bit;
+            self.config
+                .set(generation, settings, 0)
+                .with_context(|| format!("cannot write CONFIG[{generation}]"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes `entry` from the allowlist the program reads now; false if
+    /// it was not there (the entry under its hash, if any, is another's).
+    pub fn remove_from_active(&mut self, entry: &AllowEntry) -> Result<bool> {
+        let map = self.active_allowlist()?;
+        let hash = entry.hash();
+        match map.get(&hash, 0) {
+            Ok(existing) if existing == entry.value => {}
+            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => return Ok(false),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot look up origin {}", entry.origin));
+            }
+        }
+        match map.remove(&hash) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot remove origin {}", entry.origin)),
+        }
     }
 
     /// Installs `policy` in the generation not in use, then switches the
@@ -125,14 +170,18 @@ impl PolicyMaps {
                 .with_context(|| format!("cannot clear ALLOWLIST_{spare}"))?;
         }
         for entry in &policy.allow {
-            allowlist
-                .insert(&entry.key, entry.kind, 0)
-                .with_context(|| {
-                    format!("cannot add origin {} to ALLOWLIST_{spare}", entry.origin)
-                })?;
+            insert_entry(allowlist, entry)
+                .with_context(|| format!("cannot fill ALLOWLIST_{spare}"))?;
         }
+        let settings = FilterConfig {
+            wildcard_depths: policy
+                .allow
+                .iter()
+                .fold(0, |depths, entry| depths | entry.wildcard_depth_bit()),
+            ..policy.settings
+        };
         self.config
-            .set(spare, policy.settings, 0)
+            .set(spare, settings, 0)
             .context("cannot write CONFIG")?;
 
         self.active
@@ -140,6 +189,27 @@ impl PolicyMaps {
             .context("cannot switch ACTIVE to the new policy")?;
         Ok(next)
     }
+}
+
+/// Adds `entry` to `map` under its hash. Another entry already filed under
+/// that hash (two origins whose keys hash alike, which the 64-bit hash makes
+/// all but impossible) is an error naming both: the map holds one entry per
+/// hash, and the program would find only one of them.
+fn insert_entry(map: &mut Allowlist, entry: &AllowEntry) -> Result<()> {
+    let hash = entry.hash();
+    match map.get(&hash, 0) {
+        Ok(existing) if existing != entry.value => bail!(
+            "origin {} has the same allowlist hash ({hash:#018x}) as origin {}; the allowlist cannot hold both",
+            entry.origin,
+            decode_entry(&existing).unwrap_or_else(|e| format!("<unreadable entry: {e}>"))
+        ),
+        Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot look up origin {}", entry.origin));
+        }
+    }
+    map.insert(hash, entry.value, 0)
+        .with_context(|| format!("cannot add origin {}", entry.origin))
 }
 
 /// `MEMBARRIER_CMD_GLOBAL` from `linux/membarrier.h`.

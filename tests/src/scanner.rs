@@ -6,7 +6,6 @@ use cors_filter_common::{
     Outcome, Scratch,
     http::{SCAN_BUF_LEN, SCAN_BYTES},
     inspect_payload,
-    origin::ORIGIN_KEY_LEN,
 };
 
 /// What the parsing code makes of a payload.
@@ -40,18 +39,10 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
     let len = payload.len().min(SCAN_BYTES);
     scratch.payload[..len].copy_from_slice(&payload[..len]);
     let mut key = None;
-    let outcome = inspect_payload(&mut scratch, len, |lpm| {
-        assert_eq!(
-            lpm.prefix_len as usize,
-            ORIGIN_KEY_LEN * 8,
-            "lookups use the whole key"
-        );
-        let bytes = &lpm.origin.bytes;
-        let end = bytes
-            .iter()
-            .position(|&b| b == 0)
-            .expect("a key ends with NUL");
-        key = Some(bytes[..=end].to_vec());
+    let outcome = inspect_payload(&mut scratch, len, |origin| {
+        let bytes = origin.key();
+        assert_eq!(bytes.last(), Some(&0), "a key ends with NUL");
+        key = Some(bytes.to_vec());
         false
     });
     Scanned { outcome, key }
