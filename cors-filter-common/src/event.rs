@@ -83,6 +83,11 @@ impl DenialReason {
 /// Size of the `DENIALS` ring buffer: 256 KiB hold about 1600 events, well
 /// over what arrives between two reads of a running daemon.
 pub const DENIALS_BYTES: u32 = 256 * 1024;
+/// Bytes of records waiting in `DENIALS` from which a new record wakes the
+/// reader: below it, records wait for the reader's timer (see the daemon's
+/// `denials` module), so that a flood of denials does not cost a wake-up
+/// each. About 190 records.
+pub const WAKEUP_BYTES: u64 = DENIALS_BYTES as u64 / 8;
 
 /// One record of the `DENIALS` ring buffer. Every byte is written by the
 /// program except those of `origin` past `origin_len`, which are

@@ -3,9 +3,14 @@
 
 use core::ptr::addr_of_mut;
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+
 use cors_filter_common::{
     Counter, FilterConfig, Outcome, Scratch,
-    event::{DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, origin_extent},
+    event::{
+        DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, WAKEUP_BYTES,
+        origin_extent,
+    },
 };
 
 use crate::{
@@ -76,5 +81,13 @@ pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &Fi
     // was read whole before, so this cannot fail; if it did, the address
     // would stay zero, which the daemon shows as it is.
     unsafe { ctx.load_bytes(offset, addr_of_mut!((*event).source_addr).cast::<u8>(), len) };
-    entry.submit(0);
+    // Waking the reader for every record would cost a wake-up per denial
+    // in a flood; it is woken once a batch has piled up, and reads on a
+    // short timer too (see the daemon's `denials` module).
+    let pending = DENIALS.query(BPF_RB_AVAIL_DATA as u64);
+    entry.submit(if pending < WAKEUP_BYTES {
+        BPF_RB_NO_WAKEUP as u64
+    } else {
+        BPF_RB_FORCE_WAKEUP as u64
+    });
 }

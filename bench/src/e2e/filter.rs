@@ -12,8 +12,8 @@ use super::nginx::PORT;
 /// The one allowed origin; the benchmark's preflights come from another.
 pub const ALLOWED: &str = "https://app.example.com";
 
-/// A filter attached (XDP, native mode, enforcing, dropping) to the server
-/// interface; detached, its pins and state removed, on drop.
+/// A filter attached (enforcing, dropping) to the server interface;
+/// detached, its pins and state removed, on drop.
 pub struct Filter {
     /// Declared first: stopped before its home goes.
     pub running: RunningFilter,
@@ -21,14 +21,19 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// XDP in native mode, the default attachment on a NIC that has it.
     pub fn start(pair: &NetnsPair) -> Result<Filter> {
+        Filter::start_with(pair, &["--attach", "xdp", "--xdp-mode", "native"])
+    }
+
+    /// With the attach arguments given (e.g. `--attach tc`).
+    pub fn start_with(pair: &NetnsPair, attach: &[&str]) -> Result<Filter> {
         let config = format!(
             "ports = [{PORT}]\nallow = [\"{ALLOWED}\"]\nmode = \"enforce\"\naction = \"drop\"\n"
         );
         let home = FilterHome::new(&config)?;
-        let running =
-            RunningFilter::start(pair, &home, &["--attach", "xdp", "--xdp-mode", "native"])
-                .context("cannot start cors-filter on the server interface")?;
+        let running = RunningFilter::start(pair, &home, attach)
+            .context("cannot start cors-filter on the server interface")?;
         Ok(Filter {
             running,
             _home: home,

@@ -24,7 +24,7 @@ use crate::report::{Part, Section, Target, ratio};
 /// Sustained here with room to spare (at 600k frames/s the cors-filter
 /// run saturates a CPU); batches are small, so the kthread's wake-ups are
 /// part of the per-packet figure, as at a moderate real load.
-const RATE: u64 = 150_000;
+const RATE: u64 = 400_000;
 const SEND_SECONDS: u64 = 5;
 const WRK_SECONDS: u32 = 5;
 /// wrk's connections: each carries one preflight and is closed.

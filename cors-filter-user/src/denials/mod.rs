@@ -32,8 +32,11 @@ pub const LOG_LINES_PER_WINDOW: u32 = 10;
 pub const LOG_WINDOW: Duration = Duration::from_secs(1);
 /// How often the counts are saved while denials come in.
 pub const SAVE_EVERY: Duration = Duration::from_secs(2);
-/// How often the summary of suppressed lines and the save are looked at.
-const TICK: Duration = Duration::from_millis(500);
+/// How often the ring buffer is read, and the summary of suppressed lines
+/// and the save are looked at. The program wakes the reader only once
+/// records pile up (`event::WAKEUP_BYTES`): a few denials are read on this
+/// timer.
+const TICK: Duration = Duration::from_millis(100);
 /// Records read in one go before the daemon's other work gets a turn: a
 /// full 256 KiB buffer holds about 1600.
 const MAX_RECORDS_PER_READ: usize = 4096;
@@ -169,7 +172,10 @@ impl Denials {
                     guard.clear_ready();
                 }
             }
-            _ = tick.tick() => tracker.tick(Instant::now()),
+            _ = tick.tick() => {
+                read_records(ring.get_mut(), tracker)?;
+                tracker.tick(Instant::now());
+            }
         }
         Ok(())
     }
