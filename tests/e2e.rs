@@ -281,6 +281,30 @@ fn ipv6_preflights_are_filtered_too() -> Result<()> {
     filter.stop()
 }
 
+/// The program tries wildcard prefixes only at the depths where the
+/// allowlist has wildcards: an `allow add` of a wildcard at a new depth
+/// (`*.deep.example.net`, three labels, where the config has only two)
+/// must turn that depth on in the running filter, and its removal must
+/// refuse again.
+#[test]
+fn allow_add_of_a_wildcard_at_a_new_depth_acts_at_once() -> Result<()> {
+    let bed = bed()?;
+    let home = FilterHome::new(&config(""))?;
+    let filter = bed.filter(&home, &[])?;
+    let origin = "https://a.deep.example.net";
+    assert!(!client::preflight(&bed.pair, Family::V4, origin)?.answered());
+    filter.cli_ok(&["allow", "add", "https://*.deep.example.net"])?;
+    let reply = client::preflight(&bed.pair, Family::V4, origin)?;
+    assert_eq!(reply.status, Some(204), "after allow add: {reply:?}");
+    // The entry itself holds the match: its domain is not allowed.
+    let domain = "https://deep.example.net";
+    assert!(!client::preflight(&bed.pair, Family::V4, domain)?.answered());
+    filter.cli_ok(&["allow", "remove", "https://*.deep.example.net"])?;
+    let reply = client::preflight(&bed.pair, Family::V4, origin)?;
+    assert_eq!(reply.status, None, "after allow remove: {reply:?}");
+    filter.stop()
+}
+
 #[test]
 fn wildcard_entries_match_subdomains_on_label_boundaries() -> Result<()> {
     let bed = bed()?;

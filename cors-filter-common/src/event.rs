@@ -83,11 +83,27 @@ impl DenialReason {
 /// Size of the `DENIALS` ring buffer: 256 KiB hold about 1600 events, well
 /// over what arrives between two reads of a running daemon.
 pub const DENIALS_BYTES: u32 = 256 * 1024;
-/// Bytes of records waiting in `DENIALS` from which a new record wakes the
-/// reader: below it, records wait for the reader's timer (see the daemon's
-/// `denials` module), so that a flood of denials does not cost a wake-up
-/// each. About 190 records.
+/// The reader of `DENIALS` is woken by the records that bring what waits
+/// in it from below this many bytes to [`WAKEUP_WINDOW`] records above:
+/// once per batch of about 190 records, not once per record, which in a
+/// flood of denials would cost a wake-up (an interrupt) each. Fewer
+/// records wait for the reader's timer (see the daemon's `denials`
+/// module). The window is two records wide because a record reserved at
+/// the same time on another CPU counts in what waits; should both miss it,
+/// the timer reads the records (each wake-up is an interrupt, so the
+/// window is kept narrow).
 pub const WAKEUP_BYTES: u64 = DENIALS_BYTES as u64 / 8;
+pub const WAKEUP_WINDOW: u64 = 2;
+/// Bytes one record takes in the ring buffer: its 8-byte header and the
+/// event, rounded up to 8.
+pub const RECORD_BYTES: u64 = (8 + size_of::<DenialEvent>() as u64).next_multiple_of(8);
+
+/// Whether the record that brought the bytes waiting in `DENIALS` to
+/// `pending` should wake the reader (see [`WAKEUP_BYTES`]).
+#[inline(always)]
+pub const fn wakes_reader(pending: u64) -> bool {
+    pending >= WAKEUP_BYTES && pending < WAKEUP_BYTES + WAKEUP_WINDOW * RECORD_BYTES
+}
 
 /// One record of the `DENIALS` ring buffer. Every byte is written by the
 /// program except those of `origin` past `origin_len`, which are
@@ -154,6 +170,19 @@ mod pod {
     // SAFETY: `repr(C)`, integers and byte arrays laid out without padding
     // (sizes and offsets asserted above); every bit pattern is valid.
     unsafe impl aya::Pod for super::DenialEvent {}
+}
+
+#[cfg(test)]
+mod wakeup_tests {
+    use super::*;
+
+    #[test]
+    fn one_batch_wakes_the_reader_once_per_producer() {
+        let wakes = (1..=DENIALS_BYTES as u64 / RECORD_BYTES)
+            .filter(|n| wakes_reader(n * RECORD_BYTES))
+            .count();
+        assert_eq!(wakes as u64, WAKEUP_WINDOW);
+    }
 }
 
 #[cfg(test)]

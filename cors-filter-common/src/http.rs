@@ -29,7 +29,7 @@ const OPTIONS_SP: &[u8; 8] = b"OPTIONS ";
 /// Bytes read at once where the scan reads words (`u64`, little-endian).
 const WORD: usize = 8;
 // The line scan starts at a word boundary, just after "OPTIONS ".
-const _: () = assert!(OPTIONS_SP.len() % WORD == 0 && SCAN_BYTES % WORD == 0);
+const _: () = assert!(OPTIONS_SP.len().is_multiple_of(WORD) && SCAN_BYTES.is_multiple_of(WORD));
 const ORIGIN_NAME: &[u8; 7] = b"origin:";
 const ACRM_NAME: &[u8; 30] = b"access-control-request-method:";
 const HTTP1_VERSION: &[u8; 8] = b" HTTP/1.";

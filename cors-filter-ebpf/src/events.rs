@@ -8,8 +8,8 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 use cors_filter_common::{
     Counter, FilterConfig, Outcome, Scratch,
     event::{
-        DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, WAKEUP_BYTES,
-        origin_extent,
+        DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, origin_extent,
+        wakes_reader,
     },
 };
 
@@ -85,9 +85,9 @@ pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &Fi
     // in a flood; it is woken once a batch has piled up, and reads on a
     // short timer too (see the daemon's `denials` module).
     let pending = DENIALS.query(BPF_RB_AVAIL_DATA as u64);
-    entry.submit(if pending < WAKEUP_BYTES {
-        BPF_RB_NO_WAKEUP as u64
-    } else {
+    entry.submit(if wakes_reader(pending) {
         BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     });
 }

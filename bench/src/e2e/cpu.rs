@@ -143,13 +143,26 @@ impl MachineCpu {
     }
 }
 
+/// Seconds a part waits at most for the machine to be quiet.
+const QUIET_WAIT_SECONDS: usize = 5;
+
 /// How busy the machine is before a part starts, as a fraction of all its
-/// CPUs over one second: the figures assume nothing else runs.
+/// CPUs over one second: the figures assume nothing else runs. Waits up to
+/// [`QUIET_WAIT_SECONDS`] for a quiet second (the kernel may still be
+/// tearing down the previous part's namespaces and programs) and reports
+/// the last second measured.
 pub fn busy_before() -> Result<f64> {
-    let start = MachineCpu::now()?;
-    std::thread::sleep(std::time::Duration::from_secs(1));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(MachineCpu::now()?.busy_since(&start) / cpus as f64)
+    let mut busy = 0.0;
+    for _ in 0..QUIET_WAIT_SECONDS {
+        let start = MachineCpu::now()?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        busy = MachineCpu::now()?.busy_since(&start) / cpus as f64;
+        if busy <= 0.05 {
+            break;
+        }
+    }
+    Ok(busy)
 }
 
 /// A note saying how busy the machine was, warning above 5%.
