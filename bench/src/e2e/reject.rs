@@ -314,7 +314,7 @@ pub fn run() -> Result<Part> {
          its `napi/veth-s-*` kthread; server CPU = that kthread's run time (schedstat, ns) \
          plus, for nginx, its master and worker processes', for cors-filter the `cors-filter \
          run` daemon's (it reads the denial event the program emits for each rejected \
-         preflight, and that costs about as much as the XDP path itself). For nginx a bare XDP_PASS is \
+         preflight, counts it per origin and rate-limits its log line). For nginx a bare XDP_PASS is \
          attached to the server veth (veth uses NAPI only with an XDP program) and one to \
          the client veth with threaded NAPI, so that receiving the answers (the client's \
          work) runs in the client's kthread instead of being charged to nginx. Not counted: \

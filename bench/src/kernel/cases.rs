@@ -209,7 +209,10 @@ impl Allowlist {
             .map(|t| parse_entry(t).map_err(|e| anyhow!("benchmark allowlist entry {t}: {e}")))
             .collect::<Result<Vec<_>>>()?;
         Ok(Allowlist {
-            name: format!("{size} entries ({wildcards} wildcard)"),
+            name: format!(
+                "{size} {} ({wildcards} wildcard)",
+                if size == 1 { "entry" } else { "entries" }
+            ),
             entries,
             wildcard_host: wildcards
                 .checked_sub(1)
