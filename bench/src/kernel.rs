@@ -4,9 +4,10 @@
 //! Every case is first run once and its verdict and counter checked, so a
 //! figure is always the cost of the path it is named after. Then it runs
 //! in rounds of many runs in one system call each, and the fastest
-//! round's mean time per run, by the kernel's clock, is kept. Denial events are read by a thread on another
-//! CPU while the program runs, as the daemon reads them: a denied preflight
-//! pays for a real ring-buffer record, not for a full buffer's refusal.
+//! round's mean time per run, by the kernel's clock, is kept. Denial events
+//! are read by a thread on another CPU while the program runs (polling
+//! every 100 µs), so that a denied preflight pays for a real ring-buffer
+//! record, not for a full buffer's refusal.
 
 mod cases;
 mod consumer;
@@ -24,7 +25,10 @@ use cors_filter_user::{
 };
 
 use self::cases::{Allowlist, Case};
-use crate::report::{Part, Section, Target, ratio};
+use crate::{
+    affinity::pin_to_cpu,
+    report::{Part, Section, Target, ratio},
+};
 
 /// Rounds per case; the fastest is kept (what else runs on the machine
 /// only ever adds time).
@@ -100,7 +104,8 @@ fn time_per_run(program: &OwnedFd, frame: &[u8]) -> Result<f64> {
 }
 
 pub fn run() -> Result<Part> {
-    pin_to_cpu(0)?;
+    // The thread `main` starts for this part: nothing else inherits the pin.
+    pin_to_cpu(0, "benchmark thread")?;
     let mut program = Program::load()?;
     let consumer = consumer::Consumer::start(program.filter.take_denials()?, 1)?;
     let fd = program.filter.xdp_program_fd()?;
@@ -210,10 +215,13 @@ pub fn run() -> Result<Part> {
     };
     let (denied_name, denied) = worst(&|c| c.counter == Counter::PreflightDeny)?;
     let (other_name, other) = worst(&|c| c.not_http)?;
+    // 100,000 entries against 1, and for the wildcard column (the
+    // one-entry list has no wildcard) against 1,000.
     let size_ratio = by_size[2]
         .iter()
         .zip(&by_size[0])
         .map(|(large, one)| large / one)
+        .chain(by_size[2].get(2).zip(by_size[1].get(2)).map(|(l, s)| l / s))
         .fold(0.0, f64::max);
     let targets = vec![
         Target {
@@ -229,7 +237,8 @@ pub fn run() -> Result<Part> {
             met: other / floor_pass <= 1.3,
         },
         Target {
-            what: "preflights with 100,000 allowlist entries vs 1 entry (worst case)".into(),
+            what: "preflights with 100,000 allowlist entries vs 1 entry (wildcard: vs 1,000; worst case)"
+                .into(),
             bound: "<= 1.2x".into(),
             measured: ratio(size_ratio),
             met: size_ratio <= 1.2,
@@ -239,20 +248,4 @@ pub fn run() -> Result<Part> {
         sections: vec![per_packet, sizes],
         targets,
     })
-}
-
-/// Keeps the calling thread on `cpu`, so that rounds are not moved between
-/// CPUs (and the event consumer has the other one).
-pub fn pin_to_cpu(cpu: usize) -> Result<()> {
-    // SAFETY: `set` is a plain bit set, zeroed and then filled by the libc
-    // macros; sched_setaffinity reads `size_of_val(&set)` bytes of it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("cannot pin the benchmark thread to CPU {cpu}"));
-        }
-    }
-    Ok(())
 }

@@ -11,9 +11,11 @@
 //! Prints every table and target line, and writes them into the generated
 //! block of `BENCHMARKS.md` (the rest of that file is kept as it is).
 
+mod affinity;
 mod e2e;
 mod kernel;
 mod markdown;
+mod preflight;
 mod report;
 
 use std::{path::PathBuf, time::Instant};
@@ -57,7 +59,10 @@ fn main() -> Result<()> {
         let at = Instant::now();
         eprintln!("cors-filter-bench: running {part:?}");
         let result = match part {
-            PartName::Kernel => kernel::run()?,
+            // In a thread of its own: it pins itself to a CPU.
+            PartName::Kernel => std::thread::spawn(kernel::run)
+                .join()
+                .map_err(|_| anyhow::anyhow!("the kernel part panicked"))??,
             PartName::Reject => e2e::reject_cost()?,
             PartName::Allowed => e2e::allowed_traffic()?,
         };

@@ -71,8 +71,9 @@ impl Counter {
     ];
 
     /// The counters of which every packet bumps exactly one (its
-    /// outcome's, see `Outcome::counters`).
-    pub const OUTCOMES: [Counter; 13] = [
+    /// outcome's, see `Outcome::counters`; `Malformed` goes with
+    /// `PreflightDeny` and is not among them).
+    pub const OUTCOMES: [Counter; 12] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
@@ -85,8 +86,6 @@ impl Counter {
         Counter::PassNoPayload,
         Counter::PassNotHttp,
         Counter::PassNotPreflight,
-        // Not an outcome of its own: `Malformed` goes with `PreflightDeny`.
-        Counter::Malformed,
     ];
 
     /// The outcome counters of requests (`Outcome::is_request`).
@@ -104,7 +103,6 @@ impl Counter {
         let sum = |counters: &[Counter]| {
             counters
                 .iter()
-                .filter(|c| **c != Counter::Malformed)
                 .fold(0u64, |sum, c| sum.wrapping_add(values[c.index() as usize]))
         };
         let (packets, requests) = (sum(&Self::OUTCOMES), sum(&Self::REQUEST_OUTCOMES));
@@ -150,22 +148,7 @@ mod tests {
     #[test]
     fn derived_counters_follow_the_outcomes() {
         use crate::Outcome;
-        let all = [
-            Outcome::NotIp,
-            Outcome::NotTcp,
-            Outcome::IpFragment,
-            Outcome::Ipv6ExtHeader,
-            Outcome::Truncated,
-            Outcome::PortNotInspected,
-            Outcome::NoPayload,
-            Outcome::NotHttp,
-            Outcome::NotPreflight,
-            Outcome::Incomplete,
-            Outcome::Allowed,
-            Outcome::Denied,
-            Outcome::Malformed,
-        ];
-        for outcome in all {
+        for outcome in Outcome::ALL {
             let mut values = [0u64; Counter::COUNT as usize];
             let (counter, also) = outcome.counters();
             values[counter.index() as usize] += 1;

@@ -80,13 +80,16 @@ impl DenialReason {
     }
 }
 
-/// Size of the `DENIALS` ring buffer: 256 KiB hold about 1600 events, well
-/// over what arrives between two reads of a running daemon.
+/// Size of the `DENIALS` ring buffer: 256 KiB hold about 1600 events. The
+/// reader is woken when 32 KiB wait (see [`WAKEUP_BYTES`]), so a flood fills
+/// the rest only if the daemon takes longer to answer its wake-up than the
+/// flood takes to write 1400 more events; what finds no room counts in
+/// `events_lost`.
 pub const DENIALS_BYTES: u32 = 256 * 1024;
 /// The reader of `DENIALS` is woken by the records that bring what waits
 /// in it from below this many bytes to [`WAKEUP_WINDOW`] records above:
-/// once per batch of about 190 records, not once per record, which in a
-/// flood of denials would cost a wake-up (an interrupt) each. Fewer
+/// at most twice per batch of about 190 records, not once per record,
+/// which in a flood of denials would cost a wake-up (an interrupt) each. Fewer
 /// records wait for the reader's timer (see the daemon's `denials`
 /// module). The window is two records wide because a record reserved at
 /// the same time on another CPU counts in what waits; should both miss it,
@@ -177,7 +180,7 @@ mod wakeup_tests {
     use super::*;
 
     #[test]
-    fn one_batch_wakes_the_reader_once_per_producer() {
+    fn a_batch_wakes_the_reader_once_per_record_of_the_window() {
         let wakes = (1..=DENIALS_BYTES as u64 / RECORD_BYTES)
             .filter(|n| wakes_reader(n * RECORD_BYTES))
             .count();

@@ -41,6 +41,23 @@ pub enum Verdict {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 13] = [
+        Outcome::NotIp,
+        Outcome::NotTcp,
+        Outcome::IpFragment,
+        Outcome::Ipv6ExtHeader,
+        Outcome::Truncated,
+        Outcome::PortNotInspected,
+        Outcome::NoPayload,
+        Outcome::NotHttp,
+        Outcome::NotPreflight,
+        Outcome::Incomplete,
+        Outcome::Allowed,
+        Outcome::Denied,
+        Outcome::Malformed,
+    ];
+
     /// Whether the packet carried the start of an HTTP request.
     #[inline(always)]
     pub const fn is_request(self) -> bool {
@@ -126,22 +143,7 @@ mod tests {
     fn only_outcomes_that_may_deny_ever_drop_or_report() {
         use crate::config::Action;
         use crate::event::DenialReason;
-        let all = [
-            Outcome::NotIp,
-            Outcome::NotTcp,
-            Outcome::IpFragment,
-            Outcome::Ipv6ExtHeader,
-            Outcome::Truncated,
-            Outcome::PortNotInspected,
-            Outcome::NoPayload,
-            Outcome::NotHttp,
-            Outcome::NotPreflight,
-            Outcome::Incomplete,
-            Outcome::Allowed,
-            Outcome::Denied,
-            Outcome::Malformed,
-        ];
-        for outcome in all {
+        for outcome in Outcome::ALL {
             for config in [ENFORCE, ENFORCE_STRICT, MONITOR_STRICT] {
                 let config = config.with_action(Action::Reset);
                 let acts = outcome.verdict(&config) != Verdict::Pass

@@ -16,6 +16,7 @@ pub struct AllowEntry {
     pub origin: String,
     /// The map entry: its key bytes (`value.key[..value.len]`) and kind.
     pub value: AllowEntryValue,
+    wildcard_depth_bit: u32,
 }
 
 impl AllowEntry {
@@ -27,22 +28,7 @@ impl AllowEntry {
     /// The bit of `FilterConfig::wildcard_depths` a wildcard entry needs
     /// (its prefix ends at dot `d` of the reversed host); 0 for an exact one.
     pub fn wildcard_depth_bit(&self) -> u32 {
-        if self.value.kind != entry_kind::WILDCARD {
-            return 0;
-        }
-        // scheme "://" port "/" reversed-host-prefix: the scheme may hold
-        // dots, the part after the port's '/' is the host's.
-        let key = self.key_bytes();
-        let after_scheme = key
-            .windows(3)
-            .position(|w| w == b"://")
-            .map_or(0, |i| i + 3);
-        let host_start = key[after_scheme..]
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(key.len(), |i| after_scheme + i + 1);
-        let dots = key[host_start..].iter().filter(|&&b| b == b'.').count();
-        1 << (dots - 1)
+        self.wildcard_depth_bit
     }
 
     /// The bytes the entry matches: the whole key of an exact entry, the
@@ -150,7 +136,7 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
         .and_then(|()| parse.normalize())
         .map_err(|e| describe(text, e))?;
     let key_bytes = parse.key();
-    let (len, kind) = if wildcard {
+    let (len, kind, wildcard_depth_bit) = if wildcard {
         let host = parse.host();
         let last_label = host.rsplit(|&b| b == b'.').next().unwrap_or_default();
         if last_label.iter().all(u8::is_ascii_digit) {
@@ -168,14 +154,19 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
                 ),
             ));
         }
-        // Drop the trailing "x\0": what remains ends with '.' and is the prefix.
-        (key_bytes.len() - 2, entry_kind::WILDCARD)
+        // Drop the trailing "x\0": what remains ends with '.' and is the
+        // prefix, whose last dot is the reversed host's `labels`-th.
+        (key_bytes.len() - 2, entry_kind::WILDCARD, 1 << (labels - 1))
     } else {
-        (key_bytes.len(), entry_kind::EXACT)
+        (key_bytes.len(), entry_kind::EXACT, 0)
     };
     let value = AllowEntryValue::new(&key_bytes[..len], kind);
     let origin = decode_key(&key_bytes[..len]).map_err(|reason| error(text, reason))?;
-    Ok(AllowEntry { origin, value })
+    Ok(AllowEntry {
+        origin,
+        value,
+        wildcard_depth_bit,
+    })
 }
 
 /// Rewrites an IPv6 literal host in its canonical (RFC 5952) form, which is

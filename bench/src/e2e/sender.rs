@@ -96,7 +96,7 @@ pub fn send(
     // setns moves the calling thread only: a thread of its own sends.
     std::thread::spawn(move || {
         enter_netns(&ns_path)?;
-        pin_to(CLIENT_CPU)?;
+        crate::affinity::pin_to_cpu(CLIENT_CPU, "sending thread")?;
         let socket = packet_socket(&ifname)
             .with_context(|| format!("cannot open an AF_PACKET socket on {ifname} in {ns_path}"))?;
         paced(&socket, &frames, rate, count, limit)
@@ -104,20 +104,6 @@ pub fn send(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?
-}
-
-/// Pins the calling thread to `cpu`, where wrk runs in the other runs.
-fn pin_to(cpu: usize) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; all zeros is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (it is 0).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size given; pid 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot pin the sending thread to CPU {cpu}"));
-    }
-    Ok(())
 }
 
 /// An `AF_PACKET` raw socket bound to `ifname` for sending only: protocol 0

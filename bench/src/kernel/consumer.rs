@@ -24,7 +24,7 @@ impl Consumer {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || -> Result<u64> {
-            super::pin_to_cpu(cpu)?;
+            crate::affinity::pin_to_cpu(cpu, "denial event consumer")?;
             let mut read = 0u64;
             while !stopped.load(Ordering::Relaxed) {
                 while let Some(item) = ring.next() {
