@@ -15,7 +15,7 @@ use super::{
 };
 use crate::report::{Part, Section, Target};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 32;
 const WARM_UP_SECONDS: u32 = 3;
