@@ -211,6 +211,48 @@ fn output(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Debian's policy hook: `invoke-rc.d` asks it before starting a service,
+/// and 101 means "not allowed".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Keeps the packages `setup` installs from starting their services: on a
+/// host with an init system, Debian's nginx and prometheus would otherwise
+/// start listening on ports 80 and 9090 of the host. The tests and the
+/// benchmark run their own nginx, in namespaces of their own, and never
+/// the services. The hook is only written when there is none, and removed
+/// when the install is done.
+struct NoServiceStarts {
+    written: bool,
+}
+
+impl NoServiceStarts {
+    fn install() -> Result<NoServiceStarts> {
+        if Path::new(POLICY_RC_D).exists() {
+            eprintln!("xtask setup: {POLICY_RC_D} exists; its policy decides which services start");
+            return Ok(NoServiceStarts { written: false });
+        }
+        std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# Written by cargo xtask setup for one apt-get install.\nexit 101\n",
+        )
+        .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(POLICY_RC_D, mode)
+            .with_context(|| format!("cannot make {POLICY_RC_D} executable"))?;
+        Ok(NoServiceStarts { written: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.written
+            && let Err(e) = std::fs::remove_file(POLICY_RC_D)
+        {
+            eprintln!("xtask setup: cannot remove {POLICY_RC_D}, remove it by hand: {e}");
+        }
+    }
+}
+
 fn setup() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
@@ -231,6 +273,7 @@ fn setup() -> Result<()> {
             "refresh the package lists",
             Command::new("apt-get").args(["update", "-q"]),
         )?;
+        let _no_starts = NoServiceStarts::install()?;
         step(
             "install Debian packages",
             Command::new("apt-get")
