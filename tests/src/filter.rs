@@ -5,7 +5,7 @@ use std::{
     ffi::OsString,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -244,25 +244,13 @@ impl RunningFilter {
             child,
             name: "cors-filter run".into(),
         });
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Some(status) = process.exited() {
-                bail!(
-                    "cors-filter run exited ({status}) before it was ready:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if metrics::fetch(&self.server_ns, METRICS_PORT).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "cors-filter run not ready within {READY_LIMIT:?}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (server_ns, log) = (&self.server_ns, &self.log);
+        process.wait_ready(
+            READY_LIMIT,
+            Duration::from_millis(100),
+            || Ok(metrics::fetch(server_ns, METRICS_PORT).is_ok()),
+            || std::fs::read_to_string(log).unwrap_or_default(),
+        )
     }
 
     /// Kills the daemon with SIGKILL, as a crash or the OOM killer would;

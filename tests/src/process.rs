@@ -99,6 +99,35 @@ impl Guarded {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Asks `ready` every `every` until it says yes, for at most `limit`.
+    /// Fails, with what `log` returns, if the process exits first or the
+    /// time runs out.
+    pub fn wait_ready(
+        &mut self,
+        limit: Duration,
+        every: Duration,
+        mut ready: impl FnMut() -> Result<bool>,
+        log: impl Fn() -> String,
+    ) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                bail!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.name,
+                    log()
+                );
+            }
+            if ready()? {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready within {limit:?}:\n{}", self.name, log());
+            }
+            std::thread::sleep(every);
+        }
+    }
+
     /// SIGKILL, and waits for the exit.
     pub fn kill(&mut self) -> Result<()> {
         self.child

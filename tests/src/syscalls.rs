@@ -6,7 +6,7 @@ use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -82,25 +82,14 @@ impl TracedFilter {
             log,
             server_ns: pair.server.clone(),
         };
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Some(status) = traced.process.exited() {
-                bail!(
-                    "cors-filter run under strace exited ({status}) before it was ready:\n{}",
-                    traced.log()
-                );
-            }
-            if metrics::fetch(&traced.server_ns, METRICS_PORT).is_ok() {
-                return Ok(traced);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "cors-filter run under strace not ready within {READY_LIMIT:?}:\n{}",
-                    traced.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let (server_ns, log) = (&traced.server_ns, &traced.log);
+        traced.process.wait_ready(
+            READY_LIMIT,
+            Duration::from_millis(200),
+            || Ok(metrics::fetch(server_ns, METRICS_PORT).is_ok()),
+            || std::fs::read_to_string(log).unwrap_or_default(),
+        )?;
+        Ok(traced)
     }
 
     pub fn log(&self) -> String {

@@ -62,19 +62,14 @@ impl Tcpdump {
             file: file.to_owned(),
             log,
         };
-        let deadline = Instant::now() + READY_LIMIT;
-        while !tcpdump.log().contains("listening on") {
-            if let Some(status) = tcpdump.process.exited() {
-                bail!("tcpdump exited ({status}):\n{}", tcpdump.log());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "tcpdump not listening within {READY_LIMIT:?}:\n{}",
-                    tcpdump.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = &tcpdump.log;
+        let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+        tcpdump.process.wait_ready(
+            READY_LIMIT,
+            Duration::from_millis(20),
+            || Ok(read_log().contains("listening on")),
+            read_log,
+        )?;
         Ok(tcpdump)
     }
 

@@ -4,10 +4,10 @@
 use std::{
     net::{SocketAddr, TcpStream},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use cors_filter_tests::{
     TempDir,
     netns::{NetnsPair, SERVER_V4},
@@ -117,23 +117,21 @@ impl Nginx {
     }
 
     fn wait_ready(&mut self, pair: &NetnsPair) -> Result<()> {
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Some(status) = self.master.exited() {
-                bail!("nginx exited ({status}) at start:\n{}", self.error_log());
-            }
-            self.workers = children(self.master.child.id());
-            if !self.workers.is_empty() && accepts(pair)? {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nginx did not accept connections within {READY_LIMIT:?}:\n{}",
-                    self.error_log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let Nginx {
+            master,
+            workers,
+            dir,
+        } = self;
+        let master_pid = master.child.id();
+        master.wait_ready(
+            READY_LIMIT,
+            Duration::from_millis(50),
+            || {
+                *workers = children(master_pid);
+                Ok(!workers.is_empty() && accepts(pair)?)
+            },
+            || error_log(dir),
+        )
     }
 
     /// The master and worker processes, whose CPU time is the server's.
@@ -144,7 +142,7 @@ impl Nginx {
     }
 
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        error_log(&self.dir)
     }
 }
 
@@ -199,4 +197,9 @@ fn accepts(pair: &NetnsPair) -> Result<bool> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the connecting thread panicked"))?
+}
+
+/// nginx's error log in `dir`, empty if it cannot be read.
+fn error_log(dir: &TempDir) -> String {
+    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
 }
