@@ -55,6 +55,7 @@ impl Program {
             .install(&Policy {
                 settings: FilterConfig::new(Mode::Enforce, OnIncomplete::Pass),
                 ports: [cases::HTTP_PORT].into(),
+                protect_unsafe: Default::default(),
                 allow: allowlist.entries.clone(),
             })
             .with_context(|| format!("cannot install the allowlist of {}", allowlist.name))?;

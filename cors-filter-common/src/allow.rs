@@ -19,6 +19,7 @@
 //! in one lookup, walks deeper as it fills.)
 
 use crate::{
+    method::MethodSet,
     origin::{ORIGIN_KEY_LEN, OriginKey, OriginParse, entry_kind},
     slot::Slot,
 };
@@ -41,13 +42,16 @@ pub struct AllowEntryValue {
     pub len: u32,
     /// An `entry_kind` value.
     pub kind: u32,
+    /// The methods the origin may use ([`MethodSet`]): `MethodSet::ANY`
+    /// unless the entry lists some.
+    pub methods: u32,
     /// Zero past `len`.
     pub key: OriginKey,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `repr(C)`, two `u32`s then a byte array: no padding, and
+    // SAFETY: `repr(C)`, three `u32`s then a byte array: no padding, and
     // every bit pattern is a valid value.
     unsafe impl aya::Pod for super::AllowEntryValue {}
 }
@@ -109,16 +113,22 @@ pub fn key_hash(key: &OriginKey, len: usize) -> u64 {
 }
 
 impl AllowEntryValue {
-    /// The entry for the first `len` bytes of `key` (at most
-    /// `ORIGIN_KEY_LEN`).
-    pub fn new(key: &[u8], kind: u32) -> AllowEntryValue {
+    /// The entry for `key` (at most `ORIGIN_KEY_LEN` bytes) and `methods`.
+    pub fn new(key: &[u8], kind: u32, methods: MethodSet) -> AllowEntryValue {
         let mut value = AllowEntryValue {
             len: key.len() as u32,
             kind,
+            methods: methods.0,
             key: OriginKey::default(),
         };
         value.key.bytes[..key.len()].copy_from_slice(key);
         value
+    }
+
+    /// Whether both entries are for the same origin (or wildcard),
+    /// whatever their methods.
+    pub fn same_key(&self, other: &AllowEntryValue) -> bool {
+        self.len == other.len && self.kind == other.kind && self.key == other.key
     }
 
     /// Whether this entry is the first `len` bytes of `key` (`len` read as
@@ -143,39 +153,56 @@ impl AllowEntryValue {
     }
 }
 
-/// Whether the origin `normalize` left in `origin` is allowed by the
-/// allowlist `lookup` reads (by hash). Wildcard prefixes are tried only at
-/// the dots whose bit is set in `wildcard_depths` (`FilterConfig`): where
-/// the allowlist has wildcard entries. `origin.lookup_len` is the length of
-/// the key or prefix being looked up.
+/// The methods the allowlist `lookup` reads (by hash) allows the origin
+/// `normalize` left in `origin`: those of its exact entry, else of the
+/// first wildcard entry that holds it (the most specific: they are tried
+/// from the host's last dot back); [`MethodSet::NONE`] when none does.
+/// Wildcard prefixes are tried only at the dots whose bit is set in
+/// `wildcard_depths` (`FilterConfig`): where the allowlist has wildcard
+/// entries. `origin.lookup_len` is the length of the key or prefix being
+/// looked up.
+#[inline(always)]
+pub fn allowed_methods<'a>(
+    origin: &mut OriginParse,
+    wildcard_depths: u32,
+    lookup: impl Fn(u64) -> Option<&'a AllowEntryValue>,
+) -> MethodSet {
+    let methods = |origin: &OriginParse, kind: u32| match lookup(prefix_hash(
+        &origin.key,
+        &origin.lookup_len,
+    )) {
+        Some(entry) if entry.kind == kind && entry.holds(&origin.key, &origin.lookup_len) => {
+            MethodSet(entry.methods)
+        }
+        _ => MethodSet::NONE,
+    };
+    origin.lookup_len.set(origin.key_len() as u32);
+    let exact = methods(origin, entry_kind::EXACT);
+    if !exact.is_empty() {
+        return exact;
+    }
+    let mut i = MAX_WILDCARD_LABELS;
+    while i > 0 {
+        i -= 1;
+        if i < origin.dots() && wildcard_depths & (1 << i) != 0 {
+            origin.lookup_len.set(origin.dot_end(i) as u32);
+            let wildcard = methods(origin, entry_kind::WILDCARD);
+            if !wildcard.is_empty() {
+                return wildcard;
+            }
+        }
+    }
+    MethodSet::NONE
+}
+
+/// Whether the allowlist holds the origin at all, with whatever methods.
 #[inline(always)]
 pub fn is_allowed<'a>(
     origin: &mut OriginParse,
     wildcard_depths: u32,
     lookup: impl Fn(u64) -> Option<&'a AllowEntryValue>,
 ) -> bool {
-    let holds = |origin: &OriginParse, kind: u32| {
-        lookup(prefix_hash(&origin.key, &origin.lookup_len))
-            .is_some_and(|entry| entry.kind == kind && entry.holds(&origin.key, &origin.lookup_len))
-    };
-    origin.lookup_len.set(origin.key_len() as u32);
-    if holds(origin, entry_kind::EXACT) {
-        return true;
-    }
-    let mut i = 0;
-    while i < MAX_WILDCARD_LABELS {
-        if i >= origin.dots() {
-            break;
-        }
-        if wildcard_depths & (1 << i) != 0 {
-            origin.lookup_len.set(origin.dot_end(i) as u32);
-            if holds(origin, entry_kind::WILDCARD) {
-                return true;
-            }
-        }
-        i += 1;
-    }
-    false
+    !allowed_methods(origin, wildcard_depths, lookup).is_empty()
 }
 
 #[cfg(test)]
@@ -188,7 +215,7 @@ mod tests {
         entries
             .iter()
             .map(|(key, kind)| {
-                let value = AllowEntryValue::new(key, *kind);
+                let value = AllowEntryValue::new(key, *kind, MethodSet::ANY);
                 (key_hash(&value.key, key.len()), value)
             })
             .collect()
@@ -224,7 +251,11 @@ mod tests {
     #[test]
     fn a_hit_is_checked_byte_for_byte() {
         // An entry filed under the hash of another key does not allow it.
-        let value = AllowEntryValue::new(b"https:///moc.elpmaxe.ppa\0", entry_kind::EXACT);
+        let value = AllowEntryValue::new(
+            b"https:///moc.elpmaxe.ppa\0",
+            entry_kind::EXACT,
+            MethodSet::ANY,
+        );
         let mut map = HashMap::new();
         let mut parse = OriginParse::default();
         parse.load(b"https://evil.example").unwrap();
@@ -232,7 +263,7 @@ mod tests {
         map.insert(key_hash(&parse.key, parse.key_len()), value);
         assert!(!is_allowed(&mut parse, u32::MAX, |hash| map.get(&hash)));
         // Nor does an entry of the other kind with the same bytes.
-        let wildcard = AllowEntryValue::new(parse.key(), entry_kind::WILDCARD);
+        let wildcard = AllowEntryValue::new(parse.key(), entry_kind::WILDCARD, MethodSet::ANY);
         map.insert(key_hash(&parse.key, parse.key_len()), wildcard);
         assert!(!is_allowed(&mut parse, u32::MAX, |hash| map.get(&hash)));
     }
@@ -262,6 +293,39 @@ mod tests {
         assert!(is_allowed(&mut parse, 0b10, |hash| map.get(&hash)));
         assert!(!is_allowed(&mut parse, 0b01, |hash| map.get(&hash)));
         assert!(!is_allowed(&mut parse, 0, |hash| map.get(&hash)));
+    }
+
+    #[test]
+    fn the_most_specific_entry_gives_the_methods() {
+        use crate::method::Method;
+        let get = MethodSet::NONE.with(Method::Get);
+        let post = MethodSet::NONE.with(Method::Post);
+        let entries: [(&[u8], u32, MethodSet); 3] = [
+            (b"https:///ten.elpmaxe.", entry_kind::WILDCARD, get),
+            (b"https:///ten.elpmaxe.ipa.", entry_kind::WILDCARD, post),
+            (
+                b"https:///ten.elpmaxe.ipa.a\0",
+                entry_kind::EXACT,
+                MethodSet::ANY,
+            ),
+        ];
+        let map: HashMap<u64, AllowEntryValue> = entries
+            .iter()
+            .map(|(key, kind, methods)| {
+                let value = AllowEntryValue::new(key, *kind, *methods);
+                (key_hash(&value.key, key.len()), value)
+            })
+            .collect();
+        let methods = |origin: &str| {
+            let mut parse = OriginParse::default();
+            parse.load(origin.as_bytes()).unwrap();
+            parse.normalize().unwrap();
+            allowed_methods(&mut parse, u32::MAX, |hash| map.get(&hash))
+        };
+        assert_eq!(methods("https://x.example.net"), get);
+        assert_eq!(methods("https://b.api.example.net"), post);
+        assert_eq!(methods("https://a.api.example.net"), MethodSet::ANY);
+        assert_eq!(methods("https://example.net"), MethodSet::NONE);
     }
 
     #[test]

@@ -112,18 +112,36 @@ impl FilterConfig {
     }
 }
 
-/// Destination ports are kept as a bitmap in an array map of `u64` words:
-/// one array lookup and a bit test per packet, whatever the number of ports.
+/// What the filter does on each destination port: two bits per port
+/// ([`PortFlags`]), kept in an array map of `u64` words: one array lookup
+/// per packet, whatever the number of ports.
 pub struct PortBitmap;
+
+/// A port's bits in the [`PortBitmap`].
+pub struct PortFlags;
+
+impl PortFlags {
+    /// Requests to the port are inspected.
+    pub const INSPECT: u64 = 1;
+    /// Requests with an unsafe method to the port are checked too
+    /// (`protect_unsafe_methods`); only ever set with [`Self::INSPECT`].
+    pub const PROTECT_UNSAFE: u64 = 2;
+    pub const BITS: u32 = 2;
+    pub const MASK: u64 = (1 << Self::BITS) - 1;
+}
 
 impl PortBitmap {
     /// Number of `u64` words needed for all 65536 ports.
-    pub const WORDS: u32 = 65536 / 64;
+    pub const WORDS: u32 = 65536 * PortFlags::BITS / 64;
 
-    /// The array index and bit mask of `port`.
+    /// The array index of `port`'s word and the shift of its flags in it.
     #[inline(always)]
-    pub const fn slot(port: u16) -> (u32, u64) {
-        ((port as u32) >> 6, 1u64 << (port & 63))
+    pub const fn slot(port: u16) -> (u32, u32) {
+        const PER_WORD: u32 = 64 / PortFlags::BITS;
+        (
+            port as u32 / PER_WORD,
+            (port as u32 % PER_WORD) * PortFlags::BITS,
+        )
     }
 }
 

@@ -15,10 +15,27 @@ pub enum Counter {
     /// Preflights dropped, or in monitor mode that would have been dropped:
     /// origin not allowed, malformed, or duplicated.
     PreflightDeny,
-    /// Preflights whose `Origin` is malformed or repeated (also in `PreflightDeny`).
+    /// Preflights and unsafe requests whose `Origin` is malformed or
+    /// repeated (also in `PreflightDeny` or `UnsafeDeny`).
     Malformed,
     /// Requests whose head did not fit in the scan window.
     Incomplete,
+    /// Requests with an unsafe method, to a port that protects them, whose
+    /// origin the allowlist holds with that method.
+    UnsafeAllow,
+    /// Such requests dropped, or in monitor mode that would have been
+    /// dropped: origin not allowed, method not allowed for it, malformed
+    /// or repeated `Origin`, or cross-site without `Origin`.
+    UnsafeDeny,
+    /// Such requests with neither `Origin` nor `Sec-Fetch-Site: cross-site`,
+    /// passed: not sent by a browser's cross-site page.
+    NoOrigin,
+    /// Preflights and unsafe requests whose origin the allowlist holds, but
+    /// not with the method (also in `PreflightDeny` or `UnsafeDeny`).
+    MethodDeny,
+    /// Unsafe requests without `Origin` whose `Sec-Fetch-Site` says
+    /// `cross-site` (also in `UnsafeDeny`).
+    CrossSite,
     /// Packets kept from the stack: dropped, or answered with a reset
     /// (`--action reset`; these are also in `ResetSent` or `ResetFailed`).
     Dropped,
@@ -46,7 +63,7 @@ pub enum Counter {
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 24;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -55,6 +72,11 @@ impl Counter {
         Counter::PreflightDeny,
         Counter::Malformed,
         Counter::Incomplete,
+        Counter::UnsafeAllow,
+        Counter::UnsafeDeny,
+        Counter::NoOrigin,
+        Counter::MethodDeny,
+        Counter::CrossSite,
         Counter::Dropped,
         Counter::ResetSent,
         Counter::ResetFailed,
@@ -71,12 +93,15 @@ impl Counter {
     ];
 
     /// The counters of which every packet bumps exactly one (its
-    /// outcome's, see `Outcome::counters`; `Malformed` goes with
-    /// `PreflightDeny` and is not among them).
-    pub const OUTCOMES: [Counter; 12] = [
+    /// outcome's, see `Outcome::counters`; `Malformed`, `MethodDeny` and
+    /// `CrossSite` go with a deny counter and are not among them).
+    pub const OUTCOMES: [Counter; 15] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
+        Counter::UnsafeAllow,
+        Counter::UnsafeDeny,
+        Counter::NoOrigin,
         Counter::PassNotIp,
         Counter::PassNotTcp,
         Counter::PassIpFragment,
@@ -89,10 +114,13 @@ impl Counter {
     ];
 
     /// The outcome counters of requests (`Outcome::is_request`).
-    pub const REQUEST_OUTCOMES: [Counter; 4] = [
+    pub const REQUEST_OUTCOMES: [Counter; 7] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
+        Counter::UnsafeAllow,
+        Counter::UnsafeDeny,
+        Counter::NoOrigin,
         Counter::PassNotPreflight,
     ];
 
@@ -124,6 +152,11 @@ impl Counter {
             Counter::PreflightDeny => "preflight_deny",
             Counter::Malformed => "malformed",
             Counter::Incomplete => "incomplete",
+            Counter::UnsafeAllow => "unsafe_allow",
+            Counter::UnsafeDeny => "unsafe_deny",
+            Counter::NoOrigin => "no_origin",
+            Counter::MethodDeny => "method_deny",
+            Counter::CrossSite => "cross_site",
             Counter::Dropped => "dropped",
             Counter::ResetSent => "reset_sent",
             Counter::ResetFailed => "reset_failed",

@@ -1,6 +1,7 @@
 //! Denial events: what the program reports to the daemon, through the
-//! `DENIALS` ring buffer, for each preflight it denies (in monitor mode:
-//! would deny) and each request it drops (would drop) as incomplete.
+//! `DENIALS` ring buffer, for each preflight and unsafe request it denies
+//! (in monitor mode: would deny) and each request it drops (would drop) as
+//! incomplete.
 //!
 //! The layout is shared with the daemon's decoder, which reads the fields at
 //! their offsets and trusts none of the values (see `cors-filter-user`'s
@@ -19,6 +20,9 @@ pub const FAMILY_IPV6: u8 = 6;
 
 /// `DenialEvent::flags` bit: the value was longer than [`EVENT_ORIGIN_LEN`].
 pub const FLAG_ORIGIN_TRUNCATED: u8 = 1;
+/// `DenialEvent::flags` bit: the request is one with an unsafe method
+/// (`protect_unsafe_methods`), not a preflight.
+pub const FLAG_UNSAFE_REQUEST: u8 = 2;
 
 /// Why a request was reported.
 #[repr(u8)]
@@ -28,16 +32,24 @@ pub enum DenialReason {
     NotAllowed = 1,
     /// A preflight whose `Origin` is not a valid origin, or appears twice.
     Malformed = 2,
-    /// An `OPTIONS` request whose head does not fit in the scan window,
-    /// dropped (or, in monitor mode, that would be) by `on_incomplete = "drop"`.
+    /// A request whose head does not fit in the scan window, dropped (or,
+    /// in monitor mode, that would be) by `on_incomplete = "drop"`.
     IncompleteDropped = 3,
+    /// A preflight or unsafe request whose origin the allowlist holds, but
+    /// not with the method.
+    MethodNotAllowed = 4,
+    /// An unsafe request without `Origin` whose `Sec-Fetch-Site` says
+    /// `cross-site`.
+    CrossSiteNoOrigin = 5,
 }
 
 impl DenialReason {
-    pub const ALL: [DenialReason; 3] = [
+    pub const ALL: [DenialReason; 5] = [
         DenialReason::NotAllowed,
         DenialReason::Malformed,
         DenialReason::IncompleteDropped,
+        DenialReason::MethodNotAllowed,
+        DenialReason::CrossSiteNoOrigin,
     ];
 
     /// The reason an outcome is reported for under `config`; `None` when it
@@ -45,8 +57,12 @@ impl DenialReason {
     #[inline(always)]
     pub fn of(outcome: Outcome, config: &FilterConfig) -> Option<DenialReason> {
         match outcome {
-            Outcome::Denied => Some(DenialReason::NotAllowed),
-            Outcome::Malformed => Some(DenialReason::Malformed),
+            Outcome::Denied | Outcome::UnsafeDenied => Some(DenialReason::NotAllowed),
+            Outcome::Malformed | Outcome::UnsafeMalformed => Some(DenialReason::Malformed),
+            Outcome::MethodDenied | Outcome::UnsafeMethodDenied => {
+                Some(DenialReason::MethodNotAllowed)
+            }
+            Outcome::CrossSiteNoOrigin => Some(DenialReason::CrossSiteNoOrigin),
             Outcome::Incomplete if config.drop_incomplete() => {
                 Some(DenialReason::IncompleteDropped)
             }
@@ -59,6 +75,8 @@ impl DenialReason {
             1 => Some(DenialReason::NotAllowed),
             2 => Some(DenialReason::Malformed),
             3 => Some(DenialReason::IncompleteDropped),
+            4 => Some(DenialReason::MethodNotAllowed),
+            5 => Some(DenialReason::CrossSiteNoOrigin),
             _ => None,
         }
     }
@@ -69,14 +87,20 @@ impl DenialReason {
             DenialReason::NotAllowed => "origin not allowed",
             DenialReason::Malformed => "malformed origin",
             DenialReason::IncompleteDropped => "incomplete request head",
+            DenialReason::MethodNotAllowed => "method not allowed for the origin",
+            DenialReason::CrossSiteNoOrigin => "cross-site request without origin",
         }
     }
 
     /// Whether the event names an origin that is counted per origin: a
-    /// denied preflight. (An incomplete head is counted on its own, in
-    /// `incomplete`.)
+    /// denied preflight or unsafe request that had one. (An incomplete head
+    /// is counted on its own, in `incomplete`, and a cross-site request
+    /// without origin in `cross_site`.)
     pub const fn counts_per_origin(self) -> bool {
-        matches!(self, DenialReason::NotAllowed | DenialReason::Malformed)
+        matches!(
+            self,
+            DenialReason::NotAllowed | DenialReason::Malformed | DenialReason::MethodNotAllowed
+        )
     }
 }
 
@@ -128,10 +152,14 @@ pub struct DenialEvent {
     pub family: u8,
     /// A [`DenialReason`].
     pub reason: u8,
-    /// [`FLAG_ORIGIN_TRUNCATED`].
+    /// [`FLAG_ORIGIN_TRUNCATED`], [`FLAG_UNSAFE_REQUEST`].
     pub flags: u8,
+    /// The method judged (a `Method` code): the one a preflight asks for,
+    /// or an unsafe request's own; `Method::Other` when there is none (an
+    /// incomplete head).
+    pub method: u8,
     /// Zero; keeps `origin` 8-byte aligned.
-    pub reserved: [u8; 7],
+    pub reserved: [u8; 6],
     /// The raw `Origin` value, without the whitespace around it: bytes as
     /// the packet had them, not validated.
     pub origin: [u8; EVENT_ORIGIN_LEN],
@@ -211,7 +239,21 @@ mod tests {
                 DenialReason::of(Outcome::Incomplete, &drop),
                 Some(DenialReason::IncompleteDropped)
             );
-            for o in [Outcome::Allowed, Outcome::NotPreflight, Outcome::NotHttp] {
+            assert_eq!(
+                DenialReason::of(Outcome::UnsafeMethodDenied, &pass),
+                Some(DenialReason::MethodNotAllowed)
+            );
+            assert_eq!(
+                DenialReason::of(Outcome::CrossSiteNoOrigin, &pass),
+                Some(DenialReason::CrossSiteNoOrigin)
+            );
+            for o in [
+                Outcome::Allowed,
+                Outcome::NotPreflight,
+                Outcome::NotHttp,
+                Outcome::UnsafeAllowed,
+                Outcome::NoOrigin,
+            ] {
                 assert_eq!(DenialReason::of(o, &drop), None, "{o:?}");
             }
         }
@@ -223,7 +265,7 @@ mod tests {
             assert_eq!(DenialReason::from_code(r as u8), Some(r));
         }
         assert_eq!(DenialReason::from_code(0), None);
-        assert_eq!(DenialReason::from_code(4), None);
+        assert_eq!(DenialReason::from_code(6), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Finds, in the first bytes of a TCP payload, what cors-filter needs from an
-//! HTTP/1.x request head: the method, and where the `Origin` and
-//! `Access-Control-Request-Method` header lines are.
+//! HTTP/1.x request head: the method, where the `Origin` value is, which
+//! method `Access-Control-Request-Method` names, and whether
+//! `Sec-Fetch-Site` says `cross-site`.
 //!
 //! Bounds (what the verifier needs, and what a preflight needs):
 //! - at most [`SCAN_BYTES`] bytes of payload are read: the request line, the
@@ -11,7 +12,10 @@
 //! [`RequestHead::Incomplete`]. Browsers' preflights carry no cookies and are
 //! typically 300 to 700 bytes long.
 
-use crate::slot::Slot;
+use crate::{
+    method::{Method, REQUEST_LINE_METHODS, VALUE_METHODS, method_before},
+    slot::Slot,
+};
 
 /// Bytes of TCP payload inspected at most.
 pub const SCAN_BYTES: usize = 1024;
@@ -28,10 +32,11 @@ pub const MAX_METHOD_LEN: usize = 20;
 const OPTIONS_SP: &[u8; 8] = b"OPTIONS ";
 /// Bytes read at once where the scan reads words (`u64`, little-endian).
 const WORD: usize = 8;
-// The line scan starts at a word boundary, just after "OPTIONS ".
-const _: () = assert!(OPTIONS_SP.len().is_multiple_of(WORD) && SCAN_BYTES.is_multiple_of(WORD));
+const _: () = assert!(SCAN_BYTES.is_multiple_of(WORD));
 const ORIGIN_NAME: &[u8; 7] = b"origin:";
 const ACRM_NAME: &[u8; 30] = b"access-control-request-method:";
+const SEC_FETCH_SITE_NAME: &[u8; 15] = b"sec-fetch-site:";
+const CROSS_SITE: &[u8; 10] = b"cross-site";
 const HTTP1_VERSION: &[u8; 8] = b" HTTP/1.";
 
 /// What the first bytes of a payload are.
@@ -39,29 +44,24 @@ const HTTP1_VERSION: &[u8; 8] = b" HTTP/1.";
 pub enum RequestStart {
     /// Not the start of an HTTP request.
     NotHttp,
-    /// `OPTIONS` followed by a space: a possible preflight.
-    Options,
-    /// Another method.
-    OtherMethod,
+    /// A method token and a space: a request with that method (`Other`
+    /// for a token that is no known method).
+    Request(Method),
     /// Shorter than `"OPTIONS "` and a prefix of it: the method itself was
     /// split across segments.
     SplitOptions,
 }
 
-/// What the head of an `OPTIONS` request is.
+/// How far [`scan_head`] read a request head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestHead {
     /// The request line is not an HTTP/1.x request line.
     NotHttp,
-    /// The blank line ending the head was not found within the bounds.
+    /// The blank line ending the head was not found within the bounds; what
+    /// the scan found is about the whole header lines within them.
     Incomplete,
-    /// `Origin` or `Access-Control-Request-Method` is missing.
-    NotPreflight,
-    /// A preflight with two `Origin` header lines or a folded header line.
-    Malformed,
-    /// A preflight; its single `Origin` value starts at this payload offset
-    /// (just after the colon, before any optional whitespace).
-    Preflight { origin_value_at: usize },
+    /// The whole head was read.
+    Complete,
 }
 
 /// State of [`scan_head`], kept in memory (see [`Slot`]).
@@ -71,9 +71,15 @@ pub struct HeadScan {
     line_starts: [u16; SCAN_BYTES],
     line_count: Slot<u32>,
     len: Slot<u32>,
+    /// Bytes of the method token in the request line.
+    method_len: Slot<u32>,
     origins: Slot<u32>,
     request_methods: Slot<u32>,
     origin_value_at: Slot<u32>,
+    /// Where the value of the (last) `Access-Control-Request-Method` starts.
+    request_method_value_at: Slot<u32>,
+    /// `Sec-Fetch-Site` lines whose value is `cross-site`.
+    cross_site: Slot<u32>,
     folded: Slot<u32>,
     /// Bytes of empty lines before the request line.
     skipped: Slot<u32>,
@@ -83,15 +89,47 @@ pub struct HeadScan {
     words_end: Slot<u32>,
 }
 
+/// What [`scan_head`] found among the whole header lines it read.
+impl HeadScan {
+    /// `Origin` lines.
+    pub fn origins(&self) -> u32 {
+        self.origins.get()
+    }
+
+    /// Where the value of the (last) `Origin` line starts: just after the
+    /// colon, before any optional whitespace.
+    pub fn origin_value_at(&self) -> usize {
+        self.origin_value_at.get() as usize
+    }
+
+    /// `Access-Control-Request-Method` lines.
+    pub fn request_methods(&self) -> u32 {
+        self.request_methods.get()
+    }
+
+    /// Whether a `Sec-Fetch-Site` line says `cross-site`.
+    pub fn cross_site(&self) -> bool {
+        self.cross_site.get() != 0
+    }
+
+    /// Whether a header line is folded (starts with a space or a tab).
+    pub fn folded(&self) -> bool {
+        self.folded.get() != 0
+    }
+}
+
 impl Default for HeadScan {
     fn default() -> Self {
         Self {
             line_starts: [0; SCAN_BYTES],
             line_count: Slot::new(0),
             len: Slot::new(0),
+            method_len: Slot::new(0),
             origins: Slot::new(0),
             request_methods: Slot::new(0),
             origin_value_at: Slot::new(0),
+            request_method_value_at: Slot::new(0),
+            cross_site: Slot::new(0),
             folded: Slot::new(0),
             skipped: Slot::new(0),
             line_ends: Slot::new(0),
@@ -160,9 +198,9 @@ pub fn skip_empty_lines(
 }
 
 /// Whether the first `len` bytes of `buf` start an HTTP request, and with
-/// which kind of method.
+/// which method. Notes the method's length in `state`, for [`scan_head`].
 #[inline(always)]
-pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize) -> RequestStart {
+pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> RequestStart {
     if len == 0 {
         return RequestStart::NotHttp;
     }
@@ -177,8 +215,6 @@ pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize) -> RequestStart {
             }
             k += 1;
         }
-    } else if starts_with(buf, 0, OPTIONS_SP) {
-        return RequestStart::Options;
     }
     // RFC 9110 method = token; browsers only send upper-case ASCII methods.
     let mut k = 0;
@@ -188,11 +224,13 @@ pub fn classify_start(buf: &[u8; SCAN_BUF_LEN], len: usize) -> RequestStart {
         }
         let b = buf[k];
         if b == b' ' {
-            return if k > 0 {
-                RequestStart::OtherMethod
-            } else {
-                RequestStart::NotHttp
-            };
+            if k == 0 {
+                return RequestStart::NotHttp;
+            }
+            state.method_len.set(k as u32);
+            // The name and its space are the token found (it ends at its
+            // first space), so the word compared lies within `len`.
+            return RequestStart::Request(method_before(word_at(buf, 0), &REQUEST_LINE_METHODS));
         }
         if !is_tchar(b) {
             return RequestStart::NotHttp;
@@ -327,6 +365,8 @@ impl<const W: usize> NamePattern<W> {
 
 const ORIGIN_PATTERN: NamePattern<1> = NamePattern::new(ORIGIN_NAME);
 const ACRM_PATTERN: NamePattern<4> = NamePattern::new(ACRM_NAME);
+const SEC_FETCH_SITE_PATTERN: NamePattern<2> = NamePattern::new(SEC_FETCH_SITE_NAME);
+const CROSS_SITE_PATTERN: NamePattern<2> = NamePattern::new(CROSS_SITE);
 
 /// Case-insensitive match of a header name `pattern` at `from`, a word at
 /// a time. The differences are ORed together rather than tested one by
@@ -348,30 +388,80 @@ fn name_at<const W: usize>(
     diff == 0
 }
 
-/// Whether the line ending with the `\n` at `lf` ends in ` HTTP/1.<digit>`,
-/// with or without a `\r`.
+/// Whether the request line, which ends with the `\n` at `lf`, ends in
+/// ` HTTP/1.<digit>` (with or without a `\r`) and has room for a target
+/// between that and the method.
 #[inline(always)]
-fn request_line_is_http1(buf: &[u8; SCAN_BUF_LEN], lf: usize) -> bool {
+fn request_line_is_http1(buf: &[u8; SCAN_BUF_LEN], lf: usize, method_len: usize) -> bool {
     let end = if lf > 0 && at(buf, lf - 1) == b'\r' {
         lf - 1
     } else {
         lf
     };
-    // "OPTIONS " + at least one target byte + " HTTP/1.x"
-    if end < OPTIONS_SP.len() + 1 + HTTP1_VERSION.len() + 1 {
+    // method + " " + at least one target byte + " HTTP/1.x"
+    if end < method_len + 1 + 1 + HTTP1_VERSION.len() + 1 {
         return false;
     }
     let version = end - HTTP1_VERSION.len() - 1;
     starts_with(buf, version, HTTP1_VERSION) && at(buf, end - 1).is_ascii_digit()
 }
 
-/// Scans the head of an `OPTIONS` request held in the first `len` bytes of
-/// `buf` (`classify_start` returned [`RequestStart::Options`]).
+/// Bytes of optional whitespace (space, tab) a header value may start with
+/// and still be read; a value starting with more is read as no method and
+/// not `cross-site`.
+pub const MAX_VALUE_LEAD: usize = WORD - 1;
+
+/// Where the value starting at `value_at` (just after a colon) starts once
+/// its leading whitespace is skipped: at most [`MAX_VALUE_LEAD`] bytes,
+/// `value_at + WORD` when there are more.
+#[inline(always)]
+fn skip_value_lead(buf: &[u8; SCAN_BUF_LEN], value_at: usize) -> usize {
+    let word = word_at(buf, value_at);
+    let others = !(byte_marks(word, b' ') | byte_marks(word, b'\t')) & !LOWS;
+    if others == 0 {
+        return value_at + WORD;
+    }
+    // The lowest mark alone (`x & -x`): its byte is the first of the value.
+    value_at + mark_position(others & others.wrapping_neg())
+}
+
+/// The method a header value starting at `value_at` names: its first
+/// token, ended by whitespace or the line end, compared with the known
+/// names; `Other` for any other token.
+#[inline(always)]
+pub fn value_method(buf: &[u8; SCAN_BUF_LEN], value_at: usize) -> Method {
+    let word = word_at(buf, skip_value_lead(buf, value_at));
+    // Every byte that ends a token (`\r`, space, tab) becomes a `\n`, so
+    // one table of names ended by `\n` serves: flipping the bits in which
+    // a byte differs from `\n`, in the bytes marked.
+    let mut ends = 0;
+    for (end, flip) in [
+        (b'\r', b'\r' ^ b'\n'),
+        (b' ', b' ' ^ b'\n'),
+        (b'\t', b'\t' ^ b'\n'),
+    ] {
+        ends |= (byte_marks(word, end) >> 7) * flip as u64;
+    }
+    method_before(word ^ ends, &VALUE_METHODS)
+}
+
+/// Whether a `Sec-Fetch-Site` value starting at `value_at` is `cross-site`
+/// (its first token, compared without regard to case).
+#[inline(always)]
+pub fn value_is_cross_site(buf: &[u8; SCAN_BUF_LEN], value_at: usize) -> bool {
+    let start = skip_value_lead(buf, value_at);
+    let end = at(buf, start + CROSS_SITE.len());
+    name_at(buf, start, &CROSS_SITE_PATTERN) && matches!(end, b'\r' | b'\n' | b' ' | b'\t')
+}
+
+/// Scans the head of a request held in the first `len` bytes of `buf`
+/// (`classify_start` returned [`RequestStart::Request`]).
 ///
 /// Header lines end with `\n`, optionally preceded by `\r`, as RFC 9112
 /// allows recipients to accept. Header names are matched case-insensitively
 /// and must be followed directly by the colon (RFC 9112 forbids whitespace
-/// before it).
+/// before it). Only whole lines count: a line cut by the end of the window
+/// is not read.
 ///
 /// Two passes, so that the verifier sees one small loop per bound: the
 /// first notes where lines start (all of [`SCAN_BYTES`]), the second
@@ -385,7 +475,7 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
     // A word at a time: most words of a head hold no line end and cost a
     // load and a test. Whole words first, then the partial one, if any.
     state.words_end.set(state.len.get() & !(WORD as u32 - 1));
-    let mut p = OPTIONS_SP.len();
+    let mut p = 0;
     while p < SCAN_BYTES {
         if p >= state.words_end.get() as usize {
             break;
@@ -395,34 +485,37 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
     }
     let tail = state.len.get() as usize & (WORD - 1);
     let p = state.words_end.get() as usize;
-    if tail != 0 && p >= OPTIONS_SP.len() {
+    if tail != 0 {
         // Bytes past the end of the payload are stale: zero is no line end.
         note_line_ends(state, word_at(buf, p) & ((1u64 << (8 * tail)) - 1), p);
     }
 
     let len = state.len.get() as usize;
+    state.origins.set(0);
+    state.request_methods.set(0);
+    state.cross_site.set(0);
+    state.folded.set(0);
     if state.line_count.get() == 0 {
         return RequestHead::Incomplete;
     }
-    if !request_line_is_http1(buf, state.line_starts[0] as usize - 1) {
+    if !request_line_is_http1(
+        buf,
+        state.line_starts[0] as usize - 1,
+        state.method_len.get() as usize,
+    ) {
         return RequestHead::NotHttp;
     }
-    state.origins.set(0);
-    state.request_methods.set(0);
-    state.folded.set(0);
     let mut complete = false;
-    // Header lines 0..MAX_HEADER_LINES, then the blank line.
+    // Header lines 0..MAX_HEADER_LINES, then the blank line; each line
+    // inspected ends within the window (the next one starts in it).
     let mut line = 0;
     while line < MAX_HEADER_LINES as usize + 1 {
-        if line >= state.line_count.get() as usize {
+        if line + 1 >= state.line_count.get() as usize {
             break;
         }
         let start = state.line_starts[line] as usize;
-        if start >= len {
-            break;
-        }
         let first = at(buf, start);
-        if first == b'\n' || (first == b'\r' && start + 1 < len && at(buf, start + 1) == b'\n') {
+        if first == b'\n' || (first == b'\r' && at(buf, start + 1) == b'\n') {
             complete = true;
             break;
         }
@@ -445,21 +538,33 @@ pub fn scan_head(buf: &[u8; SCAN_BUF_LEN], len: usize, state: &mut HeadScan) -> 
             && name_at(buf, start, &ACRM_PATTERN)
         {
             state.request_methods.set(state.request_methods.get() + 1);
+            state
+                .request_method_value_at
+                .set((start + ACRM_NAME.len()) as u32);
+        } else if folded_first == b's'
+            && start + SEC_FETCH_SITE_NAME.len() <= len
+            && name_at(buf, start, &SEC_FETCH_SITE_PATTERN)
+            && value_is_cross_site(buf, start + SEC_FETCH_SITE_NAME.len())
+        {
+            state.cross_site.set(1);
         }
         line += 1;
     }
-    if !complete {
-        return RequestHead::Incomplete;
+    if complete {
+        RequestHead::Complete
+    } else {
+        RequestHead::Incomplete
     }
-    if state.origins.get() == 0 || state.request_methods.get() == 0 {
-        return RequestHead::NotPreflight;
+}
+
+/// The method the (single) `Access-Control-Request-Method` line names;
+/// `Other` when there are several, which no server reads as one method.
+#[inline(always)]
+pub fn requested_method(buf: &[u8; SCAN_BUF_LEN], state: &HeadScan) -> Method {
+    if state.request_methods.get() != 1 {
+        return Method::Other;
     }
-    if state.origins.get() > 1 || state.folded.get() != 0 {
-        return RequestHead::Malformed;
-    }
-    RequestHead::Preflight {
-        origin_value_at: state.origin_value_at.get() as usize,
-    }
+    value_method(buf, state.request_method_value_at.get() as usize)
 }
 
 #[cfg(test)]
@@ -481,10 +586,34 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    fn head(bytes: &[u8]) -> RequestHead {
+    /// What a preflight's head is, as `inspect` reads the scan.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Found {
+        NotHttp,
+        Incomplete,
+        NotPreflight,
+        Malformed,
+        Preflight { origin_value_at: usize },
+    }
+
+    fn head(bytes: &[u8]) -> Found {
         let buf = buf_of(bytes);
-        assert_eq!(classify_start(&buf, bytes.len()), RequestStart::Options);
-        scan_head(&buf, bytes.len(), &mut std::boxed::Box::default())
+        let mut state = std::boxed::Box::<HeadScan>::default();
+        assert_eq!(
+            classify_start(&buf, bytes.len(), &mut state),
+            RequestStart::Request(Method::Options)
+        );
+        match scan_head(&buf, bytes.len(), &mut state) {
+            RequestHead::NotHttp => Found::NotHttp,
+            RequestHead::Incomplete => Found::Incomplete,
+            RequestHead::Complete if state.origins() == 0 || state.request_methods() == 0 => {
+                Found::NotPreflight
+            }
+            RequestHead::Complete if state.origins() > 1 || state.folded() => Found::Malformed,
+            RequestHead::Complete => Found::Preflight {
+                origin_value_at: state.origin_value_at(),
+            },
+        }
     }
 
     const PREFLIGHT: &[u8] = b"OPTIONS /api HTTP/1.1\r\nHost: api.example.com\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: PUT\r\n\r\n";
@@ -535,12 +664,17 @@ mod tests {
 
     #[test]
     fn classifies_methods() {
-        let c = |b: &[u8]| classify_start(&buf_of(b), b.len());
-        assert_eq!(c(b"OPTIONS / HTTP/1.1\r\n"), RequestStart::Options);
-        assert_eq!(c(b"GET / HTTP/1.1\r\n"), RequestStart::OtherMethod);
+        let c = |b: &[u8]| classify_start(&buf_of(b), b.len(), &mut std::boxed::Box::default());
+        let request = RequestStart::Request;
+        assert_eq!(c(b"OPTIONS / HTTP/1.1\r\n"), request(Method::Options));
+        assert_eq!(c(b"GET / HTTP/1.1\r\n"), request(Method::Get));
+        assert_eq!(c(b"POST /"), request(Method::Post));
+        assert_eq!(c(b"PATCH /"), request(Method::Patch));
+        assert_eq!(c(b"PROPFIND /"), request(Method::Other));
+        assert_eq!(c(b"POSTS /"), request(Method::Other));
         assert_eq!(c(b"OPT"), RequestStart::SplitOptions);
         assert_eq!(c(b"OPTIONS"), RequestStart::SplitOptions);
-        assert_eq!(c(b"options / HTTP/1.1\r\n"), RequestStart::OtherMethod);
+        assert_eq!(c(b"options / HTTP/1.1\r\n"), request(Method::Other));
         assert_eq!(c(b"\x16\x03\x01\x02\x00"), RequestStart::NotHttp);
         assert_eq!(c(b" GET"), RequestStart::NotHttp);
         assert_eq!(c(b""), RequestStart::NotHttp);
@@ -552,7 +686,7 @@ mod tests {
 
     #[test]
     fn finds_preflight_origin() {
-        let RequestHead::Preflight { origin_value_at } = head(PREFLIGHT) else {
+        let Found::Preflight { origin_value_at } = head(PREFLIGHT) else {
             panic!("not a preflight");
         };
         assert_eq!(
@@ -564,31 +698,31 @@ mod tests {
     #[test]
     fn header_names_are_case_insensitive() {
         let req = b"OPTIONS / HTTP/1.1\r\noRiGiN:https://a.example\r\naccess-control-REQUEST-method:GET\r\n\r\n";
-        assert!(matches!(head(req), RequestHead::Preflight { .. }));
+        assert!(matches!(head(req), Found::Preflight { .. }));
     }
 
     #[test]
     fn bare_lf_line_endings() {
         let req = b"OPTIONS / HTTP/1.1\nOrigin: https://a.example\nAccess-Control-Request-Method: GET\n\n";
-        assert!(matches!(head(req), RequestHead::Preflight { .. }));
+        assert!(matches!(head(req), Found::Preflight { .. }));
     }
 
     #[test]
     fn not_preflight_without_either_header() {
         assert_eq!(
             head(b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\n\r\n"),
-            RequestHead::NotPreflight
+            Found::NotPreflight
         );
         assert_eq!(
             head(b"OPTIONS * HTTP/1.1\r\nAccess-Control-Request-Method: GET\r\n\r\n"),
-            RequestHead::NotPreflight
+            Found::NotPreflight
         );
     }
 
     #[test]
     fn similar_names_do_not_match() {
         let req = b"OPTIONS / HTTP/1.1\r\nX-Origin: https://a\r\nOrigins: x\r\nOrigin : x\r\nAccess-Control-Request-Methods: GET\r\n\r\n";
-        assert_eq!(head(req), RequestHead::NotPreflight);
+        assert_eq!(head(req), Found::NotPreflight);
     }
 
     #[test]
@@ -596,30 +730,30 @@ mod tests {
         // 'O' | 0x20 == 'o', but '\x0f' | 0x20 == '/': make sure a non-letter
         // byte never folds onto a letter of the pattern.
         let req = b"OPTIONS / HTTP/1.1\r\n\x0frigin: https://a\r\nAccess-Control-Request-Method: GET\r\n\r\n";
-        assert_eq!(head(req), RequestHead::NotPreflight);
+        assert_eq!(head(req), Found::NotPreflight);
     }
 
     #[test]
     fn two_origins_are_malformed() {
         let req = b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\norigin: https://b.example\r\n\r\n";
-        assert_eq!(head(req), RequestHead::Malformed);
+        assert_eq!(head(req), Found::Malformed);
     }
 
     #[test]
     fn folded_line_in_preflight_is_malformed() {
         let req = b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\n .evil\r\nAccess-Control-Request-Method: GET\r\n\r\n";
-        assert_eq!(head(req), RequestHead::Malformed);
+        assert_eq!(head(req), Found::Malformed);
     }
 
     #[test]
     fn missing_blank_line_is_incomplete() {
         assert_eq!(
             head(b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\n"),
-            RequestHead::Incomplete
+            Found::Incomplete
         );
         assert_eq!(
             head(b"OPTIONS / HTTP/1.1\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\n\r"),
-            RequestHead::Incomplete
+            Found::Incomplete
         );
     }
 
@@ -649,27 +783,24 @@ mod tests {
         };
         assert!(matches!(
             head(&with_headers(MAX_HEADER_LINES)),
-            RequestHead::Preflight { .. }
+            Found::Preflight { .. }
         ));
-        assert_eq!(
-            head(&with_headers(MAX_HEADER_LINES + 1)),
-            RequestHead::Incomplete
-        );
+        assert_eq!(head(&with_headers(MAX_HEADER_LINES + 1)), Found::Incomplete);
     }
 
     #[test]
     fn request_line_must_be_http1() {
         assert_eq!(
             head(b"OPTIONS / HTTP/2.0\r\nOrigin: https://a\r\n\r\n"),
-            RequestHead::NotHttp
+            Found::NotHttp
         );
         assert_eq!(
             head(b"OPTIONS /\r\nOrigin: https://a\r\n\r\n"),
-            RequestHead::NotHttp
+            Found::NotHttp
         );
         assert_eq!(
             head(b"OPTIONS / HTTP/1.0\r\nOrigin: https://a\r\nAccess-Control-Request-Method: GET\r\n\r\n"),
-            RequestHead::Preflight { origin_value_at: 27 }
+            Found::Preflight { origin_value_at: 27 }
         );
     }
 

@@ -19,6 +19,7 @@ pub mod event;
 pub mod http;
 pub mod inspect;
 pub mod ipv6;
+pub mod method;
 pub mod origin;
 pub mod reset;
 pub mod slot;
@@ -26,10 +27,12 @@ pub mod verdict;
 
 pub use config::{
     ALLOWLIST_MAX_ENTRIES, Action, FilterConfig, Generation, Mode, OnIncomplete, PortBitmap,
+    PortFlags,
 };
 pub use counters::Counter;
 pub use http::{HeadScan, RequestHead, RequestStart};
-pub use inspect::inspect_payload;
+pub use inspect::{Policy, inspect_payload};
+pub use method::{Method, MethodSet};
 pub use origin::{OriginError, OriginKey, OriginParse};
 pub use slot::Slot;
 pub use verdict::{Outcome, Verdict};
@@ -56,6 +59,11 @@ pub struct Scratch {
     pub addressing: event::PacketAddressing,
     pub head: HeadScan,
     pub origin: OriginParse,
+    /// The method the request is judged by (a `Method` code): the one a
+    /// preflight asks for, or an unsafe request's own.
+    pub judged: Slot<u32>,
+    /// Whether the request judged is an unsafe one rather than a preflight.
+    pub unsafe_request: Slot<u32>,
     /// Where the segment is, and room to build a reset (`--action reset`).
     pub reset: reset::ResetScratch,
 }

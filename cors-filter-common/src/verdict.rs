@@ -30,6 +30,23 @@ pub enum Outcome {
     Denied,
     /// A preflight whose `Origin` is not a valid origin, or appears twice.
     Malformed,
+    /// A preflight whose origin the allowlist holds, but not with the
+    /// method it asks for.
+    MethodDenied,
+    /// A request with an unsafe method, to a port that protects them, whose
+    /// origin the allowlist holds with its method.
+    UnsafeAllowed,
+    /// Such a request whose origin the allowlist does not hold.
+    UnsafeDenied,
+    /// Such a request whose `Origin` is not a valid origin, or appears twice.
+    UnsafeMalformed,
+    /// Such a request whose origin the allowlist holds, but not with its method.
+    UnsafeMethodDenied,
+    /// Such a request without `Origin` whose `Sec-Fetch-Site` says `cross-site`.
+    CrossSiteNoOrigin,
+    /// Such a request with neither `Origin` nor `Sec-Fetch-Site: cross-site`:
+    /// not sent by a browser's cross-site page.
+    NoOrigin,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +59,7 @@ pub enum Verdict {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::NotIp,
         Outcome::NotTcp,
         Outcome::IpFragment,
@@ -56,30 +73,90 @@ impl Outcome {
         Outcome::Allowed,
         Outcome::Denied,
         Outcome::Malformed,
+        Outcome::MethodDenied,
+        Outcome::UnsafeAllowed,
+        Outcome::UnsafeDenied,
+        Outcome::UnsafeMalformed,
+        Outcome::UnsafeMethodDenied,
+        Outcome::CrossSiteNoOrigin,
+        Outcome::NoOrigin,
     ];
+
+    /// A malformed preflight, or unsafe request when `unsafe_request`.
+    #[inline(always)]
+    pub const fn malformed(unsafe_request: bool) -> Outcome {
+        if unsafe_request {
+            Outcome::UnsafeMalformed
+        } else {
+            Outcome::Malformed
+        }
+    }
+
+    #[inline(always)]
+    pub const fn denied(unsafe_request: bool) -> Outcome {
+        if unsafe_request {
+            Outcome::UnsafeDenied
+        } else {
+            Outcome::Denied
+        }
+    }
+
+    #[inline(always)]
+    pub const fn method_denied(unsafe_request: bool) -> Outcome {
+        if unsafe_request {
+            Outcome::UnsafeMethodDenied
+        } else {
+            Outcome::MethodDenied
+        }
+    }
+
+    #[inline(always)]
+    pub const fn allowed(unsafe_request: bool) -> Outcome {
+        if unsafe_request {
+            Outcome::UnsafeAllowed
+        } else {
+            Outcome::Allowed
+        }
+    }
+
+    /// Whether the outcome refuses the request whatever the settings say
+    /// of incomplete heads (monitor mode still lets it pass).
+    #[inline(always)]
+    pub const fn is_denial(self) -> bool {
+        matches!(
+            self,
+            Outcome::Denied
+                | Outcome::Malformed
+                | Outcome::MethodDenied
+                | Outcome::UnsafeDenied
+                | Outcome::UnsafeMalformed
+                | Outcome::UnsafeMethodDenied
+                | Outcome::CrossSiteNoOrigin
+        )
+    }
 
     /// Whether the packet carried the start of an HTTP request.
     #[inline(always)]
     pub const fn is_request(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Outcome::NotPreflight
-                | Outcome::Incomplete
-                | Outcome::Allowed
-                | Outcome::Denied
-                | Outcome::Malformed
+            Outcome::NotIp
+                | Outcome::NotTcp
+                | Outcome::IpFragment
+                | Outcome::Ipv6ExtHeader
+                | Outcome::Truncated
+                | Outcome::PortNotInspected
+                | Outcome::NoPayload
+                | Outcome::NotHttp
         )
     }
 
-    /// Whether the outcome is a denial under some settings (`Denied`,
-    /// `Malformed`, and `Incomplete` when incomplete requests are dropped).
-    /// Every other outcome passes, whatever the settings, with no event.
+    /// Whether the outcome is a denial under some settings (the denials,
+    /// and `Incomplete` when incomplete requests are dropped). Every other
+    /// outcome passes, whatever the settings, with no event.
     #[inline(always)]
     pub const fn may_deny(self) -> bool {
-        matches!(
-            self,
-            Outcome::Denied | Outcome::Malformed | Outcome::Incomplete
-        )
+        self.is_denial() || matches!(self, Outcome::Incomplete)
     }
 
     /// The counters this outcome bumps besides `Packets`, `Requests` and `Dropped`.
@@ -99,6 +176,13 @@ impl Outcome {
             Outcome::Allowed => (Counter::PreflightAllow, None),
             Outcome::Denied => (Counter::PreflightDeny, None),
             Outcome::Malformed => (Counter::PreflightDeny, Some(Counter::Malformed)),
+            Outcome::MethodDenied => (Counter::PreflightDeny, Some(Counter::MethodDeny)),
+            Outcome::UnsafeAllowed => (Counter::UnsafeAllow, None),
+            Outcome::UnsafeDenied => (Counter::UnsafeDeny, None),
+            Outcome::UnsafeMalformed => (Counter::UnsafeDeny, Some(Counter::Malformed)),
+            Outcome::UnsafeMethodDenied => (Counter::UnsafeDeny, Some(Counter::MethodDeny)),
+            Outcome::CrossSiteNoOrigin => (Counter::UnsafeDeny, Some(Counter::CrossSite)),
+            Outcome::NoOrigin => (Counter::NoOrigin, None),
         }
     }
 
@@ -106,9 +190,8 @@ impl Outcome {
     #[inline(always)]
     pub fn verdict(self, config: &FilterConfig) -> Verdict {
         let drop = match self {
-            Outcome::Denied | Outcome::Malformed => true,
             Outcome::Incomplete => config.drop_incomplete(),
-            _ => false,
+            _ => self.is_denial(),
         };
         if !drop || !config.enforcing() {
             Verdict::Pass
@@ -200,6 +283,16 @@ mod tests {
             Outcome::Denied.verdict(&ENFORCE.with_action(Action::Drop)),
             Verdict::Drop
         );
+    }
+
+    #[test]
+    fn every_denial_drops_in_enforce_mode_and_counts_as_a_deny() {
+        for o in Outcome::ALL {
+            let deny_counter =
+                matches!(o.counters().0, Counter::PreflightDeny | Counter::UnsafeDeny);
+            assert_eq!(o.is_denial(), deny_counter, "{o:?}");
+            assert_eq!(o.verdict(&ENFORCE) == Verdict::Drop, o.is_denial(), "{o:?}");
+        }
     }
 
     #[test]

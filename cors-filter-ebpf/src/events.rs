@@ -8,8 +8,8 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 use cors_filter_common::{
     Counter, FilterConfig, Outcome, Scratch,
     event::{
-        DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, origin_extent,
-        wakes_reader,
+        DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, FLAG_UNSAFE_REQUEST,
+        origin_extent, wakes_reader,
     },
 };
 
@@ -52,7 +52,10 @@ pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &Fi
     let event = entry.as_mut_ptr();
     let a = &scratch.addressing;
     let ipv6 = a.family.get() == FAMILY_IPV6 as u32;
-    let (origin_len, flags) = origin_extent(scratch.origin.value_len());
+    let (origin_len, mut flags) = origin_extent(scratch.origin.value_len());
+    if scratch.unsafe_request.get() != 0 {
+        flags |= FLAG_UNSAFE_REQUEST;
+    }
     // SAFETY: `event` points to a reserved record of
     // `size_of::<DenialEvent>()` bytes, ours until submitted. Fields are
     // written through raw pointers (no reference to the uninitialised
@@ -66,7 +69,8 @@ pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &Fi
         addr_of_mut!((*event).family).write(if ipv6 { FAMILY_IPV6 } else { FAMILY_IPV4 });
         addr_of_mut!((*event).reason).write(reason as u8);
         addr_of_mut!((*event).flags).write(flags);
-        addr_of_mut!((*event).reserved).write([0; 7]);
+        addr_of_mut!((*event).method).write(scratch.judged.get() as u8);
+        addr_of_mut!((*event).reserved).write([0; 6]);
         addr_of_mut!((*event).origin)
             .cast::<u8>()
             .copy_from_nonoverlapping(scratch.origin.raw.as_ptr(), EVENT_ORIGIN_LEN);

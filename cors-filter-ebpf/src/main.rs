@@ -1,5 +1,7 @@
 //! The cors-filter programs, XDP and TC ingress: they drop CORS preflights
-//! whose origin the allowlist does not hold, before the TCP stack sees them.
+//! whose origin the allowlist does not hold, and (where a port protects
+//! them) requests with unsafe methods from such origins, before the TCP
+//! stack sees them.
 #![no_std]
 #![no_main]
 
@@ -15,12 +17,33 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::error;
-use cors_filter_common::{Counter, Outcome, Scratch, Verdict, http::SCAN_BYTES, inspect_payload};
+use cors_filter_common::{
+    Counter, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict, http::SCAN_BYTES,
+    inspect_payload, origin::OriginParse,
+};
 
 use crate::{
-    maps::{SCRATCH, active_generation, count, origin_allowed, port_inspected, settings},
+    maps::{SCRATCH, active_generation, allowed_methods, count, port_flags, settings},
     net::Frame,
 };
+
+/// The policy of the generation a packet is judged by, for its port.
+struct PacketPolicy {
+    generation: u32,
+    port_flags: u64,
+}
+
+impl Policy for PacketPolicy {
+    #[inline(always)]
+    fn protects_unsafe_methods(&self) -> bool {
+        self.port_flags & PortFlags::PROTECT_UNSAFE != 0
+    }
+
+    #[inline(always)]
+    fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
+        allowed_methods(self.generation, origin)
+    }
+}
 
 /// The XDP entry point (`--attach xdp`, the default).
 #[xdp(frags)]
@@ -107,7 +130,8 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
         Err(outcome) => return outcome,
     };
     scratch.generation.set(active_generation());
-    if !port_inspected(scratch.generation.get(), payload.dst_port) {
+    let port_flags = port_flags(scratch.generation.get(), payload.dst_port);
+    if port_flags & PortFlags::INSPECT == 0 {
         return Outcome::PortNotInspected;
     }
     if payload.len == 0 {
@@ -132,8 +156,11 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
     if loaded != 0 {
         return Outcome::Truncated;
     }
-    let generation = scratch.generation.get();
-    inspect_payload(scratch, len, |origin| origin_allowed(generation, origin))
+    let policy = PacketPolicy {
+        generation: scratch.generation.get(),
+        port_flags,
+    };
+    inspect_payload(scratch, len, &policy)
 }
 
 #[cfg(not(test))]

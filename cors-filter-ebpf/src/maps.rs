@@ -8,7 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use cors_filter_common::{
-    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, Scratch,
+    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, MethodSet, PortBitmap, PortFlags,
+    Scratch,
     allow::{self, AllowEntryValue},
     event::DENIALS_BYTES,
     origin::OriginParse,
@@ -23,7 +24,8 @@ pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<FilterConfig> = Array::with_max_entries(Generation::COUNT, 0);
 
-/// Inspected destination ports, one bit each, generation 0 and 1.
+/// What the filter does on each destination port (`PortFlags`, two bits
+/// each), generation 0 and 1.
 #[map(name = "PORTS_0")]
 pub static PORTS_0: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
 #[map(name = "PORTS_1")]
@@ -79,9 +81,10 @@ pub fn settings(generation: u32) -> FilterConfig {
     ))
 }
 
+/// `port`'s `PortFlags` in `generation`.
 #[inline(always)]
-pub fn port_inspected(generation: u32, port: u16) -> bool {
-    let (word, bit) = PortBitmap::slot(port);
+pub fn port_flags(generation: u32, port: u16) -> u64 {
+    let (word, shift) = PortBitmap::slot(port);
     // One lookup per generation rather than one lookup of a chosen map: a
     // call site that sees a single map keeps the kernel's inlined lookup.
     let found = if generation == 0 {
@@ -89,13 +92,15 @@ pub fn port_inspected(generation: u32, port: u16) -> bool {
     } else {
         PORTS_1.get(word)
     };
-    found.is_some_and(|w| *w & bit != 0)
+    found.map_or(0, |w| (*w >> shift) & PortFlags::MASK)
 }
 
+/// The methods `generation`'s allowlist allows `origin` (see
+/// `cors_filter_common::allow`).
 #[inline(always)]
-pub fn origin_allowed(generation: u32, origin: &mut OriginParse) -> bool {
+pub fn allowed_methods(generation: u32, origin: &mut OriginParse) -> MethodSet {
     let wildcard_depths = settings(generation).wildcard_depths;
-    allow::is_allowed(origin, wildcard_depths, |hash| {
+    allow::allowed_methods(origin, wildcard_depths, |hash| {
         // SAFETY: the entry is only read, and only during this program run,
         // inside which the kernel does not free it (RCU); the policy
         // install never rewrites the generation a run may still read.

@@ -5,6 +5,7 @@
 use std::{fmt, net::Ipv6Addr};
 
 use cors_filter_common::{
+    Method, MethodSet,
     allow::{AllowEntryValue, MAX_WILDCARD_LABELS, key_hash},
     origin::{ORIGIN_KEY_LEN, OriginError, OriginParse, OriginPart, entry_kind},
 };
@@ -14,7 +15,8 @@ use cors_filter_common::{
 pub struct AllowEntry {
     /// Canonical spelling, as `allow list` prints it.
     pub origin: String,
-    /// The map entry: its key bytes (`value.key[..value.len]`) and kind.
+    /// The map entry: its key bytes (`value.key[..value.len]`), kind and
+    /// methods.
     pub value: AllowEntryValue,
     wildcard_depth_bit: u32,
 }
@@ -36,12 +38,67 @@ impl AllowEntry {
     pub fn key_bytes(&self) -> &[u8] {
         &self.value.key.bytes[..self.value.len as usize]
     }
+
+    pub fn methods(&self) -> MethodSet {
+        MethodSet(self.value.methods)
+    }
+
+    /// The entry, allowing only `methods` (`MethodSet::ANY`: every method).
+    pub fn with_methods(mut self, methods: MethodSet) -> AllowEntry {
+        self.value.methods = methods.0;
+        self
+    }
+}
+
+/// `origin`, or `origin methods=GET,POST` for an entry that lists methods:
+/// what `allow list` prints.
+impl fmt::Display for AllowEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        describe_methods(f, self.methods())
+    }
 }
 
 impl fmt::Debug for AllowEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.origin)
+        fmt::Display::fmt(self, f)
     }
+}
+
+fn describe_methods(f: &mut fmt::Formatter<'_>, methods: MethodSet) -> fmt::Result {
+    if methods == MethodSet::ANY {
+        return Ok(());
+    }
+    let names: Vec<&str> = methods.known().map(Method::name).collect();
+    write!(f, " methods={}", names.join(","))
+}
+
+/// Parses the methods an entry lists (`["GET", "POST"]`): known method
+/// names, exactly as HTTP spells them (methods are case-sensitive). The
+/// error names the bad value.
+pub fn parse_methods<S: AsRef<str>>(names: &[S]) -> Result<MethodSet, String> {
+    if names.is_empty() {
+        return Err(
+            "the list of methods is empty: the origin could send nothing (list methods, or leave `methods` out to allow every method)"
+                .to_owned(),
+        );
+    }
+    let mut set = MethodSet::NONE;
+    for name in names {
+        let name = name.as_ref();
+        let Some(method) = Method::KNOWN.into_iter().find(|m| m.name() == name) else {
+            let known: Vec<&str> = Method::KNOWN.iter().map(|m| m.name()).collect();
+            return Err(format!(
+                "unknown method {name:?} (methods are case-sensitive; known: {})",
+                known.join(" ")
+            ));
+        };
+        if set.contains(method) {
+            return Err(format!("method {name:?} is listed twice"));
+        }
+        set = set.with(method);
+    }
+    Ok(set)
 }
 
 /// Why a text is not a valid allowlist entry; `Display` names the bad part.
@@ -160,7 +217,7 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
     } else {
         (key_bytes.len(), entry_kind::EXACT, 0)
     };
-    let value = AllowEntryValue::new(&key_bytes[..len], kind);
+    let value = AllowEntryValue::new(&key_bytes[..len], kind, MethodSet::ANY);
     let origin = decode_key(&key_bytes[..len]).map_err(|reason| error(text, reason))?;
     Ok(AllowEntry {
         origin,
@@ -185,6 +242,22 @@ fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryE
         )
     })?;
     Ok(format!("{scheme}://[{address}]{}", &rest[close + 1..]))
+}
+
+/// A map entry as `allow list` prints it: its origin (see [`decode_entry`])
+/// and the methods it lists, if any.
+pub fn describe_entry(value: &AllowEntryValue) -> Result<String, String> {
+    struct Methods(MethodSet);
+    impl fmt::Display for Methods {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            describe_methods(f, self.0)
+        }
+    }
+    Ok(format!(
+        "{}{}",
+        decode_entry(value)?,
+        Methods(MethodSet(value.methods))
+    ))
 }
 
 /// The origin a map entry stands for (`*.` marks a wildcard prefix).
@@ -350,6 +423,36 @@ mod tests {
             let e = parse_entry(text).unwrap();
             assert_eq!(decode_entry(&e.value).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn methods_are_parsed_exactly_and_shown() {
+        let set = parse_methods(&["GET", "POST"]).unwrap();
+        assert_eq!(set, MethodSet::NONE.with(Method::Get).with(Method::Post));
+        let entry = parse_entry("https://a.example").unwrap();
+        assert_eq!(entry.to_string(), "https://a.example");
+        let entry = entry.with_methods(set);
+        assert_eq!(entry.to_string(), "https://a.example methods=GET,POST");
+        assert_eq!(
+            describe_entry(&entry.value).unwrap(),
+            "https://a.example methods=GET,POST"
+        );
+        let e = parse_methods(&["GET", "post"]).unwrap_err();
+        assert!(
+            e.contains("\"post\"") && e.contains("case-sensitive"),
+            "{e}"
+        );
+        assert!(
+            parse_methods(&["PROPFIND"])
+                .unwrap_err()
+                .contains("PROPFIND")
+        );
+        assert!(
+            parse_methods(&["GET", "GET"])
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(parse_methods::<&str>(&[]).unwrap_err().contains("empty"));
     }
 
     #[test]

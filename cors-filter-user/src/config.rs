@@ -2,7 +2,7 @@
 //! the offending value; nothing is attached until the whole file is valid.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     path::{Path, PathBuf},
 };
@@ -12,11 +12,14 @@ use cors_filter_common::{Action, Mode, OnIncomplete};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::allowlist::{AllowEntry, parse_entry};
+use crate::allowlist::{AllowEntry, parse_entry, parse_methods};
 
 #[derive(Debug)]
 pub struct Config {
     pub ports: BTreeSet<u16>,
+    /// The ports of `ports` whose requests with unsafe methods are checked
+    /// (`protect_unsafe_methods`, for all ports or per port).
+    pub protect_unsafe: BTreeSet<u16>,
     pub allow: Vec<AllowEntry>,
     pub mode: Mode,
     pub on_incomplete: OnIncomplete,
@@ -28,13 +31,39 @@ pub struct Config {
 struct RawConfig {
     ports: Spanned<Vec<Spanned<u16>>>,
     #[serde(default)]
-    allow: Vec<Spanned<String>>,
+    allow: Vec<Spanned<RawAllowEntry>>,
+    #[serde(default)]
+    protect_unsafe_methods: Option<bool>,
+    /// Per-port settings: `[port.8080]`.
+    #[serde(default)]
+    port: BTreeMap<String, Spanned<RawPortSettings>>,
     #[serde(default)]
     mode: Option<ModeSetting>,
     #[serde(default)]
     on_incomplete: Option<IncompleteSetting>,
     #[serde(default)]
     action: Option<ActionSetting>,
+}
+
+/// An `allow` item: an origin, or a table with its methods.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAllowEntry {
+    Origin(String),
+    WithMethods(RawAllowTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllowTable {
+    origin: String,
+    methods: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortSettings {
+    protect_unsafe_methods: Option<bool>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -118,24 +147,54 @@ impl Config {
             )
             .into());
         }
+        let mut protect_unsafe = BTreeSet::new();
+        let default_protect = raw.protect_unsafe_methods.unwrap_or(false);
+        for (key, settings) in &raw.port {
+            let port = key.parse::<u16>().ok().filter(|p| ports.contains(p));
+            let Some(port) = port else {
+                return Err(at(
+                    settings.span().start,
+                    format!("[port.{key}]: {key:?} is not one of `ports` {ports:?}"),
+                )
+                .into());
+            };
+            if settings
+                .get_ref()
+                .protect_unsafe_methods
+                .unwrap_or(default_protect)
+            {
+                protect_unsafe.insert(port);
+            }
+        }
+        for port in &ports {
+            if default_protect && !raw.port.contains_key(&port.to_string()) {
+                protect_unsafe.insert(*port);
+            }
+        }
         let mut allow: Vec<AllowEntry> = Vec::new();
-        for entry in &raw.allow {
-            let parsed =
-                parse_entry(entry.get_ref()).map_err(|e| at(entry.span().start, e.to_string()))?;
+        for item in &raw.allow {
+            let (origin, methods) = match item.get_ref() {
+                RawAllowEntry::Origin(origin) => (origin, None),
+                RawAllowEntry::WithMethods(table) => (&table.origin, table.methods.as_deref()),
+            };
+            let line = |message: String| at(item.span().start, message);
+            let mut parsed = parse_entry(origin).map_err(|e| line(e.to_string()))?;
+            if let Some(methods) = methods {
+                let methods =
+                    parse_methods(methods).map_err(|e| line(format!("origin {origin:?}: {e}")))?;
+                parsed = parsed.with_methods(methods);
+            }
             if let Some(first) = allow.iter().find(|a| a.origin == parsed.origin) {
-                bail!(at(
-                    entry.span().start,
-                    format!(
-                        "{:?} is listed twice (as {:?})",
-                        entry.get_ref(),
-                        first.origin
-                    )
-                ));
+                bail!(line(format!(
+                    "{origin:?} is listed twice (as {:?})",
+                    first.origin
+                )));
             }
             allow.push(parsed);
         }
         Ok(Config {
             ports,
+            protect_unsafe,
             allow,
             mode: match raw.mode.unwrap_or(ModeSetting::Enforce) {
                 ModeSetting::Enforce => Mode::Enforce,
@@ -223,6 +282,64 @@ mod tests {
 
         let e = err("ports = [80]\nallow = [\"https://a.example\", \"HTTPS://A.example:443\"]\n");
         assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn unsafe_methods_are_protected_per_port_or_by_default() {
+        let parse = |source: &str| Config::parse(Path::new("x.toml"), source).unwrap();
+        let set = |ports: &[u16]| ports.iter().copied().collect::<BTreeSet<u16>>();
+        assert_eq!(parse("ports = [80, 81]\n").protect_unsafe, set(&[]));
+        let c = parse("ports = [80, 81]\nprotect_unsafe_methods = true\n");
+        assert_eq!(c.protect_unsafe, set(&[80, 81]));
+        let c = parse(
+            "ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\nprotect_unsafe_methods = false\n",
+        );
+        assert_eq!(c.protect_unsafe, set(&[80]));
+        let c = parse("ports = [80, 81]\n[port.81]\nprotect_unsafe_methods = true\n");
+        assert_eq!(c.protect_unsafe, set(&[81]));
+        // A port table without the setting takes the default.
+        let c = parse("ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\n");
+        assert_eq!(c.protect_unsafe, set(&[80, 81]));
+    }
+
+    #[test]
+    fn allow_entries_may_list_methods() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80]\nallow = [\"https://a.example\", { origin = \"https://b.example\", methods = [\"GET\", \"POST\"] }]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["https://a.example", "https://b.example methods=GET,POST"]
+        );
+    }
+
+    #[test]
+    fn bad_methods_and_ports_are_named() {
+        let e = err(
+            "ports = [80]\nallow = [\n  \"https://a.example\",\n  { origin = \"https://b.example\", methods = [\"GET\", \"post\"] },\n]\n",
+        );
+        assert!(
+            e.contains("/etc/cf.toml:4:")
+                && e.contains("https://b.example")
+                && e.contains("\"post\""),
+            "{e}"
+        );
+        let e = err("ports = [80]\nallow = [{ origin = \"https://b.example\", methods = [] }]\n");
+        assert!(e.contains("empty"), "{e}");
+        let e =
+            err("ports = [80]\nallow = [{ origin = \"https://b.example\", method = [\"GET\"] }]\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("ports = [80]\n[port.81]\nprotect_unsafe_methods = true\n");
+        assert!(e.contains("81") && e.contains("not one of `ports`"), "{e}");
+        let e = err("ports = [80]\n[port.http]\nprotect_unsafe_methods = true\n");
+        assert!(e.contains("\"http\""), "{e}");
+        let e = err("ports = [80]\n[port.80]\nprotect = true\n");
+        assert!(e.contains("protect"), "{e}");
+        let e = err("ports = [80]\nprotect_unsafe_methods = \"yes\"\n");
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData},
 };
-use cors_filter_common::{FilterConfig, Generation, PortBitmap, allow::AllowEntryValue};
+use cors_filter_common::{FilterConfig, Generation, PortBitmap, PortFlags, allow::AllowEntryValue};
 
 use crate::{
     allowlist::{AllowEntry, decode_entry},
@@ -26,7 +26,10 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub settings: FilterConfig,
+    /// The ports inspected.
     pub ports: BTreeSet<u16>,
+    /// The ports of `ports` that protect unsafe methods.
+    pub protect_unsafe: BTreeSet<u16>,
     pub allow: Vec<AllowEntry>,
 }
 
@@ -90,7 +93,8 @@ impl PolicyMaps {
         Ok(&mut self.allowlists[generation])
     }
 
-    /// Adds `entry` to the allowlist the program reads now, and makes the
+    /// Adds `entry` to the allowlist the program reads now (or changes its
+    /// methods, if the origin is there already), and makes the
     /// program try wildcard prefixes at its depth (a bit set by an entry
     /// removed later only costs a lookup, until the next install).
     pub fn add_to_active(&mut self, entry: &AllowEntry) -> Result<()> {
@@ -119,7 +123,7 @@ impl PolicyMaps {
         let map = self.active_allowlist()?;
         let hash = entry.hash();
         match map.get(&hash, 0) {
-            Ok(existing) if existing == entry.value => {}
+            Ok(existing) if existing.same_key(&entry.value) => {}
             Ok(_) | Err(aya::maps::MapError::KeyNotFound) => return Ok(false),
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot look up origin {}", entry.origin));
@@ -149,8 +153,13 @@ impl PolicyMaps {
 
         let mut words = vec![0u64; PortBitmap::WORDS as usize];
         for port in &policy.ports {
-            let (word, bit) = PortBitmap::slot(*port);
-            words[word as usize] |= bit;
+            let (word, shift) = PortBitmap::slot(*port);
+            let flags = if policy.protect_unsafe.contains(port) {
+                PortFlags::INSPECT | PortFlags::PROTECT_UNSAFE
+            } else {
+                PortFlags::INSPECT
+            };
+            words[word as usize] |= flags << shift;
         }
         let ports = &mut self.ports[spare as usize];
         for (index, word) in words.iter().enumerate() {
@@ -191,14 +200,15 @@ impl PolicyMaps {
     }
 }
 
-/// Adds `entry` to `map` under its hash. Another entry already filed under
+/// Adds `entry` to `map` under its hash, or replaces the entry of the same
+/// origin (whose methods may differ). Another entry already filed under
 /// that hash (two origins whose keys hash alike, which the 64-bit hash makes
 /// all but impossible) is an error naming both: the map holds one entry per
 /// hash, and the program would find only one of them.
 fn insert_entry(map: &mut Allowlist, entry: &AllowEntry) -> Result<()> {
     let hash = entry.hash();
     match map.get(&hash, 0) {
-        Ok(existing) if existing != entry.value => bail!(
+        Ok(existing) if !existing.same_key(&entry.value) => bail!(
             "origin {} has the same allowlist hash ({hash:#018x}) as origin {}; the allowlist cannot hold both",
             entry.origin,
             decode_entry(&existing).unwrap_or_else(|e| format!("<unreadable entry: {e}>"))

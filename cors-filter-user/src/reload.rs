@@ -99,6 +99,7 @@ impl RunRecord {
         Ok(Policy {
             settings: FilterConfig::new(mode, config.on_incomplete).with_action(action),
             ports: config.ports,
+            protect_unsafe: config.protect_unsafe,
             allow,
         })
     }

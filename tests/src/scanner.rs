@@ -2,10 +2,13 @@
 //! a payload: the same steps (`inspect_payload`) on the same scratch layout,
 //! with an allowlist lookup that records the key it is asked about.
 
+use std::cell::RefCell;
+
 use cors_filter_common::{
-    Outcome, Scratch,
+    MethodSet, Outcome, Policy, Scratch,
     http::{SCAN_BUF_LEN, SCAN_BYTES},
     inspect_payload,
+    origin::OriginParse,
 };
 
 /// What the parsing code makes of a payload.
@@ -34,16 +37,35 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
         addressing: Default::default(),
         head: Default::default(),
         origin: Default::default(),
+        judged: Default::default(),
+        unsafe_request: Default::default(),
         reset: Default::default(),
     });
     let len = payload.len().min(SCAN_BYTES);
     scratch.payload[..len].copy_from_slice(&payload[..len]);
-    let mut key = None;
-    let outcome = inspect_payload(&mut scratch, len, |origin| {
+    let policy = RecordingPolicy::default();
+    let outcome = inspect_payload(&mut scratch, len, &policy);
+    Scanned {
+        outcome,
+        key: policy.key.into_inner(),
+    }
+}
+
+/// A policy that allows no origin and records the key it is asked about.
+#[derive(Default)]
+struct RecordingPolicy {
+    key: RefCell<Option<Vec<u8>>>,
+}
+
+impl Policy for RecordingPolicy {
+    fn protects_unsafe_methods(&self) -> bool {
+        false
+    }
+
+    fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
         let bytes = origin.key();
         assert_eq!(bytes.last(), Some(&0), "a key ends with NUL");
-        key = Some(bytes.to_vec());
-        false
-    });
-    Scanned { outcome, key }
+        *self.key.borrow_mut() = Some(bytes.to_vec());
+        MethodSet::NONE
+    }
 }

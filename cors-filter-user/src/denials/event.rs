@@ -11,9 +11,12 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use cors_filter_common::event::{
-    DENIAL_EVENT_SIZE, DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6,
-    FLAG_ORIGIN_TRUNCATED,
+use cors_filter_common::{
+    Method,
+    event::{
+        DENIAL_EVENT_SIZE, DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6,
+        FLAG_ORIGIN_TRUNCATED, FLAG_UNSAFE_REQUEST,
+    },
 };
 
 /// How an event without an origin value is shown and counted.
@@ -66,6 +69,26 @@ impl fmt::Display for Source {
     }
 }
 
+/// What kind of request was denied, and the method judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A preflight, asking for this method.
+    Preflight(Method),
+    /// A request with this unsafe method (`protect_unsafe_methods`).
+    Unsafe(Method),
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Preflight(Method::Other) => f.write_str("preflight"),
+            Request::Preflight(method) => write!(f, "preflight for {}", method.name()),
+            Request::Unsafe(Method::Other) => f.write_str("request with an unknown method"),
+            Request::Unsafe(method) => write!(f, "{} request", method.name()),
+        }
+    }
+}
+
 /// A decoded denial event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
@@ -74,15 +97,16 @@ pub struct Denial {
     pub reason: Reason,
     /// The origin, rendered (see [`render_origin`]).
     pub origin: String,
+    pub request: Request,
 }
 
 impl fmt::Display for Denial {
-    /// One log line: reason, source, port, origin.
+    /// One log line: reason, source, port, origin, request.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "denial: {} from {} to port {}, origin \"{}\"",
-            self.reason, self.source, self.dest_port, self.origin
+            "denial: {} from {} to port {}, origin \"{}\", {}",
+            self.reason, self.source, self.dest_port, self.origin, self.request
         )
     }
 }
@@ -139,6 +163,12 @@ pub fn decode(record: &[u8]) -> Result<Denial, DecodeError> {
     let code = u8_at(std::mem::offset_of!(DenialEvent, reason));
     let reason = DenialReason::from_code(code).map_or(Reason::Unknown(code), Reason::Known);
     let flags = u8_at(std::mem::offset_of!(DenialEvent, flags));
+    let method = Method::from_code(u32::from(u8_at(std::mem::offset_of!(DenialEvent, method))));
+    let request = if flags & FLAG_UNSAFE_REQUEST != 0 {
+        Request::Unsafe(method)
+    } else {
+        Request::Preflight(method)
+    };
     let claimed = usize::from(u16_at(std::mem::offset_of!(DenialEvent, origin_len)));
     // A length past the buffer is clamped, and the value shown as cut.
     let origin_len = claimed.min(EVENT_ORIGIN_LEN);
@@ -152,6 +182,7 @@ pub fn decode(record: &[u8]) -> Result<Denial, DecodeError> {
         dest_port: u16_at(std::mem::offset_of!(DenialEvent, dest_port)),
         reason,
         origin: render_origin(origin_bytes, truncated),
+        request,
     })
 }
 
@@ -213,7 +244,8 @@ mod tests {
             } else {
                 0
             },
-            reserved: [0; 7],
+            method: Method::Put as u8,
+            reserved: [0; 6],
             origin: [0xee; EVENT_ORIGIN_LEN],
         };
         e.source_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
@@ -231,7 +263,31 @@ mod tests {
         assert_eq!(d.origin, "https://evil.example");
         assert_eq!(
             d.to_string(),
-            "denial: origin not allowed from 198.18.0.1:43210 to port 8080, origin \"https://evil.example\""
+            "denial: origin not allowed from 198.18.0.1:43210 to port 8080, origin \"https://evil.example\", preflight for PUT"
+        );
+    }
+
+    #[test]
+    fn names_the_unsafe_request_and_its_method() {
+        let mut e = event(b"https://evil.example");
+        e.flags |= FLAG_UNSAFE_REQUEST;
+        e.method = Method::Post as u8;
+        let d = decode(&record(&e)).unwrap();
+        assert_eq!(d.request, Request::Unsafe(Method::Post));
+        assert!(d.to_string().ends_with(", POST request"), "{d}");
+        e.method = 200;
+        let d = decode(&record(&e)).unwrap();
+        assert!(
+            d.to_string().ends_with(", request with an unknown method"),
+            "{d}"
+        );
+        e.reason = DenialReason::CrossSiteNoOrigin as u8;
+        e.origin_len = 0;
+        e.method = Method::Delete as u8;
+        let d = decode(&record(&e)).unwrap();
+        assert_eq!(
+            d.to_string(),
+            "denial: cross-site request without origin from 198.18.0.1:43210 to port 8080, origin \"(none)\", DELETE request"
         );
     }
 
