@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
+use cors_filter_common::MethodSet;
 
 use crate::{
-    allowlist::{decode_entry, parse_entry},
+    allowlist::{describe_entry, parse_entry, parse_methods},
     pins::{pin_exists, pin_path},
     policy::PolicyMaps,
     state::StateDir,
@@ -32,8 +33,18 @@ fn not_running_note(pin_dir: &Path, state: &StateDir) {
 /// An allowlist edit.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    Add,
+    /// Allow the origin with these methods (`MethodSet::ANY`: every one).
+    Add(MethodSet),
     Remove,
+}
+
+/// `allow add TEXT [--methods M,...]`: every method when none are given.
+pub fn add(pin_dir: &Path, state_dir: &Path, text: &str, methods: Option<&[String]>) -> Result<()> {
+    let methods = match methods {
+        Some(names) => parse_methods(names).map_err(|e| anyhow!("--methods for {text}: {e}"))?,
+        None => MethodSet::ANY,
+    };
+    edit(pin_dir, state_dir, Change::Add(methods), text)
 }
 
 /// Applies `change` of `text`: records it on disk first (under the lock,
@@ -41,13 +52,16 @@ pub enum Change {
 /// running filter reads now (the next reload builds its policy from the
 /// record); if the map refuses it, the record is rolled back.
 pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Result<()> {
-    let entry = parse_entry(text)?;
+    let mut entry = parse_entry(text)?;
+    if let Change::Add(methods) = change {
+        entry = entry.with_methods(methods);
+    }
     let state = StateDir::open(state_dir)?;
     let _lock = state.lock_allowlist()?;
     let before = state.load_changes()?;
     let mut changes = state.load_changes()?;
     match change {
-        Change::Add => changes.record_add(&entry.origin),
+        Change::Add(methods) => changes.record_add(&entry.origin, methods),
         Change::Remove => changes.record_remove(&entry.origin),
     }
     state.save_changes(&changes)?;
@@ -57,9 +71,9 @@ pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Res
     };
     let origin = &entry.origin;
     let applied = match change {
-        Change::Add => policy
+        Change::Add(_) => policy
             .add_to_active(&entry)
-            .map(|()| format!("allowed {origin}")),
+            .map(|()| format!("allowed {entry}")),
         Change::Remove => policy.remove_from_active(&entry).map(|removed| {
             if removed {
                 format!("removed {origin}")
@@ -91,7 +105,7 @@ pub fn list(pin_dir: &Path) -> Result<()> {
     let mut origins = Vec::new();
     for entry in map.iter() {
         let (_, value) = entry.context("cannot iterate the allowlist")?;
-        origins.push(decode_entry(&value).map_err(anyhow::Error::msg)?);
+        origins.push(describe_entry(&value).map_err(anyhow::Error::msg)?);
     }
     origins.sort();
     for origin in origins {

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "cors-filter",
     version,
-    about = "Drops disallowed CORS preflights in the kernel, with XDP or TC"
+    about = "Drops disallowed CORS preflights and cross-origin state changes in the kernel, with XDP or TC"
 )]
 pub struct Cli {
     /// bpffs directory where the filter pins its maps and links.
@@ -73,10 +73,11 @@ pub enum Command {
     /// Ethernet) with BPF_PROG_TEST_RUN, attached nowhere, and print one JSON
     /// object per frame:
     /// {"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}, N
-    /// counting from 0, COUNTER the counter the frame's outcome bumped.
+    /// counting from 0, COUNTER the counter the frame's outcome bumped (its
+    /// detail counter where it has one: malformed, method_deny, cross_site).
     Replay {
-        /// TOML configuration file: ports, allowlist, mode, on_incomplete and
-        /// action.
+        /// TOML configuration file: ports, allowlist, protect_unsafe_methods,
+        /// mode, on_incomplete and action.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Write the frames the program sends back (the resets, with
@@ -91,8 +92,17 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum AllowAction {
-    /// Allow ORIGIN (`https://app.example.com`, `https://*.example.com`, `null`).
-    Add { origin: String },
+    /// Allow ORIGIN (`https://app.example.com`, `https://*.example.com`,
+    /// `null`), with any method or only those given; an origin allowed
+    /// already gets the new methods.
+    Add {
+        origin: String,
+        /// The only methods the origin may use, comma-separated
+        /// (`GET,POST`): a preflight asking for another, or an unsafe
+        /// request with another, is denied. Methods are case-sensitive.
+        #[arg(long, value_name = "METHODS", value_delimiter = ',')]
+        methods: Option<Vec<String>>,
+    },
     /// Stop allowing ORIGIN.
     Remove { origin: String },
     /// Print the allowed origins, one per line.

@@ -25,8 +25,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args, &cli.pin_dir, &cli.state_dir).await,
         Command::Allow { action } => match action {
-            AllowAction::Add { origin } => {
-                allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Add, &origin)
+            AllowAction::Add { origin, methods } => {
+                allow::add(&cli.pin_dir, &cli.state_dir, &origin, methods.as_deref())
             }
             AllowAction::Remove { origin } => {
                 allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Remove, &origin)

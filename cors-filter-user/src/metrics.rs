@@ -73,12 +73,27 @@ impl Snapshot {
         )?;
         counter(
             "cors_filter_malformed_total",
-            "Preflights with a malformed or repeated Origin (also counted as deny).",
+            "Preflights and unsafe requests with a malformed or repeated Origin (also counted as deny).",
             Counter::Malformed,
         )?;
         counter(
+            "cors_filter_method_denied_total",
+            "Preflights and unsafe requests from an allowed origin with a method its allowlist entry does not list (also counted as deny).",
+            Counter::MethodDeny,
+        )?;
+        counter(
+            "cors_filter_cross_site_denied_total",
+            "Unsafe requests without Origin whose Sec-Fetch-Site says cross-site (also counted as deny).",
+            Counter::CrossSite,
+        )?;
+        counter(
+            "cors_filter_unsafe_no_origin_total",
+            "Unsafe requests to ports that protect them with neither Origin nor Sec-Fetch-Site: cross-site, passed (not from a browser's cross-site page).",
+            Counter::NoOrigin,
+        )?;
+        counter(
             "cors_filter_incomplete_total",
-            "OPTIONS requests whose head did not fit in the scan window.",
+            "Requests (preflights, unsafe requests) whose head did not fit in the scan window.",
             Counter::Incomplete,
         )?;
         counter(
@@ -119,6 +134,15 @@ impl Snapshot {
             ],
         )?;
         labelled(
+            "cors_filter_unsafe_requests_total",
+            "Requests with unsafe methods (not GET, HEAD, OPTIONS, TRACE) to ports with protect_unsafe_methods that carried an Origin or Sec-Fetch-Site: cross-site, by verdict; deny counts drops, and in monitor mode what would have been dropped.",
+            "verdict",
+            &[
+                ("allow", self.get(Counter::UnsafeAllow)),
+                ("deny", self.get(Counter::UnsafeDeny)),
+            ],
+        )?;
+        labelled(
             "cors_filter_resets_total",
             "Dropped packets answered with a TCP reset (--action reset), by result: sent, or failed (dropped without a reply).",
             "result",
@@ -146,7 +170,7 @@ impl Snapshot {
         by_origin.push((OTHER_ORIGINS, denied.other));
         labelled(
             "cors_filter_denied_by_origin_total",
-            "Preflights denied (in monitor mode: that would have been) by Origin value as sent \
+            "Preflights and unsafe requests denied (in monitor mode: that would have been) by Origin value as sent \
              (non-printable bytes escaped, cut at 128 bytes), kept across restarts: \
              the top origins at daemon start (and new ones while slots were free), \
              the rest under origin=\"other\".",
@@ -307,6 +331,11 @@ mod tests {
         counters[Counter::PassNotHttp.index() as usize] = 2;
         counters[Counter::EventsLost.index() as usize] = 1;
         counters[Counter::ResetSent.index() as usize] = 4;
+        counters[Counter::UnsafeAllow.index() as usize] = 6;
+        counters[Counter::UnsafeDeny.index() as usize] = 7;
+        counters[Counter::MethodDeny.index() as usize] = 8;
+        counters[Counter::CrossSite.index() as usize] = 9;
+        counters[Counter::NoOrigin.index() as usize] = 10;
         Snapshot {
             counters,
             allowlist_entries: 5,
@@ -336,6 +365,11 @@ mod tests {
             "cors_filter_preflights_total{verdict=\"allow\"} 0",
             "cors_filter_preflights_total{verdict=\"deny\"} 3",
             "cors_filter_malformed_total 0",
+            "cors_filter_unsafe_requests_total{verdict=\"allow\"} 6",
+            "cors_filter_unsafe_requests_total{verdict=\"deny\"} 7",
+            "cors_filter_method_denied_total 8",
+            "cors_filter_cross_site_denied_total 9",
+            "cors_filter_unsafe_no_origin_total 10",
             "cors_filter_incomplete_total 0",
             "cors_filter_dropped_total 0",
             "cors_filter_passed_total{reason=\"not_http\"} 2",

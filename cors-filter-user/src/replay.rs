@@ -85,9 +85,11 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
 }
 
 /// The counter that names why one run got its verdict, from the counters
-/// before and after it: `malformed` where the outcome bumped it (it goes
-/// with `preflight_deny`), otherwise the one outcome counter that moved
-/// (not `dropped` and the reset counters, which say what was done).
+/// before and after it: the detail counter where the outcome bumped one
+/// (`malformed`, `method_deny`, `cross_site`: they go with
+/// `preflight_deny` or `unsafe_deny`), otherwise the one outcome counter
+/// that moved (not `dropped` and the reset counters, which say what was
+/// done).
 fn reason(
     before: &[u64; Counter::COUNT as usize],
     after: &[u64; Counter::COUNT as usize],
@@ -96,8 +98,9 @@ fn reason(
     if !moved(Counter::Packets) {
         bail!("the program ran but did not count the packet");
     }
-    if moved(Counter::Malformed) {
-        return Ok(Counter::Malformed);
+    const DETAILS: [Counter; 3] = [Counter::Malformed, Counter::MethodDeny, Counter::CrossSite];
+    if let Some(detail) = DETAILS.into_iter().find(|&c| moved(c)) {
+        return Ok(detail);
     }
     let mut outcome = Counter::ALL.into_iter().filter(|&c| {
         // Nothing reads the ring buffer here: once full, denials also
@@ -164,6 +167,24 @@ mod tests {
             ])
             .unwrap(),
             Counter::PreflightDeny
+        );
+        assert_eq!(
+            r(&[
+                Counter::Packets,
+                Counter::UnsafeDeny,
+                Counter::MethodDeny,
+                Counter::Dropped
+            ])
+            .unwrap(),
+            Counter::MethodDeny
+        );
+        assert_eq!(
+            r(&[Counter::Packets, Counter::UnsafeDeny, Counter::CrossSite]).unwrap(),
+            Counter::CrossSite
+        );
+        assert_eq!(
+            r(&[Counter::Packets, Counter::Requests, Counter::NoOrigin]).unwrap(),
+            Counter::NoOrigin
         );
         for reset in [Counter::ResetSent, Counter::ResetFailed] {
             assert_eq!(

@@ -4,10 +4,11 @@
 //! The file records changes relative to the config file rather than a copy
 //! of the whole list, so that editing the config's `allow` still takes
 //! effect: at every start and reload the filter allows
-//! `(config ∪ added) − removed`.
+//! `(config ∪ added) − removed`, an added origin with the methods it was
+//! added with (overriding the config's for the same origin).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs::{self, File},
     io::Write as _,
     os::fd::AsRawFd as _,
@@ -15,10 +16,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use cors_filter_common::{Method, MethodSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    allowlist::{AllowEntry, parse_entry},
+    allowlist::{AllowEntry, parse_entry, parse_methods},
     private::{ensure_private_dir, open_private_file},
 };
 
@@ -31,17 +33,60 @@ const DAEMON_LOCK_FILE: &str = "daemon.lock";
 pub struct AllowlistChanges {
     pub added: BTreeSet<String>,
     pub removed: BTreeSet<String>,
+    /// The methods of the origins of `added` that were added with only
+    /// some (`allow add --methods`); the others may use every method.
+    /// Absent from files written before methods existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub methods: BTreeMap<String, Vec<String>>,
 }
 
 impl AllowlistChanges {
-    pub fn record_add(&mut self, origin: &str) {
+    pub fn record_add(&mut self, origin: &str, methods: MethodSet) {
         self.removed.remove(origin);
         self.added.insert(origin.to_owned());
+        if methods == MethodSet::ANY {
+            self.methods.remove(origin);
+        } else {
+            let names = methods.known().map(|m| Method::name(m).to_owned());
+            self.methods.insert(origin.to_owned(), names.collect());
+        }
     }
 
     pub fn record_remove(&mut self, origin: &str) {
         self.added.remove(origin);
+        self.methods.remove(origin);
         self.removed.insert(origin.to_owned());
+    }
+
+    /// The entry `origin` of `added` stands for, with its methods.
+    fn added_entry(&self, origin: &str, path: &Path) -> Result<AllowEntry> {
+        let in_file = || format!("in {}", path.display());
+        let entry = parse_entry(origin).with_context(in_file)?;
+        Ok(match self.methods.get(origin) {
+            Some(names) => entry.with_methods(
+                parse_methods(names)
+                    .map_err(|e| anyhow::anyhow!("methods of {origin}: {e}"))
+                    .with_context(in_file)?,
+            ),
+            None => entry,
+        })
+    }
+
+    /// Checks every origin and method list the file holds.
+    fn validate(&self, path: &Path) -> Result<()> {
+        for origin in &self.added {
+            self.added_entry(origin, path)?;
+        }
+        for origin in &self.removed {
+            parse_entry(origin).with_context(|| format!("in {}", path.display()))?;
+        }
+        if let Some(origin) = self.methods.keys().find(|o| !self.added.contains(*o)) {
+            bail!(
+                "in {}: methods recorded for {origin}, which is not among the added origins",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The allowlist that results from applying these changes to `base`.
@@ -52,11 +97,14 @@ impl AllowlistChanges {
             .cloned()
             .collect();
         for origin in &self.added {
-            let entry = parse_entry(origin).with_context(|| format!("in {}", path.display()))?;
-            if !self.removed.contains(&entry.origin)
-                && !out.iter().any(|e| e.origin == entry.origin)
-            {
-                out.push(entry);
+            let entry = self.added_entry(origin, path)?;
+            if self.removed.contains(&entry.origin) {
+                continue;
+            }
+            match out.iter_mut().find(|e| e.origin == entry.origin) {
+                // Added again, maybe with other methods: the later word.
+                Some(listed) => *listed = entry,
+                None => out.push(entry),
             }
         }
         Ok(out)
@@ -127,9 +175,7 @@ impl StateDir {
             Ok(text) => {
                 let changes: AllowlistChanges = serde_json::from_str(&text)
                     .with_context(|| format!("corrupt allowlist state file {}", path.display()))?;
-                for origin in changes.added.iter().chain(&changes.removed) {
-                    parse_entry(origin).with_context(|| format!("in {}", path.display()))?;
-                }
+                changes.validate(&path)?;
                 Ok(changes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AllowlistChanges::default()),
@@ -189,7 +235,7 @@ mod tests {
         let dir = tmpdir("reload");
         let state = StateDir::open(&dir).unwrap();
         let mut changes = state.load_changes().unwrap();
-        changes.record_add("https://new.example");
+        changes.record_add("https://new.example", MethodSet::ANY);
         changes.record_remove("https://old.example");
         state.save_changes(&changes).unwrap();
         let reloaded = StateDir::open(&dir).unwrap().load_changes().unwrap();
@@ -213,10 +259,68 @@ mod tests {
     fn add_after_remove_wins_and_vice_versa() {
         let mut c = AllowlistChanges::default();
         c.record_remove("https://a.example");
-        c.record_add("https://a.example");
+        c.record_add("https://a.example", MethodSet::ANY);
         assert!(c.added.contains("https://a.example") && c.removed.is_empty());
         c.record_remove("https://a.example");
         assert!(c.removed.contains("https://a.example") && c.added.is_empty());
+    }
+
+    #[test]
+    fn added_methods_are_kept_and_override_the_config() {
+        let dir = tmpdir("methods");
+        let state = StateDir::open(&dir).unwrap();
+        let mut changes = AllowlistChanges::default();
+        let get_put = MethodSet::NONE.with(Method::Get).with(Method::Put);
+        changes.record_add("https://a.example", get_put);
+        changes.record_add("https://b.example", MethodSet::ANY);
+        state.save_changes(&changes).unwrap();
+        let text = fs::read_to_string(state.changes_path()).unwrap();
+        assert!(
+            text.contains("\"GET\"") && text.contains("\"PUT\""),
+            "{text}"
+        );
+        let reloaded = state.load_changes().unwrap();
+        assert_eq!(reloaded, changes);
+        let base = vec![
+            parse_entry("https://b.example")
+                .unwrap()
+                .with_methods(MethodSet::NONE.with(Method::Post)),
+        ];
+        let shown: Vec<String> = reloaded
+            .apply(&base, &state.changes_path())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["https://b.example", "https://a.example methods=GET,PUT"]
+        );
+        // Removing forgets the methods; adding with every method too.
+        let mut c = reloaded;
+        c.record_remove("https://a.example");
+        assert!(c.methods.is_empty());
+        c.record_add("https://a.example", get_put);
+        c.record_add("https://a.example", MethodSet::ANY);
+        assert!(c.methods.is_empty());
+        // A file from before methods existed still loads.
+        fs::write(
+            state.changes_path(),
+            "{\"added\": [\"https://c.example\"], \"removed\": []}",
+        )
+        .unwrap();
+        assert!(state.load_changes().unwrap().methods.is_empty());
+        fs::write(
+            state.changes_path(),
+            "{\"added\": [\"https://c.example\"], \"removed\": [], \"methods\": {\"https://c.example\": [\"get\"]}}",
+        )
+        .unwrap();
+        let e = format!("{:#}", state.load_changes().unwrap_err());
+        assert!(
+            e.contains("allowlist-changes.json") && e.contains("\"get\""),
+            "{e}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
