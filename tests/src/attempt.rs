@@ -1,14 +1,14 @@
 //! curl's own account of one request, failure included: its exit code, its
 //! error message and how long it took. For tests in which failing is the
-//! expected result, and how fast it fails is what is measured (the helpers
-//! of `client` turn a failure into an error).
+//! expected result, and how fast it fails is what is measured. (`client::request`
+//! gives one too; the other helpers of `client` turn a failure into an error.)
 
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::{
-    client::{Family, PREFLIGHT_PATH, preflight_args, run_curl},
+    client::{CurlRun, Family, PREFLIGHT_PATH, preflight_args, run_curl},
     netns::NetnsPair,
 };
 
@@ -36,6 +36,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// How `run` ended.
+    pub(crate) fn of(run: &CurlRun) -> Attempt {
+        Attempt {
+            exit_code: run.output.status.code(),
+            error: String::from_utf8_lossy(&run.output.stderr)
+                .trim()
+                .to_owned(),
+            status: Some(run.http_code).filter(|&s| s != 0),
+            total: run.total,
+            wall: run.wall,
+        }
+    }
+
     /// Whether curl failed because the server side reset the connection.
     pub fn was_reset(&self) -> bool {
         self.exit_code == Some(CURL_RECV_ERROR) && self.error.contains("Connection reset by peer")
@@ -58,13 +71,5 @@ pub fn preflight(pair: &NetnsPair, family: Family, origin: &str) -> Result<Attem
         &args.each_ref().map(String::as_str),
         PREFLIGHT_PATH,
     )?;
-    Ok(Attempt {
-        exit_code: run.output.status.code(),
-        error: String::from_utf8_lossy(&run.output.stderr)
-            .trim()
-            .to_owned(),
-        status: Some(run.http_code).filter(|&s| s != 0),
-        total: run.total,
-        wall: run.wall,
-    })
+    Ok(Attempt::of(&run))
 }

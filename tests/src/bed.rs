@@ -9,7 +9,7 @@ use crate::{
     filter::{FilterHome, RunningFilter},
     netns::{NetnsPair, SERVER_IF},
     require_root,
-    server::TestServer,
+    server::{ServerOptions, TestServer},
 };
 
 pub struct Bed {
@@ -29,6 +29,14 @@ impl Bed {
         require_root()?;
         let pair = NetnsPair::create()?;
         let server = TestServer::start_with(&pair, server_binary, server_args)?;
+        Ok(Bed { server, pair })
+    }
+
+    /// [`Bed::new`], with the test server started as `options` say.
+    pub fn with_server_options(server_binary: &Path, options: &ServerOptions) -> Result<Bed> {
+        require_root()?;
+        let pair = NetnsPair::create()?;
+        let server = TestServer::start_with_options(&pair, server_binary, options)?;
         Ok(Bed { server, pair })
     }
 

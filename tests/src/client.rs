@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    attempt::CURL_TIMED_OUT,
+    attempt::{Attempt, CURL_TIMED_OUT},
     netns::{NetnsPair, SERVER_V4, SERVER_V6},
     process::run_bounded,
     server::PORT,
@@ -25,9 +25,14 @@ pub enum Family {
 
 impl Family {
     pub(crate) fn url(self, path: &str) -> String {
+        self.url_on(PORT, path)
+    }
+
+    /// The test server's URL for `path` on `port`.
+    pub(crate) fn url_on(self, port: u16, path: &str) -> String {
         match self {
-            Family::V4 => format!("http://{SERVER_V4}:{PORT}{path}"),
-            Family::V6 => format!("http://[{SERVER_V6}]:{PORT}{path}"),
+            Family::V4 => format!("http://{SERVER_V4}:{port}{path}"),
+            Family::V6 => format!("http://[{SERVER_V6}]:{port}{path}"),
         }
     }
 }
@@ -86,6 +91,18 @@ pub(crate) fn run_curl(
     args: &[&str],
     path: &str,
 ) -> Result<CurlRun> {
+    run_curl_on(pair, family, args, PORT, path)
+}
+
+/// [`run_curl`] on `port`.
+pub(crate) fn run_curl_on(
+    pair: &NetnsPair,
+    family: Family,
+    args: &[&str],
+    port: u16,
+    path: &str,
+) -> Result<CurlRun> {
+    let url = family.url_on(port, path);
     let mut command = Command::new("ip");
     command
         .args([
@@ -105,10 +122,10 @@ pub(crate) fn run_curl(
         ])
         .args(["--max-time", &MAX_TIME.as_secs().to_string()])
         .args(args)
-        .arg(family.url(path));
+        .arg(&url);
     let started = Instant::now();
     let output = run_bounded(&mut command, MAX_TIME + Duration::from_secs(5))
-        .with_context(|| format!("curl {} in namespace {}", family.url(path), pair.client))?;
+        .with_context(|| format!("curl {url} in namespace {}", pair.client))?;
     let wall = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let fields: Vec<&str> = stdout
@@ -204,4 +221,74 @@ pub fn preflight(pair: &NetnsPair, family: Family, origin: &str) -> Result<Reply
 /// A plain GET without `Origin`.
 pub fn get(pair: &NetnsPair, family: Family) -> Result<Reply> {
     curl(pair, family, &[], "/")
+}
+
+/// An HTTP request for [`request`] to send to the test server.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Sent as given: `post` stays lower case.
+    pub method: String,
+    pub port: u16,
+    pub path: String,
+    /// `Name: value` lines, in this order, after curl's own `Host`,
+    /// `User-Agent` and `Accept` (and before the `Content-Length` it adds
+    /// for a body); a name given twice is sent twice.
+    pub headers: Vec<String>,
+    pub body: Option<String>,
+}
+
+impl Request {
+    /// `method` on `path` of the test server's [`PORT`], with no headers
+    /// of its own and no body.
+    pub fn new(method: &str, path: &str) -> Request {
+        Request {
+            method: method.to_owned(),
+            port: PORT,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn on_port(mut self, port: u16) -> Request {
+        self.port = port;
+        self
+    }
+
+    /// Adds the header line `name: value` after those added before. (An
+    /// empty value would make curl drop a header of its own instead.)
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push(format!("{name}: {value}"));
+        self
+    }
+
+    /// The body, sent as is (curl does not read `@file` here).
+    pub fn body(mut self, body: &str) -> Request {
+        self.body = Some(body.to_owned());
+        self
+    }
+
+    fn curl_args(&self) -> Vec<String> {
+        // `-X` sets the method word alone; curl still sends (or not) a body
+        // as the arguments below say. (Not for HEAD: curl would wait for a
+        // body that never comes.)
+        let mut args = vec!["-X".to_owned(), self.method.clone()];
+        for line in &self.headers {
+            args.extend(["-H".to_owned(), line.clone()]);
+        }
+        if let Some(body) = &self.body {
+            args.extend(["--data-raw".to_owned(), body.clone()]);
+        }
+        args
+    }
+}
+
+/// Sends `request` to the test server with curl, bounded by [`MAX_TIME`],
+/// and reports how it went, failure included: a refused request (reset, or
+/// no answer) is an [`Attempt`] too, not an error.
+pub fn request(pair: &NetnsPair, family: Family, request: &Request) -> Result<Attempt> {
+    let args = request.curl_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_curl_on(pair, family, &args, request.port, &request.path)?;
+    Ok(Attempt::of(&run))
 }

@@ -27,10 +27,96 @@ pub struct Seen {
     pub origin: Option<String>,
 }
 
+/// How a test server is started, beyond [`TestServer::start`]'s defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// The ports it listens on, on IPv4 and IPv6 each; none means [`PORT`].
+    pub ports: Vec<u16>,
+    /// Whether it keeps every request head (see [`TestServer::heads`]): a
+    /// file per request, which a test sending requests in a loop does without.
+    pub keep_heads: bool,
+    /// More arguments, e.g. `--read-timeout-ms`.
+    pub args: Vec<String>,
+}
+
 pub struct TestServer {
     _process: Guarded,
     log: PathBuf,
+    head_dir: PathBuf,
     _dir: TempDir,
+}
+
+/// One request head as the server received it, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead(pub Vec<u8>);
+
+/// A header line of a [`RequestHead`]: where it is, and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderLine {
+    /// Its offset in the head: where its name starts, and just after its
+    /// line end.
+    pub start: usize,
+    pub end: usize,
+    pub name: String,
+    pub value: String,
+}
+
+impl RequestHead {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The request line, without its line end.
+    pub fn request_line(&self) -> String {
+        let text = String::from_utf8_lossy(&self.0);
+        text.lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// The header lines in order, repeated names included.
+    pub fn header_lines(&self) -> Vec<HeaderLine> {
+        let mut lines = Vec::new();
+        let mut start = match self.0.iter().position(|&b| b == b'\n') {
+            Some(end_of_request_line) => end_of_request_line + 1,
+            None => return lines,
+        };
+        while let Some(length) = self.0[start..].iter().position(|&b| b == b'\n') {
+            let end = start + length + 1;
+            let line = String::from_utf8_lossy(&self.0[start..end]);
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some((name, value)) = line.split_once(':') {
+                lines.push(HeaderLine {
+                    start,
+                    end,
+                    name: name.to_owned(),
+                    value: value.trim().to_owned(),
+                });
+            }
+            start = end;
+        }
+        lines
+    }
+
+    /// The lines of header `name` (any case).
+    pub fn header(&self, name: &str) -> Vec<HeaderLine> {
+        self.header_lines()
+            .into_iter()
+            .filter(|line| line.name.eq_ignore_ascii_case(name))
+            .collect()
+    }
+}
+
+/// The server's `--listen` arguments for `port`, on IPv4 and IPv6.
+fn listen_args(port: u16) -> [String; 4] {
+    [
+        "--listen".into(),
+        format!("{SERVER_V4}:{port}"),
+        "--listen".into(),
+        format!("[{SERVER_V6}]:{port}"),
+    ]
 }
 
 impl TestServer {
@@ -45,20 +131,44 @@ impl TestServer {
         binary: &std::path::Path,
         args: &[&str],
     ) -> Result<TestServer> {
+        let options = ServerOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..ServerOptions::default()
+        };
+        TestServer::start_with_options(pair, binary, &options)
+    }
+
+    /// [`TestServer::start`] as `options` say.
+    pub fn start_with_options(
+        pair: &NetnsPair,
+        binary: &std::path::Path,
+        options: &ServerOptions,
+    ) -> Result<TestServer> {
         let dir = TempDir::new("server")?;
         let log = dir.path().join("requests.log");
+        let head_dir = dir.path().join("heads");
+        if options.keep_heads {
+            std::fs::create_dir(&head_dir)
+                .with_context(|| format!("cannot create {}", head_dir.display()))?;
+        }
+        let ports = match options.ports.as_slice() {
+            [] => &[PORT][..],
+            ports => ports,
+        };
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &pair.server])
             .arg(binary)
             .arg("--log")
             .arg(&log)
-            .args(["--listen", &format!("{SERVER_V4}:{PORT}")])
-            .args(["--listen", &format!("[{SERVER_V6}]:{PORT}")])
-            .args(args)
+            .args(ports.iter().flat_map(|&port| listen_args(port)))
+            .args(&options.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if options.keep_heads {
+            command.arg("--head-dir").arg(&head_dir);
+        }
         die_with_parent(&mut command, libc::SIGKILL);
         let mut child = command
             .spawn()
@@ -85,6 +195,7 @@ impl TestServer {
         Ok(TestServer {
             _process: process,
             log,
+            head_dir,
             _dir: dir,
         })
     }
@@ -110,6 +221,29 @@ impl TestServer {
                 }
             })
             .collect())
+    }
+
+    /// The head of every request the server has received so far, in order
+    /// of arrival: one for each entry of [`TestServer::seen`]. Only for a
+    /// server started with [`ServerOptions::keep_heads`].
+    pub fn heads(&self) -> Result<Vec<RequestHead>> {
+        if !self.head_dir.is_dir() {
+            bail!("the test server was started without keep_heads");
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.head_dir)
+            .with_context(|| format!("cannot read {}", self.head_dir.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        // Numbered with leading zeros: the names sort in order of arrival.
+        files.sort();
+        files
+            .iter()
+            .map(|file| {
+                std::fs::read(file)
+                    .map(RequestHead)
+                    .with_context(|| format!("cannot read {}", file.display()))
+            })
+            .collect()
     }
 
     /// Whether a request with this `Origin` reached the server.

@@ -11,14 +11,17 @@
 //! the wait for a request head.
 //!
 //! Usage: cors-test-server --log FILE --listen ADDR [--listen ADDR ...]
-//!        [--read-timeout-ms MS]
+//!        [--read-timeout-ms MS] [--head-dir DIR]
 
 use std::{
     fs::OpenOptions,
     io::{ErrorKind, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
-    sync::Arc,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -33,6 +36,7 @@ fn main() -> Result<()> {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     let mut listen = Vec::new();
     let mut log = None;
+    let mut head_dir = None;
     let mut read_timeout = DEFAULT_READ_TIMEOUT;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -42,6 +46,11 @@ fn main() -> Result<()> {
                 listen.push(addr);
             }
             "--log" => log = Some(PathBuf::from(args.next().context("--log needs a file")?)),
+            "--head-dir" => {
+                head_dir = Some(PathBuf::from(
+                    args.next().context("--head-dir needs a directory")?,
+                ))
+            }
             "--read-timeout-ms" => {
                 let ms: u64 = args
                     .next()
@@ -56,7 +65,11 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}"),
         }
     }
-    let log = Arc::new(log.context("--log FILE is required")?);
+    let log = Arc::new(Log {
+        requests: log.context("--log FILE is required")?,
+        head_dir,
+        heads: AtomicU64::new(0),
+    });
     if listen.is_empty() {
         bail!("at least one --listen ADDR is required");
     }
@@ -84,7 +97,39 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn serve(mut stream: TcpStream, log: &PathBuf, read_timeout: Duration) -> Result<()> {
+/// Where the server records what it received.
+struct Log {
+    /// One `METHOD PATH ORIGIN` line per request.
+    requests: PathBuf,
+    /// Each request head, raw, in a file of its own.
+    head_dir: Option<PathBuf>,
+    /// Heads kept so far: the next file's number.
+    heads: AtomicU64,
+}
+
+fn append(file: &Path, bytes: &[u8]) -> Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("cannot append to {}", file.display()))
+}
+
+impl Log {
+    fn record(&self, line: &str, head: &[u8]) -> Result<()> {
+        // The head first: a test that has seen the log line may read it.
+        if let Some(dir) = &self.head_dir {
+            let number = self.heads.fetch_add(1, Ordering::SeqCst);
+            let file = dir.join(format!("{number:06}"));
+            std::fs::write(&file, head)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        append(&self.requests, line.as_bytes())
+    }
+}
+
+fn serve(mut stream: TcpStream, log: &Log, read_timeout: Duration) -> Result<()> {
     stream.set_read_timeout(Some(read_timeout))?;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
@@ -106,7 +151,7 @@ fn serve(mut stream: TcpStream, log: &PathBuf, read_timeout: Duration) -> Result
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(head_len)) => {
                 let method = request.method.unwrap_or("-");
                 let path = request.path.unwrap_or("-");
                 let origin = request
@@ -115,12 +160,7 @@ fn serve(mut stream: TcpStream, log: &PathBuf, read_timeout: Duration) -> Result
                     .find(|h| h.name.eq_ignore_ascii_case("origin"))
                     .map(|h| String::from_utf8_lossy(h.value).into_owned());
                 let line = format!("{method} {path} {}\n", origin.as_deref().unwrap_or("-"));
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .and_then(|mut f| f.write_all(line.as_bytes()))
-                    .with_context(|| format!("cannot append to {}", log.display()))?;
+                log.record(&line, &buf[..head_len])?;
                 let response = match (method, origin) {
                     ("OPTIONS", Some(origin)) => format!(
                         "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: {origin}\r\n\
