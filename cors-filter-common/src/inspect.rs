@@ -56,20 +56,27 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
         RequestStart::Request(method) => method,
     };
     let preflight = method == Method::Options;
-    let checked_unsafe = method.is_unsafe() && policy.protects_unsafe_methods();
-    if !preflight && !checked_unsafe {
+    // Written so that the port's setting is read only for an unsafe
+    // method: computed up front, as the simpler form lets the compiler do,
+    // it made the verifier walk the scan below once per kind of request
+    // and pass its 1M-instruction limit.
+    #[allow(clippy::nonminimal_bool)]
+    if !preflight && !(method.is_unsafe() && policy.protects_unsafe_methods()) {
         return Outcome::NotPreflight;
     }
+    // From here on, the kind of request and its method are read from
+    // memory, not kept in registers: the verifier then checks the scan and
+    // what follows once, not once per kind of request (see `Slot`). A
+    // preflight's method judged is the one it asks for, set below.
+    scratch.unsafe_request.set(!preflight as u32);
+    scratch.judged.set(method as u32);
     let complete = match scan_head(&scratch.payload, len, &mut scratch.head) {
         RequestHead::NotHttp => return Outcome::NotHttp,
         RequestHead::Incomplete => false,
         RequestHead::Complete => true,
     };
     let head = &scratch.head;
-    // Kept in memory, not in registers, past this point: the verifier then
-    // checks what follows once, not once per kind of request (see `Slot`).
-    scratch.unsafe_request.set(!preflight as u32);
-    if preflight {
+    if scratch.unsafe_request.get() == 0 {
         if !complete {
             return Outcome::Incomplete;
         }
@@ -79,20 +86,17 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
         scratch
             .judged
             .set(requested_method(&scratch.payload, head) as u32);
-    } else {
-        scratch.judged.set(method as u32);
-        if head.origins() == 0 {
-            // A browser sends `Origin` with every unsafe request; without
-            // one, `Sec-Fetch-Site` still tells a cross-site request.
-            return if head.cross_site() {
-                Outcome::CrossSiteNoOrigin
-            } else if complete {
-                Outcome::NoOrigin
-            } else {
-                // The lines past the window may hold either.
-                Outcome::Incomplete
-            };
-        }
+    } else if head.origins() == 0 {
+        // A browser sends `Origin` with every unsafe request; without one,
+        // `Sec-Fetch-Site` still tells a cross-site request.
+        return if head.cross_site() {
+            Outcome::CrossSiteNoOrigin
+        } else if complete {
+            Outcome::NoOrigin
+        } else {
+            // The lines past the window may hold either.
+            Outcome::Incomplete
+        };
     }
     let unsafe_request = scratch.unsafe_request.get() != 0;
     if head.origins() > 1 || head.folded() {
