@@ -54,6 +54,19 @@ impl Attempt {
         self.exit_code == Some(CURL_RECV_ERROR) && self.error.contains("Connection reset by peer")
     }
 
+    /// One line for humans: `HTTP 200`, or how it failed.
+    pub fn describe(&self) -> String {
+        match self.status {
+            Some(status) => format!("HTTP {status}"),
+            None if self.timed_out() => format!(
+                "no response within {}s (dropped)",
+                crate::client::MAX_TIME.as_secs()
+            ),
+            None if self.was_reset() => "connection reset".to_owned(),
+            None => format!("no response: {}", self.error),
+        }
+    }
+
     /// Whether curl gave up at `--max-time` without a response.
     pub fn timed_out(&self) -> bool {
         self.exit_code == Some(CURL_TIMED_OUT) && self.status.is_none()

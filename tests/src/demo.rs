@@ -44,7 +44,9 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
     println!("================");
     println!("A browser sends a cross-origin request even when the page may not read the answer.");
     println!("cors-filter drops CORS preflights from origins that are not allowed, in the kernel,");
-    println!("before the server's TCP stack sees them.");
+    println!(
+        "before the server's TCP stack sees them; where asked, it drops their form POSTs too."
+    );
 
     step(
         0,
@@ -141,13 +143,18 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
 
     step(
         7,
-        &format!("Edit the config to allow {PARTNER} too, then `cors-filter reload` (or SIGHUP)"),
+        &format!(
+            "Edit the config to allow {PARTNER} too and to refuse cross-origin state changes \
+             (protect_unsafe_methods = true), then `cors-filter reload` (or SIGHUP)"
+        ),
     );
     let reply = client::preflight(&pair, Family::V4, PARTNER)?;
     println!("   before: client got {}", reply.describe());
     std::fs::write(
         home.config(),
-        format!("ports = [{PORT}]\nallow = [\"{GOOD}\", \"{PARTNER}\"]\nmode = \"enforce\"\n"),
+        format!(
+            "ports = [{PORT}]\nallow = [\"{GOOD}\", \"{PARTNER}\"]\nmode = \"enforce\"\nprotect_unsafe_methods = true\n"
+        ),
     )?;
     print!(
         "   $ cors-filter reload\n   {}",
@@ -160,7 +167,52 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
         "the reloaded allowlist did not take effect",
     )?;
 
-    step(8, "What the filter counted (`cors-filter stats`)");
+    step(
+        8,
+        "CSRF: a form POST needs no preflight, and the browser sends the user's cookies with it",
+    );
+    let form_post = |origin: &str| {
+        client::Request::new("POST", "/transfer")
+            .header("Origin", origin)
+            .header("Sec-Fetch-Site", "cross-site")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Cookie", "session=victim")
+            .body("to=attacker&amount=1000")
+    };
+    let posted = |origin: &str| -> Result<bool> {
+        Ok(server
+            .seen()?
+            .iter()
+            .any(|seen| seen.method == "POST" && seen.origin.as_deref() == Some(origin)))
+    };
+    let attempt = client::request(&pair, Family::V4, &form_post(EVIL))?;
+    println!("   forged POST from {EVIL}: {}", attempt.describe());
+    println!(
+        "   server received it: {}",
+        if posted(EVIL)? { "yes" } else { "no" }
+    );
+    expect(
+        attempt.status.is_none() && !posted(EVIL)?,
+        "the forged POST got through",
+    )?;
+    let attempt = client::request(&pair, Family::V4, &form_post(GOOD))?;
+    println!("   the same POST from {GOOD}: {}", attempt.describe());
+    expect(
+        attempt.status == Some(200) && posted(GOOD)?,
+        "the allowed POST was not answered",
+    )?;
+    let attempt = client::request(
+        &pair,
+        Family::V4,
+        &client::Request::new("GET", "/").header("Origin", EVIL),
+    )?;
+    println!(
+        "   a GET from {EVIL} (safe: it changes nothing): {}",
+        attempt.describe()
+    );
+    expect(attempt.status == Some(200), "the GET was not answered")?;
+
+    step(9, "What the filter counted (`cors-filter stats`)");
     for line in filter.cli_ok(&["stats"])?.lines() {
         println!("   {line}");
     }
@@ -168,6 +220,7 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
     for line in filter.metrics()?.lines() {
         if !line.starts_with('#')
             && (line.starts_with("cors_filter_preflights_total")
+                || line.starts_with("cors_filter_unsafe_requests_total")
                 || line.starts_with("cors_filter_requests_total")
                 || line.starts_with("cors_filter_dropped_total")
                 || line.starts_with("cors_filter_allowlist_entries"))
@@ -176,7 +229,7 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
         }
     }
     println!(
-        "   (a dropped preflight is retransmitted by the client's TCP, and each copy is counted)"
+        "   (a dropped request is retransmitted by the client's TCP, and each copy is counted)"
     );
 
     filter.stop()?;
