@@ -55,7 +55,7 @@ impl Program {
             .install(&Policy {
                 settings: FilterConfig::new(Mode::Enforce, OnIncomplete::Pass),
                 ports: [cases::HTTP_PORT].into(),
-                protect_unsafe: Default::default(),
+                protect_unsafe: [cases::HTTP_PORT].into(),
                 allow: allowlist.entries.clone(),
             })
             .with_context(|| format!("cannot install the allowlist of {}", allowlist.name))?;

@@ -5,7 +5,9 @@ use cors_filter_common::Counter;
 use cors_filter_tests::packet::{DST_PORT, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Packet};
 use cors_filter_user::allowlist::{AllowEntry, parse_entry};
 
-/// The inspected port: the frame builder's default destination port.
+/// The inspected port: the frame builder's default destination port. It
+/// protects unsafe methods (CSRF mode), which changes nothing for the
+/// other cases.
 pub const HTTP_PORT: u16 = DST_PORT;
 const ALLOWED: &str = "https://app.example.com";
 const DENIED: &str = "https://evil.example";
@@ -73,6 +75,26 @@ fn preflight_with(origin: &str, headers: usize, origin_first: bool) -> Vec<u8> {
         lines.push(origin);
     }
     format!("OPTIONS /api HTTP/1.1\r\n{}\r\n\r\n", lines.join("\r\n")).into_bytes()
+}
+
+/// A cross-site form `POST` as Chrome sends it: 17 header lines with
+/// `Origin` sixth and a cookie last, about 800 bytes, and its body.
+fn browser_form_post(origin: Option<&str>) -> Vec<u8> {
+    let body = "to=attacker&amount=1000";
+    let origin_line = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let referer = origin.unwrap_or("https://evil.example");
+    format!(
+        "POST /transfer HTTP/1.1\r\nHost: api.example.com\r\nConnection: keep-alive\r\n\
+         Content-Length: {}\r\nCache-Control: max-age=0\r\n{origin_line}\
+         Content-Type: application/x-www-form-urlencoded\r\nUpgrade-Insecure-Requests: 1\r\n\
+         User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
+         Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n\
+         Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: document\r\n\
+         Referer: {referer}/\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\n\
+         Cookie: session=3f1c9a7e5b2d4c8fa0e6b1d9c7f35a2e; theme=dark\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// The denied browser preflight: the frame the bare programs are timed on.
@@ -143,6 +165,24 @@ pub fn all() -> Vec<Case> {
         ),
         allowed_preflight(ALLOWED, "browser, 13 headers"),
         denied_preflight(),
+        Case::new(
+            "denied form POST (browser, cross-site)",
+            &Packet::ipv4(&browser_form_post(Some(DENIED))),
+            Drop,
+            Counter::UnsafeDeny,
+        ),
+        Case::new(
+            "allowed form POST (browser)",
+            &Packet::ipv4(&browser_form_post(Some(ALLOWED))),
+            Pass,
+            Counter::UnsafeAllow,
+        ),
+        Case::new(
+            "form POST, Sec-Fetch-Site: cross-site, no Origin",
+            &Packet::ipv4(&browser_form_post(None)),
+            Drop,
+            Counter::UnsafeDeny,
+        ),
     ];
     for headers in [5, 20, 40] {
         for (first, place) in [(true, "first"), (false, "last")] {
