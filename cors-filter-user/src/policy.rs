@@ -33,6 +33,20 @@ pub struct Policy {
     pub allow: Vec<AllowEntry>,
 }
 
+impl Policy {
+    /// `ports [80, 8080]`, and the ports that protect unsafe methods.
+    pub fn describe_ports(&self) -> String {
+        if self.protect_unsafe.is_empty() {
+            format!("ports {:?}", self.ports)
+        } else {
+            format!(
+                "ports {:?} (unsafe methods checked on {:?})",
+                self.ports, self.protect_unsafe
+            )
+        }
+    }
+}
+
 /// An `ALLOWLIST_n` map: entries by the hash of their key (see
 /// `cors_filter_common::allow`).
 pub type Allowlist = HashMap<MapData, u64, AllowEntryValue>;

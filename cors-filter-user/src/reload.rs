@@ -118,9 +118,9 @@ pub fn reload(pin_dir: &Path, state_dir: &Path) -> Result<String> {
     let mut maps = PolicyMaps::open(pin_dir)?;
     let installed = maps.install(&policy)?;
     Ok(format!(
-        "reloaded {}: policy {installed} installed, ports {:?}, {} allowed origin(s)",
+        "reloaded {}: policy {installed} installed, {}, {} allowed origin(s)",
         record.config.display(),
-        policy.ports,
+        policy.describe_ports(),
         policy.allow.len()
     ))
 }

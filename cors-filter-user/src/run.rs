@@ -65,7 +65,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         let installed = filter.take_policy_maps()?.install(&policy)?;
         record.save(&state)?;
         log::info!(
-            "policy {installed} installed from {}: {} mode, action {}, ports {:?}, {} allowed origin(s){}",
+            "policy {installed} installed from {}: {} mode, action {}, {}, {} allowed origin(s){}",
             record.config.display(),
             if policy.settings.enforcing() {
                 "enforce"
@@ -77,7 +77,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             } else {
                 "drop"
             },
-            policy.ports,
+            policy.describe_ports(),
             policy.allow.len(),
             if adopting {
                 ", in the maps of the filter pinned before (counters go on)"
