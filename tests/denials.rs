@@ -206,7 +206,8 @@ fn denials_are_logged_counted_per_origin_and_kept_across_restarts() -> Result<()
     let log = filter.log();
     for (_, times, shown, reason) in &sent {
         let line = format!("denial: {reason} from 198.18.0.1:");
-        let origin = format!("to port 8080, origin \"{shown}\"");
+        // raw_client's preflights ask for PUT.
+        let origin = format!("to port 8080, origin \"{shown}\", preflight for PUT");
         let found = log
             .lines()
             .filter(|l| l.contains(&line) && l.ends_with(&origin))
@@ -347,14 +348,14 @@ fn dropped_preflights_and_incomplete_heads_are_reported() -> Result<()> {
     assert!(
         log.lines().any(
             |l| l.contains("denial: origin not allowed from [fd00:c0f::1]:")
-                && l.ends_with("to port 8080, origin \"https://evil.example\"")
+                && l.ends_with("to port 8080, origin \"https://evil.example\", preflight for PUT")
         ),
         "{log}"
     );
     assert!(
         log.lines().any(
             |l| l.contains("denial: incomplete request head from 198.18.0.1:")
-                && l.ends_with("to port 8080, origin \"(none)\"")
+                && l.ends_with("to port 8080, origin \"(none)\", OPTIONS request")
         ),
         "{log}"
     );
@@ -378,7 +379,7 @@ fn tc_attachment_reports_denials_too() -> Result<()> {
     assert!(
         log.lines().any(
             |l| l.contains("denial: origin not allowed from 198.18.0.1:")
-                && l.ends_with("to port 8080, origin \"https://tc.example\"")
+                && l.ends_with("to port 8080, origin \"https://tc.example\", preflight for PUT")
         ),
         "{log}"
     );

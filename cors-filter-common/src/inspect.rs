@@ -67,9 +67,12 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
     // From here on, the kind of request and its method are read from
     // memory, not kept in registers: the verifier then checks the scan and
     // what follows once, not once per kind of request (see `Slot`). A
-    // preflight's method judged is the one it asks for, set below.
+    // preflight's method judged is the one it asks for, set below once its
+    // head is read.
     scratch.unsafe_request.set(!preflight as u32);
-    scratch.judged.set(method as u32);
+    scratch
+        .judged
+        .set(if preflight { Method::Other } else { method } as u32);
     let complete = match scan_head(&scratch.payload, len, &mut scratch.head) {
         RequestHead::NotHttp => return Outcome::NotHttp,
         RequestHead::Incomplete => false,

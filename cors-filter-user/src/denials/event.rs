@@ -72,7 +72,8 @@ impl fmt::Display for Source {
 /// What kind of request was denied, and the method judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// A preflight, asking for this method.
+    /// A preflight, asking for this method (`Other`: an unknown one, or an
+    /// `OPTIONS` request whose head was not read whole).
     Preflight(Method),
     /// A request with this unsafe method (`protect_unsafe_methods`).
     Unsafe(Method),
@@ -81,7 +82,9 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Preflight(Method::Other) => f.write_str("preflight"),
+            // An incomplete head, or an unknown method asked for: all that
+            // is known is the request's method.
+            Request::Preflight(Method::Other) => f.write_str("OPTIONS request"),
             Request::Preflight(method) => write!(f, "preflight for {}", method.name()),
             Request::Unsafe(Method::Other) => f.write_str("request with an unknown method"),
             Request::Unsafe(method) => write!(f, "{} request", method.name()),
