@@ -45,16 +45,33 @@ impl TestServer {
         binary: &std::path::Path,
         args: &[&str],
     ) -> Result<TestServer> {
+        let listen = [
+            format!("{SERVER_V4}:{PORT}"),
+            format!("[{SERVER_V6}]:{PORT}"),
+        ];
+        TestServer::start_in(&pair.server, binary, &listen, args)
+    }
+
+    /// `cors-test-server` in namespace `ns`, on the addresses `listen`
+    /// (`ip:port`), with more arguments `args`.
+    pub fn start_in(
+        ns: &str,
+        binary: &std::path::Path,
+        listen: &[String],
+        args: &[&str],
+    ) -> Result<TestServer> {
         let dir = TempDir::new("server")?;
         let log = dir.path().join("requests.log");
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &pair.server])
+            .args(["netns", "exec", ns])
             .arg(binary)
             .arg("--log")
-            .arg(&log)
-            .args(["--listen", &format!("{SERVER_V4}:{PORT}")])
-            .args(["--listen", &format!("[{SERVER_V6}]:{PORT}")])
+            .arg(&log);
+        for addr in listen {
+            command.args(["--listen", addr]);
+        }
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -62,7 +79,7 @@ impl TestServer {
         die_with_parent(&mut command, libc::SIGKILL);
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start {} in {}", binary.display(), pair.server))?;
+            .with_context(|| format!("cannot start {} in {ns}", binary.display()))?;
         let stdout = child.stdout.take().expect("piped");
         let mut process = Guarded {
             child,
@@ -77,10 +94,10 @@ impl TestServer {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) if line.trim() == "listening" => {}
             Ok(line) => bail!(
-                "cors-test-server did not start (said {line:?}, exit {:?})",
+                "cors-test-server in {ns} did not start (said {line:?}, exit {:?})",
                 process.exited()
             ),
-            Err(_) => bail!("cors-test-server did not report listening within 10 s"),
+            Err(_) => bail!("cors-test-server in {ns} did not report listening within 10 s"),
         }
         Ok(TestServer {
             _process: process,
