@@ -13,6 +13,7 @@
 pub mod attempt;
 pub mod bare_xdp;
 pub mod bed;
+pub mod browser;
 pub mod client;
 pub mod demo;
 pub mod differential;
