@@ -1,6 +1,6 @@
 //! Harness for cors-filter's end-to-end tests and demo: network namespaces
-//! joined by a veth pair, a real HTTP server in one, curl in the other, and
-//! `cors-filter run` attached on the server side.
+//! joined by a veth pair, a real HTTP server in one, curl (or headless
+//! Chromium) in the other, and `cors-filter run` attached on the server side.
 //!
 //! Every piece is an RAII guard that cleans up on drop, panics included:
 //! processes are killed, pins and state removed, namespaces deleted. All
@@ -13,6 +13,7 @@
 pub mod attempt;
 pub mod bare_xdp;
 pub mod bed;
+pub mod browser;
 pub mod client;
 pub mod demo;
 pub mod differential;

@@ -109,16 +109,6 @@ impl RequestHead {
     }
 }
 
-/// The server's `--listen` arguments for `port`, on IPv4 and IPv6.
-fn listen_args(port: u16) -> [String; 4] {
-    [
-        "--listen".into(),
-        format!("{SERVER_V4}:{port}"),
-        "--listen".into(),
-        format!("[{SERVER_V6}]:{port}"),
-    ]
-}
-
 impl TestServer {
     /// Starts the server on the server namespace's addresses, port [`PORT`].
     pub fn start(pair: &NetnsPair, binary: &std::path::Path) -> Result<TestServer> {
@@ -144,6 +134,43 @@ impl TestServer {
         binary: &std::path::Path,
         options: &ServerOptions,
     ) -> Result<TestServer> {
+        let ports = match options.ports.as_slice() {
+            [] => &[PORT][..],
+            ports => ports,
+        };
+        let listen: Vec<String> = ports
+            .iter()
+            .flat_map(|port| {
+                [
+                    format!("{SERVER_V4}:{port}"),
+                    format!("[{SERVER_V6}]:{port}"),
+                ]
+            })
+            .collect();
+        TestServer::spawn(&pair.server, binary, &listen, options)
+    }
+
+    /// `cors-test-server` in namespace `ns`, on the addresses `listen`
+    /// (`ip:port`), with more arguments `args`.
+    pub fn start_in(
+        ns: &str,
+        binary: &std::path::Path,
+        listen: &[String],
+        args: &[&str],
+    ) -> Result<TestServer> {
+        let options = ServerOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..ServerOptions::default()
+        };
+        TestServer::spawn(ns, binary, listen, &options)
+    }
+
+    fn spawn(
+        ns: &str,
+        binary: &std::path::Path,
+        listen: &[String],
+        options: &ServerOptions,
+    ) -> Result<TestServer> {
         let dir = TempDir::new("server")?;
         let log = dir.path().join("requests.log");
         let head_dir = dir.path().join("heads");
@@ -151,17 +178,13 @@ impl TestServer {
             std::fs::create_dir(&head_dir)
                 .with_context(|| format!("cannot create {}", head_dir.display()))?;
         }
-        let ports = match options.ports.as_slice() {
-            [] => &[PORT][..],
-            ports => ports,
-        };
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &pair.server])
+            .args(["netns", "exec", ns])
             .arg(binary)
             .arg("--log")
             .arg(&log)
-            .args(ports.iter().flat_map(|&port| listen_args(port)))
+            .args(listen.iter().flat_map(|addr| ["--listen", addr]))
             .args(&options.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -172,7 +195,7 @@ impl TestServer {
         die_with_parent(&mut command, libc::SIGKILL);
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start {} in {}", binary.display(), pair.server))?;
+            .with_context(|| format!("cannot start {} in {ns}", binary.display()))?;
         let stdout = child.stdout.take().expect("piped");
         let mut process = Guarded {
             child,
@@ -187,10 +210,10 @@ impl TestServer {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) if line.trim() == "listening" => {}
             Ok(line) => bail!(
-                "cors-test-server did not start (said {line:?}, exit {:?})",
+                "cors-test-server in {ns} did not start (said {line:?}, exit {:?})",
                 process.exited()
             ),
-            Err(_) => bail!("cors-test-server did not report listening within 10 s"),
+            Err(_) => bail!("cors-test-server in {ns} did not report listening within 10 s"),
         }
         Ok(TestServer {
             _process: process,

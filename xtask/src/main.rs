@@ -56,7 +56,9 @@ enum Job {
 /// (its service is not started by the tests), systemd for `systemd-analyze`
 /// on the shipped unit and strace to trace the daemon against the unit's
 /// system call filter; nginx and wrk for the benchmark (nginx's own service
-/// is not started: the benchmark runs its own nginx in a namespace).
+/// is not started: the benchmark runs its own nginx in a namespace);
+/// chromium for the real-browser tests, which run it headless in a test
+/// namespace.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -72,6 +74,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "strace",
     "nginx",
     "wrk",
+    "chromium",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -10,8 +10,12 @@
 //! timeout (10 s, or `--read-timeout-ms`) is closed, as real servers bound
 //! the wait for a request head.
 //!
+//! With `--page FILE`, it also answers `GET /` (with any query) with that
+//! HTML file: the real-browser tests serve their page with it, in the
+//! client namespace, and read what the page reports from the same log.
+//!
 //! Usage: cors-test-server --log FILE --listen ADDR [--listen ADDR ...]
-//!        [--read-timeout-ms MS] [--head-dir DIR]
+//!        [--read-timeout-ms MS] [--head-dir DIR] [--page FILE]
 
 use std::{
     fs::OpenOptions,
@@ -28,6 +32,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 const MAX_HEAD: usize = 16 * 1024;
+/// The most of a request body read before answering.
+const MAX_BODY: usize = 64 * 1024;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> Result<()> {
@@ -38,6 +44,7 @@ fn main() -> Result<()> {
     let mut log = None;
     let mut head_dir = None;
     let mut read_timeout = DEFAULT_READ_TIMEOUT;
+    let mut page = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -62,6 +69,12 @@ fn main() -> Result<()> {
                 }
                 read_timeout = Duration::from_millis(ms);
             }
+            "--page" => {
+                let file = PathBuf::from(args.next().context("--page needs a file")?);
+                let html = std::fs::read(&file)
+                    .with_context(|| format!("cannot read the page {}", file.display()))?;
+                page = Some(html);
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -70,6 +83,7 @@ fn main() -> Result<()> {
         head_dir,
         heads: AtomicU64::new(0),
     });
+    let page = Arc::new(page);
     if listen.is_empty() {
         bail!("at least one --listen ADDR is required");
     }
@@ -77,12 +91,12 @@ fn main() -> Result<()> {
     for addr in listen {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-        let log = Arc::clone(&log);
+        let (log, page) = (Arc::clone(&log), Arc::clone(&page));
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let log = Arc::clone(&log);
+                let (log, page) = (Arc::clone(&log), Arc::clone(&page));
                 std::thread::spawn(move || {
-                    if let Err(e) = serve(stream, &log, read_timeout) {
+                    if let Err(e) = serve(stream, &log, read_timeout, page.as_deref()) {
                         eprintln!("cors-test-server: {e:#}");
                     }
                 });
@@ -129,7 +143,12 @@ impl Log {
     }
 }
 
-fn serve(mut stream: TcpStream, log: &Log, read_timeout: Duration) -> Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    log: &Log,
+    read_timeout: Duration,
+    page: Option<&[u8]>,
+) -> Result<()> {
     stream.set_read_timeout(Some(read_timeout))?;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
@@ -161,10 +180,32 @@ fn serve(mut stream: TcpStream, log: &Log, read_timeout: Duration) -> Result<()>
                     .map(|h| String::from_utf8_lossy(h.value).into_owned());
                 let line = format!("{method} {path} {}\n", origin.as_deref().unwrap_or("-"));
                 log.record(&line, &buf[..head_len])?;
+                let body_len = header(&request, "content-length")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let requested_headers = header(&request, "access-control-request-headers")
+                    .map(|v| format!("Access-Control-Allow-Headers: {v}\r\n"))
+                    .unwrap_or_default();
+                // A body left unread when the socket closes makes the kernel
+                // reset the connection, which a browser may see before the
+                // answer.
+                read_body(&mut stream, filled - head_len, body_len)?;
+                if let (Some(html), "GET", true) = (page, method, is_page(path)) {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                        html.len()
+                    );
+                    stream.write_all(head.as_bytes())?;
+                    stream.write_all(html)?;
+                    return Ok(());
+                }
                 let response = match (method, origin) {
+                    // Whatever method and headers the preflight asks for.
                     ("OPTIONS", Some(origin)) => format!(
                         "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: {origin}\r\n\
-                         Access-Control-Allow-Methods: GET, POST, PUT, DELETE\r\n\
+                         Access-Control-Allow-Methods: GET, POST, PUT, PATCH, DELETE\r\n\
+                         {requested_headers}\
                          Access-Control-Allow-Credentials: true\r\nConnection: close\r\n\r\n"
                     ),
                     (_, origin) => {
@@ -186,4 +227,34 @@ fn serve(mut stream: TcpStream, log: &Log, read_timeout: Duration) -> Result<()>
             }
         }
     }
+}
+
+/// The value of the first header `name` (case-insensitive), if it is text.
+fn header<'a>(request: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// Reads the rest of a `len`-byte body of which `have` bytes came with the
+/// head, up to [`MAX_BODY`]; a body that stops coming ends the read.
+fn read_body(stream: &mut TcpStream, have: usize, len: usize) -> Result<()> {
+    let mut left = len.min(MAX_BODY).saturating_sub(have);
+    let mut buf = [0u8; 4096];
+    while left > 0 {
+        match stream.read(&mut buf[..left.min(4096)]) {
+            Ok(0) => break,
+            Ok(n) => left -= n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => return Err(e).context("cannot read a request body"),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is the page of `--page`: `/`, with or without a query.
+fn is_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/?")
 }

@@ -1,0 +1,521 @@
+//! A real browser against the filter: headless Chromium in the client
+//! namespace loads a test page from the page server there, and the page's
+//! script makes cross-origin requests to the test server in the server
+//! namespace, then reports each outcome back to its own origin, where the
+//! page server logs it.
+//!
+//! The page server is `cors-test-server --page FILE` listening on two ports
+//! of the client address: two origins, one a test allows and one it does
+//! not. The client namespace has no route but the veth pair, so nothing
+//! Chromium tries reaches past the two namespaces.
+
+use std::{
+    fmt::Write as _,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    TempDir,
+    netns::{CLIENT_V4, NetnsPair, SERVER_V4},
+    process::die_with_parent,
+    server::{self, TestServer},
+};
+
+/// Debian's Chromium binary. The `/usr/bin/chromium` wrapper would add
+/// Debian's default flags (remote extensions among them) and Google API
+/// keys to the environment: the tests choose every flag themselves.
+pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+/// The page's two origins: `http://CLIENT_V4:PORT`.
+pub const ALLOWED_PAGE_PORT: u16 = 8001;
+pub const DENIED_PAGE_PORT: u16 = 8002;
+/// How long the page waits for an answer to a cross-origin request. The
+/// filter drops a denied request (its default action), so the browser would
+/// wait for the TCP timeout; an allowed one is answered in milliseconds.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(4);
+/// How long a test waits for the page's reports, Chromium's start included
+/// (under a second on an idle machine).
+pub const REPORT_LIMIT: Duration = Duration::from_secs(20);
+
+/// What the page's script can do, each reported under its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `fetch` PUT with a JSON body and an `X-Token` header: not a simple
+    /// request, so the browser sends a preflight first. Reports
+    /// `status=N body=TEXT`, or `error=NAME` when the fetch fails.
+    Put,
+    /// A form `POST` (urlencoded, no preflight) submitted by script into a
+    /// hidden iframe: the CSRF case. Reports `loaded` when the frame got an
+    /// answer, `no-answer` when none came within [`ANSWER_WAIT`].
+    Form,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Put => "put",
+            Scenario::Form => "form",
+        }
+    }
+}
+
+/// The path the PUT goes to, and the form's action path.
+pub const PUT_PATH: &str = "/api/items/1";
+pub const FORM_PATH: &str = "/transfer";
+
+/// The page. `{SERVER}` and `{WAIT_MS}` are filled in by [`page_html`].
+/// Its query says what to do: `run=SCENARIO` (repeatable, run in order)
+/// and `frame=URL` (repeatable: a page loaded in an iframe, which runs its
+/// own query; this is how one Chromium run covers two origins, as headless
+/// Chromium opens a single URL).
+const PAGE: &str = r#"<!doctype html>
+<html>
+<head><meta charset="utf-8"><title>cors-filter browser test</title></head>
+<body>
+<script>
+"use strict";
+const SERVER = "{SERVER}";
+const WAIT_MS = {WAIT_MS};
+
+function report(scenario, result) {
+  const query = new URLSearchParams({ from: location.origin, scenario, result });
+  return fetch("/report?" + query, { cache: "no-store" });
+}
+// A broken page shows up in the test's error instead of a silent timeout.
+window.addEventListener("error", (e) => report("page", "error=" + e.message));
+window.addEventListener("unhandledrejection", (e) => report("page", "error=" + e.reason));
+
+async function put() {
+  try {
+    const answer = await fetch(SERVER + "{PUT_PATH}", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json", "X-Token": "t0k3n" },
+      body: JSON.stringify({ name: "item" }),
+      signal: AbortSignal.timeout(WAIT_MS),
+    });
+    const body = await answer.text();
+    return "status=" + answer.status + " body=" + body.trim();
+  } catch (e) {
+    return "error=" + e.name;
+  }
+}
+
+function form() {
+  return new Promise((resolve) => {
+    const name = "sink-" + location.port;
+    const sink = document.createElement("iframe");
+    sink.name = name;
+    sink.hidden = true;
+    document.body.append(sink);
+    // The empty frame's own about:blank is same-origin; once the server's
+    // answer is in it, reading its location throws.
+    sink.addEventListener("load", () => {
+      try {
+        sink.contentWindow.location.href;
+      } catch {
+        resolve("loaded");
+      }
+    });
+    setTimeout(() => resolve("no-answer"), WAIT_MS);
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = SERVER + "{FORM_PATH}";
+    form.target = name;
+    const field = document.createElement("input");
+    field.name = "amount";
+    field.value = "100";
+    form.append(field);
+    document.body.append(form);
+    form.submit();
+  });
+}
+
+async function main() {
+  const params = new URLSearchParams(location.search);
+  for (const src of params.getAll("frame")) {
+    const frame = document.createElement("iframe");
+    frame.src = src;
+    document.body.append(frame);
+  }
+  const scenarios = { put, form };
+  for (const name of params.getAll("run")) {
+    const run = scenarios[name];
+    await report(name, run ? await run() : "error=unknown scenario");
+  }
+}
+main();
+</script>
+</body>
+</html>
+"#;
+
+/// The page, aimed at the test server.
+pub fn page_html() -> String {
+    PAGE.replace("{SERVER}", &server_origin())
+        .replace("{WAIT_MS}", &ANSWER_WAIT.as_millis().to_string())
+        .replace("{PUT_PATH}", PUT_PATH)
+        .replace("{FORM_PATH}", FORM_PATH)
+}
+
+/// The test server's origin, as the page's requests go to it.
+pub fn server_origin() -> String {
+    format!("http://{SERVER_V4}:{}", server::PORT)
+}
+
+/// The page's origin on `port`.
+pub fn page_origin(port: u16) -> String {
+    format!("http://{CLIENT_V4}:{port}")
+}
+
+/// The page's URL on `port`: it runs `run`, and loads each of `frames`
+/// (page URLs too) in an iframe.
+pub fn page_url(port: u16, run: &[Scenario], frames: &[String]) -> String {
+    let query: Vec<String> = run
+        .iter()
+        .map(|s| format!("run={}", s.name()))
+        .chain(
+            frames
+                .iter()
+                .map(|f| format!("frame={}", percent_encode(f))),
+        )
+        .collect();
+    format!("{}/?{}", page_origin(port), query.join("&"))
+}
+
+/// One outcome the page reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The reporting page's origin.
+    pub from: String,
+    /// A [`Scenario::name`], or `page` for a script error.
+    pub scenario: String,
+    pub result: String,
+}
+
+/// `cors-test-server --page` in the client namespace, on both page ports.
+pub struct PageServer {
+    server: TestServer,
+    _page: TempDir,
+}
+
+impl PageServer {
+    /// `binary` is `cors-test-server`.
+    pub fn start(pair: &NetnsPair, binary: &Path) -> Result<PageServer> {
+        let dir = TempDir::new("page")?;
+        let page = dir.path().join("page.html");
+        std::fs::write(&page, page_html())
+            .with_context(|| format!("cannot write {}", page.display()))?;
+        let page_arg = page
+            .to_str()
+            .context("the temporary directory is not UTF-8")?;
+        let listen = [ALLOWED_PAGE_PORT, DENIED_PAGE_PORT].map(|p| format!("{CLIENT_V4}:{p}"));
+        let server = TestServer::start_in(&pair.client, binary, &listen, &["--page", page_arg])
+            .context("cannot start the page server")?;
+        Ok(PageServer { server, _page: dir })
+    }
+
+    /// Every report received so far, in order.
+    pub fn reports(&self) -> Result<Vec<Report>> {
+        Ok(self
+            .server
+            .seen()?
+            .iter()
+            .filter_map(|seen| seen.path.strip_prefix("/report?").map(parse_report))
+            .collect())
+    }
+}
+
+fn parse_report(query: &str) -> Report {
+    let mut report = Report {
+        from: String::new(),
+        scenario: String::new(),
+        result: String::new(),
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "from" => report.from = value,
+            "scenario" => report.scenario = value,
+            "result" => report.result = value,
+            _ => {}
+        }
+    }
+    report
+}
+
+/// The result `from` reported for `scenario`, if it did.
+pub fn result_of<'a>(reports: &'a [Report], from: &str, scenario: Scenario) -> Option<&'a str> {
+    reports
+        .iter()
+        .find(|r| r.from == from && r.scenario == scenario.name())
+        .map(|r| r.result.as_str())
+}
+
+/// Headless Chromium in the client namespace on one URL, with a fresh
+/// profile. Its whole process group is killed on drop, then the profile
+/// removed.
+pub struct Chromium {
+    child: Child,
+    url: String,
+    closed: bool,
+    /// Dropped after the kill in `drop`.
+    profile: TempDir,
+}
+
+impl Chromium {
+    pub fn open(pair: &NetnsPair, url: &str) -> Result<Chromium> {
+        if !Path::new(CHROMIUM).is_file() {
+            bail!("{CHROMIUM} not found: install Debian's chromium (`cargo xtask setup`)");
+        }
+        let profile = TempDir::new("chromium")?;
+        let log_path = profile.path().join("chromium.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let data = profile.path().join("data");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &pair.client, CHROMIUM])
+            // Root needs --no-sandbox; the page is the tests' own.
+            .args(["--headless", "--no-sandbox", "--disable-gpu"])
+            .args(QUIET_FLAGS)
+            .arg(format!("--user-data-dir={}", data.display()))
+            .arg(url)
+            // Whatever Chromium writes outside its profile (crash reports,
+            // dconf, caches) goes to the profile directory too.
+            .env("HOME", profile.path())
+            .env("XDG_CONFIG_HOME", profile.path().join("config"))
+            .env("XDG_CACHE_HOME", profile.path().join("cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own group, so that its helper processes die with it.
+            .process_group(0);
+        die_with_parent(&mut command, libc::SIGKILL);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {CHROMIUM} in namespace {}", pair.client))?;
+        Ok(Chromium {
+            child,
+            url: url.to_owned(),
+            closed: false,
+            profile,
+        })
+    }
+
+    /// What Chromium printed so far, but its complaints that there is no
+    /// D-Bus (there is none in a test namespace, and it needs none).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.profile.path().join("chromium.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| !line.contains(":ERROR:dbus/"))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    /// Kills the process group with SIGKILL and reaps the browser, then
+    /// kills what is left of this run: Chromium's crash handlers run in
+    /// sessions of their own, and are found by the profile path their
+    /// command lines name. Waits (bounded) until they are gone, so that
+    /// the profile can be removed.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: kill on the group of a child we have not reaped.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let mine = format!("{}/", self.profile.path().display());
+        let deadline = Instant::now() + CLOSE_LIMIT;
+        loop {
+            let left = processes_naming(&mine);
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                eprintln!("Chromium processes {left:?} outlived {CLOSE_LIMIT:?} after SIGKILL");
+                return;
+            }
+            for pid in left {
+                // SAFETY: kill on a process of this Chromium run.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long [`Chromium::close`] waits for the last processes to go.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The processes whose command line contains `needle`.
+fn processes_naming(needle: &str) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+        })
+        .collect()
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Flags that keep Chromium from reaching anywhere by itself (the namespace
+/// has no route out anyway), from reading a proxy from the environment, and
+/// from starting helpers the tests do not need.
+const QUIET_FLAGS: &[&str] = &[
+    "--no-proxy-server",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-field-trial-config",
+    // Not --disable-crashpad-for-testing: Chromium 156's network service
+    // crashes with it ("FD ownership violation").
+    "--disable-breakpad",
+    "--no-pings",
+    "--metrics-recording-only",
+    "--password-store=basic",
+    "--mute-audio",
+    "--disable-features=OptimizationHints,Translate,MediaRouter,AutofillServerCommunication,\
+     CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
+];
+
+/// Opens `url` in Chromium and waits until every `(origin, scenario)` of
+/// `expected` is reported, at most [`REPORT_LIMIT`]; Chromium is killed
+/// before this returns, so no retransmission of a dropped request moves the
+/// filter's counters afterwards. Returns all reports.
+pub fn visit(
+    pair: &NetnsPair,
+    pages: &PageServer,
+    url: &str,
+    expected: &[(&str, Scenario)],
+) -> Result<Vec<Report>> {
+    let mut browser = Chromium::open(pair, url)?;
+    let deadline = Instant::now() + REPORT_LIMIT;
+    loop {
+        let reports = pages.reports()?;
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(from, scenario)| result_of(&reports, from, *scenario).is_none())
+            .collect();
+        if missing.is_empty() {
+            browser.close();
+            return Ok(reports);
+        }
+        if let Ok(Some(status)) = browser.child.try_wait() {
+            bail!(
+                "Chromium exited ({status}) on {url} before the page reported {missing:?}; \
+                 reports {reports:?}; it said:\n{}",
+                browser.log()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no report of {missing:?} from {} within {REPORT_LIMIT:?}; reports {reports:?}; \
+                 Chromium said:\n{}",
+                browser.url,
+                browser.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `s` with every byte but the URL-unreserved ones as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Decodes a query value as `URLSearchParams` writes it: `+` is a space.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_decoded() {
+        let report = parse_report(
+            "from=http%3A%2F%2F198.18.0.1%3A8001&scenario=put&result=status%3D200+body%3Dok",
+        );
+        assert_eq!(
+            report,
+            Report {
+                from: "http://198.18.0.1:8001".into(),
+                scenario: "put".into(),
+                result: "status=200 body=ok".into(),
+            }
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn frame_urls_are_encoded() {
+        let inner = page_url(ALLOWED_PAGE_PORT, &[Scenario::Form], &[]);
+        assert_eq!(inner, "http://198.18.0.1:8001/?run=form");
+        assert_eq!(
+            page_url(DENIED_PAGE_PORT, &[Scenario::Form], &[inner]),
+            "http://198.18.0.1:8002/?run=form&frame=http%3A%2F%2F198.18.0.1%3A8001%2F%3Frun%3Dform"
+        );
+    }
+
+    #[test]
+    fn page_is_filled_in() {
+        let html = page_html();
+        assert!(
+            html.contains("const SERVER = \"http://198.18.0.2:8080\";"),
+            "{html}"
+        );
+        assert!(html.contains("const WAIT_MS = 4000;"));
+        assert!(!html.contains("{PUT_PATH}") && !html.contains("{FORM_PATH}"));
+    }
+}
