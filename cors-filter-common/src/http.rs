@@ -9,7 +9,9 @@
 //! - at most [`MAX_HEADER_LINES`] header lines are read.
 //!
 //! A request head that does not end within both bounds is
-//! [`RequestHead::Incomplete`]. Browsers' preflights carry no cookies and are
+//! [`RequestHead::Incomplete`]; what was found in its whole lines within
+//! them is still there to read (an unsafe request is judged on it, see
+//! `crate::inspect`). Browsers' preflights carry no cookies and are
 //! typically 300 to 700 bytes long.
 
 use crate::{
