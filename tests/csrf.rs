@@ -594,15 +594,22 @@ fn cross_origin_unsafe_requests_never_reach_the_server() -> Result<()> {
 }
 
 /// Heads past the window: an `Origin` within it decides, as it does for a
-/// short head; one only after it leaves the request `incomplete`, which
-/// passes by default (`on_incomplete = "pass"`).
+/// short head. With none in it (behind a big cookie, or after a URL long
+/// enough to fill the window, which a page chooses for its form), the
+/// request is `incomplete` and dropped, unless the port says
+/// `unsafe_on_incomplete = "pass"` (`on_incomplete`, here the default
+/// "pass", is for preflights).
 #[test]
 fn big_heads_are_judged_on_their_first_1024_bytes() -> Result<()> {
     use Fate::{Answered, Reset};
-    let bed = reset_bed(&[PORT])?;
+    let bed = reset_bed(&[PORT, UNPROTECTED_PORT])?;
     let bed = &bed.bed;
-    let home = FilterHome::new(&protected_config(""))?;
+    let home = FilterHome::new(&format!(
+        "ports = [{PORT}, {UNPROTECTED_PORT}]\nallow = [\"{ALLOWED}\"]\naction = \"reset\"\n\
+         protect_unsafe_methods = true\n\n[port.{UNPROTECTED_PORT}]\nunsafe_on_incomplete = \"pass\"\n"
+    ))?;
     let filter = bed.filter(&home, &[])?;
+    let long_url = format!("/big/long-url?q={}", "a".repeat(HEAD_WINDOW + 50));
     let checks = [
         Check::v4(
             "big form POST from a disallowed origin, Origin early",
@@ -619,6 +626,24 @@ fn big_heads_are_judged_on_their_first_1024_bytes() -> Result<()> {
         Check::v4(
             "big POST from a disallowed origin, Origin past the window",
             big_post_origin_late("/big/origin-late", DENIED),
+            Reset,
+            &["incomplete"],
+        ),
+        Check::v4(
+            "big POST from the allowed origin, Origin past the window",
+            big_post_origin_late("/big/origin-late-allowed", ALLOWED),
+            Reset,
+            &["incomplete"],
+        ),
+        Check::v4(
+            "form POST from a disallowed origin to a URL longer than the window",
+            form_post(&long_url, DENIED),
+            Reset,
+            &["incomplete"],
+        ),
+        Check::v4(
+            "big POST from a disallowed origin, Origin past the window, to the passing port",
+            big_post_origin_late("/big/origin-late-passed", DENIED).on_port(UNPROTECTED_PORT),
             Answered,
             &["incomplete"],
         ),

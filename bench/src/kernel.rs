@@ -20,7 +20,7 @@ use cors_filter_common::{Counter, FilterConfig, Mode, OnIncomplete};
 use cors_filter_tests::bare_xdp::{self, BareAction};
 use cors_filter_user::{
     filter::{Filter, Hook},
-    policy::{Policy, PolicyMaps},
+    policy::{Policy, PolicyMaps, PortPolicy},
     testrun::test_run,
 };
 
@@ -54,8 +54,14 @@ impl Program {
         self.policy
             .install(&Policy {
                 settings: FilterConfig::new(Mode::Enforce, OnIncomplete::Pass),
-                ports: [cases::HTTP_PORT].into(),
-                protect_unsafe: [cases::HTTP_PORT].into(),
+                ports: [(
+                    cases::HTTP_PORT,
+                    PortPolicy {
+                        protect_unsafe: true,
+                        pass_incomplete_unsafe: false,
+                    },
+                )]
+                .into(),
                 allow: allowlist.entries.clone(),
             })
             .with_context(|| format!("cannot install the allowlist of {}", allowlist.name))?;

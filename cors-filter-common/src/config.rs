@@ -112,7 +112,7 @@ impl FilterConfig {
     }
 }
 
-/// What the filter does on each destination port: two bits per port
+/// What the filter does on each destination port: four bits per port
 /// ([`PortFlags`]), kept in an array map of `u64` words: one array lookup
 /// per packet, whatever the number of ports.
 pub struct PortBitmap;
@@ -126,7 +126,13 @@ impl PortFlags {
     /// Requests with an unsafe method to the port are checked too
     /// (`protect_unsafe_methods`); only ever set with [`Self::INSPECT`].
     pub const PROTECT_UNSAFE: u64 = 2;
-    pub const BITS: u32 = 2;
+    /// Such a request whose head goes on past the window with neither
+    /// `Origin` nor `Sec-Fetch-Site: cross-site` in it passes
+    /// (`unsafe_on_incomplete = "pass"`); without the bit it is dropped,
+    /// the default: a page can push its `Origin` out of the window with a
+    /// long URL.
+    pub const PASS_INCOMPLETE_UNSAFE: u64 = 4;
+    pub const BITS: u32 = 4;
     pub const MASK: u64 = (1 << Self::BITS) - 1;
 }
 

@@ -414,14 +414,15 @@ fn request_line_is_http1(buf: &[u8; SCAN_BUF_LEN], lf: usize, method_len: usize)
 pub const MAX_VALUE_LEAD: usize = WORD - 1;
 
 /// Where the value starting at `value_at` (just after a colon) starts once
-/// its leading whitespace is skipped: at most [`MAX_VALUE_LEAD`] bytes,
-/// `value_at + WORD` when there are more.
+/// its leading whitespace is skipped: at most [`MAX_VALUE_LEAD`] bytes.
+/// With more, `value_at` itself: read from there, the value starts with
+/// whitespace, which no method name nor `cross-site` does.
 #[inline(always)]
 fn skip_value_lead(buf: &[u8; SCAN_BUF_LEN], value_at: usize) -> usize {
     let word = word_at(buf, value_at);
     let others = !(byte_marks(word, b' ') | byte_marks(word, b'\t')) & !LOWS;
     if others == 0 {
-        return value_at + WORD;
+        return value_at;
     }
     // The lowest mark alone (`x & -x`): its byte is the first of the value.
     value_at + mark_position(others & others.wrapping_neg())
@@ -586,7 +587,7 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::buf_of;
     use super::*;
-    use std::vec::Vec;
+    use std::{format, vec::Vec};
 
     /// What a preflight's head is, as `inspect` reads the scan.
     #[derive(Debug, PartialEq, Eq)]
@@ -804,6 +805,38 @@ mod tests {
             head(b"OPTIONS / HTTP/1.0\r\nOrigin: https://a\r\nAccess-Control-Request-Method: GET\r\n\r\n"),
             Found::Preflight { origin_value_at: 27 }
         );
+    }
+
+    #[test]
+    fn header_values_after_at_most_seven_blanks() {
+        let method = |value: &str| {
+            let line = format!("X:{value}\r\n");
+            value_method(&buf_of(line.as_bytes()), 2)
+        };
+        let cross_site = |value: &str| {
+            let line = format!("X:{value}\r\n");
+            value_is_cross_site(&buf_of(line.as_bytes()), 2)
+        };
+        for blanks in 0..=MAX_VALUE_LEAD {
+            let lead = &" \t".repeat(4)[..blanks];
+            assert_eq!(method(&format!("{lead}PUT")), Method::Put, "{blanks}");
+            assert!(cross_site(&format!("{lead}cross-site")), "{blanks}");
+        }
+        for blanks in [MAX_VALUE_LEAD + 1, MAX_VALUE_LEAD + 2, 20] {
+            let lead = " ".repeat(blanks);
+            assert_eq!(method(&format!("{lead}PUT")), Method::Other, "{blanks}");
+            assert!(!cross_site(&format!("{lead}cross-site")), "{blanks}");
+        }
+        // The first token decides; case matters for methods only.
+        assert_eq!(method(" PUT \t"), Method::Put);
+        assert_eq!(method(" PUT, POST"), Method::Other);
+        assert_eq!(method(" put"), Method::Other);
+        assert_eq!(method(" PUTS"), Method::Other);
+        assert_eq!(method(" "), Method::Other);
+        assert!(cross_site(" Cross-Site\t"));
+        assert!(!cross_site(" cross-sites"));
+        assert!(!cross_site(" same-site"));
+        assert!(!cross_site(" cross-site, x"));
     }
 
     #[test]

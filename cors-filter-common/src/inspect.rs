@@ -18,6 +18,11 @@ pub trait Policy {
     /// checked (`protect_unsafe_methods`).
     fn protects_unsafe_methods(&self) -> bool;
 
+    /// Whether such a request, whose head goes on past the window with
+    /// neither `Origin` nor `Sec-Fetch-Site: cross-site` within it, passes
+    /// (`unsafe_on_incomplete = "pass"`) rather than being dropped.
+    fn passes_incomplete_unsafe(&self) -> bool;
+
     /// The methods the allowlist allows the normalised origin in `origin`
     /// (see `crate::allow`): [`MethodSet::NONE`] when it does not hold it.
     /// Asked at most once per packet.
@@ -34,7 +39,9 @@ pub trait Policy {
 ///   allowed when the allowlist holds its `Origin` with its method; without
 ///   an `Origin`, it is refused if `Sec-Fetch-Site` says `cross-site` and
 ///   passes otherwise (not from a browser). Its head need not fit in the
-///   window when the lines that decide do.
+///   window when the lines that decide do; when they do not, it is
+///   dropped unless the port says otherwise (a page chooses its form's URL,
+///   and a long one pushes `Origin` out of the window).
 /// - Anything else passes.
 ///
 /// Empty lines before the request line are skipped (moving the request to
@@ -47,6 +54,7 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
     scratch.origin.clear();
     scratch.judged.set(Method::Other as u32);
     scratch.unsafe_request.set(0);
+    scratch.pass_incomplete_unsafe.set(0);
     let Some(len) = skip_empty_lines(&mut scratch.payload, len, &mut scratch.head) else {
         return Outcome::Incomplete;
     };
@@ -73,6 +81,11 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
     scratch
         .judged
         .set(if preflight { Method::Other } else { method } as u32);
+    // The port's setting too: the verifier would otherwise keep what the
+    // test above learnt of it across the scan, and walk the scan again.
+    scratch
+        .pass_incomplete_unsafe
+        .set(policy.passes_incomplete_unsafe() as u32);
     let complete = match scan_head(&scratch.payload, len, &mut scratch.head) {
         RequestHead::NotHttp => return Outcome::NotHttp,
         RequestHead::Incomplete => false,
@@ -97,10 +110,13 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
         } else if complete {
             Outcome::NoOrigin
         } else {
-            // The lines past the window may hold either.
+            // The lines past the window may hold either: dropped unless
+            // the port passes such requests (see
+            // `Scratch::settings_for_request`).
             Outcome::Incomplete
         };
     }
+    // Read from memory at each use, as above.
     let unsafe_request = scratch.unsafe_request.get() != 0;
     if head.origins() > 1 || head.folded() {
         return Outcome::malformed(unsafe_request);
@@ -145,6 +161,7 @@ mod tests {
             origin: Default::default(),
             judged: Default::default(),
             unsafe_request: Default::default(),
+            pass_incomplete_unsafe: Default::default(),
         })
     }
 
@@ -154,6 +171,10 @@ mod tests {
     impl Policy for DenyAll {
         fn protects_unsafe_methods(&self) -> bool {
             true
+        }
+
+        fn passes_incomplete_unsafe(&self) -> bool {
+            false
         }
 
         fn allowed_methods(&self, _: &mut OriginParse) -> MethodSet {
@@ -222,12 +243,17 @@ mod tests {
     /// `https://app.example` with `methods`.
     struct AppOnly {
         protects: bool,
+        passes_incomplete: bool,
         methods: MethodSet,
     }
 
     impl Policy for AppOnly {
         fn protects_unsafe_methods(&self) -> bool {
             self.protects
+        }
+
+        fn passes_incomplete_unsafe(&self) -> bool {
+            self.passes_incomplete
         }
 
         fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
@@ -250,6 +276,7 @@ mod tests {
 
     const PROTECT: AppOnly = AppOnly {
         protects: true,
+        passes_incomplete: false,
         methods: MethodSet::ANY,
     };
 
@@ -325,8 +352,8 @@ mod tests {
     #[test]
     fn methods_restrict_preflights_and_unsafe_requests() {
         let get_post = AppOnly {
-            protects: true,
             methods: MethodSet::NONE.with(Method::Get).with(Method::Post),
+            ..PROTECT
         };
         let origin = "Origin: https://app.example\r\n";
         let preflight = |acrm: &str| {
@@ -366,16 +393,24 @@ mod tests {
             &format!("POST / HTTP/1.1\r\nSec-Fetch-Site: cross-site\r\n{cookie}\r\n"),
         );
         assert_eq!(o, Outcome::CrossSiteNoOrigin);
-        let (o, _) = judge(
-            &PROTECT,
-            &format!("POST / HTTP/1.1\r\n{cookie}Origin: https://evil.example\r\n\r\n"),
-        );
-        assert_eq!(o, Outcome::Incomplete);
+        let late_origin =
+            format!("POST / HTTP/1.1\r\n{cookie}Origin: https://evil.example\r\n\r\n");
+        assert_eq!(judge(&PROTECT, &late_origin).0, Outcome::Incomplete);
         // An `Origin` line cut by the window is not read.
         let pad = format!("X: {}\r\n", "p".repeat(SCAN_BYTES - 40));
         let (o, _) = judge(
             &PROTECT,
             &format!("POST / HTTP/1.1\r\n{pad}Origin: https://evil.example\r\n\r\n"),
+        );
+        assert_eq!(o, Outcome::Incomplete);
+        // Nor is anything when the URL alone fills the window: a page
+        // chooses its form's URL.
+        let (o, _) = judge(
+            &PROTECT,
+            &format!(
+                "POST /t?{} HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n",
+                "a".repeat(SCAN_BYTES)
+            ),
         );
         assert_eq!(o, Outcome::Incomplete);
         // A preflight still needs its whole head.
@@ -386,5 +421,53 @@ mod tests {
             ),
         );
         assert_eq!(o, Outcome::Incomplete);
+    }
+
+    #[test]
+    fn undecided_unsafe_requests_are_dropped_unless_the_port_passes_them() {
+        use crate::{
+            FilterConfig, Verdict,
+            config::{Mode, OnIncomplete},
+        };
+        let verdict = |policy: &AppOnly, request: &str, on_incomplete: OnIncomplete| {
+            let mut s = scratch();
+            let len = request.len().min(SCAN_BYTES);
+            s.payload[..len].copy_from_slice(&request.as_bytes()[..len]);
+            let outcome = inspect_payload(&mut s, len, policy);
+            let settings = s.settings_for_request(FilterConfig::new(Mode::Enforce, on_incomplete));
+            (outcome, outcome.verdict(&settings))
+        };
+        let cookie = format!("Cookie: {}\r\n", "c".repeat(2 * SCAN_BYTES));
+        let late = format!("POST / HTTP/1.1\r\n{cookie}Origin: https://evil.example\r\n\r\n");
+        let preflight = format!(
+            "OPTIONS / HTTP/1.1\r\n{cookie}Origin: https://evil.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n"
+        );
+        let passing = AppOnly {
+            passes_incomplete: true,
+            ..PROTECT
+        };
+        let incomplete = |verdict| (Outcome::Incomplete, verdict);
+        // The port's setting decides for unsafe requests, whatever `on_incomplete` says...
+        for on_incomplete in [OnIncomplete::Pass, OnIncomplete::Drop] {
+            assert_eq!(
+                verdict(&PROTECT, &late, on_incomplete),
+                incomplete(Verdict::Drop)
+            );
+            assert_eq!(
+                verdict(&passing, &late, on_incomplete),
+                incomplete(Verdict::Pass)
+            );
+        }
+        // ... and `on_incomplete` for preflights, whatever the port says.
+        for policy in [&PROTECT, &passing] {
+            assert_eq!(
+                verdict(policy, &preflight, OnIncomplete::Pass),
+                incomplete(Verdict::Pass)
+            );
+            assert_eq!(
+                verdict(policy, &preflight, OnIncomplete::Drop),
+                incomplete(Verdict::Drop)
+            );
+        }
     }
 }

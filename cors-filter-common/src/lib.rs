@@ -64,6 +64,33 @@ pub struct Scratch {
     pub judged: Slot<u32>,
     /// Whether the request judged is an unsafe one rather than a preflight.
     pub unsafe_request: Slot<u32>,
+    /// `Policy::passes_incomplete_unsafe`, read before the head scan (see
+    /// [`Scratch::settings_for_request`]).
+    pub pass_incomplete_unsafe: Slot<u32>,
     /// Where the segment is, and room to build a reset (`--action reset`).
     pub reset: reset::ResetScratch,
+}
+
+impl Scratch {
+    /// The settings the request just inspected is judged by: `settings`,
+    /// except that an unsafe request whose head went on past the window
+    /// undecided is handled by its port's `unsafe_on_incomplete` (drop
+    /// unless it says pass) rather than by `on_incomplete`, which is for
+    /// preflights: a page chooses its form's URL, and a long one pushes
+    /// `Origin` out of the window.
+    #[inline(always)]
+    pub fn settings_for_request(&self, settings: FilterConfig) -> FilterConfig {
+        if self.unsafe_request.get() == 0 {
+            return settings;
+        }
+        let on_incomplete = if self.pass_incomplete_unsafe.get() != 0 {
+            OnIncomplete::Pass
+        } else {
+            OnIncomplete::Drop
+        };
+        FilterConfig {
+            on_incomplete: on_incomplete as u32,
+            ..settings
+        }
+    }
 }

@@ -40,6 +40,11 @@ impl Policy for PacketPolicy {
     }
 
     #[inline(always)]
+    fn passes_incomplete_unsafe(&self) -> bool {
+        self.port_flags & PortFlags::PASS_INCOMPLETE_UNSAFE != 0
+    }
+
+    #[inline(always)]
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
         allowed_methods(self.generation, origin)
     }
@@ -114,7 +119,7 @@ fn filter(ctx: &impl Frame) -> Verdict {
     if !outcome.may_deny() {
         return Verdict::Pass;
     }
-    let settings = settings(scratch.generation.get());
+    let settings = scratch.settings_for_request(settings(scratch.generation.get()));
     let verdict = outcome.verdict(&settings);
     if verdict != Verdict::Pass {
         count(Counter::Dropped);

@@ -54,8 +54,7 @@ impl AllowEntry {
 /// what `allow list` prints.
 impl fmt::Display for AllowEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.origin)?;
-        describe_methods(f, self.methods())
+        write!(f, "{}{}", self.origin, MethodsSuffix(self.methods()))
     }
 }
 
@@ -65,12 +64,18 @@ impl fmt::Debug for AllowEntry {
     }
 }
 
-fn describe_methods(f: &mut fmt::Formatter<'_>, methods: MethodSet) -> fmt::Result {
-    if methods == MethodSet::ANY {
-        return Ok(());
+/// ` methods=GET,POST` after an origin that lists methods; nothing after
+/// one that allows every method.
+struct MethodsSuffix(MethodSet);
+
+impl fmt::Display for MethodsSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == MethodSet::ANY {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.0.known().map(Method::name).collect();
+        write!(f, " methods={}", names.join(","))
     }
-    let names: Vec<&str> = methods.known().map(Method::name).collect();
-    write!(f, " methods={}", names.join(","))
 }
 
 /// Parses the methods an entry lists (`["GET", "POST"]`): known method
@@ -247,16 +252,10 @@ fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryE
 /// A map entry as `allow list` prints it: its origin (see [`decode_entry`])
 /// and the methods it lists, if any.
 pub fn describe_entry(value: &AllowEntryValue) -> Result<String, String> {
-    struct Methods(MethodSet);
-    impl fmt::Display for Methods {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            describe_methods(f, self.0)
-        }
-    }
     Ok(format!(
         "{}{}",
         decode_entry(value)?,
-        Methods(MethodSet(value.methods))
+        MethodsSuffix(MethodSet(value.methods))
     ))
 }
 

@@ -9,17 +9,19 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cors_filter_common::{Action, Mode, OnIncomplete};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
-use crate::allowlist::{AllowEntry, parse_entry, parse_methods};
+use crate::{
+    allowlist::{AllowEntry, parse_entry, parse_methods},
+    policy::PortPolicy,
+};
 
 #[derive(Debug)]
 pub struct Config {
-    pub ports: BTreeSet<u16>,
-    /// The ports of `ports` whose requests with unsafe methods are checked
-    /// (`protect_unsafe_methods`, for all ports or per port).
-    pub protect_unsafe: BTreeSet<u16>,
+    /// The ports inspected, with their settings (`protect_unsafe_methods`
+    /// and `unsafe_on_incomplete`, for all ports or per port).
+    pub ports: BTreeMap<u16, PortPolicy>,
     pub allow: Vec<AllowEntry>,
     pub mode: Mode,
     pub on_incomplete: OnIncomplete,
@@ -33,7 +35,9 @@ struct RawConfig {
     #[serde(default)]
     allow: Vec<Spanned<RawAllowEntry>>,
     #[serde(default)]
-    protect_unsafe_methods: Option<bool>,
+    protect_unsafe_methods: Option<Spanned<bool>>,
+    #[serde(default)]
+    unsafe_on_incomplete: Option<Spanned<IncompleteSetting>>,
     /// Per-port settings: `[port.8080]`.
     #[serde(default)]
     port: BTreeMap<String, Spanned<RawPortSettings>>,
@@ -46,11 +50,34 @@ struct RawConfig {
 }
 
 /// An `allow` item: an origin, or a table with its methods.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawAllowEntry {
     Origin(String),
     WithMethods(RawAllowTable),
+}
+
+/// By hand rather than `untagged`, whose error names neither the field nor
+/// the value: a table is read as a table, so its errors are toml's own.
+impl<'de> Deserialize<'de> for RawAllowEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Item;
+        impl<'de> de::Visitor<'de> for Item {
+            type Value = RawAllowEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an origin ("https://app.example.com") or a table ({ origin = "https://app.example.com", methods = ["GET", "POST"] })"#)
+            }
+
+            fn visit_str<E: de::Error>(self, origin: &str) -> Result<RawAllowEntry, E> {
+                Ok(RawAllowEntry::Origin(origin.to_owned()))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawAllowEntry, A::Error> {
+                RawAllowTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawAllowEntry::WithMethods)
+            }
+        }
+        deserializer.deserialize_any(Item)
+    }
 }
 
 #[derive(Deserialize)]
@@ -64,6 +91,7 @@ struct RawAllowTable {
 #[serde(deny_unknown_fields)]
 struct RawPortSettings {
     protect_unsafe_methods: Option<bool>,
+    unsafe_on_incomplete: Option<IncompleteSetting>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -147,29 +175,66 @@ impl Config {
             )
             .into());
         }
-        let mut protect_unsafe = BTreeSet::new();
-        let default_protect = raw.protect_unsafe_methods.unwrap_or(false);
-        for (key, settings) in &raw.port {
-            let port = key.parse::<u16>().ok().filter(|p| ports.contains(p));
+        let default_protect = raw
+            .protect_unsafe_methods
+            .as_ref()
+            .is_some_and(|p| *p.get_ref());
+        let default_pass = raw
+            .unsafe_on_incomplete
+            .as_ref()
+            .is_some_and(|s| matches!(s.get_ref(), IncompleteSetting::Pass));
+        let mut settings: BTreeMap<u16, &Spanned<RawPortSettings>> = BTreeMap::new();
+        for (key, port_settings) in &raw.port {
+            // One spelling per port: `[port.08080]` would otherwise be a
+            // second table for port 8080, silently.
+            let port = key
+                .parse::<u16>()
+                .ok()
+                .filter(|p| ports.contains(p) && p.to_string() == *key);
             let Some(port) = port else {
                 return Err(at(
-                    settings.span().start,
-                    format!("[port.{key}]: {key:?} is not one of `ports` {ports:?}"),
+                    port_settings.span().start,
+                    format!(
+                        "[port.{key}]: {key:?} is not one of `ports` {ports:?}, written as there"
+                    ),
                 )
                 .into());
             };
-            if settings
-                .get_ref()
-                .protect_unsafe_methods
-                .unwrap_or(default_protect)
-            {
-                protect_unsafe.insert(port);
-            }
+            settings.insert(port, port_settings);
         }
+        let mut port_policies = BTreeMap::new();
         for port in &ports {
-            if default_protect && !raw.port.contains_key(&port.to_string()) {
-                protect_unsafe.insert(*port);
-            }
+            let own = settings.get(port).map(|s| s.get_ref());
+            let protect_unsafe = own
+                .and_then(|s| s.protect_unsafe_methods)
+                .unwrap_or(default_protect);
+            let pass_incomplete_unsafe = match own.and_then(|s| s.unsafe_on_incomplete) {
+                Some(_) if !protect_unsafe => {
+                    return Err(at(
+                        settings[port].span().start,
+                        format!("[port.{port}]: unsafe_on_incomplete has no effect: the port does not protect unsafe methods"),
+                    )
+                    .into());
+                }
+                Some(setting) => matches!(setting, IncompleteSetting::Pass),
+                None => default_pass,
+            };
+            port_policies.insert(
+                *port,
+                PortPolicy {
+                    protect_unsafe,
+                    pass_incomplete_unsafe,
+                },
+            );
+        }
+        if let Some(setting) = &raw.unsafe_on_incomplete
+            && !port_policies.values().any(|p| p.protect_unsafe)
+        {
+            return Err(at(
+                setting.span().start,
+                "unsafe_on_incomplete has no effect: no port protects unsafe methods (protect_unsafe_methods)".into(),
+            )
+            .into());
         }
         let mut allow: Vec<AllowEntry> = Vec::new();
         for item in &raw.allow {
@@ -193,8 +258,7 @@ impl Config {
             allow.push(parsed);
         }
         Ok(Config {
-            ports,
-            protect_unsafe,
+            ports: port_policies,
             allow,
             mode: match raw.mode.unwrap_or(ModeSetting::Enforce) {
                 ModeSetting::Enforce => Mode::Enforce,
@@ -230,7 +294,7 @@ mod tests {
             "ports = [80, 8080]\nallow = [\"https://app.example.com\", \"https://*.example.org\"]\nmode = \"monitor\"\non_incomplete = \"drop\"\naction = \"reset\"\n",
         )
         .unwrap();
-        assert_eq!(c.ports.iter().copied().collect::<Vec<_>>(), [80, 8080]);
+        assert_eq!(c.ports.keys().copied().collect::<Vec<_>>(), [80, 8080]);
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.mode, Mode::Monitor);
         assert_eq!(c.on_incomplete, OnIncomplete::Drop);
@@ -284,22 +348,57 @@ mod tests {
         assert!(e.contains("listed twice"), "{e}");
     }
 
+    /// The ports that protect unsafe methods, and those of them that pass
+    /// incomplete unsafe requests.
+    fn protected(c: &Config) -> (Vec<u16>, Vec<u16>) {
+        let ports = |wanted: fn(&PortPolicy) -> bool| {
+            c.ports
+                .iter()
+                .filter(|(_, p)| wanted(p))
+                .map(|(port, _)| *port)
+                .collect::<Vec<u16>>()
+        };
+        (
+            ports(|p| p.protect_unsafe),
+            ports(|p| p.pass_incomplete_unsafe),
+        )
+    }
+
     #[test]
     fn unsafe_methods_are_protected_per_port_or_by_default() {
-        let parse = |source: &str| Config::parse(Path::new("x.toml"), source).unwrap();
-        let set = |ports: &[u16]| ports.iter().copied().collect::<BTreeSet<u16>>();
-        assert_eq!(parse("ports = [80, 81]\n").protect_unsafe, set(&[]));
-        let c = parse("ports = [80, 81]\nprotect_unsafe_methods = true\n");
-        assert_eq!(c.protect_unsafe, set(&[80, 81]));
-        let c = parse(
-            "ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\nprotect_unsafe_methods = false\n",
+        let parse = |source: &str| protected(&Config::parse(Path::new("x.toml"), source).unwrap());
+        assert_eq!(parse("ports = [80, 81]\n"), (vec![], vec![]));
+        assert_eq!(
+            parse("ports = [80, 81]\nprotect_unsafe_methods = true\n"),
+            (vec![80, 81], vec![])
         );
-        assert_eq!(c.protect_unsafe, set(&[80]));
-        let c = parse("ports = [80, 81]\n[port.81]\nprotect_unsafe_methods = true\n");
-        assert_eq!(c.protect_unsafe, set(&[81]));
+        assert_eq!(
+            parse(
+                "ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\nprotect_unsafe_methods = false\n"
+            ),
+            (vec![80], vec![])
+        );
+        assert_eq!(
+            parse("ports = [80, 81]\n[port.81]\nprotect_unsafe_methods = true\n"),
+            (vec![81], vec![])
+        );
         // A port table without the setting takes the default.
-        let c = parse("ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\n");
-        assert_eq!(c.protect_unsafe, set(&[80, 81]));
+        assert_eq!(
+            parse("ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\n"),
+            (vec![80, 81], vec![])
+        );
+        assert_eq!(
+            parse(
+                "ports = [80, 81]\nprotect_unsafe_methods = true\nunsafe_on_incomplete = \"pass\"\n[port.81]\nunsafe_on_incomplete = \"drop\"\n"
+            ),
+            (vec![80, 81], vec![80])
+        );
+        assert_eq!(
+            parse(
+                "ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\nunsafe_on_incomplete = \"pass\"\n"
+            ),
+            (vec![80, 81], vec![81])
+        );
     }
 
     #[test]
@@ -336,6 +435,18 @@ mod tests {
         assert!(e.contains("81") && e.contains("not one of `ports`"), "{e}");
         let e = err("ports = [80]\n[port.http]\nprotect_unsafe_methods = true\n");
         assert!(e.contains("\"http\""), "{e}");
+        let e = err("ports = [80]\n[port.080]\nprotect_unsafe_methods = true\n");
+        assert!(
+            e.contains("\"080\"") && e.contains("written as there"),
+            "{e}"
+        );
+        let e = err("ports = [80]\n[port.80]\nunsafe_on_incomplete = \"pass\"\n");
+        assert!(e.contains("[port.80]") && e.contains("no effect"), "{e}");
+        let e = err("ports = [80]\nunsafe_on_incomplete = \"pass\"\n");
+        assert!(e.contains(":2:") && e.contains("no port protects"), "{e}");
+        let e =
+            err("ports = [80]\nprotect_unsafe_methods = true\nunsafe_on_incomplete = \"maybe\"\n");
+        assert!(e.contains("line 3") && e.contains("maybe"), "{e}");
         let e = err("ports = [80]\n[port.80]\nprotect = true\n");
         assert!(e.contains("protect"), "{e}");
         let e = err("ports = [80]\nprotect_unsafe_methods = \"yes\"\n");

@@ -8,7 +8,7 @@
 //! drops no allowed request. Every writer of the policy maps (`run`,
 //! `reload`, `allow`) holds the state directory's allowlist lock.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -26,23 +26,51 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub settings: FilterConfig,
-    /// The ports inspected.
-    pub ports: BTreeSet<u16>,
-    /// The ports of `ports` that protect unsafe methods.
-    pub protect_unsafe: BTreeSet<u16>,
+    /// The ports inspected, and what is checked on each.
+    pub ports: BTreeMap<u16, PortPolicy>,
     pub allow: Vec<AllowEntry>,
+}
+
+/// What the filter does on one inspected port, beyond preflights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortPolicy {
+    /// Requests with unsafe methods are judged (`protect_unsafe_methods`).
+    pub protect_unsafe: bool,
+    /// Those whose deciding lines are not in the window pass
+    /// (`unsafe_on_incomplete = "pass"`) rather than being dropped.
+    pub pass_incomplete_unsafe: bool,
+}
+
+impl PortPolicy {
+    /// The port's bits in `PORTS_n` (see `PortFlags`).
+    pub fn flags(self) -> u64 {
+        let mut flags = PortFlags::INSPECT;
+        if self.protect_unsafe {
+            flags |= PortFlags::PROTECT_UNSAFE;
+            if self.pass_incomplete_unsafe {
+                flags |= PortFlags::PASS_INCOMPLETE_UNSAFE;
+            }
+        }
+        flags
+    }
 }
 
 impl Policy {
     /// `ports [80, 8080]`, and the ports that protect unsafe methods.
     pub fn describe_ports(&self) -> String {
-        if self.protect_unsafe.is_empty() {
-            format!("ports {:?}", self.ports)
-        } else {
-            format!(
-                "ports {:?} (unsafe methods checked on {:?})",
-                self.ports, self.protect_unsafe
-            )
+        let ports_where = |wanted: fn(&PortPolicy) -> bool| -> Vec<u16> {
+            let ports = self.ports.iter().filter(|(_, p)| wanted(p));
+            ports.map(|(port, _)| *port).collect()
+        };
+        let all: Vec<u16> = self.ports.keys().copied().collect();
+        let protected = ports_where(|p| p.protect_unsafe);
+        let passing = ports_where(|p| p.protect_unsafe && p.pass_incomplete_unsafe);
+        match (protected.is_empty(), passing.is_empty()) {
+            (true, _) => format!("ports {all:?}"),
+            (false, true) => format!("ports {all:?} (unsafe methods checked on {protected:?})"),
+            (false, false) => format!(
+                "ports {all:?} (unsafe methods checked on {protected:?}, incomplete ones passed on {passing:?})"
+            ),
         }
     }
 }
@@ -166,14 +194,9 @@ impl PolicyMaps {
         let spare = Generation::of(next);
 
         let mut words = vec![0u64; PortBitmap::WORDS as usize];
-        for port in &policy.ports {
+        for (port, port_policy) in &policy.ports {
             let (word, shift) = PortBitmap::slot(*port);
-            let flags = if policy.protect_unsafe.contains(port) {
-                PortFlags::INSPECT | PortFlags::PROTECT_UNSAFE
-            } else {
-                PortFlags::INSPECT
-            };
-            words[word as usize] |= flags << shift;
+            words[word as usize] |= port_policy.flags() << shift;
         }
         let ports = &mut self.ports[spare as usize];
         for (index, word) in words.iter().enumerate() {

@@ -96,10 +96,22 @@ impl RunRecord {
             );
         }
         let allow = changes.apply(&config.allow, &state.changes_path())?;
+        // An `allow add` made before the config listed the origin (or
+        // changed its methods) still decides its methods: say so.
+        for (listed, applied) in config.allow.iter().filter_map(|listed| {
+            let applied = allow.iter().find(|a| a.origin == listed.origin)?;
+            (applied.methods() != listed.methods()).then_some((listed, applied))
+        }) {
+            log::warn!(
+                "{} lists {listed}, but `cors-filter allow add` set {applied} (recorded in {}); that applies until the next `cors-filter allow add {}` or `allow remove`",
+                self.config.display(),
+                state.changes_path().display(),
+                listed.origin
+            );
+        }
         Ok(Policy {
             settings: FilterConfig::new(mode, config.on_incomplete).with_action(action),
             ports: config.ports,
-            protect_unsafe: config.protect_unsafe,
             allow,
         })
     }

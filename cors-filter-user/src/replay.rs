@@ -40,7 +40,6 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
     filter.take_policy_maps()?.install(&Policy {
         settings: FilterConfig::new(config.mode, config.on_incomplete).with_action(config.action),
         ports: config.ports,
-        protect_unsafe: config.protect_unsafe,
         allow: config.allow,
     })?;
     let stdout = std::io::stdout();

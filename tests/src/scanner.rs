@@ -39,6 +39,7 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
         origin: Default::default(),
         judged: Default::default(),
         unsafe_request: Default::default(),
+        pass_incomplete_unsafe: Default::default(),
         reset: Default::default(),
     });
     let len = payload.len().min(SCAN_BYTES);
@@ -59,6 +60,10 @@ struct RecordingPolicy {
 
 impl Policy for RecordingPolicy {
     fn protects_unsafe_methods(&self) -> bool {
+        false
+    }
+
+    fn passes_incomplete_unsafe(&self) -> bool {
         false
     }
 
