@@ -716,7 +716,7 @@ fn origins_with_methods_are_allowed_those_methods_alone() -> Result<()> {
     let bed = reset_bed(&[PORT])?;
     let bed = &bed.bed;
     let home = FilterHome::new(METHODS_CONFIG)?;
-    let filter = bed.filter(&home, &[])?;
+    let mut filter = bed.filter(&home, &[])?;
     let checks = [
         Check::v4(
             "POST from an origin allowed GET and POST",
@@ -783,6 +783,51 @@ fn origins_with_methods_are_allowed_those_methods_alone() -> Result<()> {
         Check::v4(
             "DELETE from an origin just added for GET and PUT",
             fetch_request("DELETE", "/ops/delete", OPS),
+            Reset,
+            &["unsafe_deny", "method_deny"],
+        ),
+    ];
+    run_checks(bed, &filter, &checks)?;
+
+    // `allow add` gives an origin of the config other methods; a restart
+    // (from the state file) and a reload keep both additions' methods.
+    filter.cli_ok(&["allow", "add", ADMIN, "--methods", "GET,POST,PUT"])?;
+    filter.kill()?;
+    filter.restart()?;
+    filter.cli_ok(&["reload"])?;
+    let mut listed: Vec<String> = filter
+        .cli_ok(&["allow", "list"])?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    let mut expected = [
+        ALLOWED.to_owned(),
+        format!("{ADMIN} methods=GET,POST,PUT"),
+        format!("{OPS} methods=GET,PUT"),
+    ];
+    expected.sort();
+    ensure!(
+        listed == expected,
+        "allow list printed {listed:?} after a restart"
+    );
+    ensure!(
+        filter.log().contains(&format!(
+            "lists {ADMIN} methods=GET,POST, but `cors-filter allow add` set {ADMIN} methods=GET,POST,PUT"
+        )),
+        "the override of the config's methods was not logged:\n{}",
+        filter.log()
+    );
+    let checks = [
+        Check::v4(
+            "PUT from the config's origin after `allow add` gave it PUT, after a restart",
+            fetch_request("PUT", "/admin/put-added", ADMIN),
+            Answered,
+            &["unsafe_allow"],
+        ),
+        Check::v4(
+            "DELETE from the origin added for GET and PUT, after a restart",
+            fetch_request("DELETE", "/ops/delete-after-restart", OPS),
             Reset,
             &["unsafe_deny", "method_deny"],
         ),
