@@ -1,8 +1,11 @@
 //! Differential test of the program in the kernel against the reference
 //! (httparse, the common crate's origin rules, the allowlist matched on
-//! plain strings): over 100,000 generated requests, valid, adversarial and
-//! malformed, each wrapped in a random Ethernet / VLAN / IPv4 or IPv6 / TCP
-//! frame, run through the real program with `cors-filter replay`.
+//! plain strings, methods compared as text): over 100,000 generated
+//! requests, valid, adversarial and malformed, preflights and requests with
+//! unsafe methods, each wrapped in a random Ethernet / VLAN / IPv4 or IPv6 /
+//! TCP frame to a port that protects unsafe methods (dropping those the
+//! window does not decide, or passing them) or to one that does not, run
+//! through the real program with `cors-filter replay`.
 //! Needs root (it loads BPF); fails, never skips, without it.
 
 use std::collections::BTreeMap;
@@ -40,18 +43,31 @@ fn run_size() -> (u64, usize) {
     }
 }
 
+/// A port that protects unsafe methods and drops those the window does
+/// not decide (the config's defaults), one that passes them, and one that
+/// does not protect them.
+const PROTECTING_PORT: u16 = 8080;
+const PASSING_PORT: u16 = 8082;
+const OPEN_PORT: u16 = 8081;
+
+/// Incomplete preflights pass (`on_incomplete`, the default), so that the
+/// verdicts tell which setting an incomplete request is handled by.
 fn config() -> String {
-    let allow: Vec<String> = ALLOWLIST.iter().map(|e| format!("{e:?}")).collect();
+    let allow: Vec<String> = ALLOWLIST.iter().map(|e| e.config_item()).collect();
     format!(
-        "ports = [8080]\nallow = [{}]\nmode = \"enforce\"\non_incomplete = \"drop\"\n",
+        "ports = [{PROTECTING_PORT}, {OPEN_PORT}, {PASSING_PORT}]\n\
+         protect_unsafe_methods = true\nallow = [{}]\nmode = \"enforce\"\n\
+         on_incomplete = \"pass\"\n\
+         [port.{OPEN_PORT}]\nprotect_unsafe_methods = false\n\
+         [port.{PASSING_PORT}]\nunsafe_on_incomplete = \"pass\"\n",
         allow.join(", ")
     )
 }
 
-/// `payload` in a random frame: VLAN tags, IP version, IP and TCP options,
-/// IPv6 extension headers, Ethernet padding. None of it may change the
-/// verdict.
-fn frame(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
+/// `payload` in a random frame to `port`: VLAN tags, IP version, IP and
+/// TCP options, IPv6 extension headers, Ethernet padding. None of it may
+/// change the verdict.
+fn frame(rng: &mut Rng, payload: &[u8], port: u16) -> Vec<u8> {
     let mut packet = if rng.one_in(3) {
         let mut p = Packet::ipv6(payload);
         for _ in 0..rng.below(3) {
@@ -96,7 +112,7 @@ fn frame(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
     if rng.one_in(8) {
         packet = packet.trailer(b"OPTIONS / HTTP/1.1\r\n");
     }
-    packet.build()
+    packet.dst_port(port).build()
 }
 
 #[test]
@@ -110,33 +126,42 @@ fn kernel_verdicts_agree_with_the_reference() -> Result<()> {
     let mut frames = Vec::with_capacity(requests);
     for _ in 0..requests {
         let payload = generate::request(&mut rng);
-        frames.push(frame(&mut rng, &payload));
-        payloads.push(payload);
+        let port = match rng.below(4) {
+            0 => OPEN_PORT,
+            1 => PASSING_PORT,
+            _ => PROTECTING_PORT,
+        };
+        frames.push(frame(&mut rng, &payload, port));
+        payloads.push((payload, port));
     }
     let replayed = replay(&config(), &frames)?;
 
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
-    let mut expectations: BTreeMap<String, usize> = BTreeMap::new();
+    let mut expectations: BTreeMap<(Expected, u16), usize> = BTreeMap::new();
     let mut disagreements = Vec::new();
     let mut compared = 0;
-    for (payload, got) in payloads.iter().zip(&replayed) {
-        let expected = reference::expected(payload, &allowlist);
-        *expectations.entry(format!("{expected:?}")).or_default() += 1;
-        let verdict = match expected {
-            Expected::Allowed | Expected::NotPreflight => Some("pass"),
-            Expected::Denied | Expected::Malformed | Expected::Incomplete => Some("drop"),
-            Expected::Invalid => None,
-        };
+    for ((payload, port), got) in payloads.iter().zip(&replayed) {
+        let expected = reference::expected(payload, *port != OPEN_PORT, &allowlist);
+        *expectations.entry((expected, *port)).or_default() += 1;
         *tally
-            .entry(format!("{expected:?} / {}", got.reason))
+            .entry(format!("port {port}: {expected:?} / {}", got.reason))
             .or_default() += 1;
         if expected == Expected::Invalid {
             continue;
         }
         compared += 1;
-        if !expected.accepts(&got.reason) || verdict != Some(got.verdict.as_str()) {
+        // Enforce mode; incomplete preflights pass, unsafe requests the
+        // window does not decide are dropped unless the port passes them.
+        let verdict = if expected.is_denial()
+            || (expected == Expected::UnsafeIncomplete && *port == PROTECTING_PORT)
+        {
+            "drop"
+        } else {
+            "pass"
+        };
+        if !expected.accepts(&got.reason) || got.verdict != verdict {
             disagreements.push(format!(
-                "frame {}: expected {expected:?}, the program said {} ({}) for\n  {}",
+                "frame {} to port {port}: expected {expected:?} ({verdict}), the program said {} ({}) for\n  {}",
                 got.index,
                 got.verdict,
                 got.reason,
@@ -161,19 +186,42 @@ fn kernel_verdicts_agree_with_the_reference() -> Result<()> {
         compared >= MIN_COMPARED * requests / REQUESTS,
         "only {compared} requests compared"
     );
-    // Every verdict must be well represented, or the generator has drifted.
-    for (expected, at_least) in [
-        (Expected::Allowed, 10_000),
-        (Expected::Denied, 10_000),
-        (Expected::Malformed, 10_000),
-        (Expected::Incomplete, 5_000),
-        (Expected::NotPreflight, 5_000),
+    // Every outcome must be well represented, on each port where it can
+    // happen, or the generator has drifted (about half of what the suite's
+    // seed gives).
+    let mut required = vec![
+        ((Expected::Allowed, PROTECTING_PORT), 2_500),
+        ((Expected::Denied, PROTECTING_PORT), 2_000),
+        ((Expected::Malformed, PROTECTING_PORT), 4_000),
+        ((Expected::MethodDenied, PROTECTING_PORT), 1_000),
+        ((Expected::Incomplete, PROTECTING_PORT), 1_000),
+        ((Expected::UnsafeIncomplete, PROTECTING_PORT), 2_000),
+        ((Expected::NotJudged, PROTECTING_PORT), 4_000),
+        ((Expected::UnsafeAllowed, PROTECTING_PORT), 1_500),
+        ((Expected::UnsafeDenied, PROTECTING_PORT), 1_000),
+        ((Expected::UnsafeMalformed, PROTECTING_PORT), 3_000),
+        ((Expected::UnsafeMethodDenied, PROTECTING_PORT), 500),
+        ((Expected::CrossSiteNoOrigin, PROTECTING_PORT), 1_000),
+        ((Expected::NoOrigin, PROTECTING_PORT), 1_000),
+        ((Expected::UnsafeIncomplete, PASSING_PORT), 1_000),
+        ((Expected::UnsafeDenied, PASSING_PORT), 500),
+    ];
+    for expected in [
+        Expected::Allowed,
+        Expected::Denied,
+        Expected::Malformed,
+        Expected::MethodDenied,
+        Expected::Incomplete,
+        Expected::NotJudged,
     ] {
-        let n = expectations
-            .get(&format!("{expected:?}"))
-            .copied()
-            .unwrap_or(0);
-        assert!(n >= at_least, "only {n} requests expected {expected:?}");
+        required.push(((expected, OPEN_PORT), 500));
+    }
+    for ((expected, port), at_least) in required {
+        let n = expectations.get(&(expected, port)).copied().unwrap_or(0);
+        assert!(
+            n >= at_least,
+            "only {n} requests expected {expected:?} on port {port}"
+        );
     }
     Ok(())
 }

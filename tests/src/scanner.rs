@@ -1,36 +1,102 @@
 //! The program's parsing code, from cors-filter-common, run in userspace on
 //! a payload: the same steps (`inspect_payload`) on the same scratch layout,
-//! with an allowlist lookup that records the key it is asked about.
+//! with a policy that says whether the port protects unsafe methods and
+//! passes undecided ones, gives one answer to any allowlist lookup, and
+//! records what it is asked.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use cors_filter_common::{
-    MethodSet, Outcome, Policy, Scratch,
+    FilterConfig, Method, MethodSet, Mode, OnIncomplete, Outcome, Policy, Scratch,
     http::{SCAN_BUF_LEN, SCAN_BYTES},
     inspect_payload,
     origin::OriginParse,
 };
 
+/// The policy a payload is scanned under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanPolicy {
+    /// Whether the port protects unsafe methods.
+    pub protects_unsafe: bool,
+    /// Whether it passes unsafe requests the window does not decide
+    /// (`unsafe_on_incomplete = "pass"`).
+    pub passes_incomplete_unsafe: bool,
+    /// What the allowlist answers for any origin: [`MethodSet::NONE`] (not
+    /// listed), [`MethodSet::ANY`] (listed without methods) or some methods.
+    pub answer: MethodSet,
+}
+
 /// What the parsing code makes of a payload.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scanned {
-    /// `Denied` for every well-formed preflight: the lookup answers no.
     pub outcome: Outcome,
     /// The allowlist key looked up, up to and including its final NUL.
     pub key: Option<Vec<u8>>,
+    /// The method the request was judged by (`Scratch::judged`): meaningful
+    /// when a lookup was made.
+    pub judged: Method,
+    /// Whether the port's setting was asked for: when it was not, the
+    /// outcome is the same whatever it is.
+    pub asked_protects: bool,
+    /// Whether an incomplete request is dropped by the settings the
+    /// program judges this one by (`Scratch::settings_for_request`), the
+    /// filter's own being `on_incomplete = "pass"`: an unsafe request's
+    /// are its port's.
+    pub drops_incomplete: bool,
 }
 
 /// Runs the parsing code on `payload` (not empty) as the program would on a
-/// segment carrying it: only the first [`SCAN_BYTES`] bytes are seen, in a
-/// scratch buffer that still holds `stale` bytes from earlier packets.
-pub fn scan(payload: &[u8], stale: u8) -> Scanned {
+/// segment carrying it to a port under `policy`: only the first
+/// [`SCAN_BYTES`] bytes are seen, in a scratch buffer that still holds
+/// `stale` bytes from earlier packets.
+pub fn scan(payload: &[u8], stale: u8, policy: ScanPolicy) -> Scanned {
     assert!(
         !payload.is_empty(),
         "the program never scans an empty payload"
     );
-    // Boxed: the scratch space is larger than a test thread's stack wants.
-    let mut scratch: Box<Scratch> = Box::new(Scratch {
-        payload: [stale; SCAN_BUF_LEN],
+    SCRATCH.with_borrow_mut(|scratch| {
+        // Every scan starts from a fresh scratch space, whatever the one
+        // before left in it: the result is a function of the payload (the
+        // fuzzer needs that), and of the stale bytes chosen.
+        **scratch = Scratch {
+            payload: [stale; SCAN_BUF_LEN],
+            payload_len: Default::default(),
+            ipv6_walk_offset: Default::default(),
+            generation: Default::default(),
+            addressing: Default::default(),
+            head: Default::default(),
+            origin: Default::default(),
+            judged: Default::default(),
+            unsafe_request: Default::default(),
+            pass_incomplete_unsafe: Default::default(),
+            reset: Default::default(),
+        };
+        let len = payload.len().min(SCAN_BYTES);
+        scratch.payload[..len].copy_from_slice(&payload[..len]);
+        let recording = RecordingPolicy {
+            policy,
+            key: RefCell::new(None),
+            asked_protects: Cell::new(false),
+        };
+        let outcome = inspect_payload(scratch, len, &recording);
+        let settings =
+            scratch.settings_for_request(FilterConfig::new(Mode::Enforce, OnIncomplete::Pass));
+        Scanned {
+            outcome,
+            key: recording.key.into_inner(),
+            judged: Method::from_code(scratch.judged.get()),
+            asked_protects: recording.asked_protects.get(),
+            drops_incomplete: settings.drop_incomplete(),
+        }
+    })
+}
+
+thread_local! {
+    /// The scratch space scans run in, one per thread, allocated once: a
+    /// scan runs many times per payload. Boxed: it is larger than a test
+    /// thread's stack wants.
+    static SCRATCH: RefCell<Box<Scratch>> = RefCell::new(Box::new(Scratch {
+        payload: [0; SCAN_BUF_LEN],
         payload_len: Default::default(),
         ipv6_walk_offset: Default::default(),
         generation: Default::default(),
@@ -41,36 +107,32 @@ pub fn scan(payload: &[u8], stale: u8) -> Scanned {
         unsafe_request: Default::default(),
         pass_incomplete_unsafe: Default::default(),
         reset: Default::default(),
-    });
-    let len = payload.len().min(SCAN_BYTES);
-    scratch.payload[..len].copy_from_slice(&payload[..len]);
-    let policy = RecordingPolicy::default();
-    let outcome = inspect_payload(&mut scratch, len, &policy);
-    Scanned {
-        outcome,
-        key: policy.key.into_inner(),
-    }
+    }));
 }
 
-/// A policy that allows no origin and records the key it is asked about.
-#[derive(Default)]
+/// A [`ScanPolicy`] that records the key it is asked about and whether the
+/// port's setting was read.
 struct RecordingPolicy {
+    policy: ScanPolicy,
     key: RefCell<Option<Vec<u8>>>,
+    asked_protects: Cell<bool>,
 }
 
 impl Policy for RecordingPolicy {
     fn protects_unsafe_methods(&self) -> bool {
-        false
+        self.asked_protects.set(true);
+        self.policy.protects_unsafe
     }
 
     fn passes_incomplete_unsafe(&self) -> bool {
-        false
+        self.policy.passes_incomplete_unsafe
     }
 
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
         let bytes = origin.key();
         assert_eq!(bytes.last(), Some(&0), "a key ends with NUL");
-        *self.key.borrow_mut() = Some(bytes.to_vec());
-        MethodSet::NONE
+        let previous = self.key.borrow_mut().replace(bytes.to_vec());
+        assert_eq!(previous, None, "the allowlist is asked at most once");
+        self.policy.answer
     }
 }
