@@ -184,14 +184,14 @@ pub fn skip_empty_lines(
     if state.line_ends.get() as usize == SCAN_BYTES {
         return None;
     }
-    // Usually nothing to move: only then is the payload copied.
+    // Usually nothing to move: only then is the payload copied. The whole
+    // window is, whatever the length: a loop without a way out that depends
+    // on the data is checked once by the verifier, not once per length
+    // (bytes past the length are stale either way, and never read).
     if state.skipped.get() != 0 {
         state.len.set(state.len.get() - state.skipped.get());
         let mut k = 0;
         while k < SCAN_BYTES {
-            if k >= state.len.get() as usize {
-                break;
-            }
             buf[k & SCAN_MASK] = at(buf, k + state.skipped.get() as usize);
             k += 1;
         }

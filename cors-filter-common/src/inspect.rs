@@ -157,6 +157,7 @@ mod tests {
             generation: Default::default(),
             addressing: Default::default(),
             reset: Default::default(),
+            outcome: Default::default(),
             head: Default::default(),
             origin: Default::default(),
             judged: Default::default(),

@@ -69,6 +69,8 @@ pub struct Scratch {
     pub pass_incomplete_unsafe: Slot<u32>,
     /// Where the segment is, and room to build a reset (`--action reset`).
     pub reset: reset::ResetScratch,
+    /// The packet's outcome, as an index in `Outcome::ALL` (see the program's `filter`).
+    pub outcome: Slot<u32>,
 }
 
 impl Scratch {
@@ -80,16 +82,16 @@ impl Scratch {
     /// `Origin` out of the window.
     #[inline(always)]
     pub fn settings_for_request(&self, settings: FilterConfig) -> FilterConfig {
-        if self.unsafe_request.get() == 0 {
-            return settings;
-        }
-        let on_incomplete = if self.pass_incomplete_unsafe.get() != 0 {
-            OnIncomplete::Pass
-        } else {
-            OnIncomplete::Drop
-        };
+        // Without a branch: settings that differ by a constant would make
+        // the verifier walk what follows (verdict, event, reset) once per
+        // value.
+        let unsafe_request = 0u32.wrapping_sub(self.unsafe_request.get() & 1);
+        let port_drops = (self.pass_incomplete_unsafe.get() & 1) ^ 1;
+        let drop = OnIncomplete::Drop as u32;
+        let on_incomplete =
+            (unsafe_request & port_drops * drop) | (!unsafe_request & settings.on_incomplete);
         FilterConfig {
-            on_incomplete: on_incomplete as u32,
+            on_incomplete,
             ..settings
         }
     }

@@ -82,6 +82,16 @@ impl Outcome {
         Outcome::NoOrigin,
     ];
 
+    /// The outcome of index `index` in [`Outcome::ALL`] (which lists them
+    /// in declaration order); `NotHttp` for an index past it.
+    #[inline(always)]
+    pub fn from_index(index: u32) -> Outcome {
+        match Outcome::ALL.get(index as usize) {
+            Some(outcome) => *outcome,
+            None => Outcome::NotHttp,
+        }
+    }
+
     /// A malformed preflight, or unsafe request when `unsafe_request`.
     #[inline(always)]
     pub const fn malformed(unsafe_request: bool) -> Outcome {
@@ -293,6 +303,19 @@ mod tests {
             assert_eq!(o.is_denial(), deny_counter, "{o:?}");
             assert_eq!(o.verdict(&ENFORCE) == Verdict::Drop, o.is_denial(), "{o:?}");
         }
+    }
+
+    #[test]
+    fn outcomes_are_found_by_their_index() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+            assert_eq!(Outcome::from_index(i as u32), *o);
+        }
+        assert_eq!(
+            Outcome::from_index(Outcome::ALL.len() as u32),
+            Outcome::NotHttp
+        );
+        assert_eq!(Outcome::from_index(u32::MAX), Outcome::NotHttp);
     }
 
     #[test]

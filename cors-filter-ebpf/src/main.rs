@@ -109,6 +109,11 @@ fn filter(ctx: &impl Frame) -> Verdict {
     // exclusive for this run.
     let scratch: &mut Scratch = unsafe { &mut *scratch };
     let outcome = inspect(ctx, scratch);
+    // Read back from memory: the verifier then checks what follows (the
+    // counters, the verdict, the event, the reset) once, for an outcome it
+    // does not know, rather than once per outcome.
+    scratch.outcome.set(outcome as u32);
+    let outcome = Outcome::from_index(scratch.outcome.get());
     // One outcome counter per packet; `Packets` and `Requests` are their
     // sums, derived by whoever reads the counters.
     let (counter, also) = outcome.counters();

@@ -70,6 +70,7 @@ pub fn scan(payload: &[u8], stale: u8, policy: ScanPolicy) -> Scanned {
             unsafe_request: Default::default(),
             pass_incomplete_unsafe: Default::default(),
             reset: Default::default(),
+            outcome: Default::default(),
         };
         let len = payload.len().min(SCAN_BYTES);
         scratch.payload[..len].copy_from_slice(&payload[..len]);
@@ -107,6 +108,7 @@ thread_local! {
         unsafe_request: Default::default(),
         pass_incomplete_unsafe: Default::default(),
         reset: Default::default(),
+        outcome: Default::default(),
     }));
 }
 
