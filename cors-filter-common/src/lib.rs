@@ -89,7 +89,7 @@ impl Scratch {
         let port_drops = (self.pass_incomplete_unsafe.get() & 1) ^ 1;
         let drop = OnIncomplete::Drop as u32;
         let on_incomplete =
-            (unsafe_request & port_drops * drop) | (!unsafe_request & settings.on_incomplete);
+            (unsafe_request & (port_drops * drop)) | (!unsafe_request & settings.on_incomplete);
         FilterConfig {
             on_incomplete,
             ..settings
