@@ -143,27 +143,11 @@ pub fn inspect_payload(scratch: &mut Scratch, len: usize, policy: &impl Policy) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        http::{SCAN_BUF_LEN, SCAN_BYTES},
-        method::Method,
-    };
+    use crate::{http::SCAN_BYTES, method::Method};
     use std::{boxed::Box, format, vec::Vec};
 
     fn scratch() -> Box<Scratch> {
-        Box::new(Scratch {
-            payload: [0; SCAN_BUF_LEN],
-            payload_len: Default::default(),
-            ipv6_walk_offset: Default::default(),
-            generation: Default::default(),
-            addressing: Default::default(),
-            reset: Default::default(),
-            outcome: Default::default(),
-            head: Default::default(),
-            origin: Default::default(),
-            judged: Default::default(),
-            unsafe_request: Default::default(),
-            pass_incomplete_unsafe: Default::default(),
-        })
+        Box::new(Scratch::new(0))
     }
 
     /// A policy that protects unsafe methods and allows no origin.

@@ -74,6 +74,25 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// A scratch space whose payload buffer holds `fill` (stale bytes, for
+    /// userspace runs of the parsing code) and everything else its default.
+    pub fn new(fill: u8) -> Scratch {
+        Scratch {
+            payload: [fill; http::SCAN_BUF_LEN],
+            payload_len: Default::default(),
+            ipv6_walk_offset: Default::default(),
+            generation: Default::default(),
+            addressing: Default::default(),
+            head: Default::default(),
+            origin: Default::default(),
+            judged: Default::default(),
+            unsafe_request: Default::default(),
+            pass_incomplete_unsafe: Default::default(),
+            reset: Default::default(),
+            outcome: Default::default(),
+        }
+    }
+
     /// The settings the request just inspected is judged by: `settings`,
     /// except that an unsafe request whose head went on past the window
     /// undecided is handled by its port's `unsafe_on_incomplete` (drop

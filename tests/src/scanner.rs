@@ -8,9 +8,7 @@ use std::cell::{Cell, RefCell};
 
 use cors_filter_common::{
     FilterConfig, Method, MethodSet, Mode, OnIncomplete, Outcome, Policy, Scratch,
-    http::{SCAN_BUF_LEN, SCAN_BYTES},
-    inspect_payload,
-    origin::OriginParse,
+    http::SCAN_BYTES, inspect_payload, origin::OriginParse,
 };
 
 /// The policy a payload is scanned under.
@@ -58,20 +56,7 @@ pub fn scan(payload: &[u8], stale: u8, policy: ScanPolicy) -> Scanned {
         // Every scan starts from a fresh scratch space, whatever the one
         // before left in it: the result is a function of the payload (the
         // fuzzer needs that), and of the stale bytes chosen.
-        **scratch = Scratch {
-            payload: [stale; SCAN_BUF_LEN],
-            payload_len: Default::default(),
-            ipv6_walk_offset: Default::default(),
-            generation: Default::default(),
-            addressing: Default::default(),
-            head: Default::default(),
-            origin: Default::default(),
-            judged: Default::default(),
-            unsafe_request: Default::default(),
-            pass_incomplete_unsafe: Default::default(),
-            reset: Default::default(),
-            outcome: Default::default(),
-        };
+        **scratch = Scratch::new(stale);
         let len = payload.len().min(SCAN_BYTES);
         scratch.payload[..len].copy_from_slice(&payload[..len]);
         let recording = RecordingPolicy {
@@ -96,20 +81,7 @@ thread_local! {
     /// The scratch space scans run in, one per thread, allocated once: a
     /// scan runs many times per payload. Boxed: it is larger than a test
     /// thread's stack wants.
-    static SCRATCH: RefCell<Box<Scratch>> = RefCell::new(Box::new(Scratch {
-        payload: [0; SCAN_BUF_LEN],
-        payload_len: Default::default(),
-        ipv6_walk_offset: Default::default(),
-        generation: Default::default(),
-        addressing: Default::default(),
-        head: Default::default(),
-        origin: Default::default(),
-        judged: Default::default(),
-        unsafe_request: Default::default(),
-        pass_incomplete_unsafe: Default::default(),
-        reset: Default::default(),
-        outcome: Default::default(),
-    }));
+    static SCRATCH: RefCell<Box<Scratch>> = RefCell::new(Box::new(Scratch::new(0)));
 }
 
 /// A [`ScanPolicy`] that records the key it is asked about and whether the
