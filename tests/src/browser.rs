@@ -277,6 +277,10 @@ impl Chromium {
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let data = profile.path().join("data");
+        // Chromium's own temporary files (its singleton socket's directory)
+        // go under the profile too, so that removing it leaves nothing.
+        let tmp = profile.path().join("tmp");
+        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &pair.client, CHROMIUM])
@@ -290,6 +294,7 @@ impl Chromium {
             .env("HOME", profile.path())
             .env("XDG_CONFIG_HOME", profile.path().join("config"))
             .env("XDG_CACHE_HOME", profile.path().join("cache"))
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
