@@ -71,6 +71,9 @@ pub struct FilterConfig {
     /// `d + 1` labels): a lookup tries only those prefixes (see
     /// `crate::allow`). Set by the policy install from the entries.
     pub wildcard_depths: u32,
+    /// Bytes a judged request head may have, request line included (see
+    /// `crate::stream`); a longer one is `Incomplete`.
+    pub max_head_bytes: u32,
 }
 
 impl FilterConfig {
@@ -81,6 +84,7 @@ impl FilterConfig {
             on_incomplete: on_incomplete as u32,
             action: Action::Drop as u32,
             wildcard_depths: 0,
+            max_head_bytes: crate::stream::DEFAULT_MAX_HEAD_BYTES,
         }
     }
 
@@ -153,7 +157,7 @@ impl PortBitmap {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `FilterConfig` is `repr(C)`, made of four `u32`s, has no
+    // SAFETY: `FilterConfig` is `repr(C)`, made of five `u32`s, has no
     // padding and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::FilterConfig {}
 }

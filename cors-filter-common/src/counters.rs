@@ -59,11 +59,26 @@ pub enum Counter {
     /// Denial events not reported because the `DENIALS` ring buffer was
     /// full (see `event`). Not an outcome: the packet was counted as usual.
     EventsLost,
+    /// Segments whose bytes were all parsed before, passed again.
+    PassRetransmission,
+    /// Segments that complete no request head (bodies, bytes between requests).
+    PassBody,
+    /// Segments with part of a request head, not its end.
+    PassHeadPart,
+    /// Segments of connections the filter does not follow.
+    PassUntracked,
+    /// Segments at or past a denied head, dropped.
+    ConnectionDenied,
+    /// Segments with new bytes after a gap while a head may be undecided,
+    /// dropped (the client sends them again in order).
+    OutOfOrder,
+    /// Segments of a head whose state was lost, dropped.
+    HeadLost,
 }
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 31;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -90,12 +105,19 @@ impl Counter {
         Counter::PassNotHttp,
         Counter::PassNotPreflight,
         Counter::EventsLost,
+        Counter::PassRetransmission,
+        Counter::PassBody,
+        Counter::PassHeadPart,
+        Counter::PassUntracked,
+        Counter::ConnectionDenied,
+        Counter::OutOfOrder,
+        Counter::HeadLost,
     ];
 
     /// The counters of which every packet bumps exactly one (its
     /// outcome's, see `Outcome::counters`; `Malformed`, `MethodDeny` and
     /// `CrossSite` go with a deny counter and are not among them).
-    pub const OUTCOMES: [Counter; 15] = [
+    pub const OUTCOMES: [Counter; 22] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
@@ -111,6 +133,13 @@ impl Counter {
         Counter::PassNoPayload,
         Counter::PassNotHttp,
         Counter::PassNotPreflight,
+        Counter::PassRetransmission,
+        Counter::PassBody,
+        Counter::PassHeadPart,
+        Counter::PassUntracked,
+        Counter::ConnectionDenied,
+        Counter::OutOfOrder,
+        Counter::HeadLost,
     ];
 
     /// The outcome counters of requests (`Outcome::is_request`).
@@ -170,6 +199,13 @@ impl Counter {
             Counter::PassNotHttp => "pass_not_http",
             Counter::PassNotPreflight => "pass_not_preflight",
             Counter::EventsLost => "events_lost",
+            Counter::PassRetransmission => "pass_retransmission",
+            Counter::PassBody => "pass_body",
+            Counter::PassHeadPart => "pass_head_part",
+            Counter::PassUntracked => "pass_untracked",
+            Counter::ConnectionDenied => "connection_denied",
+            Counter::OutOfOrder => "out_of_order",
+            Counter::HeadLost => "head_lost",
         }
     }
 }

@@ -27,6 +27,9 @@ pub trait Policy {
     /// (see `crate::allow`): [`MethodSet::NONE`] when it does not hold it.
     /// Asked at most once per packet.
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet;
+
+    /// The settings of the policy generation the packet is judged by.
+    fn settings(&self) -> crate::FilterConfig;
 }
 
 /// The outcome of the payload in `scratch.payload[..len]` (`len` is 1 to
@@ -165,6 +168,10 @@ mod tests {
         fn allowed_methods(&self, _: &mut OriginParse) -> MethodSet {
             MethodSet::NONE
         }
+
+        fn settings(&self) -> crate::FilterConfig {
+            crate::FilterConfig::new(crate::Mode::Enforce, crate::OnIncomplete::Drop)
+        }
     }
 
     /// Inspects `request` in `scratch` (as the program does, after earlier
@@ -247,6 +254,10 @@ mod tests {
             } else {
                 MethodSet::NONE
             }
+        }
+
+        fn settings(&self) -> crate::FilterConfig {
+            crate::FilterConfig::new(crate::Mode::Enforce, crate::OnIncomplete::Drop)
         }
     }
 

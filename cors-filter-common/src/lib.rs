@@ -23,6 +23,7 @@ pub mod method;
 pub mod origin;
 pub mod reset;
 pub mod slot;
+pub mod stream;
 pub mod verdict;
 
 pub use config::{
@@ -71,6 +72,13 @@ pub struct Scratch {
     pub reset: reset::ResetScratch,
     /// The packet's outcome, as an index in `Outcome::ALL` (see the program's `filter`).
     pub outcome: Slot<u32>,
+    /// The state of the packet's connection while its segment is parsed
+    /// (see `stream`), loaded from and stored to the `CONNS` map.
+    pub stream_conn: stream::ConnState,
+    /// The head being read on that connection (`OPEN_HEADS` between segments).
+    pub stream_head: stream::HeadState,
+    /// Where the segment's parse is.
+    pub cursor: stream::SegmentCursor,
 }
 
 impl Scratch {
@@ -90,6 +98,9 @@ impl Scratch {
             pass_incomplete_unsafe: Default::default(),
             reset: Default::default(),
             outcome: Default::default(),
+            stream_conn: Default::default(),
+            stream_head: Default::default(),
+            cursor: Default::default(),
         }
     }
 

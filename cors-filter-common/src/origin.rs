@@ -545,6 +545,17 @@ impl OriginParse {
         self.len.set(0);
     }
 
+    /// Takes the first `len` bytes of `raw` as the value (at most
+    /// [`ORIGIN_RAW_LEN`]), once they were written there.
+    #[inline(always)]
+    pub fn set_len(&mut self, len: u32) {
+        self.len.set(if len > ORIGIN_RAW_LEN as u32 {
+            ORIGIN_RAW_LEN as u32
+        } else {
+            len
+        });
+    }
+
     /// Bytes of `raw` holding the value loaded or copied (0 to
     /// [`ORIGIN_RAW_LEN`]); after a failed copy, the part copied.
     #[inline(always)]

@@ -47,6 +47,29 @@ pub enum Outcome {
     /// Such a request with neither `Origin` nor `Sec-Fetch-Site: cross-site`:
     /// not sent by a browser's cross-site page.
     NoOrigin,
+    /// A segment whose bytes were all parsed (and judged) before: passed
+    /// again.
+    Retransmission,
+    /// A segment that completes no request head: body bytes, or bytes
+    /// between requests.
+    Body,
+    /// A segment that carries part of a request head, not its end: passed,
+    /// since a server acts only on a whole head.
+    HeadPart,
+    /// A segment of a connection the filter does not follow: one it did not
+    /// see start (open before it was loaded, or its state evicted) that
+    /// starts no request, one that switched protocols (`CONNECT`,
+    /// `Upgrade`), or one that sent what no server reads as a request.
+    Untracked,
+    /// A segment at or past the end of a head that was denied: dropped,
+    /// retransmissions included.
+    ConnectionDenied,
+    /// A segment whose new bytes come after a gap while a head may be
+    /// undecided: dropped, for the client to send again in order.
+    OutOfOrder,
+    /// A segment of a head whose state was lost (evicted, or not stored
+    /// for want of room): dropped.
+    HeadLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +82,7 @@ pub enum Verdict {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 20] = [
+    pub const ALL: [Outcome; 27] = [
         Outcome::NotIp,
         Outcome::NotTcp,
         Outcome::IpFragment,
@@ -80,6 +103,13 @@ impl Outcome {
         Outcome::UnsafeMethodDenied,
         Outcome::CrossSiteNoOrigin,
         Outcome::NoOrigin,
+        Outcome::Retransmission,
+        Outcome::Body,
+        Outcome::HeadPart,
+        Outcome::Untracked,
+        Outcome::ConnectionDenied,
+        Outcome::OutOfOrder,
+        Outcome::HeadLost,
     ];
 
     /// The outcome of index `index` in [`Outcome::ALL`] (which lists them
@@ -150,7 +180,14 @@ impl Outcome {
     pub const fn is_request(self) -> bool {
         !matches!(
             self,
-            Outcome::NotIp
+            Outcome::Retransmission
+                | Outcome::Body
+                | Outcome::HeadPart
+                | Outcome::Untracked
+                | Outcome::ConnectionDenied
+                | Outcome::OutOfOrder
+                | Outcome::HeadLost
+                | Outcome::NotIp
                 | Outcome::NotTcp
                 | Outcome::IpFragment
                 | Outcome::Ipv6ExtHeader
@@ -166,7 +203,18 @@ impl Outcome {
     /// outcome passes, whatever the settings, with no event.
     #[inline(always)]
     pub const fn may_deny(self) -> bool {
-        self.is_denial() || matches!(self, Outcome::Incomplete)
+        self.is_denial() || self.keeps_order() || matches!(self, Outcome::Incomplete)
+    }
+
+    /// Whether the outcome drops the segment to keep the connection's
+    /// stream judged: not a denial of its own (no event, no reset), but
+    /// dropped while enforcing.
+    #[inline(always)]
+    pub const fn keeps_order(self) -> bool {
+        matches!(
+            self,
+            Outcome::ConnectionDenied | Outcome::OutOfOrder | Outcome::HeadLost
+        )
     }
 
     /// The counters this outcome bumps besides `Packets`, `Requests` and `Dropped`.
@@ -193,12 +241,26 @@ impl Outcome {
             Outcome::UnsafeMethodDenied => (Counter::UnsafeDeny, Some(Counter::MethodDeny)),
             Outcome::CrossSiteNoOrigin => (Counter::UnsafeDeny, Some(Counter::CrossSite)),
             Outcome::NoOrigin => (Counter::NoOrigin, None),
+            Outcome::Retransmission => (Counter::PassRetransmission, None),
+            Outcome::Body => (Counter::PassBody, None),
+            Outcome::HeadPart => (Counter::PassHeadPart, None),
+            Outcome::Untracked => (Counter::PassUntracked, None),
+            Outcome::ConnectionDenied => (Counter::ConnectionDenied, None),
+            Outcome::OutOfOrder => (Counter::OutOfOrder, None),
+            Outcome::HeadLost => (Counter::HeadLost, None),
         }
     }
 
     /// The verdict under `config`. Monitor mode never drops (nor resets).
     #[inline(always)]
     pub fn verdict(self, config: &FilterConfig) -> Verdict {
+        if self.keeps_order() {
+            return if config.enforcing() {
+                Verdict::Drop
+            } else {
+                Verdict::Pass
+            };
+        }
         let drop = match self {
             Outcome::Incomplete => config.drop_incomplete(),
             _ => self.is_denial(),

@@ -34,6 +34,7 @@ pub mod reset;
 pub mod scanner;
 pub mod server;
 pub mod sockets;
+pub mod stream_model;
 pub mod syscalls;
 pub mod tcpdump;
 pub mod unit;

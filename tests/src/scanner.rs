@@ -109,4 +109,8 @@ impl Policy for RecordingPolicy {
         assert_eq!(previous, None, "the allowlist is asked at most once");
         self.policy.answer
     }
+
+    fn settings(&self) -> FilterConfig {
+        FilterConfig::new(Mode::Enforce, OnIncomplete::Pass)
+    }
 }

@@ -1,0 +1,1287 @@
+//! The request stream of one TCP connection, as a server parses it: a
+//! resumable HTTP/1.x request parser that is fed the connection's bytes in
+//! order, in pieces cut anywhere, and judges each request head once it is
+//! whole.
+//!
+//! The parser is a byte-driven state machine whose whole state is a
+//! [`ConnState`] (where the connection is: between requests, in a head, in
+//! a body, untracked, denied) and a [`HeadState`] (what the head being read
+//! has shown so far). Nothing is kept of the bytes themselves but the
+//! `Origin` value and the first bytes of two other values, so a head may be
+//! cut at any byte, across any number of segments, and the verdict is the
+//! one the whole head gets.
+//!
+//! What counts as a request is the union of what lenient servers act on
+//! (nginx, Node's llhttp, Python's `http.server`, httparse): whitespace and
+//! empty lines before a request line are skipped; the method is the first
+//! token, ended by any whitespace; the rest of the request line (target,
+//! version, trailing blanks) is not checked, since a server that refuses it
+//! acts on nothing. Header names are matched without regard to case and
+//! must be followed directly by the colon. After the head, the body is
+//! skipped by its framing: `Transfer-Encoding` whose last coding is
+//! `chunked` (chunk sizes, extensions, data, trailers), else
+//! `Content-Length`; a body is never read as a request. `CONNECT`, an
+//! `Upgrade` header, and bytes that cannot start a request end the tracking
+//! of the connection (what follows is another protocol, or nothing a server
+//! reads).
+//!
+//! [`step`] consumes at least one byte per call (a run of body bytes, a word
+//! of a line being skipped, or one byte of a line being read), so a segment
+//! of `n` bytes needs at most `n` calls: the program runs it under
+//! `bpf_loop` (Linux 5.17), where the verifier checks one call, not `n`.
+
+use crate::{
+    Outcome, Scratch,
+    config::FilterConfig,
+    http::{SCAN_BYTES, SCAN_MASK, is_tchar},
+    inspect::Policy,
+    method::Method,
+    origin::ORIGIN_RAW_LEN,
+};
+
+/// Where a connection's stream is ([`ConnState::phase`]). These numbers are
+/// pinned state (the `CONNS` map): they never change meaning, new phases
+/// take new numbers.
+pub mod phase {
+    /// Between requests: whitespace and empty lines are skipped until a
+    /// request line starts.
+    pub const IDLE: u32 = 0;
+    /// In the method token.
+    pub const METHOD: u32 = 1;
+    /// In the rest of the request line.
+    pub const REQUEST_LINE: u32 = 2;
+    /// At the first byte of a header line, or of the blank line.
+    pub const LINE_START: u32 = 3;
+    /// After a `\r` at the start of a line.
+    pub const LINE_CR: u32 = 4;
+    /// In a header name.
+    pub const NAME: u32 = 5;
+    /// In the value of a header the filter reads.
+    pub const VALUE: u32 = 6;
+    /// In a line the filter does not read, up to its `\n`.
+    pub const SKIP_LINE: u32 = 7;
+    /// In a body of `Content-Length` bytes (`ConnState::body_left` left).
+    pub const BODY: u32 = 8;
+    /// In a chunk-size line, before its extensions.
+    pub const CHUNK_SIZE: u32 = 9;
+    /// In a chunk-size line's extensions, up to its `\n`.
+    pub const CHUNK_EXT: u32 = 10;
+    /// In chunk data (`ConnState::body_left` left).
+    pub const CHUNK_DATA: u32 = 11;
+    /// After chunk data, at its `\r\n`.
+    pub const CHUNK_DATA_END: u32 = 12;
+    /// At the start of a trailer line, or of the blank line ending them.
+    pub const TRAILER_START: u32 = 13;
+    /// After a `\r` at the start of a trailer line.
+    pub const TRAILER_CR: u32 = 14;
+    /// In a trailer line, up to its `\n`.
+    pub const TRAILER_SKIP: u32 = 15;
+    /// Not followed: another protocol (`CONNECT`, `Upgrade`), or bytes no
+    /// server reads as a request. Everything passes.
+    pub const UNTRACKED: u32 = 16;
+    /// A head was denied here: the segment that completed it was dropped,
+    /// so the server never reads past its start; every later byte is
+    /// dropped too (retransmissions included).
+    pub const DENIED: u32 = 17;
+    /// Phases of an unfinished request head: its state is in a
+    /// [`HeadState`](super::HeadState).
+    pub const fn in_head(phase: u32) -> bool {
+        phase >= METHOD && phase <= SKIP_LINE
+    }
+}
+
+/// Header lines a judged head may have.
+pub const MAX_HEAD_LINES: u32 = 100;
+/// Default bound of a judged head, request line included (nginx's default
+/// header buffers are 8 KiB; twice that leaves room).
+pub const DEFAULT_MAX_HEAD_BYTES: u32 = 16 * 1024;
+/// The largest bound a policy may set.
+pub const MAX_MAX_HEAD_BYTES: u32 = 64 * 1024;
+/// Bytes of an `Access-Control-Request-Method` or `Sec-Fetch-Site` value
+/// kept: the longest token either is compared with is shorter.
+pub const VALUE_KEPT: usize = 16;
+const VALUE_MASK: usize = VALUE_KEPT - 1;
+const WORD: usize = 8;
+const _: () = assert!(VALUE_KEPT.is_power_of_two() && VALUE_KEPT > "cross-site".len());
+const _: () = assert!(ORIGIN_RAW_LEN.is_power_of_two());
+
+/// What the filter keeps of a connection between segments (the `CONNS`
+/// map's value). Its layout is pinned state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnState {
+    /// Sequence number of the next byte to parse: every byte before it has
+    /// been parsed, and judged.
+    pub next_seq: u32,
+    /// With [`phase::DENIED`]: the first byte of the segment that completed
+    /// the denied head. Bytes from there on are dropped.
+    pub deny_seq: u32,
+    /// A [`phase`] number.
+    pub phase: u32,
+    /// [`conn_flags`].
+    pub flags: u32,
+    /// Body or chunk bytes left ([`phase::BODY`], [`phase::CHUNK_DATA`]);
+    /// the chunk size being read in [`phase::CHUNK_SIZE`].
+    pub body_left: u64,
+}
+
+/// Bits of [`ConnState::flags`].
+pub mod conn_flags {
+    /// The head being read is kept in the `OPEN_HEADS` map between
+    /// segments (it spanned a segment's end).
+    pub const HEAD_KEPT: u32 = 1;
+    /// A chunk-size line had a digit.
+    pub const CHUNK_DIGITS: u32 = 2;
+}
+
+/// Which header a line is, among those the filter reads.
+pub mod header {
+    pub const NONE: u32 = 0;
+    pub const ORIGIN: u32 = 1;
+    pub const REQUEST_METHOD: u32 = 2;
+    pub const SEC_FETCH_SITE: u32 = 3;
+    pub const CONTENT_LENGTH: u32 = 4;
+    pub const TRANSFER_ENCODING: u32 = 5;
+    pub const UPGRADE: u32 = 6;
+}
+
+/// The header names read, lower case, in the order of [`header`] (from 1).
+const NAMES: [&[u8]; 6] = [
+    b"origin",
+    b"access-control-request-method",
+    b"sec-fetch-site",
+    b"content-length",
+    b"transfer-encoding",
+    b"upgrade",
+];
+const ALL_NAMES: u32 = (1 << NAMES.len()) - 1;
+const LONGEST_NAME: usize = 29;
+const _: () = {
+    let mut i = 0;
+    while i < NAMES.len() {
+        assert!(NAMES[i].len() <= LONGEST_NAME);
+        i += 1;
+    }
+};
+
+/// Bits of [`HeadState::flags`].
+pub mod head_flags {
+    /// The request is judged: a potential preflight, or an unsafe request
+    /// to a port that protects them.
+    pub const JUDGED: u32 = 1;
+    /// The method is unsafe and the port protects such requests.
+    pub const UNSAFE_REQUEST: u32 = 2;
+    /// A header line starts with a space or a tab (an obsolete fold).
+    pub const FOLDED: u32 = 4;
+    /// A `Sec-Fetch-Site` line says `cross-site`.
+    pub const CROSS_SITE: u32 = 8;
+    /// The `Origin` value is not readable: longer than kept, or with a `\r`
+    /// that does not end its line.
+    pub const ORIGIN_BAD: u32 = 16;
+    /// A `Content-Length` value is not a number, or two disagree.
+    pub const LENGTH_BAD: u32 = 32;
+    /// A `Transfer-Encoding` line was seen.
+    pub const TRANSFER_CODED: u32 = 64;
+    /// The last transfer coding read is `chunked`.
+    pub const CHUNKED: u32 = 128;
+    /// An `Upgrade` line was seen.
+    pub const UPGRADE: u32 = 256;
+    /// The value being read had a `\r` not followed by `\n`.
+    pub const VALUE_BARE_CR: u32 = 512;
+    /// The last byte of the value being read was a `\r`.
+    pub const VALUE_CR: u32 = 1024;
+    /// The `Content-Length` value being read ended its digits (blanks
+    /// followed them).
+    pub const LENGTH_ENDED: u32 = 2048;
+    /// The head was found too long (see [`MAX_HEAD_LINES`]) and counted as
+    /// incomplete; it is followed to its end without being judged.
+    pub const OVERSIZED: u32 = 4096;
+}
+
+/// Where the `chunked` matcher of a `Transfer-Encoding` value is
+/// ([`HeadState::coding`]): 0 to 7 letters of `chunked` matched, then:
+const CODING_CHUNKED_BLANK: u32 = 8;
+const CODING_OTHER: u32 = 9;
+const CHUNKED: &[u8; 7] = b"chunked";
+
+/// What the filter knows of the request head being read. Lives in the
+/// per-CPU scratch space while a segment is parsed, and in the
+/// `OPEN_HEADS` map while the head spans segments. Its layout is pinned
+/// state.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HeadState {
+    /// Bytes of the head so far, from the method's first byte.
+    pub bytes: u32,
+    /// Header lines so far.
+    pub lines: u32,
+    /// The method's first 8 bytes, little-endian.
+    pub method_word: u64,
+    /// Bytes of the method token (counted up to 255).
+    pub method_len: u32,
+    /// The method (a `Method` code), once its token ended.
+    pub method: u32,
+    /// [`head_flags`].
+    pub flags: u32,
+    /// The header the current line is ([`header`]).
+    pub header: u32,
+    /// Header names the current line's name may still be (bit `h - 1`).
+    pub candidates: u32,
+    /// Bytes of the current line's name so far.
+    pub name_len: u32,
+    /// Bytes of the current value so far, after its leading blanks (0
+    /// while they are skipped).
+    pub value_len: u32,
+    /// Bytes of the current value up to its last that is neither a blank
+    /// nor a `\r`.
+    pub value_end: u32,
+    pub origins: u32,
+    pub request_methods: u32,
+    /// The method the last `Access-Control-Request-Method` names.
+    pub requested: u32,
+    /// The `chunked` matcher of the `Transfer-Encoding` value being read.
+    pub coding: u32,
+    pub content_lengths: u32,
+    pub content_length: u64,
+    /// The `Content-Length` value being read.
+    pub length_value: u64,
+    /// The first bytes of the value being read (`Access-Control-Request-Method`, `Sec-Fetch-Site`).
+    pub value: [u8; VALUE_KEPT],
+    /// Bytes of the (last) `Origin` value, without its leading blanks.
+    pub origin_len: u32,
+    pub reserved: u32,
+    /// The (last) `Origin` value.
+    pub origin: [u8; ORIGIN_RAW_LEN],
+}
+
+impl Default for HeadState {
+    fn default() -> Self {
+        Self {
+            bytes: 0,
+            lines: 0,
+            method_word: 0,
+            method_len: 0,
+            method: Method::Other as u32,
+            flags: 0,
+            header: 0,
+            candidates: 0,
+            name_len: 0,
+            value_len: 0,
+            value_end: 0,
+            origins: 0,
+            request_methods: 0,
+            requested: Method::Other as u32,
+            coding: 0,
+            content_lengths: 0,
+            content_length: 0,
+            length_value: 0,
+            value: [0; VALUE_KEPT],
+            origin_len: 0,
+            reserved: 0,
+            origin: [0; ORIGIN_RAW_LEN],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `repr(C)`, integers only, no padding (u32 pairs before each
+    // u64, arrays of bytes at the end); every bit pattern is a value.
+    unsafe impl aya::Pod for super::ConnState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HeadState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnKey {}
+}
+
+/// A connection, as the `CONNS` and `OPEN_HEADS` maps key it: the client's
+/// and the server's address (an IPv4 address in the first four bytes) and
+/// ports, and the family. Its layout is pinned state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub source_addr: [u8; 16],
+    pub dest_addr: [u8; 16],
+    pub source_port: u16,
+    pub dest_port: u16,
+    /// `event::FAMILY_IPV4` or `event::FAMILY_IPV6`.
+    pub family: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
+const _: () = assert!(core::mem::size_of::<HeadState>() % 8 == 0);
+
+/// Where a segment is being parsed: its payload's bytes in order, a chunk
+/// of up to [`SCAN_BYTES`] of them at a time in `Scratch::payload`.
+#[repr(C)]
+#[derive(Default)]
+pub struct SegmentCursor {
+    /// Payload bytes of the segment to parse (the new ones: a segment that
+    /// overlaps bytes parsed before starts past them).
+    pub len: u32,
+    /// Offset in the payload of the next byte to parse.
+    pub pos: u32,
+    /// Offset in the payload of `Scratch::payload[0]`.
+    pub chunk_start: u32,
+    /// Bytes in `Scratch::payload` from `chunk_start` (0: none loaded).
+    pub chunk_len: u32,
+    /// Offset in the payload of the first byte to parse (`pos` 0): the
+    /// bytes before it were parsed with an earlier segment.
+    pub skip: u32,
+    /// The segment's outcome so far (an index in `Outcome::ALL`).
+    pub outcome: u32,
+    /// Bumped when a decision stops the parse of the segment.
+    pub stopped: u32,
+    /// Sequence number of the segment's first payload byte.
+    pub seq: u32,
+}
+
+/// Copies `len` bytes of the segment's payload, from its offset `from`, to
+/// the start of the scratch payload buffer (`len` is 1 to [`SCAN_BYTES`]).
+pub trait SegmentBytes {
+    /// Returns false when the bytes could not be read.
+    fn load(&self, scratch: &mut Scratch, from: u32, len: u32) -> bool;
+}
+
+/// Whether another [`step`] is needed for the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    More,
+    Done,
+}
+
+/// How much a decided outcome says about the segment: the segment keeps the
+/// outcome of highest rank among the requests it completes.
+#[inline(always)]
+const fn rank(outcome: Outcome) -> u32 {
+    match outcome {
+        Outcome::Retransmission
+        | Outcome::Body
+        | Outcome::HeadPart
+        | Outcome::Untracked
+        | Outcome::NotHttp => 0,
+        Outcome::NotPreflight => 1,
+        _ if outcome.is_denial() => 3,
+        _ => 2,
+    }
+}
+
+#[inline(always)]
+fn note(cursor: &mut SegmentCursor, outcome: Outcome) {
+    if rank(outcome) >= rank(Outcome::from_index(cursor.outcome)) {
+        cursor.outcome = outcome as u32;
+    }
+}
+
+/// Whitespace a server skips before a request line, and that ends a
+/// method token (Python's `str.split`, the widest of them, on Latin-1).
+#[inline(always)]
+const fn is_request_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | 0x85 | 0xa0)
+}
+
+#[inline(always)]
+const fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// The known methods' names as little-endian words, and their lengths.
+const METHOD_WORDS: [(u64, u32); Method::KNOWN.len()] = {
+    let mut words = [(0, 0); Method::KNOWN.len()];
+    let mut i = 0;
+    while i < Method::KNOWN.len() {
+        let name = Method::KNOWN[i].name().as_bytes();
+        assert!(name.len() <= WORD);
+        words[i] = (word_of(name), name.len() as u32);
+        i += 1;
+    }
+    words
+};
+
+/// The method whose name is the token of `len` bytes whose first 8 are
+/// `word` (little-endian).
+#[inline(always)]
+pub fn method_of_token(word: u64, len: u32) -> Method {
+    let mut i = 0;
+    while i < METHOD_WORDS.len() {
+        if METHOD_WORDS[i] == (word, len) {
+            return Method::KNOWN[i];
+        }
+        i += 1;
+    }
+    Method::Other
+}
+
+/// Up to the first 8 bytes of `bytes`, little-endian, zero past them.
+#[inline(always)]
+const fn word_of(bytes: &[u8]) -> u64 {
+    let mut word = 0u64;
+    let mut i = 0;
+    while i < bytes.len() && i < WORD {
+        word |= (bytes[i] as u64) << (8 * i);
+        i += 1;
+    }
+    word
+}
+
+const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The high bit of every byte of `word` that is `\n`, and no other bit
+/// (see `http::byte_marks`).
+#[inline(always)]
+const fn line_end_marks(word: u64) -> u64 {
+    let x = word ^ (0x0101_0101_0101_0101 * b'\n' as u64);
+    !(((x & LOWS) + LOWS) | x | LOWS)
+}
+
+impl HeadState {
+    /// Starts the head of a request whose method starts with `first`.
+    #[inline(always)]
+    fn start(&mut self, first: u8) {
+        *self = HeadState {
+            method_word: first as u64,
+            method_len: 1,
+            bytes: 1,
+            ..HeadState::default()
+        };
+    }
+
+    #[inline(always)]
+    fn judged(&self) -> bool {
+        self.flags & head_flags::JUDGED != 0 && self.flags & head_flags::OVERSIZED == 0
+    }
+
+    /// The first token of the kept value: bytes up to a blank or `\r`.
+    #[inline(always)]
+    fn value_token_len(&self) -> u32 {
+        let mut k = 0;
+        while k < VALUE_KEPT {
+            if k as u32 >= self.value_len || matches!(self.value[k], b' ' | b'\t' | b'\r') {
+                break;
+            }
+            k += 1;
+        }
+        k as u32
+    }
+
+    /// The current line's value has ended: note what it says.
+    #[inline(always)]
+    fn end_value(&mut self) {
+        let bare_cr = self.flags & head_flags::VALUE_BARE_CR != 0;
+        match self.header {
+            header::ORIGIN => {
+                self.origin_len = self.value_end;
+                if bare_cr || self.value_len > ORIGIN_RAW_LEN as u32 {
+                    self.flags |= head_flags::ORIGIN_BAD;
+                } else {
+                    self.flags &= !head_flags::ORIGIN_BAD;
+                }
+            }
+            header::REQUEST_METHOD => {
+                let len = self.value_token_len();
+                self.requested = if bare_cr || len as usize >= VALUE_KEPT {
+                    Method::Other
+                } else {
+                    let mut word = [0u8; WORD];
+                    let mut k = 0;
+                    while k < WORD {
+                        if (k as u32) < len {
+                            word[k] = self.value[k];
+                        }
+                        k += 1;
+                    }
+                    method_of_token(u64::from_le_bytes(word), len)
+                } as u32;
+            }
+            header::SEC_FETCH_SITE => {
+                let len = self.value_token_len();
+                let mut same = len as usize == b"cross-site".len() && !bare_cr;
+                let mut k = 0;
+                while k < b"cross-site".len() {
+                    if self.value[k].to_ascii_lowercase() != b"cross-site"[k] {
+                        same = false;
+                    }
+                    k += 1;
+                }
+                if same {
+                    self.flags |= head_flags::CROSS_SITE;
+                }
+            }
+            header::CONTENT_LENGTH => {
+                if self.value_end == 0 || bare_cr {
+                    self.flags |= head_flags::LENGTH_BAD;
+                }
+                if self.content_lengths > 0 && self.length_value != self.content_length {
+                    self.flags |= head_flags::LENGTH_BAD;
+                }
+                self.content_length = self.length_value;
+                self.content_lengths += 1;
+            }
+            header::TRANSFER_ENCODING => {
+                if self.coding == CHUNKED.len() as u32 || self.coding == CODING_CHUNKED_BLANK {
+                    self.flags |= head_flags::CHUNKED;
+                } else if self.value_len != 0 {
+                    // An empty line adds no coding; any other ends in one
+                    // that is not chunked.
+                    self.flags &= !head_flags::CHUNKED;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One byte of a value the filter reads (not a `\n`, not a leading blank).
+    #[inline(always)]
+    fn value_byte(&mut self, b: u8) {
+        if self.flags & head_flags::VALUE_CR != 0 {
+            self.flags |= head_flags::VALUE_BARE_CR;
+        }
+        if b == b'\r' {
+            self.flags |= head_flags::VALUE_CR;
+        } else {
+            self.flags &= !head_flags::VALUE_CR;
+        }
+        let at = self.value_len as usize;
+        match self.header {
+            header::ORIGIN => {
+                if at < ORIGIN_RAW_LEN {
+                    self.origin[at & (ORIGIN_RAW_LEN - 1)] = b;
+                }
+            }
+            header::REQUEST_METHOD | header::SEC_FETCH_SITE => {
+                if at < VALUE_KEPT {
+                    self.value[at & VALUE_MASK] = b;
+                }
+            }
+            header::CONTENT_LENGTH => {
+                if b.is_ascii_digit() && self.flags & head_flags::LENGTH_ENDED == 0 {
+                    self.length_value = self.length_value * 10 + (b - b'0') as u64;
+                    // Beyond any real body, and far from overflowing.
+                    if self.length_value > 1 << 52 {
+                        self.flags |= head_flags::LENGTH_BAD;
+                        self.length_value = 0;
+                    }
+                } else if is_blank(b) || b == b'\r' {
+                    self.flags |= head_flags::LENGTH_ENDED;
+                } else {
+                    self.flags |= head_flags::LENGTH_BAD;
+                }
+            }
+            header::TRANSFER_ENCODING => {
+                let c = self.coding;
+                self.coding = if b == b',' {
+                    0
+                } else if is_blank(b) || b == b'\r' {
+                    match c {
+                        0 | CODING_CHUNKED_BLANK | CODING_OTHER => c,
+                        7 => CODING_CHUNKED_BLANK,
+                        _ => CODING_OTHER,
+                    }
+                } else if c < CHUNKED.len() as u32
+                    && b.to_ascii_lowercase() == CHUNKED[c as usize & 7]
+                {
+                    c + 1
+                } else {
+                    CODING_OTHER
+                };
+            }
+            _ => {}
+        }
+        self.value_len += 1;
+        if !is_blank(b) && b != b'\r' {
+            self.value_end = self.value_len;
+        }
+    }
+
+    /// The method token has ended: which method, and whether the request is
+    /// judged under `policy`.
+    #[inline(always)]
+    fn end_method(&mut self, policy: &impl Policy) {
+        let method = if self.method_len <= WORD as u32 {
+            method_of_token(self.method_word, self.method_len)
+        } else {
+            Method::Other
+        };
+        self.method = method as u32;
+        if method == Method::Options {
+            self.flags |= head_flags::JUDGED;
+        } else if method.is_unsafe() && policy.protects_unsafe_methods() {
+            self.flags |= head_flags::JUDGED | head_flags::UNSAFE_REQUEST;
+        }
+    }
+
+    /// One byte of a header name; `:` ends it.
+    #[inline(always)]
+    fn name_byte(&mut self, b: u8) -> u32 {
+        if b == b':' {
+            let mut found = header::NONE;
+            let mut i = 0;
+            while i < NAMES.len() {
+                if self.candidates & (1 << i) != 0 && NAMES[i].len() as u32 == self.name_len {
+                    found = i as u32 + 1;
+                }
+                i += 1;
+            }
+            self.header = found;
+            self.value_len = 0;
+            self.value_end = 0;
+            self.flags &= !(head_flags::VALUE_BARE_CR
+                | head_flags::VALUE_CR
+                | head_flags::LENGTH_ENDED);
+            match found {
+                header::NONE => return phase::SKIP_LINE,
+                header::ORIGIN => self.origins += 1,
+                header::REQUEST_METHOD => self.request_methods += 1,
+                header::CONTENT_LENGTH => self.length_value = 0,
+                header::TRANSFER_ENCODING => {
+                    self.flags |= head_flags::TRANSFER_CODED;
+                    self.coding = 0;
+                }
+                header::UPGRADE => self.flags |= head_flags::UPGRADE,
+                _ => {}
+            }
+            return phase::VALUE;
+        }
+        let lower = b.to_ascii_lowercase();
+        let at = self.name_len as usize;
+        let mut i = 0;
+        while i < NAMES.len() {
+            let name = NAMES[i];
+            if at >= name.len() || name[at & 31] != lower {
+                self.candidates &= !(1 << i);
+            }
+            i += 1;
+        }
+        self.name_len += 1;
+        if self.candidates == 0 {
+            phase::SKIP_LINE
+        } else {
+            phase::NAME
+        }
+    }
+}
+
+/// The outcome of the complete head in `scratch.stream_head`, judged under
+/// `policy`; fills `scratch.origin`, `scratch.judged` and
+/// `scratch.unsafe_request` for the denial event.
+#[inline(always)]
+pub fn judge_head(scratch: &mut Scratch, policy: &impl Policy) -> Outcome {
+    let head = &scratch.stream_head;
+    scratch.origin.clear();
+    scratch.judged.set(Method::Other as u32);
+    let unsafe_request = head.flags & head_flags::UNSAFE_REQUEST != 0;
+    scratch.unsafe_request.set(unsafe_request as u32);
+    if !head.judged() {
+        return Outcome::NotPreflight;
+    }
+    if unsafe_request {
+        scratch.judged.set(head.method);
+        if head.origins == 0 {
+            return if head.flags & head_flags::CROSS_SITE != 0 {
+                Outcome::CrossSiteNoOrigin
+            } else {
+                Outcome::NoOrigin
+            };
+        }
+    } else {
+        if head.origins == 0 || head.request_methods == 0 {
+            return Outcome::NotPreflight;
+        }
+        scratch.judged.set(if head.request_methods == 1 {
+            head.requested
+        } else {
+            Method::Other as u32
+        });
+    }
+    if head.origins > 1 || head.flags & (head_flags::FOLDED | head_flags::ORIGIN_BAD) != 0 {
+        return Outcome::malformed(unsafe_request);
+    }
+    scratch.origin.raw = head.origin;
+    scratch.origin.set_len(head.origin_len);
+    if scratch.origin.normalize().is_err() {
+        return Outcome::malformed(unsafe_request);
+    }
+    let allowed = policy.allowed_methods(&mut scratch.origin);
+    if allowed.is_empty() {
+        Outcome::denied(unsafe_request)
+    } else if !allowed.contains_code(scratch.judged.get()) {
+        Outcome::method_denied(unsafe_request)
+    } else {
+        Outcome::allowed(unsafe_request)
+    }
+}
+
+/// Whether `outcome` keeps the request from the server under `settings`.
+#[inline(always)]
+fn refuses(outcome: Outcome, settings: &FilterConfig) -> bool {
+    outcome.verdict(settings) != crate::Verdict::Pass
+}
+
+/// The head has ended (its blank line's `\n` was just read): judges it,
+/// and moves the connection to its body, or to the next request.
+#[inline(always)]
+fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
+    let outcome = judge_head(scratch, policy);
+    note(&mut scratch.cursor, outcome);
+    let settings = policy.settings();
+    let head = &scratch.stream_head;
+    let conn = &mut scratch.stream_conn;
+    if refuses(outcome, &settings) {
+        conn.phase = phase::DENIED;
+        conn.deny_seq = scratch.cursor.seq;
+        scratch.cursor.stopped = 1;
+        return;
+    }
+    let flags = head.flags;
+    conn.phase = if head.method == Method::Connect as u32 || flags & head_flags::UPGRADE != 0 {
+        phase::UNTRACKED
+    } else if flags & head_flags::TRANSFER_CODED != 0 {
+        // Servers refuse a request whose last coding is not chunked; what
+        // follows is read as requests again, as a server that did not
+        // would.
+        if flags & head_flags::CHUNKED != 0 {
+            conn.body_left = 0;
+            conn.flags &= !conn_flags::CHUNK_DIGITS;
+            phase::CHUNK_SIZE
+        } else {
+            phase::IDLE
+        }
+    } else if head.content_lengths > 0 && flags & head_flags::LENGTH_BAD == 0 {
+        conn.body_left = head.content_length;
+        if head.content_length > 0 {
+            phase::BODY
+        } else {
+            phase::IDLE
+        }
+    } else {
+        phase::IDLE
+    };
+}
+
+/// A judged head went past the bounds: counted as incomplete, dropped or
+/// passed as the settings say; if passed, it is followed to its end
+/// without a judgement.
+#[inline(always)]
+fn head_too_long(scratch: &mut Scratch, policy: &impl Policy) {
+    let head = &mut scratch.stream_head;
+    head.flags |= head_flags::OVERSIZED;
+    scratch.unsafe_request.set((head.flags & head_flags::UNSAFE_REQUEST != 0) as u32);
+    scratch.judged.set(if head.flags & head_flags::UNSAFE_REQUEST != 0 {
+        head.method
+    } else {
+        Method::Other as u32
+    });
+    scratch.origin.clear();
+    note(&mut scratch.cursor, Outcome::Incomplete);
+    if refuses(Outcome::Incomplete, &policy.settings()) {
+        scratch.stream_conn.phase = phase::DENIED;
+        scratch.stream_conn.deny_seq = scratch.cursor.seq;
+        scratch.cursor.stopped = 1;
+    }
+}
+
+/// Parses the next piece of the segment: at least one byte, at most a run
+/// of body bytes or a word of a skipped line. Loads the segment's bytes
+/// into `scratch.payload` a chunk at a time through `bytes`.
+#[inline(always)]
+pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Policy) -> Step {
+    let pos = scratch.cursor.pos;
+    let len = scratch.cursor.len;
+    if pos >= len || scratch.cursor.stopped != 0 {
+        return Step::Done;
+    }
+    let left = (len - pos) as u64;
+    let conn_phase = scratch.stream_conn.phase;
+    if conn_phase == phase::BODY || conn_phase == phase::CHUNK_DATA {
+        let conn = &mut scratch.stream_conn;
+        let run = if conn.body_left < left {
+            conn.body_left
+        } else {
+            left
+        };
+        conn.body_left -= run;
+        if conn.body_left == 0 {
+            conn.phase = if conn_phase == phase::BODY {
+                phase::IDLE
+            } else {
+                phase::CHUNK_DATA_END
+            };
+        }
+        scratch.cursor.pos = pos + run as u32;
+        note(&mut scratch.cursor, Outcome::Body);
+        return Step::More;
+    }
+    if conn_phase == phase::UNTRACKED {
+        note(&mut scratch.cursor, Outcome::Untracked);
+        scratch.cursor.pos = len;
+        return Step::Done;
+    }
+    if conn_phase == phase::DENIED {
+        note(&mut scratch.cursor, Outcome::ConnectionDenied);
+        scratch.cursor.stopped = 1;
+        return Step::Done;
+    }
+    // A byte-level phase: the byte at `pos` must be in the loaded chunk.
+    let cursor = &mut scratch.cursor;
+    if pos < cursor.chunk_start || pos >= cursor.chunk_start + cursor.chunk_len {
+        let chunk = if left < SCAN_BYTES as u64 {
+            left as u32
+        } else {
+            SCAN_BYTES as u32
+        };
+        if !bytes.load(scratch, scratch.cursor.skip + pos, chunk) {
+            note(&mut scratch.cursor, Outcome::Truncated);
+            scratch.cursor.stopped = 1;
+            return Step::Done;
+        }
+        scratch.cursor.chunk_start = pos;
+        scratch.cursor.chunk_len = chunk;
+    }
+    let at = (pos - scratch.cursor.chunk_start) as usize;
+    let in_chunk = scratch.cursor.chunk_len as usize - at;
+    let b = scratch.payload[at & SCAN_MASK];
+    let mut consumed = 1u32;
+    let in_head = phase::in_head(conn_phase);
+    let next = match conn_phase {
+        phase::IDLE => {
+            if is_request_space(b) {
+                phase::IDLE
+            } else if is_tchar(b) {
+                scratch.stream_head.start(b);
+                phase::METHOD
+            } else {
+                note(&mut scratch.cursor, Outcome::NotHttp);
+                phase::UNTRACKED
+            }
+        }
+        phase::METHOD => {
+            let head = &mut scratch.stream_head;
+            if is_request_space(b) {
+                head.end_method(policy);
+                if b == b'\n' {
+                    phase::LINE_START
+                } else {
+                    phase::REQUEST_LINE
+                }
+            } else {
+                let n = head.method_len;
+                if n < WORD as u32 {
+                    head.method_word |= (b as u64) << (8 * n);
+                }
+                if !is_tchar(b) {
+                    // Not a method any server runs: no known name.
+                    head.method_len = 255;
+                } else if n < 255 {
+                    head.method_len = n + 1;
+                }
+                phase::METHOD
+            }
+        }
+        phase::REQUEST_LINE | phase::SKIP_LINE | phase::CHUNK_EXT | phase::TRAILER_SKIP => {
+            // A word at a time: the line's `\n`, if it is in the next 8
+            // bytes of the chunk.
+            let avail = if in_chunk < WORD { in_chunk } else { WORD };
+            let mut raw = [0u8; WORD];
+            let mut k = 0;
+            while k < WORD {
+                if k < avail {
+                    raw[k] = scratch.payload[(at + k) & SCAN_MASK];
+                }
+                k += 1;
+            }
+            let marks = line_end_marks(u64::from_le_bytes(raw));
+            if marks == 0 {
+                consumed = avail as u32;
+                conn_phase
+            } else {
+                consumed = (marks.trailing_zeros() / 8) + 1;
+                match conn_phase {
+                    phase::CHUNK_EXT => chunk_line_end(&mut scratch.stream_conn),
+                    phase::TRAILER_SKIP => phase::TRAILER_START,
+                    _ => phase::LINE_START,
+                }
+            }
+        }
+        phase::LINE_START | phase::LINE_CR => {
+            let head = &mut scratch.stream_head;
+            if b == b'\n' {
+                head.bytes += 1;
+                end_head(scratch, policy);
+                scratch.cursor.pos = pos + 1;
+                return Step::More;
+            }
+            if conn_phase == phase::LINE_START && b == b'\r' {
+                phase::LINE_CR
+            } else {
+                head.lines += 1;
+                if conn_phase == phase::LINE_CR || is_blank(b) {
+                    if is_blank(b) {
+                        head.flags |= head_flags::FOLDED;
+                    }
+                    phase::SKIP_LINE
+                } else {
+                    head.candidates = ALL_NAMES;
+                    head.name_len = 0;
+                    head.header = header::NONE;
+                    if b == b'\r' {
+                        phase::SKIP_LINE
+                    } else {
+                        head.name_byte(b)
+                    }
+                }
+            }
+        }
+        phase::NAME => {
+            if b == b'\n' {
+                phase::LINE_START
+            } else {
+                scratch.stream_head.name_byte(b)
+            }
+        }
+        phase::VALUE => {
+            let head = &mut scratch.stream_head;
+            if b == b'\n' {
+                head.end_value();
+                phase::LINE_START
+            } else {
+                if !(head.value_len == 0 && is_blank(b)) {
+                    head.value_byte(b);
+                }
+                phase::VALUE
+            }
+        }
+        phase::CHUNK_SIZE => {
+            let conn = &mut scratch.stream_conn;
+            match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    let digit = match b {
+                        b'0'..=b'9' => b - b'0',
+                        _ => (b | 0x20) - b'a' + 10,
+                    };
+                    conn.flags |= conn_flags::CHUNK_DIGITS;
+                    if conn.body_left >= 1 << 52 {
+                        // No real chunk is this long: framing a server refuses.
+                        phase::IDLE
+                    } else {
+                        conn.body_left = conn.body_left * 16 + digit as u64;
+                        phase::CHUNK_SIZE
+                    }
+                }
+                b'\n' => chunk_line_end(conn),
+                b';' | b' ' | b'\t' | b'\r' if conn.flags & conn_flags::CHUNK_DIGITS != 0 => {
+                    phase::CHUNK_EXT
+                }
+                // Not a chunk size: servers refuse the request.
+                _ => phase::IDLE,
+            }
+        }
+        phase::CHUNK_DATA_END => match b {
+            b'\r' => phase::CHUNK_DATA_END,
+            b'\n' => phase::CHUNK_SIZE,
+            _ => phase::IDLE,
+        },
+        phase::TRAILER_START | phase::TRAILER_CR => match b {
+            b'\n' => phase::IDLE,
+            b'\r' if conn_phase == phase::TRAILER_START => phase::TRAILER_CR,
+            _ => phase::TRAILER_SKIP,
+        },
+        // Unknown phase (a corrupt map value): nothing to follow.
+        _ => phase::UNTRACKED,
+    };
+    scratch.stream_conn.phase = next;
+    if next == phase::CHUNK_SIZE && conn_phase != phase::CHUNK_SIZE {
+        scratch.stream_conn.body_left = 0;
+        scratch.stream_conn.flags &= !conn_flags::CHUNK_DIGITS;
+    }
+    scratch.cursor.pos = pos + consumed;
+    if in_head {
+        let head = &mut scratch.stream_head;
+        head.bytes += consumed;
+        if head.judged()
+            && (head.bytes > policy.settings().max_head_bytes || head.lines > MAX_HEAD_LINES)
+        {
+            head_too_long(scratch, policy);
+            return Step::More;
+        }
+        note(&mut scratch.cursor, Outcome::HeadPart);
+    } else if phase::in_head(next) {
+        note(&mut scratch.cursor, Outcome::HeadPart);
+    } else if next != phase::UNTRACKED && conn_phase != phase::IDLE {
+        note(&mut scratch.cursor, Outcome::Body);
+    }
+    Step::More
+}
+
+/// A chunk-size line has ended: the chunk's data, or the trailers after
+/// the last chunk.
+#[inline(always)]
+fn chunk_line_end(conn: &mut ConnState) -> u32 {
+    if conn.flags & conn_flags::CHUNK_DIGITS == 0 {
+        phase::IDLE
+    } else if conn.body_left == 0 {
+        phase::TRAILER_START
+    } else {
+        phase::CHUNK_DATA
+    }
+}
+
+/// What a segment's sequence numbers say it carries, against the
+/// connection's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// New bytes, from `skip` bytes into the payload (the ones before were
+    /// parsed already: an overlap).
+    InOrder { skip: u32 },
+    /// Only bytes parsed before.
+    Old,
+    /// Bytes past a gap.
+    Ahead,
+}
+
+/// Where a segment of `len` payload bytes at `seq` stands against `conn`.
+#[inline(always)]
+pub fn arrival(conn: &ConnState, seq: u32, len: u32) -> Arrival {
+    let behind = conn.next_seq.wrapping_sub(seq) as i32;
+    if behind < 0 {
+        Arrival::Ahead
+    } else if behind as u32 >= len {
+        Arrival::Old
+    } else {
+        Arrival::InOrder {
+            skip: behind as u32,
+        }
+    }
+}
+
+/// The outcome of a segment the connection's state says cannot be parsed
+/// now, or `None` when its new bytes are to be parsed (from
+/// [`Arrival::InOrder`]'s offset).
+///
+/// - Bytes of a denied connection at or past the denied head's deciding
+///   segment are dropped, retransmissions included.
+/// - Other old bytes were judged and passed already: they pass again.
+/// - Bytes past a gap pass only where the connection is in a body that
+///   covers them all, or untracked; otherwise they may belong to a head
+///   not yet decided, and are dropped: the client's TCP sends them again,
+///   in order.
+#[inline(always)]
+pub fn before_parse(conn: &ConnState, seq: u32, len: u32) -> Option<Outcome> {
+    if conn.phase == phase::DENIED {
+        let end = seq.wrapping_add(len);
+        return if (end.wrapping_sub(conn.deny_seq) as i32) > 0 {
+            Some(Outcome::ConnectionDenied)
+        } else {
+            Some(Outcome::Retransmission)
+        };
+    }
+    match arrival(conn, seq, len) {
+        Arrival::Old => Some(Outcome::Retransmission),
+        Arrival::InOrder { .. } => None,
+        Arrival::Ahead => {
+            let gap = seq.wrapping_sub(conn.next_seq) as u64;
+            let in_body = (conn.phase == phase::BODY || conn.phase == phase::CHUNK_DATA)
+                && gap + len as u64 <= conn.body_left;
+            if conn.phase == phase::UNTRACKED {
+                Some(Outcome::Untracked)
+            } else if in_body {
+                Some(Outcome::Body)
+            } else {
+                Some(Outcome::OutOfOrder)
+            }
+        }
+    }
+}
+
+/// Whether the first `len` bytes of `buf` start a request line: a method
+/// token, a space, and `HTTP/` further on the line. How a connection
+/// whose start the filter did not see (open before it was loaded, or
+/// whose state was evicted) is picked up: from a segment that starts a
+/// request.
+#[inline(always)]
+pub fn starts_request_line(buf: &[u8; crate::http::SCAN_BUF_LEN], len: usize) -> bool {
+    let mut k = 0;
+    let mut method_end = 0;
+    while k < crate::http::MAX_METHOD_LEN + 1 {
+        if k >= len {
+            return false;
+        }
+        let b = buf[k & SCAN_MASK];
+        if b == b' ' && k > 0 {
+            method_end = k;
+            break;
+        }
+        if !is_tchar(b) {
+            return false;
+        }
+        k += 1;
+    }
+    if method_end == 0 {
+        return false;
+    }
+    let mut k = method_end + 1;
+    while k + 5 <= SCAN_BYTES {
+        if k + 5 > len {
+            return false;
+        }
+        let b = buf[k & SCAN_MASK];
+        if b == b'\n' {
+            return false;
+        }
+        if b == b'H'
+            && buf[(k + 1) & SCAN_MASK] == b'T'
+            && buf[(k + 2) & SCAN_MASK] == b'T'
+            && buf[(k + 3) & SCAN_MASK] == b'P'
+            && buf[(k + 4) & SCAN_MASK] == b'/'
+        {
+            return true;
+        }
+        k += 1;
+    }
+    false
+}
+
+/// The connection tables, as the program keeps them in maps (`CONNS`, an
+/// LRU hash; `OPEN_HEADS`, an LRU hash of heads that span segments) and
+/// userspace models keep them in memory.
+pub trait Tables {
+    /// Copies the state of `key` into `into`; false when there is none.
+    fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool;
+    fn store_conn(&self, key: &ConnKey, conn: &ConnState);
+    /// Copies the open head of `key` into `into`; false when there is none.
+    fn load_head(&self, key: &ConnKey, into: &mut HeadState) -> bool;
+    /// False when the head could not be stored.
+    fn store_head(&self, key: &ConnKey, head: &HeadState) -> bool;
+    fn delete_head(&self, key: &ConnKey);
+    /// Runs [`step`] until it is done, at most `max` times (the program:
+    /// under `bpf_loop`).
+    fn run_steps(&self, scratch: &mut Scratch, max: u32);
+}
+
+/// A TCP segment to an inspected port, as the filter sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub seq: u32,
+    /// Payload bytes.
+    pub len: u32,
+    pub syn: bool,
+    pub rst: bool,
+}
+
+/// The outcome of `segment` of connection `key`: the connection's state is
+/// loaded, the segment's new bytes parsed in order, and the state stored.
+/// The payload is read through `bytes`, from offset 0 of the payload.
+///
+/// - A SYN starts the connection afresh: its first payload byte (a SYN's
+///   own, with TCP Fast Open) starts a request.
+/// - A connection without state is picked up from a segment that starts a
+///   request line ([`starts_request_line`]); any other segment of it
+///   passes as `Untracked` unless its head was open (a head kept in
+///   `OPEN_HEADS` whose connection state was evicted): then it is dropped,
+///   as `HeadLost`.
+/// - A head still open at the segment's end is kept in `OPEN_HEADS`; if it
+///   cannot be, the segment is dropped (`HeadLost`) and sent again by the
+///   client.
+#[inline(always)]
+pub fn filter_segment(
+    scratch: &mut Scratch,
+    tables: &impl Tables,
+    key: &ConnKey,
+    segment: Segment,
+    bytes: &impl SegmentBytes,
+    policy: &impl Policy,
+) -> Outcome {
+    if segment.rst {
+        // Nothing to parse; the state goes with LRU eviction (a reset
+        // forged to clear a denied connection's state would open it).
+        return Outcome::NoPayload;
+    }
+    let mut seq = segment.seq;
+    if segment.syn {
+        scratch.stream_conn = ConnState {
+            next_seq: seq.wrapping_add(1),
+            ..ConnState::default()
+        };
+        seq = seq.wrapping_add(1);
+        if segment.len == 0 {
+            tables.store_conn(key, &scratch.stream_conn);
+            tables.delete_head(key);
+            return Outcome::NoPayload;
+        }
+    } else if !tables.load_conn(key, &mut scratch.stream_conn) {
+        if segment.len == 0 {
+            return Outcome::NoPayload;
+        }
+        if tables.load_head(key, &mut scratch.stream_head) {
+            return Outcome::HeadLost;
+        }
+        let first = if segment.len < SCAN_BYTES as u32 {
+            segment.len
+        } else {
+            SCAN_BYTES as u32
+        };
+        if !bytes.load(scratch, 0, first)
+            || !starts_request_line(&scratch.payload, first as usize)
+        {
+            return Outcome::Untracked;
+        }
+        scratch.stream_conn = ConnState {
+            next_seq: seq,
+            ..ConnState::default()
+        };
+    }
+    if segment.len == 0 {
+        return Outcome::NoPayload;
+    }
+    let skip = match before_parse(&scratch.stream_conn, seq, segment.len) {
+        Some(outcome) => {
+            if outcome == Outcome::OutOfOrder && !policy.settings().enforcing() {
+                // Monitor mode passes it, and so loses the stream's order:
+                // the connection is no longer followed.
+                scratch.stream_conn.phase = phase::UNTRACKED;
+                tables.store_conn(key, &scratch.stream_conn);
+            }
+            return outcome;
+        }
+        None => match arrival(&scratch.stream_conn, seq, segment.len) {
+            Arrival::InOrder { skip } => skip,
+            _ => 0,
+        },
+    };
+    let head_kept = scratch.stream_conn.flags & conn_flags::HEAD_KEPT != 0;
+    if head_kept && !tables.load_head(key, &mut scratch.stream_head) {
+        // The head's state was evicted: its bytes cannot be judged.
+        return Outcome::HeadLost;
+    }
+    scratch.cursor = SegmentCursor {
+        len: segment.len - skip,
+        pos: 0,
+        chunk_start: 0,
+        chunk_len: 0,
+        skip,
+        outcome: Outcome::Body as u32,
+        stopped: 0,
+        seq: seq.wrapping_add(skip),
+    };
+    tables.run_steps(scratch, scratch.cursor.len);
+    let outcome = Outcome::from_index(scratch.cursor.outcome);
+    let conn = &mut scratch.stream_conn;
+    if conn.phase != phase::DENIED {
+        conn.next_seq = scratch.cursor.seq.wrapping_add(scratch.cursor.pos);
+    }
+    let open = phase::in_head(conn.phase);
+    if open {
+        if !tables.store_head(key, &scratch.stream_head) {
+            // Not parsed after all: the client sends it again.
+            return Outcome::HeadLost;
+        }
+        conn.flags |= conn_flags::HEAD_KEPT;
+    } else {
+        conn.flags &= !conn_flags::HEAD_KEPT;
+    }
+    tables.store_conn(key, &scratch.stream_conn);
+    if head_kept && !open {
+        tables.delete_head(key);
+    }
+    outcome
+}
