@@ -335,9 +335,6 @@ pub struct SegmentCursor {
     pub stopped: u32,
     /// Sequence number of the segment's first payload byte.
     pub seq: u32,
-    /// Bytes the last step consumed (kept in memory, see `step`).
-    pub chunk_consumed: u32,
-    pub reserved: u32,
 }
 
 /// Copies `len` bytes of the segment's payload, from its offset `from`, to
@@ -381,10 +378,7 @@ fn note(cursor: &mut SegmentCursor, outcome: Outcome) {
 /// method token (Python's `str.split`, the widest of them, on Latin-1).
 #[inline(always)]
 const fn is_request_space(b: u8) -> bool {
-    matches!(
-        b,
-        b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | 0x85 | 0xa0
-    )
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | 0x85 | 0xa0)
 }
 
 #[inline(always)]
@@ -632,8 +626,9 @@ impl HeadState {
             self.header = found;
             self.value_len = 0;
             self.value_end = 0;
-            self.flags &=
-                !(head_flags::VALUE_BARE_CR | head_flags::VALUE_CR | head_flags::LENGTH_ENDED);
+            self.flags &= !(head_flags::VALUE_BARE_CR
+                | head_flags::VALUE_CR
+                | head_flags::LENGTH_ENDED);
             match found {
                 header::NONE => return phase::SKIP_LINE,
                 header::ORIGIN => self.origins += 1,
@@ -771,16 +766,12 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
 fn head_too_long(scratch: &mut Scratch, policy: &impl Policy) {
     let head = &mut scratch.stream_head;
     head.flags |= head_flags::OVERSIZED;
-    scratch
-        .unsafe_request
-        .set((head.flags & head_flags::UNSAFE_REQUEST != 0) as u32);
-    scratch
-        .judged
-        .set(if head.flags & head_flags::UNSAFE_REQUEST != 0 {
-            head.method
-        } else {
-            Method::Other as u32
-        });
+    scratch.unsafe_request.set((head.flags & head_flags::UNSAFE_REQUEST != 0) as u32);
+    scratch.judged.set(if head.flags & head_flags::UNSAFE_REQUEST != 0 {
+        head.method
+    } else {
+        Method::Other as u32
+    });
     scratch.origin.clear();
     note(&mut scratch.cursor, Outcome::Incomplete);
     if refuses(Outcome::Incomplete, &policy.settings()) {
@@ -998,17 +989,7 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         // Unknown phase (a corrupt map value): nothing to follow.
         _ => phase::UNTRACKED,
     };
-    // Through memory, as `Slot`s do: each arm's constant phase and length
-    // would otherwise make the verifier check what follows once per arm.
-    // SAFETY: plain reads and writes of fields of `scratch`.
-    let (next, consumed) = unsafe {
-        core::ptr::write_volatile(&mut scratch.stream_conn.phase, next);
-        core::ptr::write_volatile(&mut scratch.cursor.chunk_consumed, consumed);
-        (
-            core::ptr::read_volatile(&scratch.stream_conn.phase),
-            core::ptr::read_volatile(&scratch.cursor.chunk_consumed),
-        )
-    };
+    scratch.stream_conn.phase = next;
     if next == phase::CHUNK_SIZE && conn_phase != phase::CHUNK_SIZE {
         scratch.stream_conn.body_left = 0;
         scratch.stream_conn.flags &= !conn_flags::CHUNK_DIGITS;
@@ -1239,7 +1220,8 @@ pub fn filter_segment(
         } else {
             SCAN_BYTES as u32
         };
-        if !bytes.load(scratch, 0, first) || !starts_request_line(&scratch.payload, first as usize)
+        if !bytes.load(scratch, 0, first)
+            || !starts_request_line(&scratch.payload, first as usize)
         {
             return Outcome::Untracked;
         }
@@ -1280,8 +1262,6 @@ pub fn filter_segment(
         outcome: Outcome::Body as u32,
         stopped: 0,
         seq: seq.wrapping_add(skip),
-        chunk_consumed: 0,
-        reserved: 0,
     };
     tables.run_steps(scratch, scratch.cursor.len);
     let outcome = Outcome::from_index(scratch.cursor.outcome);
