@@ -91,7 +91,10 @@ fn long_urls_and_many_headers_are_judged_whole() {
     let long_path = format!("/x?{}", "a".repeat(3000));
     let request = preflight("https://evil.example", &long_path, "");
     let results = send(&mut m, 1, &request, &[1448, 2896]);
-    assert_eq!(verdicts(&results), [Verdict::Pass, Verdict::Pass, Verdict::Drop]);
+    assert_eq!(
+        verdicts(&results),
+        [Verdict::Pass, Verdict::Pass, Verdict::Drop]
+    );
     let headers: String = (0..14)
         .map(|i| format!("x-custom-header-with-a-long-name-{i:02}-{}", "h".repeat(40)))
         .collect::<Vec<_>>()
@@ -103,7 +106,12 @@ fn long_urls_and_many_headers_are_judged_whole() {
     );
     let results = send(&mut m, 2, &request, &[]);
     assert_eq!(results[0].outcome, Outcome::Denied);
-    let results = send(&mut m, 3, &preflight(ALLOWED, &long_path, ""), &[1448, 2896]);
+    let results = send(
+        &mut m,
+        3,
+        &preflight(ALLOWED, &long_path, ""),
+        &[1448, 2896],
+    );
     assert_eq!(results[2].outcome, Outcome::Allowed);
 }
 
@@ -124,7 +132,10 @@ fn a_denied_connection_stays_denied() {
     );
     for _ in 0..3 {
         let again = m.segment(&k, ISN + 11, &request[10..], false);
-        assert_eq!((again.outcome, again.verdict), (Outcome::ConnectionDenied, Verdict::Drop));
+        assert_eq!(
+            (again.outcome, again.verdict),
+            (Outcome::ConnectionDenied, Verdict::Drop)
+        );
     }
     let whole = m.segment(&k, ISN + 1, &request, false);
     assert_eq!(whole.verdict, Verdict::Drop);
@@ -161,7 +172,10 @@ fn bodies_are_never_read_as_requests() {
     .concat();
     let cuts: Vec<usize> = (1..post.len() / 1448 + 1).map(|i| i * 1448).collect();
     let results = send(&mut m, 1, &post, &cuts);
-    assert!(results.iter().all(|r| r.verdict == Verdict::Pass), "{results:?}");
+    assert!(
+        results.iter().all(|r| r.verdict == Verdict::Pass),
+        "{results:?}"
+    );
     assert_eq!(results[0].outcome, Outcome::UnsafeAllowed);
 
     // A single-line JSON body with no line end, in MSS-sized segments.
@@ -210,9 +224,18 @@ fn new_head_bytes_out_of_order_are_dropped_until_they_come_in_order() {
     let k = key(4);
     m.segment(&k, ISN, &[], true);
     let late = m.segment(&k, ISN + 21, &request[20..], false);
-    assert_eq!((late.outcome, late.verdict), (Outcome::OutOfOrder, Verdict::Drop));
-    assert_eq!(m.segment(&k, ISN + 1, &request[..20], false).outcome, Outcome::HeadPart);
-    assert_eq!(m.segment(&k, ISN + 21, &request[20..], false).outcome, Outcome::Allowed);
+    assert_eq!(
+        (late.outcome, late.verdict),
+        (Outcome::OutOfOrder, Verdict::Drop)
+    );
+    assert_eq!(
+        m.segment(&k, ISN + 1, &request[..20], false).outcome,
+        Outcome::HeadPart
+    );
+    assert_eq!(
+        m.segment(&k, ISN + 21, &request[20..], false).outcome,
+        Outcome::Allowed
+    );
     // An overlap parses only its new bytes.
     let next = preflight("https://evil.example", "/", "");
     let base = ISN.wrapping_add(1 + request.len() as u32);
@@ -230,7 +253,10 @@ fn body_bytes_out_of_order_pass() {
     assert_eq!(m.segment(&k, ISN + 1, head, false).verdict, Verdict::Pass);
     let start = ISN.wrapping_add(1 + head.len() as u32);
     let ahead = m.segment(&k, start.wrapping_add(1000), &[b'x'; 1000], false);
-    assert_eq!((ahead.outcome, ahead.verdict), (Outcome::Body, Verdict::Pass));
+    assert_eq!(
+        (ahead.outcome, ahead.verdict),
+        (Outcome::Body, Verdict::Pass)
+    );
     // Past the body's end: may hold the next head.
     let past = m.segment(&k, start.wrapping_add(2500), &[b'x'; 1000], false);
     assert_eq!(past.outcome, Outcome::OutOfOrder);
@@ -243,7 +269,9 @@ fn oversized_judged_heads_are_dropped() {
     let results = send(&mut m, 1, &preflight(ALLOWED, "/", &huge), &[1448]);
     assert_eq!(results[1].outcome, Outcome::Incomplete);
     assert_eq!(results[1].verdict, Verdict::Drop);
-    let many: String = (0..MAX_HEAD_LINES).map(|i| format!("X-{i}: v\r\n")).collect();
+    let many: String = (0..MAX_HEAD_LINES)
+        .map(|i| format!("X-{i}: v\r\n"))
+        .collect();
     let results = send(&mut m, 2, &preflight(ALLOWED, "/", &many), &[]);
     assert_eq!(results[0].outcome, Outcome::Incomplete);
     // A GET is not judged: any length passes.
@@ -277,9 +305,15 @@ fn connections_seen_mid_stream_are_picked_up_at_a_request() {
     let mut m = model(false);
     let k = key(6);
     let body = m.segment(&k, 1000, b"tail of some body", false);
-    assert_eq!((body.outcome, body.verdict), (Outcome::Untracked, Verdict::Pass));
+    assert_eq!(
+        (body.outcome, body.verdict),
+        (Outcome::Untracked, Verdict::Pass)
+    );
     let request = preflight("https://evil.example", "/", "");
-    assert_eq!(m.segment(&k, 5000, &request, false).outcome, Outcome::Denied);
+    assert_eq!(
+        m.segment(&k, 5000, &request, false).outcome,
+        Outcome::Denied
+    );
 }
 
 #[test]
@@ -297,7 +331,10 @@ fn a_head_whose_state_is_lost_is_dropped() {
     m.segment(&k, ISN + 1, &request[..40], false);
     m.tables.conns.borrow_mut().clear();
     let rest = m.segment(&k, ISN + 41, &request[40..], false);
-    assert_eq!((rest.outcome, rest.verdict), (Outcome::HeadLost, Verdict::Drop));
+    assert_eq!(
+        (rest.outcome, rest.verdict),
+        (Outcome::HeadLost, Verdict::Drop)
+    );
 }
 
 #[test]

@@ -310,7 +310,7 @@ pub struct ConnKey {
 
 const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
-const _: () = assert!(core::mem::size_of::<HeadState>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<HeadState>().is_multiple_of(8));
 
 /// Where a segment is being parsed: its payload's bytes in order, a chunk
 /// of up to [`SCAN_BYTES`] of them at a time in `Scratch::payload`.
@@ -378,7 +378,10 @@ fn note(cursor: &mut SegmentCursor, outcome: Outcome) {
 /// method token (Python's `str.split`, the widest of them, on Latin-1).
 #[inline(always)]
 const fn is_request_space(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | 0x85 | 0xa0)
+    matches!(
+        b,
+        b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | b' ' | 0x85 | 0xa0
+    )
 }
 
 #[inline(always)]
@@ -544,15 +547,11 @@ impl HeadState {
         }
         let at = self.value_len as usize;
         match self.header {
-            header::ORIGIN => {
-                if at < ORIGIN_RAW_LEN {
-                    self.origin[at & (ORIGIN_RAW_LEN - 1)] = b;
-                }
+            header::ORIGIN if at < ORIGIN_RAW_LEN => {
+                self.origin[at & (ORIGIN_RAW_LEN - 1)] = b;
             }
-            header::REQUEST_METHOD | header::SEC_FETCH_SITE => {
-                if at < VALUE_KEPT {
-                    self.value[at & VALUE_MASK] = b;
-                }
+            header::REQUEST_METHOD | header::SEC_FETCH_SITE if at < VALUE_KEPT => {
+                self.value[at & VALUE_MASK] = b;
             }
             header::CONTENT_LENGTH => {
                 if b.is_ascii_digit() && self.flags & head_flags::LENGTH_ENDED == 0 {
@@ -626,9 +625,8 @@ impl HeadState {
             self.header = found;
             self.value_len = 0;
             self.value_end = 0;
-            self.flags &= !(head_flags::VALUE_BARE_CR
-                | head_flags::VALUE_CR
-                | head_flags::LENGTH_ENDED);
+            self.flags &=
+                !(head_flags::VALUE_BARE_CR | head_flags::VALUE_CR | head_flags::LENGTH_ENDED);
             match found {
                 header::NONE => return phase::SKIP_LINE,
                 header::ORIGIN => self.origins += 1,
@@ -766,12 +764,16 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
 fn head_too_long(scratch: &mut Scratch, policy: &impl Policy) {
     let head = &mut scratch.stream_head;
     head.flags |= head_flags::OVERSIZED;
-    scratch.unsafe_request.set((head.flags & head_flags::UNSAFE_REQUEST != 0) as u32);
-    scratch.judged.set(if head.flags & head_flags::UNSAFE_REQUEST != 0 {
-        head.method
-    } else {
-        Method::Other as u32
-    });
+    scratch
+        .unsafe_request
+        .set((head.flags & head_flags::UNSAFE_REQUEST != 0) as u32);
+    scratch
+        .judged
+        .set(if head.flags & head_flags::UNSAFE_REQUEST != 0 {
+            head.method
+        } else {
+            Method::Other as u32
+        });
     scratch.origin.clear();
     note(&mut scratch.cursor, Outcome::Incomplete);
     if refuses(Outcome::Incomplete, &policy.settings()) {
@@ -1220,8 +1222,7 @@ pub fn filter_segment(
         } else {
             SCAN_BYTES as u32
         };
-        if !bytes.load(scratch, 0, first)
-            || !starts_request_line(&scratch.payload, first as usize)
+        if !bytes.load(scratch, 0, first) || !starts_request_line(&scratch.payload, first as usize)
         {
             return Outcome::Untracked;
         }

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use cors_filter_common::{
-    Counter, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict, http::SCAN_BYTES,
+    Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict, http::SCAN_BYTES,
     inspect_payload, origin::OriginParse,
 };
 
@@ -47,6 +47,11 @@ impl Policy for PacketPolicy {
     #[inline(always)]
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
         allowed_methods(self.generation, origin)
+    }
+
+    #[inline(always)]
+    fn settings(&self) -> FilterConfig {
+        settings(self.generation)
     }
 }
 

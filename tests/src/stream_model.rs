@@ -95,7 +95,12 @@ struct Run<'a> {
 
 impl Tables for Run<'_> {
     fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool {
-        self.tables.conns.borrow().get(key).map(|c| *into = *c).is_some()
+        self.tables
+            .conns
+            .borrow()
+            .get(key)
+            .map(|c| *into = *c)
+            .is_some()
     }
 
     fn store_conn(&self, key: &ConnKey, conn: &ConnState) {
@@ -103,7 +108,12 @@ impl Tables for Run<'_> {
     }
 
     fn load_head(&self, key: &ConnKey, into: &mut HeadState) -> bool {
-        self.tables.heads.borrow().get(key).map(|h| *into = *h).is_some()
+        self.tables
+            .heads
+            .borrow()
+            .get(key)
+            .map(|h| *into = *h)
+            .is_some()
     }
 
     fn store_head(&self, key: &ConnKey, head: &HeadState) -> bool {
@@ -172,8 +182,14 @@ impl Model {
             syn,
             rst: false,
         };
-        let outcome =
-            stream::filter_segment(&mut self.scratch, &run, key, segment, &run.bytes, &self.policy);
+        let outcome = stream::filter_segment(
+            &mut self.scratch,
+            &run,
+            key,
+            segment,
+            &run.bytes,
+            &self.policy,
+        );
         Judged {
             outcome,
             verdict: outcome.verdict(&self.policy.settings),
