@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use cors_filter_common::{
-    Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict, http::SCAN_BYTES,
-    inspect_payload, origin::OriginParse,
+    Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict,
+    http::SCAN_BYTES, inspect_payload, origin::OriginParse,
 };
 
 use crate::{
