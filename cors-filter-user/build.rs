@@ -60,6 +60,12 @@ fn main() {
     ] {
         cargo.env_remove(key);
     }
+    // BTF in the object (bpf-linker's `--btf`, from the debug info): the
+    // verifier needs its function info for the `bpf_loop` callback.
+    cargo.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+    );
     let status = cargo
         .status()
         .unwrap_or_else(|e| panic!("cannot run `cargo +nightly` to build the eBPF program: {e}"));

@@ -79,6 +79,11 @@ pub struct Scratch {
     pub stream_head: stream::HeadState,
     /// Where the segment's parse is.
     pub cursor: stream::SegmentCursor,
+    /// Offset of the segment's payload in the packet, for the parse's
+    /// loads (which run in `bpf_loop`'s callback).
+    pub stream_payload_offset: Slot<u32>,
+    /// The packet's port's `PortFlags`, likewise.
+    pub stream_port_flags: Slot<u64>,
 }
 
 impl Scratch {
@@ -101,6 +106,8 @@ impl Scratch {
             stream_conn: Default::default(),
             stream_head: Default::default(),
             cursor: Default::default(),
+            stream_payload_offset: Default::default(),
+            stream_port_flags: Default::default(),
         }
     }
 

@@ -335,6 +335,10 @@ pub struct SegmentCursor {
     pub stopped: u32,
     /// Sequence number of the segment's first payload byte.
     pub seq: u32,
+    /// Bytes the last step consumed (kept in memory, see `step`).
+    pub chunk_consumed: u32,
+    /// The phase the last step started in (likewise).
+    pub step_phase: u32,
 }
 
 /// Copies `len` bytes of the segment's payload, from its offset `from`, to
@@ -429,6 +433,10 @@ const fn word_of(bytes: &[u8]) -> u64 {
 }
 
 const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// What [`step`]'s parse of a byte yields instead of a phase when the byte
+/// ends a head.
+const HEAD_ENDED: u32 = u32::MAX;
 
 /// The high bit of every byte of `word` that is `\n`, and no other bit
 /// (see `http::byte_marks`).
@@ -692,15 +700,19 @@ pub fn judge_head(scratch: &mut Scratch, policy: &impl Policy) -> Outcome {
             Method::Other as u32
         });
     }
+    // From here on, the kind of request is read from memory at each use:
+    // the verifier then checks the origin's parse and lookup once, not
+    // once per kind (see `Slot`).
     if head.origins > 1 || head.flags & (head_flags::FOLDED | head_flags::ORIGIN_BAD) != 0 {
-        return Outcome::malformed(unsafe_request);
+        return Outcome::malformed(scratch.unsafe_request.get() != 0);
     }
     scratch.origin.raw = head.origin;
     scratch.origin.set_len(head.origin_len);
     if scratch.origin.normalize().is_err() {
-        return Outcome::malformed(unsafe_request);
+        return Outcome::malformed(scratch.unsafe_request.get() != 0);
     }
     let allowed = policy.allowed_methods(&mut scratch.origin);
+    let unsafe_request = scratch.unsafe_request.get() != 0;
     if allowed.is_empty() {
         Outcome::denied(unsafe_request)
     } else if !allowed.contains_code(scratch.judged.get()) {
@@ -844,7 +856,6 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     let in_chunk = scratch.cursor.chunk_len as usize - at;
     let b = scratch.payload[at & SCAN_MASK];
     let mut consumed = 1u32;
-    let in_head = phase::in_head(conn_phase);
     let next = match conn_phase {
         phase::IDLE => {
             if is_request_space(b) {
@@ -908,12 +919,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         phase::LINE_START | phase::LINE_CR => {
             let head = &mut scratch.stream_head;
             if b == b'\n' {
-                head.bytes += 1;
-                end_head(scratch, policy);
-                scratch.cursor.pos = pos + 1;
-                return Step::More;
-            }
-            if conn_phase == phase::LINE_START && b == b'\r' {
+                // Judged below, on one path for every way to get here.
+                HEAD_ENDED
+            } else if conn_phase == phase::LINE_START && b == b'\r' {
                 phase::LINE_CR
             } else {
                 head.lines += 1;
@@ -991,7 +999,26 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         // Unknown phase (a corrupt map value): nothing to follow.
         _ => phase::UNTRACKED,
     };
-    scratch.stream_conn.phase = next;
+    // Through memory, as `Slot`s do: each arm's constant phase and length
+    // would otherwise make the verifier check what follows once per arm.
+    // SAFETY: plain reads and writes of fields of `scratch`.
+    let (next, consumed, conn_phase) = unsafe {
+        core::ptr::write_volatile(&mut scratch.stream_conn.phase, next);
+        core::ptr::write_volatile(&mut scratch.cursor.chunk_consumed, consumed);
+        core::ptr::write_volatile(&mut scratch.cursor.step_phase, conn_phase);
+        (
+            core::ptr::read_volatile(&scratch.stream_conn.phase),
+            core::ptr::read_volatile(&scratch.cursor.chunk_consumed),
+            core::ptr::read_volatile(&scratch.cursor.step_phase),
+        )
+    };
+    let in_head = phase::in_head(conn_phase);
+    if next == HEAD_ENDED {
+        scratch.stream_head.bytes += 1;
+        scratch.cursor.pos = pos + 1;
+        end_head(scratch, policy);
+        return Step::More;
+    }
     if next == phase::CHUNK_SIZE && conn_phase != phase::CHUNK_SIZE {
         scratch.stream_conn.body_left = 0;
         scratch.stream_conn.flags &= !conn_flags::CHUNK_DIGITS;
@@ -1095,52 +1122,22 @@ pub fn before_parse(conn: &ConnState, seq: u32, len: u32) -> Option<Outcome> {
     }
 }
 
-/// Whether the first `len` bytes of `buf` start a request line: a method
-/// token, a space, and `HTTP/` further on the line. How a connection
-/// whose start the filter did not see (open before it was loaded, or
-/// whose state was evicted) is picked up: from a segment that starts a
-/// request.
+/// Whether the first `len` bytes of `buf` start a request line with a
+/// known method (`GET `, `OPTIONS `, ...). How a connection whose start the
+/// filter did not see (open before it was loaded, or whose state was
+/// evicted) is picked up: from a segment that starts a request. An unknown
+/// method is not enough, as the middle of a text body could start with a
+/// word and a space.
 #[inline(always)]
-pub fn starts_request_line(buf: &[u8; crate::http::SCAN_BUF_LEN], len: usize) -> bool {
-    let mut k = 0;
-    let mut method_end = 0;
-    while k < crate::http::MAX_METHOD_LEN + 1 {
-        if k >= len {
-            return false;
-        }
-        let b = buf[k & SCAN_MASK];
-        if b == b' ' && k > 0 {
-            method_end = k;
-            break;
-        }
-        if !is_tchar(b) {
-            return false;
-        }
-        k += 1;
-    }
-    if method_end == 0 {
-        return false;
-    }
-    let mut k = method_end + 1;
-    while k + 5 <= SCAN_BYTES {
-        if k + 5 > len {
-            return false;
-        }
-        let b = buf[k & SCAN_MASK];
-        if b == b'\n' {
-            return false;
-        }
-        if b == b'H'
-            && buf[(k + 1) & SCAN_MASK] == b'T'
-            && buf[(k + 2) & SCAN_MASK] == b'T'
-            && buf[(k + 3) & SCAN_MASK] == b'P'
-            && buf[(k + 4) & SCAN_MASK] == b'/'
-        {
-            return true;
-        }
-        k += 1;
-    }
-    false
+pub fn starts_request_line(
+    buf: &[u8; crate::http::SCAN_BUF_LEN],
+    len: usize,
+    scan: &mut crate::http::HeadScan,
+) -> bool {
+    matches!(
+        crate::http::classify_start(buf, len, scan),
+        crate::http::RequestStart::Request(method) if method != Method::Other
+    )
 }
 
 /// The connection tables, as the program keeps them in maps (`CONNS`, an
@@ -1222,7 +1219,8 @@ pub fn filter_segment(
         } else {
             SCAN_BYTES as u32
         };
-        if !bytes.load(scratch, 0, first) || !starts_request_line(&scratch.payload, first as usize)
+        if !bytes.load(scratch, 0, first)
+            || !starts_request_line(&scratch.payload, first as usize, &mut scratch.head)
         {
             return Outcome::Untracked;
         }
@@ -1263,6 +1261,8 @@ pub fn filter_segment(
         outcome: Outcome::Body as u32,
         stopped: 0,
         seq: seq.wrapping_add(skip),
+        chunk_consumed: 0,
+        step_phase: 0,
     };
     tables.run_steps(scratch, scratch.cursor.len);
     let outcome = Outcome::from_index(scratch.cursor.outcome);

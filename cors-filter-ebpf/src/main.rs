@@ -9,6 +9,7 @@ mod events;
 mod maps;
 mod net;
 mod reset;
+mod stream;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
@@ -19,7 +20,10 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use cors_filter_common::{
     Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict,
-    http::SCAN_BYTES, inspect_payload, origin::OriginParse,
+    http::SCAN_BYTES,
+    inspect_payload,
+    origin::OriginParse,
+    stream::{ConnKey, Segment},
 };
 
 use crate::{
@@ -31,6 +35,17 @@ use crate::{
 struct PacketPolicy {
     generation: u32,
     port_flags: u64,
+}
+
+impl PacketPolicy {
+    /// The policy noted in `scratch` for the packet being parsed.
+    #[inline(always)]
+    fn of(scratch: &Scratch) -> PacketPolicy {
+        PacketPolicy {
+            generation: scratch.generation.get(),
+            port_flags: scratch.stream_port_flags.get(),
+        }
+    }
 }
 
 impl Policy for PacketPolicy {
@@ -72,6 +87,112 @@ pub fn cors_filter(ctx: XdpContext) -> u32 {
             }
         },
     }
+}
+
+/// The XDP entry point that follows connections (see `stream`): each
+/// request judged whole, however TCP cuts it. Loaded by `replay --stream`
+/// while the suite moves over to it; the attached program is
+/// `cors_filter`.
+#[xdp(frags)]
+pub fn cors_filter_stream(ctx: XdpContext) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        count(Counter::PassNotHttp);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: as in `filter`.
+    let scratch: &mut Scratch = unsafe { &mut *scratch };
+    let outcome = inspect_stream(&ctx, scratch);
+    scratch.outcome.set(outcome as u32);
+    let outcome = Outcome::from_index(scratch.outcome.get());
+    let (counter, also) = outcome.counters();
+    count(counter);
+    if let Some(also) = also {
+        count(also);
+    }
+    if !outcome.may_deny() {
+        return xdp_action::XDP_PASS;
+    }
+    let settings = settings(scratch.generation.get());
+    let verdict = outcome.verdict(&settings);
+    if verdict != Verdict::Pass {
+        count(Counter::Dropped);
+    }
+    events::report(&ctx, scratch, outcome, &settings);
+    match verdict {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Reset => match reset::rewrite(&ctx) {
+            Ok(()) => {
+                count(Counter::ResetSent);
+                xdp_action::XDP_TX
+            }
+            Err(_) => {
+                count(Counter::ResetFailed);
+                xdp_action::XDP_DROP
+            }
+        },
+    }
+}
+
+/// The connection of the segment in `payload`, as the maps key it.
+#[inline(always)]
+fn conn_key(ctx: &XdpContext, payload: &net::TcpPayload) -> Option<ConnKey> {
+    let mut key = ConnKey {
+        source_port: payload.src_port,
+        dest_port: payload.dst_port,
+        family: if payload.ipv6 {
+            cors_filter_common::event::FAMILY_IPV6
+        } else {
+            cors_filter_common::event::FAMILY_IPV4
+        } as u32,
+        ..ConnKey::default()
+    };
+    let (source, dest, len) = if payload.ipv6 {
+        (payload.l3 + 8, payload.l3 + 24, 16)
+    } else {
+        (payload.l3 + 12, payload.l3 + 16, 4)
+    };
+    // SAFETY: `len` is 4 or 16, the size of the fields at most; the helper
+    // checks the packet side.
+    let loaded = unsafe {
+        ctx.load_bytes(source as u32, key.source_addr.as_mut_ptr(), len)
+            | ctx.load_bytes(dest as u32, key.dest_addr.as_mut_ptr(), len)
+    };
+    (loaded == 0).then_some(key)
+}
+
+#[inline(always)]
+fn inspect_stream(ctx: &XdpContext, scratch: &mut Scratch) -> Outcome {
+    let payload = match net::tcp_payload(ctx, &mut scratch.ipv6_walk_offset) {
+        Ok(payload) => payload,
+        Err(outcome) => return outcome,
+    };
+    scratch.generation.set(active_generation());
+    let port_flags = port_flags(scratch.generation.get(), payload.dst_port);
+    if port_flags & PortFlags::INSPECT == 0 {
+        return Outcome::PortNotInspected;
+    }
+    events::remember(scratch, &payload);
+    reset::remember(&mut scratch.reset, &payload);
+    scratch.stream_port_flags.set(port_flags);
+    scratch.stream_payload_offset.set(payload.offset as u32);
+    let Some(key) = conn_key(ctx, &payload) else {
+        return Outcome::Truncated;
+    };
+    let flags = payload.tcp_flags;
+    let segment = Segment {
+        seq: payload.seq,
+        len: payload.len as u32,
+        syn: flags & net::TCP_SYN != 0 && flags & net::TCP_ACK == 0,
+        rst: flags & net::TCP_RST != 0,
+    };
+    let policy = PacketPolicy::of(scratch);
+    let tables = stream::KernelTables { ctx: ctx.ctx };
+    let bytes = stream::PacketBytes {
+        frame: ctx,
+        payload_offset: payload.offset as u32,
+    };
+    cors_filter_common::stream::filter_segment(scratch, &tables, &key, segment, &bytes, &policy)
 }
 
 /// The TC ingress entry point (`--attach tc`), for interfaces where XDP

@@ -81,7 +81,16 @@ pub struct TcpPayload {
     pub offset: usize,
     /// Length as the IP header says (Ethernet padding excluded).
     pub len: usize,
+    /// The segment's sequence number.
+    pub seq: u32,
+    /// The TCP flags byte (CWR .. FIN).
+    pub tcp_flags: u8,
 }
+
+/// TCP flags (RFC 9293, 3.1).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 #[inline(always)]
 fn byte(ctx: &impl Frame, offset: usize) -> Result<u8, Outcome> {
@@ -197,6 +206,8 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
     };
     let src_port = be16(ctx, l4)?;
     let dst_port = be16(ctx, l4 + 2)?;
+    let seq = ((be16(ctx, l4 + 4)? as u32) << 16) | be16(ctx, l4 + 6)? as u32;
+    let tcp_flags = byte(ctx, l4 + 13)?;
     let data_offset = ((byte(ctx, l4 + 12)? >> 4) as usize) * 4;
     if data_offset < TCP_MIN_HLEN {
         return Err(Outcome::Truncated);
@@ -215,5 +226,7 @@ pub fn tcp_payload(ctx: &impl Frame, walk_offset: &mut Slot<u32>) -> Result<TcpP
         l4,
         offset,
         len: ip_end - offset,
+        seq,
+        tcp_flags,
     })
 }

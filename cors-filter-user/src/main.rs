@@ -40,8 +40,9 @@ async fn main() -> ExitCode {
         Command::Replay {
             config,
             replies,
+            stream,
             pcap,
-        } => replay::replay(&config, &pcap, replies.as_deref()),
+        } => replay::replay(&config, &pcap, replies.as_deref(), stream),
         Command::Stats { json, top } => stats::stats(&cli.pin_dir, &cli.state_dir, json, top),
     };
     match result {

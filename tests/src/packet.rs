@@ -181,6 +181,7 @@ pub struct Packet {
     src_port: u16,
     dst_port: u16,
     tcp_flags: u8,
+    seq: u32,
     tcp_options: Vec<u8>,
     payload: Vec<u8>,
     trailer: Vec<u8>,
@@ -195,6 +196,7 @@ impl Packet {
             src_port: SRC_PORT,
             dst_port: DST_PORT,
             tcp_flags: TCP_PSH | TCP_ACK,
+            seq: TCP_SEQ,
             tcp_options: Vec::new(),
             payload: payload.to_vec(),
             trailer: Vec::new(),
@@ -281,6 +283,12 @@ impl Packet {
 
     pub fn dst_port(mut self, port: u16) -> Packet {
         self.dst_port = port;
+        self
+    }
+
+    /// The sequence number; [`TCP_SEQ`] unless set.
+    pub fn seq(mut self, seq: u32) -> Packet {
+        self.seq = seq;
         self
     }
 
@@ -398,7 +406,7 @@ impl Packet {
         let mut s = Vec::with_capacity(header_len + self.payload.len());
         s.extend(self.src_port.to_be_bytes());
         s.extend(self.dst_port.to_be_bytes());
-        s.extend(TCP_SEQ.to_be_bytes());
+        s.extend(self.seq.to_be_bytes());
         s.extend(TCP_ACK_NUM.to_be_bytes());
         s.extend([((header_len / 4) as u8) << 4, self.tcp_flags]);
         s.extend(TCP_WINDOW.to_be_bytes());

@@ -79,14 +79,22 @@ impl ReplayRun {
 /// Runs `cors-filter replay --config CONFIG CAPTURE`, its output in files
 /// (a pipe would fill up and stall it), within [`REPLAY_LIMIT`].
 pub fn replay_files(config: &Path, capture: &Path) -> Result<ReplayRun> {
-    run_replay(config, capture, None)
+    run_replay(config, capture, None, false)
 }
 
-fn run_replay(config: &Path, capture: &Path, replies: Option<&Path>) -> Result<ReplayRun> {
+fn run_replay(
+    config: &Path,
+    capture: &Path,
+    replies: Option<&Path>,
+    stream: bool,
+) -> Result<ReplayRun> {
     let dir = TempDir::new("replay-out")?;
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut command = Command::new(cors_filter_bin()?);
     command.arg("replay").arg("--config").arg(config);
+    if stream {
+        command.arg("--stream");
+    }
     if let Some(replies) = replies {
         command.arg("--replies").arg(replies);
     }
@@ -109,6 +117,17 @@ fn run_replay(config: &Path, capture: &Path, replies: Option<&Path>) -> Result<R
 
 /// Replays `frames` under the config `config_toml`, as a pcap capture.
 pub fn replay(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
+    replay_program(config_toml, frames, false)
+}
+
+/// Replays `frames` through the program that follows connections
+/// (`replay --stream`): one load for the whole capture, so each frame finds
+/// the connection state the frames before it left.
+pub fn replay_stream(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
+    replay_program(config_toml, frames, true)
+}
+
+fn replay_program(config_toml: &str, frames: &[Vec<u8>], stream: bool) -> Result<Vec<Replayed>> {
     let dir = TempDir::new("replay")?;
     let (config, capture) = (
         dir.path().join("config.toml"),
@@ -116,7 +135,7 @@ pub fn replay(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
     );
     std::fs::write(&config, config_toml)?;
     pcap::write_pcap(&capture, frames)?;
-    let lines = replay_files(&config, &capture)?.lines()?;
+    let lines = run_replay(&config, &capture, None, stream)?.lines()?;
     if lines.len() != frames.len() {
         bail!(
             "replay printed {} lines for {} frames",
@@ -141,7 +160,7 @@ pub fn replay_with_replies(
     );
     std::fs::write(&config, config_toml)?;
     pcap::write_pcap(&capture, frames)?;
-    let lines = run_replay(&config, &capture, Some(&replies))?.lines()?;
+    let lines = run_replay(&config, &capture, Some(&replies), false)?.lines()?;
     if lines.len() != frames.len() {
         bail!(
             "replay printed {} lines for {} frames",

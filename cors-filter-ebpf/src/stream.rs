@@ -1,0 +1,143 @@
+//! Connection tracking (`cors_filter_common::stream`) in the kernel: the
+//! `CONNS` and `OPEN_HEADS` maps, and the segment's parse under
+//! `bpf_loop` (Linux 5.17), so that the verifier checks one step of the
+//! parser rather than one per byte.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::xdp_md, helpers::generated::bpf_loop, macros::map, maps::LruHashMap,
+    programs::XdpContext,
+};
+use cors_filter_common::{
+    Scratch,
+    http::SCAN_BYTES,
+    stream::{self, ConnKey, ConnState, HeadState, SegmentBytes, Step, Tables},
+};
+
+use crate::{PacketPolicy, maps::SCRATCH, net::Frame};
+
+/// Connections followed, by their addresses and ports (see
+/// `cors_filter_common::stream::ConnState`): 24 bytes of value, 40 of key.
+#[map(name = "CONNS")]
+pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(1 << 18, 0);
+
+/// Request heads that span segments, by connection.
+#[map(name = "OPEN_HEADS")]
+pub static OPEN_HEADS: LruHashMap<ConnKey, HeadState> = LruHashMap::with_max_entries(1 << 14, 0);
+
+/// What a step needs that is not in the scratch space: the program's
+/// context, passed through `bpf_loop`.
+#[repr(C)]
+struct LoopContext {
+    ctx: *mut xdp_md,
+}
+
+/// The segment's payload, read from the packet from `Scratch::reset`'s
+/// payload offset.
+pub struct PacketBytes<'a, F: Frame> {
+    pub frame: &'a F,
+    pub payload_offset: u32,
+}
+
+impl<F: Frame> SegmentBytes for PacketBytes<'_, F> {
+    #[inline(always)]
+    fn load(&self, scratch: &mut Scratch, from: u32, len: u32) -> bool {
+        // The mask proves to the verifier what the parser ensures: `len`
+        // is in 1..=SCAN_BYTES.
+        let size = (len.wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1;
+        // SAFETY: `size` is at most SCAN_BYTES and the buffer holds more;
+        // the helper checks the packet side.
+        unsafe {
+            self.frame.load_bytes(
+                self.payload_offset + from,
+                scratch.payload.as_mut_ptr(),
+                size,
+            ) == 0
+        }
+    }
+}
+
+/// One parse step, as `bpf_loop`'s callback: 0 to go on, 1 to stop.
+extern "C" fn step_xdp(_index: u64, data: *mut c_void) -> i64 {
+    // SAFETY: `data` is the `LoopContext` on the caller's stack, alive for
+    // the whole `bpf_loop` call.
+    let ctx = XdpContext::new(unsafe { (*(data as *const LoopContext)).ctx });
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch entry, as in the program's `filter`; the
+    // caller holds no reference to it across `bpf_loop`.
+    let scratch: &mut Scratch = unsafe { &mut *scratch };
+    let policy = PacketPolicy::of(scratch);
+    let bytes = PacketBytes {
+        frame: &ctx,
+        payload_offset: scratch.stream_payload_offset.get(),
+    };
+    match stream::step(scratch, &bytes, &policy) {
+        Step::More => 0,
+        Step::Done => 1,
+    }
+}
+
+/// The tables in maps, and the steps under `bpf_loop`.
+pub struct KernelTables {
+    pub ctx: *mut xdp_md,
+}
+
+impl Tables for KernelTables {
+    #[inline(always)]
+    fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool {
+        match CONNS.get_ptr_mut(key) {
+            Some(conn) => {
+                // SAFETY: a value of the map, read during this run (RCU).
+                *into = unsafe { *conn };
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    fn store_conn(&self, key: &ConnKey, conn: &ConnState) {
+        let _ = CONNS.insert(key, conn, 0);
+    }
+
+    #[inline(always)]
+    fn load_head(&self, key: &ConnKey, into: &mut HeadState) -> bool {
+        match OPEN_HEADS.get_ptr_mut(key) {
+            Some(head) => {
+                // SAFETY: as in `load_conn`.
+                *into = unsafe { *head };
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    fn store_head(&self, key: &ConnKey, head: &HeadState) -> bool {
+        OPEN_HEADS.insert(key, head, 0).is_ok()
+    }
+
+    #[inline(always)]
+    fn delete_head(&self, key: &ConnKey) {
+        let _ = OPEN_HEADS.remove(key);
+    }
+
+    #[inline(always)]
+    fn run_steps(&self, _scratch: &mut Scratch, max: u32) {
+        let mut context = LoopContext { ctx: self.ctx };
+        // SAFETY: `step_xdp` has the callback's signature; the context
+        // outlives the call. The transmute keeps the function's symbol in
+        // the instruction that loads it, which the loader relocates to a
+        // BPF_PSEUDO_FUNC reference.
+        unsafe {
+            let callback = core::mem::transmute::<
+                extern "C" fn(u64, *mut c_void) -> i64,
+                *mut c_void,
+            >(step_xdp);
+            bpf_loop(max, callback, (&mut context as *mut LoopContext).cast(), 0);
+        }
+    }
+}
