@@ -74,11 +74,15 @@ pub enum Counter {
     OutOfOrder,
     /// Segments of a head whose state was lost, dropped.
     HeadLost,
+    /// Connections that got an entry in `CONNS` (from their SYN, or picked
+    /// up at a request line). Not an outcome: with the entries in use, it
+    /// tells how many were evicted.
+    ConnsLearned,
 }
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -112,6 +116,7 @@ impl Counter {
         Counter::ConnectionDenied,
         Counter::OutOfOrder,
         Counter::HeadLost,
+        Counter::ConnsLearned,
     ];
 
     /// The counters of which every packet bumps exactly one (its
@@ -206,6 +211,7 @@ impl Counter {
             Counter::ConnectionDenied => "connection_denied",
             Counter::OutOfOrder => "out_of_order",
             Counter::HeadLost => "head_lost",
+            Counter::ConnsLearned => "conns_learned",
         }
     }
 }

@@ -1152,6 +1152,9 @@ pub trait Tables {
     /// False when the head could not be stored.
     fn store_head(&self, key: &ConnKey, head: &HeadState) -> bool;
     fn delete_head(&self, key: &ConnKey);
+    /// A connection without state got one (counted: with the entries in
+    /// use, it tells how many were evicted).
+    fn learned(&self);
     /// Runs [`step`] until it is done, at most `max` times (the program:
     /// under `bpf_loop`).
     fn run_steps(&self, scratch: &mut Scratch, max: u32);
@@ -1197,6 +1200,9 @@ pub fn filter_segment(
     }
     let mut seq = segment.seq;
     if segment.syn {
+        if !tables.load_conn(key, &mut scratch.stream_conn) {
+            tables.learned();
+        }
         scratch.stream_conn = ConnState {
             next_seq: seq.wrapping_add(1),
             ..ConnState::default()
@@ -1228,6 +1234,7 @@ pub fn filter_segment(
             next_seq: seq,
             ..ConnState::default()
         };
+        tables.learned();
     }
     if segment.len == 0 {
         return Outcome::NoPayload;

@@ -10,12 +10,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use cors_filter_common::{
-    Scratch,
+    Counter, Scratch,
     http::SCAN_BYTES,
     stream::{self, ConnKey, ConnState, HeadState, SegmentBytes, Step, Tables},
 };
 
-use crate::{PacketPolicy, maps::SCRATCH, net::Frame};
+use crate::{
+    PacketPolicy,
+    maps::{SCRATCH, count},
+    net::Frame,
+};
 
 /// Connections followed, by their addresses and ports (see
 /// `cors_filter_common::stream::ConnState`): 24 bytes of value, 40 of key.
@@ -123,6 +127,11 @@ impl Tables for KernelTables {
     #[inline(always)]
     fn delete_head(&self, key: &ConnKey) {
         let _ = OPEN_HEADS.remove(key);
+    }
+
+    #[inline(always)]
+    fn learned(&self) {
+        count(Counter::ConnsLearned);
     }
 
     #[inline(always)]

@@ -129,6 +129,8 @@ impl Tables for Run<'_> {
         self.tables.heads.borrow_mut().remove(key);
     }
 
+    fn learned(&self) {}
+
     fn run_steps(&self, scratch: &mut Scratch, max: u32) {
         for _ in 0..max {
             if stream::step(scratch, &self.bytes, self.policy) == Step::Done {
