@@ -1,5 +1,5 @@
-//! The program that follows connections (`cors_filter_stream`), in the
-//! kernel under `BPF_PROG_TEST_RUN` through `replay --stream`: whole
+//! The program's connection tracking in the kernel, under
+//! `BPF_PROG_TEST_RUN` through `replay`: whole
 //! connections, frame after frame through one loaded program, the state
 //! carried in its maps as on an interface. Each case is also run through
 //! the userspace model of the same code (`stream_model`), which must agree
@@ -8,7 +8,7 @@
 use anyhow::Result;
 use cors_filter_tests::{
     packet::{DST_PORT, DST_V4, Packet, SRC_V4, TCP_ACK, TCP_PSH, TCP_SYN},
-    replay::replay_stream,
+    replay::replay,
     stream_model::{Model, ModelPolicy},
 };
 
@@ -61,7 +61,7 @@ fn run(protect: bool, segments: &[(u16, u32, Vec<u8>, bool)]) -> Result<Vec<(Str
                 .build()
         })
         .collect();
-    let lines = replay_stream(&config(protect), &frames)?;
+    let lines = replay(&config(protect), &frames)?;
     let mut model = Model::new(ModelPolicy::allowing(&[ALLOWED], protect));
     let mut out = Vec::new();
     for ((port, seq, payload, syn), line) in segments.iter().zip(&lines) {

@@ -1,7 +1,9 @@
-//! The cors-filter programs, XDP and TC ingress: they drop CORS preflights
+//! The cors-filter programs, XDP and TC ingress: they follow the TCP
+//! connections to inspected ports and judge each HTTP/1.x request whole,
+//! however TCP cuts it (see `cors_filter_common::stream`): CORS preflights
 //! whose origin the allowlist does not hold, and (where a port protects
-//! them) requests with unsafe methods from such origins, before the TCP
-//! stack sees them.
+//! them) requests with unsafe methods from such origins, are kept from the
+//! TCP stack before their head is complete there.
 #![no_std]
 #![no_main]
 
@@ -20,15 +22,15 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use cors_filter_common::{
     Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict,
-    http::SCAN_BYTES,
-    inspect_payload,
+    event::{FAMILY_IPV4, FAMILY_IPV6},
     origin::OriginParse,
-    stream::{ConnKey, Segment},
+    stream::{ConnKey, Segment, filter_segment},
 };
 
 use crate::{
     maps::{SCRATCH, active_generation, allowed_methods, count, port_flags, settings},
-    net::Frame,
+    net::{Frame, TCP_ACK, TCP_RST, TCP_SYN, TcpPayload},
+    stream::{KernelTables, PacketBytes, StepFrame},
 };
 
 /// The policy of the generation a packet is judged by, for its port.
@@ -38,7 +40,8 @@ struct PacketPolicy {
 }
 
 impl PacketPolicy {
-    /// The policy noted in `scratch` for the packet being parsed.
+    /// The policy noted in `scratch` for the packet being parsed (read
+    /// again in each parse step, which runs in `bpf_loop`'s callback).
     #[inline(always)]
     fn of(scratch: &Scratch) -> PacketPolicy {
         PacketPolicy {
@@ -56,7 +59,7 @@ impl Policy for PacketPolicy {
 
     #[inline(always)]
     fn passes_incomplete_unsafe(&self) -> bool {
-        self.port_flags & PortFlags::PASS_INCOMPLETE_UNSAFE != 0
+        false
     }
 
     #[inline(always)]
@@ -89,112 +92,6 @@ pub fn cors_filter(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The XDP entry point that follows connections (see `stream`): each
-/// request judged whole, however TCP cuts it. Loaded by `replay --stream`
-/// while the suite moves over to it; the attached program is
-/// `cors_filter`.
-#[xdp(frags)]
-pub fn cors_filter_stream(ctx: XdpContext) -> u32 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        count(Counter::PassNotHttp);
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: as in `filter`.
-    let scratch: &mut Scratch = unsafe { &mut *scratch };
-    let outcome = inspect_stream(&ctx, scratch);
-    scratch.outcome.set(outcome as u32);
-    let outcome = Outcome::from_index(scratch.outcome.get());
-    let (counter, also) = outcome.counters();
-    count(counter);
-    if let Some(also) = also {
-        count(also);
-    }
-    if !outcome.may_deny() {
-        return xdp_action::XDP_PASS;
-    }
-    let settings = settings(scratch.generation.get());
-    let verdict = outcome.verdict(&settings);
-    if verdict != Verdict::Pass {
-        count(Counter::Dropped);
-    }
-    events::report(&ctx, scratch, outcome, &settings);
-    match verdict {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => xdp_action::XDP_DROP,
-        Verdict::Reset => match reset::rewrite(&ctx) {
-            Ok(()) => {
-                count(Counter::ResetSent);
-                xdp_action::XDP_TX
-            }
-            Err(_) => {
-                count(Counter::ResetFailed);
-                xdp_action::XDP_DROP
-            }
-        },
-    }
-}
-
-/// The connection of the segment in `payload`, as the maps key it.
-#[inline(always)]
-fn conn_key(ctx: &XdpContext, payload: &net::TcpPayload) -> Option<ConnKey> {
-    let mut key = ConnKey {
-        source_port: payload.src_port,
-        dest_port: payload.dst_port,
-        family: if payload.ipv6 {
-            cors_filter_common::event::FAMILY_IPV6
-        } else {
-            cors_filter_common::event::FAMILY_IPV4
-        } as u32,
-        ..ConnKey::default()
-    };
-    let (source, dest, len) = if payload.ipv6 {
-        (payload.l3 + 8, payload.l3 + 24, 16)
-    } else {
-        (payload.l3 + 12, payload.l3 + 16, 4)
-    };
-    // SAFETY: `len` is 4 or 16, the size of the fields at most; the helper
-    // checks the packet side.
-    let loaded = unsafe {
-        ctx.load_bytes(source as u32, key.source_addr.as_mut_ptr(), len)
-            | ctx.load_bytes(dest as u32, key.dest_addr.as_mut_ptr(), len)
-    };
-    (loaded == 0).then_some(key)
-}
-
-#[inline(always)]
-fn inspect_stream(ctx: &XdpContext, scratch: &mut Scratch) -> Outcome {
-    let payload = match net::tcp_payload(ctx, &mut scratch.ipv6_walk_offset) {
-        Ok(payload) => payload,
-        Err(outcome) => return outcome,
-    };
-    scratch.generation.set(active_generation());
-    let port_flags = port_flags(scratch.generation.get(), payload.dst_port);
-    if port_flags & PortFlags::INSPECT == 0 {
-        return Outcome::PortNotInspected;
-    }
-    events::remember(scratch, &payload);
-    reset::remember(&mut scratch.reset, &payload);
-    scratch.stream_port_flags.set(port_flags);
-    scratch.stream_payload_offset.set(payload.offset as u32);
-    let Some(key) = conn_key(ctx, &payload) else {
-        return Outcome::Truncated;
-    };
-    let flags = payload.tcp_flags;
-    let segment = Segment {
-        seq: payload.seq,
-        len: payload.len as u32,
-        syn: flags & net::TCP_SYN != 0 && flags & net::TCP_ACK == 0,
-        rst: flags & net::TCP_RST != 0,
-    };
-    let policy = PacketPolicy::of(scratch);
-    let tables = stream::KernelTables { ctx: ctx.ctx };
-    let bytes = stream::PacketBytes {
-        frame: ctx,
-        payload_offset: payload.offset as u32,
-    };
-    cors_filter_common::stream::filter_segment(scratch, &tables, &key, segment, &bytes, &policy)
-}
-
 /// The TC ingress entry point (`--attach tc`), for interfaces where XDP
 /// cannot run.
 #[classifier]
@@ -220,11 +117,12 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
 
 /// Inspects one packet, counts what it was, and says what to do with it.
 ///
-/// Most packets are not HTTP requests to an inspected port; their path is
-/// kept short: no policy generation unless the packet is TCP, no settings
-/// and no event unless the outcome may be a denial.
+/// Most packets are not TCP to an inspected port; their path is kept
+/// short: no policy generation unless the packet is TCP, no connection
+/// lookup unless its port is inspected, no settings and no event unless
+/// the outcome may drop.
 #[inline(always)]
-fn filter(ctx: &impl Frame) -> Verdict {
+fn filter<F: StepFrame>(ctx: &F) -> Verdict {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         error!(ctx, "cors-filter: per-CPU scratch map has no entry");
         count(Counter::PassNotHttp);
@@ -232,7 +130,8 @@ fn filter(ctx: &impl Frame) -> Verdict {
     };
     // SAFETY: this CPU's entry of the scratch map; XDP and TC programs run to
     // completion in softirq and do not nest on one CPU, so the reference is
-    // exclusive for this run.
+    // exclusive for this run (the parse steps under `bpf_loop` take it in
+    // turn, while this one is not used).
     let scratch: &mut Scratch = unsafe { &mut *scratch };
     let outcome = inspect(ctx, scratch);
     // Read back from memory: the verifier then checks what follows (the
@@ -250,7 +149,7 @@ fn filter(ctx: &impl Frame) -> Verdict {
     if !outcome.may_deny() {
         return Verdict::Pass;
     }
-    let settings = scratch.settings_for_request(settings(scratch.generation.get()));
+    let settings = settings(scratch.generation.get());
     let verdict = outcome.verdict(&settings);
     if verdict != Verdict::Pass {
         count(Counter::Dropped);
@@ -259,8 +158,35 @@ fn filter(ctx: &impl Frame) -> Verdict {
     verdict
 }
 
+/// The connection of the segment in `payload`, as the maps key it.
 #[inline(always)]
-fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
+fn conn_key(ctx: &impl Frame, payload: &TcpPayload) -> Option<ConnKey> {
+    let mut key = ConnKey {
+        source_port: payload.src_port,
+        dest_port: payload.dst_port,
+        family: if payload.ipv6 {
+            FAMILY_IPV6
+        } else {
+            FAMILY_IPV4
+        } as u32,
+        ..ConnKey::default()
+    };
+    let (source, dest, len) = if payload.ipv6 {
+        (payload.l3 + 8, payload.l3 + 24, 16)
+    } else {
+        (payload.l3 + 12, payload.l3 + 16, 4)
+    };
+    // SAFETY: `len` is 4 or 16, the size of the fields at most; the helper
+    // checks the packet side.
+    let loaded = unsafe {
+        ctx.load_bytes(source as u32, key.source_addr.as_mut_ptr(), len)
+            | ctx.load_bytes(dest as u32, key.dest_addr.as_mut_ptr(), len)
+    };
+    (loaded == 0).then_some(key)
+}
+
+#[inline(always)]
+fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
     let payload = match net::tcp_payload(ctx, &mut scratch.ipv6_walk_offset) {
         Ok(payload) => payload,
         Err(outcome) => return outcome,
@@ -270,33 +196,27 @@ fn inspect(ctx: &impl Frame, scratch: &mut Scratch) -> Outcome {
     if port_flags & PortFlags::INSPECT == 0 {
         return Outcome::PortNotInspected;
     }
-    if payload.len == 0 {
-        return Outcome::NoPayload;
-    }
     events::remember(scratch, &payload);
     reset::remember(&mut scratch.reset, &payload);
-    scratch.payload_len.set(if payload.len > SCAN_BYTES {
-        SCAN_BYTES
-    } else {
-        payload.len
-    } as u32);
-    // Read back from memory, the value is opaque to the compiler, which
-    // therefore keeps the mask; the mask is what proves to the verifier that
-    // the size is in 1..=SCAN_BYTES (it is: `payload.len` is not 0).
-    let size = (scratch.payload_len.get().wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1;
-    // SAFETY: `size` is in 1..=SCAN_BYTES and the destination holds
-    // SCAN_BUF_LEN > SCAN_BYTES bytes; the helper checks the packet side.
-    let loaded =
-        unsafe { ctx.load_bytes(payload.offset as u32, scratch.payload.as_mut_ptr(), size) };
-    let len = size as usize;
-    if loaded != 0 {
+    scratch.stream_port_flags.set(port_flags);
+    scratch.stream_payload_offset.set(payload.offset as u32);
+    let Some(key) = conn_key(ctx, &payload) else {
         return Outcome::Truncated;
-    }
-    let policy = PacketPolicy {
-        generation: scratch.generation.get(),
-        port_flags,
     };
-    inspect_payload(scratch, len, &policy)
+    let flags = payload.tcp_flags;
+    let segment = Segment {
+        seq: payload.seq,
+        len: payload.len as u32,
+        syn: flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
+        rst: flags & TCP_RST != 0,
+    };
+    let policy = PacketPolicy::of(scratch);
+    let tables = KernelTables::<F>::new(ctx);
+    let bytes = PacketBytes {
+        frame: ctx,
+        payload_offset: payload.offset as u32,
+    };
+    filter_segment(scratch, &tables, &key, segment, &bytes, &policy)
 }
 
 #[cfg(not(test))]

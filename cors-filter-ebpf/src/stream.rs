@@ -3,11 +3,13 @@
 //! `bpf_loop` (Linux 5.17), so that the verifier checks one step of the
 //! parser rather than one per byte.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, marker::PhantomData};
 
 use aya_ebpf::{
-    bindings::xdp_md, helpers::generated::bpf_loop, macros::map, maps::LruHashMap,
-    programs::XdpContext,
+    helpers::generated::bpf_loop,
+    macros::map,
+    maps::LruHashMap,
+    programs::{TcContext, XdpContext},
 };
 use cors_filter_common::{
     Counter, Scratch,
@@ -30,15 +32,45 @@ pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(
 #[map(name = "OPEN_HEADS")]
 pub static OPEN_HEADS: LruHashMap<ConnKey, HeadState> = LruHashMap::with_max_entries(1 << 14, 0);
 
+/// A program context a parse step can be given through `bpf_loop`, as a
+/// raw pointer, and rebuilt from.
+pub trait StepFrame: Frame + Sized {
+    fn raw(&self) -> *mut c_void;
+    /// # Safety
+    /// `raw` must be the running program's context.
+    unsafe fn from_raw(raw: *mut c_void) -> Self;
+}
+
+impl StepFrame for XdpContext {
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.ctx.cast()
+    }
+    #[inline(always)]
+    unsafe fn from_raw(raw: *mut c_void) -> Self {
+        XdpContext::new(raw.cast())
+    }
+}
+
+impl StepFrame for TcContext {
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.skb.skb.cast()
+    }
+    #[inline(always)]
+    unsafe fn from_raw(raw: *mut c_void) -> Self {
+        TcContext::new(raw.cast())
+    }
+}
+
 /// What a step needs that is not in the scratch space: the program's
 /// context, passed through `bpf_loop`.
 #[repr(C)]
 struct LoopContext {
-    ctx: *mut xdp_md,
+    ctx: *mut c_void,
 }
 
-/// The segment's payload, read from the packet from `Scratch::reset`'s
-/// payload offset.
+/// The segment's payload, read from the packet at `payload_offset`.
 pub struct PacketBytes<'a, F: Frame> {
     pub frame: &'a F,
     pub payload_offset: u32,
@@ -63,10 +95,10 @@ impl<F: Frame> SegmentBytes for PacketBytes<'_, F> {
 }
 
 /// One parse step, as `bpf_loop`'s callback: 0 to go on, 1 to stop.
-extern "C" fn step_xdp(_index: u64, data: *mut c_void) -> i64 {
+extern "C" fn step_callback<F: StepFrame>(_index: u64, data: *mut c_void) -> i64 {
     // SAFETY: `data` is the `LoopContext` on the caller's stack, alive for
-    // the whole `bpf_loop` call.
-    let ctx = XdpContext::new(unsafe { (*(data as *const LoopContext)).ctx });
+    // the whole `bpf_loop` call, holding the program's context.
+    let ctx = unsafe { F::from_raw((*(data as *const LoopContext)).ctx) };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
@@ -85,11 +117,22 @@ extern "C" fn step_xdp(_index: u64, data: *mut c_void) -> i64 {
 }
 
 /// The tables in maps, and the steps under `bpf_loop`.
-pub struct KernelTables {
-    pub ctx: *mut xdp_md,
+pub struct KernelTables<F: StepFrame> {
+    ctx: *mut c_void,
+    frame: PhantomData<F>,
 }
 
-impl Tables for KernelTables {
+impl<F: StepFrame> KernelTables<F> {
+    #[inline(always)]
+    pub fn new(ctx: &F) -> Self {
+        KernelTables {
+            ctx: ctx.raw(),
+            frame: PhantomData,
+        }
+    }
+}
+
+impl<F: StepFrame> Tables for KernelTables<F> {
     #[inline(always)]
     fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool {
         match CONNS.get_ptr_mut(key) {
@@ -137,7 +180,7 @@ impl Tables for KernelTables {
     #[inline(always)]
     fn run_steps(&self, _scratch: &mut Scratch, max: u32) {
         let mut context = LoopContext { ctx: self.ctx };
-        // SAFETY: `step_xdp` has the callback's signature; the context
+        // SAFETY: `step_callback` has the callback's signature; the context
         // outlives the call. The transmute keeps the function's symbol in
         // the instruction that loads it, which the loader relocates to a
         // BPF_PSEUDO_FUNC reference.
@@ -145,7 +188,7 @@ impl Tables for KernelTables {
             let callback = core::mem::transmute::<
                 extern "C" fn(u64, *mut c_void) -> i64,
                 *mut c_void,
-            >(step_xdp);
+            >(step_callback::<F>);
             bpf_loop(max, callback, (&mut context as *mut LoopContext).cast(), 0);
         }
     }

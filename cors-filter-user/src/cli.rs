@@ -85,10 +85,6 @@ pub enum Command {
         /// `reset` line, in the same order.
         #[arg(long, value_name = "FILE")]
         replies: Option<PathBuf>,
-        /// Run the program that follows connections (state carried from
-        /// frame to frame, as in the kernel) instead of the per-segment one.
-        #[arg(long)]
-        stream: bool,
         /// The capture.
         pcap: PathBuf,
     },

@@ -32,10 +32,7 @@ use crate::{
 /// The eBPF object, built by this crate's build script.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cors-filter-ebpf"));
-pub const XDP_PROGRAM: &str = "cors_filter";
-/// The XDP program that follows connections (issue 13), run by `replay
-/// --stream` while the suite moves over to it.
-pub const XDP_STREAM_PROGRAM: &str = "cors_filter_stream";
+const XDP_PROGRAM: &str = "cors_filter";
 const TC_PROGRAM: &str = "cors_filter_tc";
 
 /// Where the program runs.
@@ -76,8 +73,6 @@ pub struct Filter {
     /// Where the maps and links are pinned; `None` for a program that is
     /// only test-run.
     pin_dir: Option<PathBuf>,
-    /// The XDP program loaded (`cors_filter`, or the stream one).
-    xdp_program: &'static str,
 }
 
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
@@ -99,15 +94,6 @@ impl Filter {
         hook: Hook,
         pin_dir: Option<&Path>,
     ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
-        Filter::load_xdp(hook, pin_dir, XDP_PROGRAM)
-    }
-
-    /// [`Filter::load`], with the XDP program of that name.
-    pub fn load_xdp(
-        hook: Hook,
-        pin_dir: Option<&Path>,
-        xdp_program: &'static str,
-    ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => PINNED_MAPS
@@ -125,7 +111,7 @@ impl Filter {
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
         let info = match hook {
             Hook::Xdp(_) => {
-                let program: &mut Xdp = program_mut(&mut ebpf, xdp_program)?;
+                let program: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?;
                 program
                     .load()
                     .context("the kernel rejected the XDP program")?;
@@ -151,7 +137,6 @@ impl Filter {
                 ebpf,
                 hook,
                 pin_dir: pin_dir.map(Path::to_owned),
-                xdp_program,
             },
             logger,
         ))
@@ -165,11 +150,10 @@ impl Filter {
     /// Runs the loaded XDP program on `frame`, `repeat` times, with
     /// `BPF_PROG_TEST_RUN` (see [`testrun`](crate::testrun)).
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestRun> {
-        let name = self.xdp_program;
-        let program: &mut Xdp = program_mut(&mut self.ebpf, name)?;
+        let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
         let fd = program
             .fd()
-            .with_context(|| format!("program {name} is not loaded"))?;
+            .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
         testrun::test_run(fd.as_fd(), frame, repeat)
     }
 

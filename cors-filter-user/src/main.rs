@@ -40,9 +40,8 @@ async fn main() -> ExitCode {
         Command::Replay {
             config,
             replies,
-            stream,
             pcap,
-        } => replay::replay(&config, &pcap, replies.as_deref(), stream),
+        } => replay::replay(&config, &pcap, replies.as_deref()),
         Command::Stats { json, top } => stats::stats(&cli.pin_dir, &cli.state_dir, json, top),
     };
     match result {

@@ -22,7 +22,7 @@ use cors_filter_common::{Counter, FilterConfig};
 use crate::{
     capture,
     config::Config,
-    filter::{Filter, Hook, XDP_PROGRAM, XDP_STREAM_PROGRAM},
+    filter::{Filter, Hook},
     policy::Policy,
     reply_capture::ReplyCapture,
 };
@@ -32,23 +32,13 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-pub fn replay(
-    config_path: &Path,
-    capture_path: &Path,
-    replies_path: Option<&Path>,
-    stream: bool,
-) -> Result<()> {
+pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Path>) -> Result<()> {
     let config = Config::load(config_path)?;
     let mut replies = replies_path.map(ReplyCapture::create).transpose()?;
     // The attach mode is irrelevant: the program is never attached. The
-    // stream program's connection state lives in its maps, which one load
-    // keeps for the whole capture: frames run in order, as in the kernel.
-    let program = if stream {
-        XDP_STREAM_PROGRAM
-    } else {
-        XDP_PROGRAM
-    };
-    let (mut filter, _logger) = Filter::load_xdp(Hook::Xdp(XdpMode::Skb), None, program)?;
+    // connections' state lives in its maps, which one load keeps for the
+    // whole capture: frames run in order, as on an interface.
+    let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None)?;
     filter.take_policy_maps()?.install(&Policy {
         settings: FilterConfig::new(config.mode, config.on_incomplete).with_action(config.action),
         ports: config.ports,

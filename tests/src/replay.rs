@@ -79,22 +79,14 @@ impl ReplayRun {
 /// Runs `cors-filter replay --config CONFIG CAPTURE`, its output in files
 /// (a pipe would fill up and stall it), within [`REPLAY_LIMIT`].
 pub fn replay_files(config: &Path, capture: &Path) -> Result<ReplayRun> {
-    run_replay(config, capture, None, false)
+    run_replay(config, capture, None)
 }
 
-fn run_replay(
-    config: &Path,
-    capture: &Path,
-    replies: Option<&Path>,
-    stream: bool,
-) -> Result<ReplayRun> {
+fn run_replay(config: &Path, capture: &Path, replies: Option<&Path>) -> Result<ReplayRun> {
     let dir = TempDir::new("replay-out")?;
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut command = Command::new(cors_filter_bin()?);
     command.arg("replay").arg("--config").arg(config);
-    if stream {
-        command.arg("--stream");
-    }
     if let Some(replies) = replies {
         command.arg("--replies").arg(replies);
     }
@@ -116,18 +108,9 @@ fn run_replay(
 }
 
 /// Replays `frames` under the config `config_toml`, as a pcap capture.
-pub fn replay(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
-    replay_program(config_toml, frames, false)
-}
-
-/// Replays `frames` through the program that follows connections
-/// (`replay --stream`): one load for the whole capture, so each frame finds
+/// One load of the program serves the whole capture, so each frame finds
 /// the connection state the frames before it left.
-pub fn replay_stream(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
-    replay_program(config_toml, frames, true)
-}
-
-fn replay_program(config_toml: &str, frames: &[Vec<u8>], stream: bool) -> Result<Vec<Replayed>> {
+pub fn replay(config_toml: &str, frames: &[Vec<u8>]) -> Result<Vec<Replayed>> {
     let dir = TempDir::new("replay")?;
     let (config, capture) = (
         dir.path().join("config.toml"),
@@ -135,7 +118,7 @@ fn replay_program(config_toml: &str, frames: &[Vec<u8>], stream: bool) -> Result
     );
     std::fs::write(&config, config_toml)?;
     pcap::write_pcap(&capture, frames)?;
-    let lines = run_replay(&config, &capture, None, stream)?.lines()?;
+    let lines = run_replay(&config, &capture, None)?.lines()?;
     if lines.len() != frames.len() {
         bail!(
             "replay printed {} lines for {} frames",
@@ -160,7 +143,7 @@ pub fn replay_with_replies(
     );
     std::fs::write(&config, config_toml)?;
     pcap::write_pcap(&capture, frames)?;
-    let lines = run_replay(&config, &capture, Some(&replies), false)?.lines()?;
+    let lines = run_replay(&config, &capture, Some(&replies))?.lines()?;
     if lines.len() != frames.len() {
         bail!(
             "replay printed {} lines for {} frames",
