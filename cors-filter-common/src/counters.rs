@@ -78,11 +78,13 @@ pub enum Counter {
     /// up at a request line). Not an outcome: with the entries in use, it
     /// tells how many were evicted.
     ConnsLearned,
+    /// Segments with URG and a payload, dropped.
+    Urgent,
 }
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -117,12 +119,13 @@ impl Counter {
         Counter::OutOfOrder,
         Counter::HeadLost,
         Counter::ConnsLearned,
+        Counter::Urgent,
     ];
 
     /// The counters of which every packet bumps exactly one (its
     /// outcome's, see `Outcome::counters`; `Malformed`, `MethodDeny` and
     /// `CrossSite` go with a deny counter and are not among them).
-    pub const OUTCOMES: [Counter; 22] = [
+    pub const OUTCOMES: [Counter; 23] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
@@ -145,6 +148,7 @@ impl Counter {
         Counter::ConnectionDenied,
         Counter::OutOfOrder,
         Counter::HeadLost,
+        Counter::Urgent,
     ];
 
     /// The outcome counters of requests (`Outcome::is_request`).
@@ -212,6 +216,7 @@ impl Counter {
             Counter::OutOfOrder => "out_of_order",
             Counter::HeadLost => "head_lost",
             Counter::ConnsLearned => "conns_learned",
+            Counter::Urgent => "urgent",
         }
     }
 }

@@ -1014,9 +1014,19 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     };
     let in_head = phase::in_head(conn_phase);
     if next == HEAD_ENDED {
-        scratch.stream_head.bytes += 1;
+        let head = &mut scratch.stream_head;
+        head.bytes += 1;
         scratch.cursor.pos = pos + 1;
-        end_head(scratch, policy);
+        if head.judged() && head.bytes > policy.settings().max_head_bytes {
+            // The blank line's last byte counts too.
+            head_too_long(scratch, policy);
+            if scratch.cursor.stopped == 0 {
+                // Passed as the settings say: the head is over, not judged.
+                end_head(scratch, policy);
+            }
+        } else {
+            end_head(scratch, policy);
+        }
         return Step::More;
     }
     if next == phase::CHUNK_SIZE && conn_phase != phase::CHUNK_SIZE {
@@ -1122,6 +1132,34 @@ pub fn before_parse(conn: &ConnState, seq: u32, len: u32) -> Option<Outcome> {
     }
 }
 
+/// A segment past a gap that reaches the end of the body the connection is
+/// in: the bytes up to the body's end need no parse (whatever they hold,
+/// and whenever they come), so the connection moves to the body's end and
+/// the segment is parsed from there. Without this, a client whose TCP does
+/// not send again what the server already holds past the gap (the body
+/// bytes passed ahead, see [`before_parse`]) would find its next request
+/// dropped as out of order for ever.
+#[inline(always)]
+pub fn skip_to_body_end(conn: &mut ConnState, seq: u32, len: u32) {
+    if conn.phase != phase::BODY && conn.phase != phase::CHUNK_DATA {
+        return;
+    }
+    let Arrival::Ahead = arrival(conn, seq, len) else {
+        return;
+    };
+    let gap = seq.wrapping_sub(conn.next_seq) as u64;
+    if gap > conn.body_left || gap + len as u64 <= conn.body_left {
+        return;
+    }
+    conn.next_seq = conn.next_seq.wrapping_add(conn.body_left as u32);
+    conn.body_left = 0;
+    conn.phase = if conn.phase == phase::BODY {
+        phase::IDLE
+    } else {
+        phase::CHUNK_DATA_END
+    };
+}
+
 /// Whether the first `len` bytes of `buf` start a request line with a
 /// known method (`GET `, `OPTIONS `, ...). How a connection whose start the
 /// filter did not see (open before it was loaded, or whose state was
@@ -1168,6 +1206,8 @@ pub struct Segment {
     pub len: u32,
     pub syn: bool,
     pub rst: bool,
+    /// The URG flag.
+    pub urg: bool,
 }
 
 /// The outcome of `segment` of connection `key`: the connection's state is
@@ -1181,6 +1221,7 @@ pub struct Segment {
 ///   passes as `Untracked` unless its head was open (a head kept in
 ///   `OPEN_HEADS` whose connection state was evicted): then it is dropped,
 ///   as `HeadLost`.
+/// - A segment with URG set and a payload is dropped (`Urgent`).
 /// - A head still open at the segment's end is kept in `OPEN_HEADS`; if it
 ///   cannot be, the segment is dropped (`HeadLost`) and sent again by the
 ///   client.
@@ -1196,6 +1237,10 @@ pub fn filter_segment(
     if segment.rst {
         // Nothing to parse; the state goes with LRU eviction (a reset
         // forged to clear a denied connection's state would open it).
+        return Outcome::NoPayload;
+    }
+    if !segment.syn && segment.len == 0 {
+        // An acknowledgment: nothing to parse, no state to read.
         return Outcome::NoPayload;
     }
     let mut seq = segment.seq;
@@ -1214,9 +1259,6 @@ pub fn filter_segment(
             return Outcome::NoPayload;
         }
     } else if !tables.load_conn(key, &mut scratch.stream_conn) {
-        if segment.len == 0 {
-            return Outcome::NoPayload;
-        }
         if tables.load_head(key, &mut scratch.stream_head) {
             return Outcome::HeadLost;
         }
@@ -1239,6 +1281,18 @@ pub fn filter_segment(
     if segment.len == 0 {
         return Outcome::NoPayload;
     }
+    if segment.urg {
+        // Linux takes the urgent byte out of the stream it delivers (unless
+        // the socket asks for it in line), so the server would read other
+        // bytes than the segment holds. Browsers never set URG: the segment
+        // is dropped rather than guessed at.
+        if !policy.settings().enforcing() {
+            scratch.stream_conn.phase = phase::UNTRACKED;
+            tables.store_conn(key, &scratch.stream_conn);
+        }
+        return Outcome::Urgent;
+    }
+    skip_to_body_end(&mut scratch.stream_conn, seq, segment.len);
     let skip = match before_parse(&scratch.stream_conn, seq, segment.len) {
         Some(outcome) => {
             if outcome == Outcome::OutOfOrder && !policy.settings().enforcing() {

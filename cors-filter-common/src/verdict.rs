@@ -70,6 +70,10 @@ pub enum Outcome {
     /// A segment of a head whose state was lost (evicted, or not stored
     /// for want of room): dropped.
     HeadLost,
+    /// A segment with the URG flag and a payload, to an inspected port:
+    /// Linux delivers its bytes less the urgent one, which the filter does
+    /// not model. Dropped.
+    Urgent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +86,7 @@ pub enum Verdict {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 27] = [
+    pub const ALL: [Outcome; 28] = [
         Outcome::NotIp,
         Outcome::NotTcp,
         Outcome::IpFragment,
@@ -110,6 +114,7 @@ impl Outcome {
         Outcome::ConnectionDenied,
         Outcome::OutOfOrder,
         Outcome::HeadLost,
+        Outcome::Urgent,
     ];
 
     /// The outcome of index `index` in [`Outcome::ALL`] (which lists them
@@ -187,6 +192,7 @@ impl Outcome {
                 | Outcome::ConnectionDenied
                 | Outcome::OutOfOrder
                 | Outcome::HeadLost
+                | Outcome::Urgent
                 | Outcome::NotIp
                 | Outcome::NotTcp
                 | Outcome::IpFragment
@@ -213,7 +219,7 @@ impl Outcome {
     pub const fn keeps_order(self) -> bool {
         matches!(
             self,
-            Outcome::ConnectionDenied | Outcome::OutOfOrder | Outcome::HeadLost
+            Outcome::ConnectionDenied | Outcome::OutOfOrder | Outcome::HeadLost | Outcome::Urgent
         )
     }
 
@@ -248,6 +254,7 @@ impl Outcome {
             Outcome::ConnectionDenied => (Counter::ConnectionDenied, None),
             Outcome::OutOfOrder => (Counter::OutOfOrder, None),
             Outcome::HeadLost => (Counter::HeadLost, None),
+            Outcome::Urgent => (Counter::Urgent, None),
         }
     }
 

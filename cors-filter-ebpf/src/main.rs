@@ -29,7 +29,7 @@ use cors_filter_common::{
 
 use crate::{
     maps::{SCRATCH, active_generation, allowed_methods, count, port_flags, settings},
-    net::{Frame, TCP_ACK, TCP_RST, TCP_SYN, TcpPayload},
+    net::{Frame, TCP_ACK, TCP_RST, TCP_SYN, TCP_URG, TcpPayload},
     stream::{KernelTables, PacketBytes, StepFrame},
 };
 
@@ -209,6 +209,7 @@ fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
         len: payload.len as u32,
         syn: flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
         rst: flags & TCP_RST != 0,
+        urg: flags & TCP_URG != 0,
     };
     let policy = PacketPolicy::of(scratch);
     let tables = KernelTables::<F>::new(ctx);

@@ -91,6 +91,7 @@ pub struct TcpPayload {
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
 
 #[inline(always)]
 fn byte(ctx: &impl Frame, offset: usize) -> Result<u8, Outcome> {

@@ -103,20 +103,10 @@ fn reason(
     if let Some(detail) = DETAILS.into_iter().find(|&c| moved(c)) {
         return Ok(detail);
     }
-    let mut outcome = Counter::ALL.into_iter().filter(|&c| {
-        // Nothing reads the ring buffer here: once full, denials also
-        // count as lost events, which is no outcome.
-        moved(c)
-            && !matches!(
-                c,
-                Counter::Packets
-                    | Counter::Requests
-                    | Counter::Dropped
-                    | Counter::ResetSent
-                    | Counter::ResetFailed
-                    | Counter::EventsLost
-            )
-    });
+    // Only outcome counters: `dropped` and the reset counters say what was
+    // done, `events_lost` counts denials once the ring buffer (which nothing
+    // reads here) is full, `conns_learned` counts connections.
+    let mut outcome = Counter::OUTCOMES.into_iter().filter(|&c| moved(c));
     match (outcome.next(), outcome.next()) {
         (Some(counter), None) => Ok(counter),
         (None, _) => bail!("the program counted no outcome for the packet"),

@@ -183,6 +183,7 @@ impl Model {
             len: payload.len() as u32,
             syn,
             rst: false,
+            urg: false,
         };
         let outcome = stream::filter_segment(
             &mut self.scratch,
