@@ -209,6 +209,8 @@ fn request(rng: &mut Rng, out: &mut Vec<u8>) {
         _ => Kind::UnsafeNoBody,
     };
     let method = match kind {
+        // Another protocol after it: nothing is expected past it.
+        Kind::Safe | Kind::UnsafeNoBody if rng.one_in(100) => "CONNECT",
         Kind::Safe => rng.pick(&["GET", "GET", "HEAD", "TRACE"]),
         Kind::Preflight | Kind::PlainOptions => "OPTIONS",
         _ => rng.pick(&["POST", "POST", "PUT", "PATCH", "DELETE", "post", "PROPFIND"]),
@@ -268,6 +270,9 @@ fn request(rng: &mut Rng, out: &mut Vec<u8>) {
         } else {
             filler.to_owned()
         });
+    }
+    if rng.one_in(100) {
+        lines.push(format!("{}: websocket", name(rng, "Upgrade")));
     }
     if rng.one_in(40) {
         let n = 500 + rng.below(17_000);

@@ -16,7 +16,7 @@
 //!   `Content-Length` (every value digits, all equal). Framing a server
 //!   refuses, or both headers (which servers read differently), ends what
 //!   is expected of the connection, as does a protocol switch (`CONNECT`,
-//!   `Upgrade`) after its request.
+//!   `Upgrade`) after its head (the filter stops following there).
 //! - Each head is judged as [`reference`](crate::reference) judges a head,
 //!   without the single-segment scan window: a preflight is `OPTIONS` with
 //!   `Origin` and `Access-Control-Request-Method`; an unsafe request is a
@@ -134,13 +134,16 @@ pub fn read_stream_bounded(
             }
             Ok((request, switches)) => {
                 let refused = request.refused();
+                let head_end = request.head_end;
                 at = request.end;
                 reading.requests.push(request);
                 if refused {
                     return reading;
                 }
                 if switches {
-                    reading.stop = Some((at, "protocol switch"));
+                    // Servers switch after the request, body included, if
+                    // they do; the filter stops following at the head.
+                    reading.stop = Some((head_end, "protocol switch"));
                     return reading;
                 }
             }
