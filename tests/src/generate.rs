@@ -58,7 +58,7 @@ pub const ALLOWLIST: &[Listed] = &[
 const LABELS: &[&str] = &["a", "www", "b-2", "x_y", "deep.er", "APP", "0"];
 
 /// Random ASCII case for letters.
-fn random_case(rng: &mut Rng, text: &str) -> String {
+pub fn random_case(rng: &mut Rng, text: &str) -> String {
     text.chars()
         .map(|c| {
             if rng.one_in(2) {
