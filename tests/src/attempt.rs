@@ -33,6 +33,9 @@ pub struct Attempt {
     pub total: Duration,
     /// Wall-clock time of the whole command, `ip netns exec` included.
     pub wall: Duration,
+    /// The header lines of the last response head curl received (none
+    /// without a response).
+    pub headers: Vec<String>,
 }
 
 impl Attempt {
@@ -46,7 +49,16 @@ impl Attempt {
             status: Some(run.http_code).filter(|&s| s != 0),
             total: run.total,
             wall: run.wall,
+            headers: last_head(&String::from_utf8_lossy(&run.output.stdout)),
         }
+    }
+
+    /// The value of the response header `name` (any case), if one came.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (n, v) = h.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
     }
 
     /// Whether curl failed because the server side reset the connection.
@@ -85,4 +97,33 @@ pub fn preflight(pair: &NetnsPair, family: Family, origin: &str) -> Result<Attem
         PREFLIGHT_PATH,
     )?;
     Ok(Attempt::of(&run))
+}
+
+/// The header lines of the last response head in curl's `-D -` output (an
+/// interim `100 Continue` head comes before the final one).
+fn last_head(stdout: &str) -> Vec<String> {
+    let mut headers = Vec::new();
+    for line in stdout.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("HTTP/") {
+            headers.clear();
+        } else if line.starts_with("CURL-STATUS ") {
+            break;
+        } else if !line.is_empty() {
+            headers.push(line.to_owned());
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_head;
+
+    #[test]
+    fn the_last_head_is_kept() {
+        let out = "HTTP/1.1 100 Continue\r\nX-A: 1\r\n\r\nHTTP/1.1 200 OK\r\nX-Body-Length: 5\r\n\r\nCURL-STATUS 200 0.1 0.2\n";
+        assert_eq!(last_head(out), ["X-Body-Length: 5"]);
+        assert!(last_head("CURL-STATUS 000 0 2.0\n").is_empty());
+    }
 }

@@ -52,13 +52,62 @@ pub enum Scenario {
     /// hidden iframe: the CSRF case. Reports `loaded` when the frame got an
     /// answer, `no-answer` when none came within [`ANSWER_WAIT`].
     Form,
+    /// [`Scenario::Put`] to a URL of [`LONG_URL`] bytes (a long query).
+    PutLongUrl,
+    /// [`Scenario::Put`] to a URL of [`LONGER_URL`] bytes: its preflight's
+    /// head spans several TCP segments.
+    PutLongerUrl,
+    /// [`Scenario::Put`] with [`long_header_names`] too, each with the value
+    /// `v`: the preflight's `Access-Control-Request-Headers` lists them all.
+    PutManyHeaders,
+    /// `fetch` POST of [`UPLOAD_LEN`] bytes of single-line JSON as
+    /// `text/plain`: a simple request, no preflight. Reports `status=N
+    /// body=TEXT read=LEN`, `LEN` being how many bytes of the body the
+    /// server says it read, or `error=NAME`.
+    UploadText,
+    /// The same upload as `application/json`: preflighted.
+    UploadJson,
+    /// [`Scenario::Form`] with an action URL of [`LONG_URL`] bytes.
+    FormLongUrl,
 }
 
 impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Put,
+        Scenario::Form,
+        Scenario::PutLongUrl,
+        Scenario::PutLongerUrl,
+        Scenario::PutManyHeaders,
+        Scenario::UploadText,
+        Scenario::UploadJson,
+        Scenario::FormLongUrl,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Put => "put",
             Scenario::Form => "form",
+            Scenario::PutLongUrl => "put-long-url",
+            Scenario::PutLongerUrl => "put-longer-url",
+            Scenario::PutManyHeaders => "put-many-headers",
+            Scenario::UploadText => "upload-text",
+            Scenario::UploadJson => "upload-json",
+            Scenario::FormLongUrl => "form-long-url",
+        }
+    }
+
+    /// The path (with its query) the scenario's request goes to on the
+    /// test server, as the server's log shows it.
+    pub fn path(self) -> String {
+        match self {
+            Scenario::Put => PUT_PATH.to_owned(),
+            Scenario::Form => FORM_PATH.to_owned(),
+            Scenario::PutLongUrl => long_path("/api/items/long", LONG_URL),
+            Scenario::PutLongerUrl => long_path("/api/items/longer", LONGER_URL),
+            Scenario::PutManyHeaders => "/api/items/many-headers".to_owned(),
+            Scenario::UploadText => "/upload/text".to_owned(),
+            Scenario::UploadJson => "/upload/json".to_owned(),
+            Scenario::FormLongUrl => long_path("/transfer/long", LONG_URL),
         }
     }
 }
@@ -66,8 +115,43 @@ impl Scenario {
 /// The path the PUT goes to, and the form's action path.
 pub const PUT_PATH: &str = "/api/items/1";
 pub const FORM_PATH: &str = "/transfer";
+/// The length of the long URLs, `http://` to the end of the query: past the
+/// 1024 bytes of a segment the kernel program reads today, within one
+/// segment.
+pub const LONG_URL: usize = 1000;
+/// Longer still: the request line alone spans three segments.
+pub const LONGER_URL: usize = 3000;
+/// How many long header names [`Scenario::PutManyHeaders`] sends, and how
+/// long each is.
+pub const LONG_HEADERS: usize = 14;
+pub const LONG_HEADER_NAME: usize = 64;
+/// The size of the uploads' body.
+pub const UPLOAD_LEN: usize = 5_000_000;
+/// How long the page waits for the answer to an upload: seconds on a busy
+/// machine, where an allowed one takes well under one.
+pub const UPLOAD_WAIT: Duration = Duration::from_secs(10);
 
-/// The page. `{SERVER}` and `{WAIT_MS}` are filled in by [`page_html`].
+/// `prefix?pad=aaa...`, as long as makes the URL (the test server's origin
+/// and this path) `url_len` bytes.
+fn long_path(prefix: &str, url_len: usize) -> String {
+    let head = format!("{prefix}?pad=");
+    let pad = url_len - server_origin().len() - head.len();
+    format!("{head}{}", "a".repeat(pad))
+}
+
+/// The custom request header names of [`Scenario::PutManyHeaders`]:
+/// `X-Aaaa...-01` to `-14`, [`LONG_HEADER_NAME`] bytes each.
+pub fn long_header_names() -> Vec<String> {
+    (1..=LONG_HEADERS)
+        .map(|i| {
+            let tail = format!("-{i:02}");
+            format!("X-{}{tail}", "a".repeat(LONG_HEADER_NAME - 2 - tail.len()))
+        })
+        .collect()
+}
+
+/// The page. `{SERVER}`, `{WAIT_MS}` and the other `{NAME}`s are filled in
+/// by [`page_html`].
 /// Its query says what to do: `run=SCENARIO` (repeatable, run in order)
 /// and `frame=URL` (repeatable: a page loaded in an iframe, which runs its
 /// own query; this is how one Chromium run covers two origins, as headless
@@ -80,6 +164,11 @@ const PAGE: &str = r#"<!doctype html>
 "use strict";
 const SERVER = "{SERVER}";
 const WAIT_MS = {WAIT_MS};
+const UPLOAD_WAIT_MS = {UPLOAD_WAIT_MS};
+const UPLOAD_LEN = {UPLOAD_LEN};
+// Scenario name -> the path (and query) its request goes to.
+const PATHS = {PATHS};
+const LONG_HEADER_NAMES = {LONG_HEADER_NAMES};
 
 function report(scenario, result) {
   const query = new URLSearchParams({ from: location.origin, scenario, result });
@@ -89,11 +178,11 @@ function report(scenario, result) {
 window.addEventListener("error", (e) => report("page", "error=" + e.message));
 window.addEventListener("unhandledrejection", (e) => report("page", "error=" + e.reason));
 
-async function put() {
+async function put(path, extraHeaders = {}) {
   try {
-    const answer = await fetch(SERVER + "{PUT_PATH}", {
+    const answer = await fetch(SERVER + path, {
       method: "PUT",
-      headers: { "Content-Type": "application/json", "X-Token": "t0k3n" },
+      headers: { "Content-Type": "application/json", "X-Token": "t0k3n", ...extraHeaders },
       body: JSON.stringify({ name: "item" }),
       signal: AbortSignal.timeout(WAIT_MS),
     });
@@ -104,7 +193,26 @@ async function put() {
   }
 }
 
-function form() {
+// One line of JSON, UPLOAD_LEN bytes, posted as `type`.
+async function upload(path, type) {
+  const open = '{"items":["', close = '"]}';
+  const body = open + "x".repeat(UPLOAD_LEN - open.length - close.length) + close;
+  try {
+    const answer = await fetch(SERVER + path, {
+      method: "POST",
+      headers: { "Content-Type": type },
+      body,
+      signal: AbortSignal.timeout(UPLOAD_WAIT_MS),
+    });
+    const text = await answer.text();
+    return "status=" + answer.status + " body=" + text.trim() +
+      " read=" + answer.headers.get("X-Body-Length");
+  } catch (e) {
+    return "error=" + e.name;
+  }
+}
+
+function form(path) {
   return new Promise((resolve) => {
     const name = "sink-" + location.port;
     const sink = document.createElement("iframe");
@@ -123,7 +231,7 @@ function form() {
     setTimeout(() => resolve("no-answer"), WAIT_MS);
     const form = document.createElement("form");
     form.method = "post";
-    form.action = SERVER + "{FORM_PATH}";
+    form.action = SERVER + path;
     form.target = name;
     const field = document.createElement("input");
     field.name = "amount";
@@ -141,7 +249,17 @@ async function main() {
     frame.src = src;
     document.body.append(frame);
   }
-  const scenarios = { put, form };
+  const manyHeaders = Object.fromEntries(LONG_HEADER_NAMES.map((name) => [name, "v"]));
+  const scenarios = {
+    "put": () => put(PATHS["put"]),
+    "form": () => form(PATHS["form"]),
+    "put-long-url": () => put(PATHS["put-long-url"]),
+    "put-longer-url": () => put(PATHS["put-longer-url"]),
+    "put-many-headers": () => put(PATHS["put-many-headers"], manyHeaders),
+    "upload-text": () => upload(PATHS["upload-text"], "text/plain"),
+    "upload-json": () => upload(PATHS["upload-json"], "application/json"),
+    "form-long-url": () => form(PATHS["form-long-url"]),
+  };
   for (const name of params.getAll("run")) {
     const run = scenarios[name];
     await report(name, run ? await run() : "error=unknown scenario");
@@ -155,10 +273,19 @@ main();
 
 /// The page, aimed at the test server.
 pub fn page_html() -> String {
+    let paths: serde_json::Map<String, serde_json::Value> = Scenario::ALL
+        .iter()
+        .map(|s| (s.name().to_owned(), s.path().into()))
+        .collect();
     PAGE.replace("{SERVER}", &server_origin())
         .replace("{WAIT_MS}", &ANSWER_WAIT.as_millis().to_string())
-        .replace("{PUT_PATH}", PUT_PATH)
-        .replace("{FORM_PATH}", FORM_PATH)
+        .replace("{UPLOAD_WAIT_MS}", &UPLOAD_WAIT.as_millis().to_string())
+        .replace("{UPLOAD_LEN}", &UPLOAD_LEN.to_string())
+        .replace("{PATHS}", &serde_json::Value::Object(paths).to_string())
+        .replace(
+            "{LONG_HEADER_NAMES}",
+            &serde_json::Value::from(long_header_names()).to_string(),
+        )
 }
 
 /// The test server's origin, as the page's requests go to it.
@@ -521,6 +648,42 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("const WAIT_MS = 4000;"));
-        assert!(!html.contains("{PUT_PATH}") && !html.contains("{FORM_PATH}"));
+        assert!(html.contains("const UPLOAD_LEN = 5000000;"));
+        assert!(html.contains(r#""put":"/api/items/1""#), "{html}");
+        assert!(html.contains(r#""form":"/transfer""#), "{html}");
+        for name in ["{PATHS}", "{LONG_HEADER_NAMES}", "{UPLOAD_WAIT_MS}"] {
+            assert!(!html.contains(name), "{name} left in the page");
+        }
+        // Every scenario has its entry in the page's table.
+        for scenario in Scenario::ALL {
+            assert!(
+                html.contains(&format!("\"{}\": () =>", scenario.name())),
+                "{scenario:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_urls_and_header_names_have_their_lengths() {
+        for (scenario, len) in [
+            (Scenario::PutLongUrl, LONG_URL),
+            (Scenario::PutLongerUrl, LONGER_URL),
+            (Scenario::FormLongUrl, LONG_URL),
+        ] {
+            assert_eq!(server_origin().len() + scenario.path().len(), len);
+        }
+        let names = long_header_names();
+        assert_eq!(names.len(), LONG_HEADERS);
+        assert!(
+            names.iter().all(|n| n.len() == LONG_HEADER_NAME),
+            "{names:?}"
+        );
+        assert_eq!(
+            names[0],
+            format!("X-{}-01", "a".repeat(LONG_HEADER_NAME - 5))
+        );
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(unique, names);
     }
 }

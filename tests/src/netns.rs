@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::{process::run_ok, unique_suffix};
 
@@ -115,6 +115,101 @@ impl NetnsPair {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Turns segmentation and receive offloads (GSO, TSO, GRO) off on
+    /// `ifname` in namespace `ns`, so that the stack there sends segments of
+    /// at most one MSS, as a client behind a real link does, and checks with
+    /// `ethtool -k` that they are off.
+    pub fn offloads_off(&self, ns: &str, ifname: &str) -> Result<()> {
+        run_ok(Command::new("ip").args([
+            "netns", "exec", ns, "ethtool", "-K", ifname, "gso", "off", "tso", "off", "gro", "off",
+        ]))
+        .with_context(|| {
+            format!(
+                "cannot turn offloads off on {ifname} in namespace {ns} (is ethtool installed?)"
+            )
+        })?;
+        let out = run_ok(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", ifname]))
+            .with_context(|| {
+            format!("cannot read the offloads of {ifname} in namespace {ns}")
+        })?;
+        let features = String::from_utf8_lossy(&out.stdout);
+        for feature in [
+            "tcp-segmentation-offload",
+            "generic-segmentation-offload",
+            "generic-receive-offload",
+        ] {
+            let state = features
+                .lines()
+                .find_map(|line| line.trim().strip_prefix(&format!("{feature}: ")))
+                .with_context(|| format!("ethtool -k {ifname} does not list {feature}"))?;
+            if !state.starts_with("off") {
+                bail!("{feature} is still {state:?} on {ifname} in namespace {ns}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reorders about `percent` % of the packets leaving `ifname` in
+    /// namespace `ns`: the root qdisc becomes HTB with a fast class (the
+    /// default) and a slow one (`SLOW_RATE`), and a classic-BPF classifier
+    /// sends each packet to the slow class with probability `percent` %
+    /// (`ld rand`), where it waits while the packets sent after it overtake
+    /// it. (`netem`'s `delay 5ms reorder 25%` would do the same, but kernels
+    /// built without `CONFIG_NET_SCH_NETEM`, as this suite's VM's, have no
+    /// netem.) The qdisc goes when the returned guard drops (or with the
+    /// namespace).
+    pub fn reorder_egress(&self, ns: &str, ifname: &str, percent: u32) -> Result<Reorder> {
+        assert!((1..100).contains(&percent), "{percent} % is not a share");
+        let tc = |args: &[&str]| {
+            run_ok(Command::new("tc").args(["-n", ns]).args(args))
+                .with_context(|| format!("cannot set up reordering on {ifname} in {ns}"))
+        };
+        let guard = Reorder {
+            ns: ns.to_owned(),
+            ifname: ifname.to_owned(),
+        };
+        tc(&[
+            "qdisc", "add", "dev", ifname, "root", "handle", "1:", "htb", "default", "1",
+        ])?;
+        for (class, rate) in [("1:1", FAST_RATE), ("1:2", SLOW_RATE)] {
+            tc(&[
+                "class", "add", "dev", ifname, "parent", "1:", "classid", class, "htb", "rate",
+                rate, "ceil", rate, "quantum", "1514",
+            ])?;
+        }
+        // A packet goes to the slow class when a random 32-bit number is
+        // above this threshold.
+        let threshold = u64::from(u32::MAX) * u64::from(100 - percent) / 100;
+        // Classic BPF: A = random (SKF_AD_OFF + SKF_AD_RANDOM); if A > K
+        // return -1 (match: the filter's class), else return 0 (no match:
+        // the default class).
+        let bytecode = format!("4,32 0 0 4294963256,37 0 1 {threshold},6 0 0 4294967295,6 0 0 0");
+        tc(&[
+            "filter", "add", "dev", ifname, "parent", "1:", "bpf", "bytecode", &bytecode,
+            "classid", "1:2",
+        ])?;
+        Ok(guard)
+    }
+
+    /// The `TcpExt` counter `name` (e.g. `TCPOFOQueue`: segments that
+    /// arrived out of order and were queued) of namespace `ns`.
+    pub fn tcp_ext_counter(&self, ns: &str, name: &str) -> Result<u64> {
+        let out =
+            run_ok(Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/netstat"]))
+                .with_context(|| format!("cannot read /proc/net/netstat in {ns}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut rows = text.lines().filter(|line| line.starts_with("TcpExt:"));
+        let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+            bail!("no TcpExt rows in /proc/net/netstat of {ns}");
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .with_context(|| format!("no TcpExt counter {name} in {ns}"))
+    }
+
     /// Whether network namespace `name` exists.
     pub fn exists(name: &str) -> Result<bool> {
         let out = run_ok(Command::new("ip").args(["netns", "list"]))?;
@@ -139,5 +234,58 @@ impl Drop for NetnsPair {
         for ns in [&self.client, &self.server] {
             let _ = run_ok(Command::new("ip").args(["netns", "del", ns]));
         }
+    }
+}
+
+/// The rate of [`NetnsPair::reorder_egress`]'s fast class: no limit on a
+/// veth pair in practice.
+const FAST_RATE: &str = "10gbit";
+/// The rate of its slow class: a full-size segment waits 6 ms, more behind
+/// others.
+const SLOW_RATE: &str = "2mbit";
+
+/// The reordering qdisc of [`NetnsPair::reorder_egress`], deleted on drop.
+pub struct Reorder {
+    ns: String,
+    ifname: String,
+}
+
+impl Reorder {
+    /// How many packets went through the slow class so far (each of them
+    /// overtaken by whatever was sent while it waited).
+    pub fn slowed_packets(&self) -> Result<u64> {
+        let out = run_ok(Command::new("tc").args([
+            "-n",
+            &self.ns,
+            "-s",
+            "class",
+            "show",
+            "dev",
+            &self.ifname,
+            "classid",
+            "1:2",
+        ]))
+        .with_context(|| format!("cannot read the classes of {} in {}", self.ifname, self.ns))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // " Sent 1234 bytes 5 pkt (dropped 0, ...)"
+        text.split_whitespace()
+            .skip_while(|word| *word != "bytes")
+            .nth(1)
+            .and_then(|packets| packets.parse().ok())
+            .with_context(|| format!("no packet count in {text:?}"))
+    }
+}
+
+impl Drop for Reorder {
+    fn drop(&mut self) {
+        let _ = run_ok(Command::new("tc").args([
+            "-n",
+            &self.ns,
+            "qdisc",
+            "del",
+            "dev",
+            &self.ifname,
+            "root",
+        ]));
     }
 }

@@ -17,6 +17,9 @@ use crate::{
 };
 
 pub const PORT: u16 = 8080;
+/// The header of the server's answer (but to a preflight) saying how many
+/// bytes of the request body it read.
+pub const BODY_LENGTH_HEADER: &str = "X-Body-Length";
 
 /// One request line of the server's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,23 @@ pub struct Seen {
     pub path: String,
     /// `None` when the request had no `Origin`.
     pub origin: Option<String>,
+}
+
+/// `seen` one line each, with long paths cut to their first 40 characters
+/// (and their length): for failure messages about long URLs.
+pub fn brief(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .map(|s| {
+            let path: String = s.path.chars().take(40).collect();
+            let cut = if path.len() < s.path.len() { "..." } else { "" };
+            format!(
+                "{} {path}{cut} ({} bytes) from {}",
+                s.method,
+                s.path.len(),
+                s.origin.as_deref().unwrap_or("(no Origin)")
+            )
+        })
+        .collect()
 }
 
 /// How a test server is started, beyond [`TestServer::start`]'s defaults.

@@ -58,7 +58,7 @@ enum Job {
 /// system call filter; nginx and wrk for the benchmark (nginx's own service
 /// is not started: the benchmark runs its own nginx in a namespace);
 /// chromium for the real-browser tests, which run it headless in a test
-/// namespace.
+/// namespace; ethtool to turn a test veth's segmentation offloads off.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -75,6 +75,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "wrk",
     "chromium",
+    "ethtool",
     "build-essential",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

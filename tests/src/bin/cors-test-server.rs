@@ -10,6 +10,10 @@
 //! timeout (10 s, or `--read-timeout-ms`) is closed, as real servers bound
 //! the wait for a request head.
 //!
+//! Every answer but a preflight's says in `X-Body-Length` how many bytes of
+//! the request body it read (at most 8 MiB), so that a test can tell a body
+//! that arrived whole from one cut short.
+//!
 //! With `--page FILE`, it also answers `GET /` (with any query) with that
 //! HTML file: the real-browser tests serve their page with it, in the
 //! client namespace, and read what the page reports from the same log.
@@ -32,9 +36,13 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 const MAX_HEAD: usize = 16 * 1024;
-/// The most of a request body read before answering.
-const MAX_BODY: usize = 64 * 1024;
+/// The most of a request body read before answering: room for the
+/// browser tests' 5 MB upload.
+const MAX_BODY: usize = 8 * 1024 * 1024;
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The answer's header saying how many bytes of the request body the server
+/// read (exposed to cross-origin pages).
+const BODY_LENGTH_HEADER: &str = "X-Body-Length";
 
 fn main() -> Result<()> {
     // Never outlive the test that started us.
@@ -189,7 +197,7 @@ fn serve(
                 // A body left unread when the socket closes makes the kernel
                 // reset the connection, which a browser may see before the
                 // answer.
-                read_body(&mut stream, filled - head_len, body_len)?;
+                let body_read = read_body(&mut stream, filled - head_len, body_len)?;
                 if let (Some(html), "GET", true) = (page, method, is_page(path)) {
                     let head = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
@@ -212,8 +220,12 @@ fn serve(
                         let allow = origin
                             .map(|o| format!("Access-Control-Allow-Origin: {o}\r\n"))
                             .unwrap_or_default();
+                        // How much of the body arrived, readable by a page
+                        // of any origin.
                         format!(
-                            "HTTP/1.1 200 OK\r\n{allow}Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                            "HTTP/1.1 200 OK\r\n{allow}{BODY_LENGTH_HEADER}: {body_read}\r\n\
+                             Access-Control-Expose-Headers: {BODY_LENGTH_HEADER}\r\n\
+                             Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
                         )
                     }
                 };
@@ -240,18 +252,24 @@ fn header<'a>(request: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str
 
 /// Reads the rest of a `len`-byte body of which `have` bytes came with the
 /// head, up to [`MAX_BODY`]; a body that stops coming ends the read.
-fn read_body(stream: &mut TcpStream, have: usize, len: usize) -> Result<()> {
+/// Returns how many bytes of the body arrived, those with the head included.
+fn read_body(stream: &mut TcpStream, have: usize, len: usize) -> Result<usize> {
+    let mut read = have.min(len);
     let mut left = len.min(MAX_BODY).saturating_sub(have);
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
-        match stream.read(&mut buf[..left.min(4096)]) {
+        let want = left.min(buf.len());
+        match stream.read(&mut buf[..want]) {
             Ok(0) => break,
-            Ok(n) => left -= n,
+            Ok(n) => {
+                left -= n;
+                read += n;
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(e) => return Err(e).context("cannot read a request body"),
         }
     }
-    Ok(())
+    Ok(read)
 }
 
 /// Whether `path` is the page of `--page`: `/`, with or without a query.
