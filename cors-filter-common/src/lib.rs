@@ -17,10 +17,10 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod http;
-pub mod inspect;
 pub mod ipv6;
 pub mod method;
 pub mod origin;
+pub mod policy;
 pub mod reset;
 pub mod slot;
 pub mod stream;
@@ -31,10 +31,9 @@ pub use config::{
     PortFlags,
 };
 pub use counters::Counter;
-pub use http::{HeadScan, RequestHead, RequestStart};
-pub use inspect::{Policy, inspect_payload};
 pub use method::{Method, MethodSet};
 pub use origin::{OriginError, OriginKey, OriginParse};
+pub use policy::Policy;
 pub use slot::Slot;
 pub use verdict::{Outcome, Verdict};
 
@@ -45,10 +44,9 @@ pub use verdict::{Outcome, Verdict};
 /// tracked by the verifier (see [`Slot`]).
 #[repr(C)]
 pub struct Scratch {
-    /// The first [`http::SCAN_BYTES`] bytes of TCP payload.
+    /// A chunk of up to [`http::SCAN_BYTES`] bytes of the segment's
+    /// payload (see [`stream::SegmentCursor`]).
     pub payload: [u8; http::SCAN_BUF_LEN],
-    /// Bytes of `payload` loaded from the packet, 1 to `SCAN_BYTES`.
-    pub payload_len: Slot<u32>,
     /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
     pub ipv6_walk_offset: Slot<u32>,
     /// The policy generation this packet is judged by (see [`Generation`]),
@@ -58,16 +56,12 @@ pub struct Scratch {
     pub generation: Slot<u32>,
     /// The packet's addresses and ports, for its denial event.
     pub addressing: event::PacketAddressing,
-    pub head: HeadScan,
     pub origin: OriginParse,
     /// The method the request is judged by (a `Method` code): the one a
     /// preflight asks for, or an unsafe request's own.
     pub judged: Slot<u32>,
     /// Whether the request judged is an unsafe one rather than a preflight.
     pub unsafe_request: Slot<u32>,
-    /// `Policy::passes_incomplete_unsafe`, read before the head scan (see
-    /// [`Scratch::settings_for_request`]).
-    pub pass_incomplete_unsafe: Slot<u32>,
     /// Where the segment is, and room to build a reset (`--action reset`).
     pub reset: reset::ResetScratch,
     /// The packet's outcome, as an index in `Outcome::ALL` (see the program's `filter`).
@@ -92,15 +86,12 @@ impl Scratch {
     pub fn new(fill: u8) -> Scratch {
         Scratch {
             payload: [fill; http::SCAN_BUF_LEN],
-            payload_len: Default::default(),
             ipv6_walk_offset: Default::default(),
             generation: Default::default(),
             addressing: Default::default(),
-            head: Default::default(),
             origin: Default::default(),
             judged: Default::default(),
             unsafe_request: Default::default(),
-            pass_incomplete_unsafe: Default::default(),
             reset: Default::default(),
             outcome: Default::default(),
             stream_conn: Default::default(),
@@ -108,28 +99,6 @@ impl Scratch {
             cursor: Default::default(),
             stream_payload_offset: Default::default(),
             stream_port_flags: Default::default(),
-        }
-    }
-
-    /// The settings the request just inspected is judged by: `settings`,
-    /// except that an unsafe request whose head went on past the window
-    /// undecided is handled by its port's `unsafe_on_incomplete` (drop
-    /// unless it says pass) rather than by `on_incomplete`, which is for
-    /// preflights: a page chooses its form's URL, and a long one pushes
-    /// `Origin` out of the window.
-    #[inline(always)]
-    pub fn settings_for_request(&self, settings: FilterConfig) -> FilterConfig {
-        // Without a branch: settings that differ by a constant would make
-        // the verifier walk what follows (verdict, event, reset) once per
-        // value.
-        let unsafe_request = 0u32.wrapping_sub(self.unsafe_request.get() & 1);
-        let port_drops = (self.pass_incomplete_unsafe.get() & 1) ^ 1;
-        let drop = OnIncomplete::Drop as u32;
-        let on_incomplete =
-            (unsafe_request & (port_drops * drop)) | (!unsafe_request & settings.on_incomplete);
-        FilterConfig {
-            on_incomplete,
-            ..settings
         }
     }
 }

@@ -123,108 +123,74 @@ impl MethodSet {
     }
 }
 
-/// Each known method's name followed by one byte, as the first bytes of a
-/// little-endian word, with the mask of those bytes: the table
-/// [`method_before`] compares a word with. Every name is shorter than a word.
-pub struct MethodPatterns([(u64, u64); Method::KNOWN.len()]);
-
-impl MethodPatterns {
-    pub const fn ended_by(end: u8) -> MethodPatterns {
-        let mut table = [(0u64, 0u64); Method::KNOWN.len()];
-        let mut i = 0;
-        while i < table.len() {
-            let name = Method::KNOWN[i].name().as_bytes();
-            assert!(name.len() < 8);
-            let mut value = 0u64;
-            let mut k = 0;
-            while k < name.len() {
-                value |= (name[k] as u64) << (8 * k);
-                k += 1;
-            }
-            value |= (end as u64) << (8 * name.len());
-            table[i] = (value, u64::MAX >> (64 - 8 * (name.len() + 1)));
-            i += 1;
-        }
-        MethodPatterns(table)
-    }
-}
-
-/// A method in a request line: its name, then a space.
-pub const REQUEST_LINE_METHODS: MethodPatterns = MethodPatterns::ended_by(b' ');
-/// A method as a header's whole value: its name, then the line end (a
-/// `\r` is read as `\n` first, see `http`).
-pub const VALUE_METHODS: MethodPatterns = MethodPatterns::ended_by(b'\n');
-
-/// The method whose pattern in `patterns` the word `word` starts with;
-/// `Other` when none does.
+/// Up to the first 8 bytes of `bytes`, little-endian, zero past them.
 #[inline(always)]
-pub fn method_before(word: u64, patterns: &MethodPatterns) -> Method {
+pub const fn word_of(bytes: &[u8]) -> u64 {
+    let mut word = 0u64;
     let mut i = 0;
-    while i < Method::KNOWN.len() {
-        let (value, mask) = patterns.0[i];
-        if word & mask == value {
-            return Method::KNOWN[i];
-        }
+    while i < bytes.len() && i < 8 {
+        word |= (bytes[i] as u64) << (8 * i);
         i += 1;
     }
-    Method::Other
+    word
+}
+
+/// The known methods' names as little-endian words, and their lengths.
+const METHOD_WORDS: [(u64, u32); Method::KNOWN.len()] = {
+    let mut words = [(0, 0); Method::KNOWN.len()];
+    let mut i = 0;
+    while i < Method::KNOWN.len() {
+        let name = Method::KNOWN[i].name().as_bytes();
+        assert!(name.len() <= 8);
+        words[i] = (word_of(name), name.len() as u32);
+        i += 1;
+    }
+    words
+};
+
+impl Method {
+    /// The method whose name is the token of `len` bytes whose first 8 are
+    /// `word` (little-endian, zero past the token); `Other` for any other.
+    #[inline(always)]
+    pub fn of_token(word: u64, len: u32) -> Method {
+        let mut i = 0;
+        while i < METHOD_WORDS.len() {
+            if METHOD_WORDS[i] == (word, len) {
+                return Method::KNOWN[i];
+            }
+            i += 1;
+        }
+        Method::Other
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn word(bytes: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        w[..bytes.len()].copy_from_slice(bytes);
-        u64::from_le_bytes(w)
+    fn token(bytes: &[u8]) -> Method {
+        Method::of_token(word_of(bytes), bytes.len() as u32)
     }
 
     #[test]
-    fn names_are_matched_with_their_end_only() {
-        assert_eq!(
-            method_before(word(b"GET /a"), &REQUEST_LINE_METHODS),
-            Method::Get
-        );
-        assert_eq!(
-            method_before(word(b"PATCH /"), &REQUEST_LINE_METHODS),
-            Method::Patch
-        );
-        assert_eq!(
-            method_before(word(b"CONNECT "), &REQUEST_LINE_METHODS),
-            Method::Connect
-        );
-        assert_eq!(
-            method_before(word(b"OPTIONS "), &REQUEST_LINE_METHODS),
-            Method::Options
-        );
-        assert_eq!(method_before(word(b"PUT\nX"), &VALUE_METHODS), Method::Put);
-        assert_eq!(
-            method_before(word(b"PUTS /"), &REQUEST_LINE_METHODS),
-            Method::Other
-        );
-        assert_eq!(
-            method_before(word(b"post /"), &REQUEST_LINE_METHODS),
-            Method::Other
-        );
-        assert_eq!(
-            method_before(word(b"GE"), &REQUEST_LINE_METHODS),
-            Method::Other
-        );
-        assert_eq!(method_before(word(b"PUT\r"), &VALUE_METHODS), Method::Other);
+    fn tokens_are_matched_whole() {
+        assert_eq!(token(b"GET"), Method::Get);
+        assert_eq!(token(b"PATCH"), Method::Patch);
+        assert_eq!(token(b"CONNECT"), Method::Connect);
+        assert_eq!(token(b"OPTIONS"), Method::Options);
+        assert_eq!(token(b"PUTS"), Method::Other);
+        assert_eq!(token(b"PU"), Method::Other);
+        assert_eq!(token(b"post"), Method::Other);
+        assert_eq!(token(b""), Method::Other);
+        // A longer token whose first 8 bytes are a name and more.
+        assert_eq!(Method::of_token(word_of(b"OPTIONSX"), 9), Method::Other);
     }
 
     #[test]
     fn codes_and_names_round_trip() {
         for m in Method::KNOWN {
             assert_eq!(Method::from_code(m as u32), m);
-            assert_eq!(
-                method_before(
-                    word(&[m.name().as_bytes(), b" "].concat()),
-                    &REQUEST_LINE_METHODS
-                ),
-                m
-            );
+            assert_eq!(token(m.name().as_bytes()), m);
         }
         assert_eq!(Method::from_code(9), Method::Other);
         assert_eq!(Method::from_code(Method::Other as u32), Method::Other);

@@ -34,9 +34,9 @@ use crate::{
     Outcome, Scratch,
     config::FilterConfig,
     http::{SCAN_BYTES, SCAN_MASK, is_tchar},
-    inspect::Policy,
     method::Method,
     origin::ORIGIN_RAW_LEN,
+    policy::Policy,
 };
 
 /// Where a connection's stream is ([`ConnState::phase`]). These numbers are
@@ -393,45 +393,6 @@ const fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// The known methods' names as little-endian words, and their lengths.
-const METHOD_WORDS: [(u64, u32); Method::KNOWN.len()] = {
-    let mut words = [(0, 0); Method::KNOWN.len()];
-    let mut i = 0;
-    while i < Method::KNOWN.len() {
-        let name = Method::KNOWN[i].name().as_bytes();
-        assert!(name.len() <= WORD);
-        words[i] = (word_of(name), name.len() as u32);
-        i += 1;
-    }
-    words
-};
-
-/// The method whose name is the token of `len` bytes whose first 8 are
-/// `word` (little-endian).
-#[inline(always)]
-pub fn method_of_token(word: u64, len: u32) -> Method {
-    let mut i = 0;
-    while i < METHOD_WORDS.len() {
-        if METHOD_WORDS[i] == (word, len) {
-            return Method::KNOWN[i];
-        }
-        i += 1;
-    }
-    Method::Other
-}
-
-/// Up to the first 8 bytes of `bytes`, little-endian, zero past them.
-#[inline(always)]
-const fn word_of(bytes: &[u8]) -> u64 {
-    let mut word = 0u64;
-    let mut i = 0;
-    while i < bytes.len() && i < WORD {
-        word |= (bytes[i] as u64) << (8 * i);
-        i += 1;
-    }
-    word
-}
-
 const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
 /// What [`step`]'s parse of a byte yields instead of a phase when the byte
@@ -502,7 +463,7 @@ impl HeadState {
                         }
                         k += 1;
                     }
-                    method_of_token(u64::from_le_bytes(word), len)
+                    Method::of_token(u64::from_le_bytes(word), len)
                 } as u32;
             }
             header::SEC_FETCH_SITE => {
@@ -606,7 +567,7 @@ impl HeadState {
     #[inline(always)]
     fn end_method(&mut self, policy: &impl Policy) {
         let method = if self.method_len <= WORD as u32 {
-            method_of_token(self.method_word, self.method_len)
+            Method::of_token(self.method_word, self.method_len)
         } else {
             Method::Other
         };
@@ -1167,15 +1128,23 @@ pub fn skip_to_body_end(conn: &mut ConnState, seq: u32, len: u32) {
 /// method is not enough, as the middle of a text body could start with a
 /// word and a space.
 #[inline(always)]
-pub fn starts_request_line(
-    buf: &[u8; crate::http::SCAN_BUF_LEN],
-    len: usize,
-    scan: &mut crate::http::HeadScan,
-) -> bool {
-    matches!(
-        crate::http::classify_start(buf, len, scan),
-        crate::http::RequestStart::Request(method) if method != Method::Other
-    )
+pub fn starts_request_line(buf: &[u8; crate::http::SCAN_BUF_LEN], len: usize) -> bool {
+    let mut word = 0u64;
+    let mut k = 0;
+    while k < WORD + 1 {
+        if k >= len {
+            return false;
+        }
+        let b = buf[k];
+        if b == b' ' {
+            return Method::of_token(word, k as u32) != Method::Other;
+        }
+        if k < WORD {
+            word |= (b as u64) << (8 * k);
+        }
+        k += 1;
+    }
+    false
 }
 
 /// The connection tables, as the program keeps them in maps (`CONNS`, an
@@ -1267,8 +1236,7 @@ pub fn filter_segment(
         } else {
             SCAN_BYTES as u32
         };
-        if !bytes.load(scratch, 0, first)
-            || !starts_request_line(&scratch.payload, first as usize, &mut scratch.head)
+        if !bytes.load(scratch, 0, first) || !starts_request_line(&scratch.payload, first as usize)
         {
             return Outcome::Untracked;
         }

@@ -58,11 +58,6 @@ impl Policy for PacketPolicy {
     }
 
     #[inline(always)]
-    fn passes_incomplete_unsafe(&self) -> bool {
-        false
-    }
-
-    #[inline(always)]
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
         allowed_methods(self.generation, origin)
     }

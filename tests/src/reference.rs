@@ -35,9 +35,14 @@
 //!   ([`judge_folded`]).
 
 use cors_filter_common::{
-    http::{MAX_HEADER_LINES, MAX_METHOD_LEN, MAX_VALUE_LEAD, SCAN_BYTES},
+    http::SCAN_BYTES,
     origin::{ORIGIN_MAX_LEN, ORIGIN_RAW_LEN, OriginParse},
 };
+
+// The per-segment scan's bounds, which the common crate no longer has.
+const MAX_HEADER_LINES: u32 = 64;
+const MAX_METHOD_LEN: usize = 20;
+const MAX_VALUE_LEAD: usize = 7;
 
 /// The methods the filter knows by name (the standard ones of RFC 9110 and
 /// `PATCH`); any other token is an unknown method, which no entry with

@@ -55,10 +55,6 @@ impl Policy for ModelPolicy {
         self.protects_unsafe
     }
 
-    fn passes_incomplete_unsafe(&self) -> bool {
-        false
-    }
-
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet {
         let key = origin.key();
         self.allow
