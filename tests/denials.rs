@@ -308,7 +308,7 @@ fn filter_log(home: &FilterHome) -> Result<String> {
 #[test]
 fn dropped_preflights_and_incomplete_heads_are_reported() -> Result<()> {
     let bed = bed()?;
-    let home = FilterHome::new(&config("on_incomplete = \"drop\"\n"))?;
+    let home = FilterHome::new(&config("on_oversized_head = \"drop\"\n"))?;
     let filter = RunningFilter::start(&bed.pair, &home, &[])?;
     let wait = Duration::from_secs(1);
     let denied = raw_client::send(

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::XdpMode;
-use cors_filter_common::{Counter, FilterConfig};
+use cors_filter_common::Counter;
 
 use crate::{
     capture,
@@ -48,9 +48,10 @@ pub fn replay(
     } else {
         XDP_PROGRAM
     };
-    let (mut filter, _logger) = Filter::load_xdp(Hook::Xdp(XdpMode::Skb), None, program)?;
+    let (mut filter, _logger) =
+        Filter::load_xdp(Hook::Xdp(XdpMode::Skb), None, config.tables, program)?;
     filter.take_policy_maps()?.install(&Policy {
-        settings: FilterConfig::new(config.mode, config.on_incomplete).with_action(config.action),
+        settings: config.settings(config.mode, config.action),
         ports: config.ports,
         allow: config.allow,
     })?;
