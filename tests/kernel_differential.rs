@@ -57,7 +57,7 @@ fn config() -> String {
     format!(
         "ports = [{PROTECTING_PORT}, {OPEN_PORT}, {PASSING_PORT}]\n\
          protect_unsafe_methods = true\nallow = [{}]\nmode = \"enforce\"\n\
-         on_incomplete = \"pass\"\n\
+         on_oversized_head = \"pass\"\n\
          [port.{OPEN_PORT}]\nprotect_unsafe_methods = false\n\
          [port.{PASSING_PORT}]\nunsafe_on_incomplete = \"pass\"\n",
         allow.join(", ")

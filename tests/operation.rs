@@ -239,7 +239,7 @@ fn swap_config(n: usize) -> String {
             .map(|i| format!("\"https://a{i}.example\""))
             .collect();
         format!(
-            "ports = [8080]\nallow = [\"{ALLOWED}\", {}]\non_incomplete = \"pass\"\n",
+            "ports = [8080]\nallow = [\"{ALLOWED}\", {}]\non_oversized_head = \"pass\"\n",
             extra.join(", ")
         )
     } else {
@@ -247,7 +247,7 @@ fn swap_config(n: usize) -> String {
             .map(|i| format!("\"https://*.b{i}.example\""))
             .collect();
         format!(
-            "ports = [8080, 8081, 9000]\nallow = [\"https://*.example.com\", {}]\non_incomplete = \"drop\"\n",
+            "ports = [8080, 8081, 9000]\nallow = [\"https://*.example.com\", {}]\non_oversized_head = \"drop\"\n",
             extra.join(", ")
         )
     }
@@ -426,6 +426,80 @@ fn a_bad_reload_is_refused_and_the_policy_stays() -> Result<()> {
         client::preflight(&bed.pair, Family::V4, ALLOWED)?.status,
         None
     );
+    filter.stop()
+}
+
+/// The connection maps are pinned with the sizes the config gives them,
+/// outlive a kill -9, and cannot be resized while pinned: a reload that
+/// changes `max_connections` is refused, and so is a start on the pins
+/// with another `max_open_heads`; each says which setting and map.
+#[test]
+fn connection_maps_are_pinned_and_keep_their_size() -> Result<()> {
+    let bed = bed()?;
+    let home = FilterHome::new(&config("max_connections = 2048\nmax_open_heads = 512\n"))?;
+    let mut filter = bed.filter(&home, &[])?;
+    for map in ["CONNS", "OPEN_HEADS"] {
+        assert!(filter.pin_dir().join(map).exists(), "{map} is not pinned");
+    }
+    let stats = filter.stats()?;
+    assert_eq!(stats["conns_capacity"], 2048, "{stats}");
+    assert_eq!(stats["open_heads_capacity"], 512, "{stats}");
+    for field in ["conns_in_use", "conns_evicted", "open_heads_in_use"] {
+        assert!(stats[field].is_u64(), "{field} in {stats}");
+    }
+    let metrics = filter.metrics()?;
+    for line in [
+        "cors_filter_connections_capacity 2048",
+        "cors_filter_open_heads_capacity 512",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+
+    std::fs::write(
+        home.config(),
+        config("max_connections = 4096\nmax_open_heads = 512\n"),
+    )?;
+    let out = filter.cli(&["reload"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a resize was reloaded");
+    assert!(
+        stderr.contains("max_connections = 4096")
+            && stderr.contains("CONNS map has 2048 entries")
+            && stderr.contains("detach --all")
+            && stderr.contains("unchanged"),
+        "{stderr}"
+    );
+    assert_eq!(
+        filter.stats()?["policies_installed"],
+        stats["policies_installed"]
+    );
+
+    // The daemon dies; a start with another size is refused, the filter
+    // stays as it was.
+    filter.kill()?;
+    std::fs::write(
+        home.config(),
+        config("max_connections = 2048\nmax_open_heads = 1024\n"),
+    )?;
+    let out = run_with_pins(&bed.pair, &home, &home.config(), filter.pin_dir(), &[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on maps of another size");
+    assert!(
+        stderr.contains("OPEN_HEADS")
+            && stderr.contains("max_open_heads = 1024")
+            && stderr.contains("512 entries")
+            && stderr.contains("detach --all"),
+        "{stderr}"
+    );
+    assert!(bed.xdp_attached()?);
+
+    // Back to the size of the pins, it starts on them.
+    std::fs::write(
+        home.config(),
+        config("max_connections = 2048\nmax_open_heads = 512\n"),
+    )?;
+    filter.restart()?;
+    assert_eq!(filter.stats()?["conns_capacity"], 2048);
     filter.stop()
 }
 

@@ -114,7 +114,7 @@ fn every_frame_kept_out_is_answered_with_a_valid_reset() -> Result<()> {
     ];
     let frames: Vec<Vec<u8>> = cases.iter().map(|(_, p, _)| p.build()).collect();
     let (lines, replies) = replay_with_replies(
-        &config("action = \"reset\"\non_incomplete = \"drop\""),
+        &config("action = \"reset\"\non_oversized_head = \"drop\""),
         &frames,
     )?;
     let mut wrong = Vec::new();
@@ -200,7 +200,11 @@ fn reset_changes_only_what_is_dropped() -> Result<()> {
         Packet::ipv4(&denied).dst_port(8081).build(),
         Packet::ipv4(b"OPTI").build(),
     ];
-    let (lines, replies) = replay_with_replies(&config("action = \"reset\""), &passing)?;
+    // An incomplete head passes only where oversized heads do.
+    let (lines, replies) = replay_with_replies(
+        &config("action = \"reset\"\non_oversized_head = \"pass\""),
+        &passing,
+    )?;
     let reasons: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| (l.verdict.as_str(), l.reason.as_str()))

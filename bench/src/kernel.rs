@@ -19,6 +19,7 @@ use aya::programs::XdpMode;
 use cors_filter_common::{Counter, FilterConfig, Mode, OnIncomplete};
 use cors_filter_tests::bare_xdp::{self, BareAction};
 use cors_filter_user::{
+    config::TableSizes,
     filter::{Filter, Hook},
     policy::{Policy, PolicyMaps, PortPolicy},
     testrun::test_run,
@@ -45,7 +46,8 @@ struct Program {
 impl Program {
     fn load() -> Result<Program> {
         // The attach mode does not matter: the program is never attached.
-        let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None)?;
+        let (mut filter, _logger) =
+            Filter::load(Hook::Xdp(XdpMode::Skb), None, TableSizes::default())?;
         let policy = filter.take_policy_maps()?;
         Ok(Program { filter, policy })
     }
@@ -58,7 +60,6 @@ impl Program {
                     cases::HTTP_PORT,
                     PortPolicy {
                         protect_unsafe: true,
-                        pass_incomplete_unsafe: false,
                     },
                 )]
                 .into(),

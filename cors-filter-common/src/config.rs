@@ -130,11 +130,12 @@ impl PortFlags {
     /// Requests with an unsafe method to the port are checked too
     /// (`protect_unsafe_methods`); only ever set with [`Self::INSPECT`].
     pub const PROTECT_UNSAFE: u64 = 2;
-    /// Such a request whose head goes on past the window with neither
-    /// `Origin` nor `Sec-Fetch-Site: cross-site` in it passes
-    /// (`unsafe_on_incomplete = "pass"`); without the bit it is dropped,
-    /// the default: a page can push its `Origin` out of the window with a
-    /// long URL.
+    /// Retired, never set and never to be reused: a pinned number keeps
+    /// its meaning. It was `unsafe_on_incomplete = "pass"` (such a request
+    /// whose head went on past the per-segment window passed); requests
+    /// are now judged whole across segments, and one whose head is longer
+    /// than `max_head_bytes` is handled by `on_oversized_head`
+    /// (`FilterConfig::on_incomplete`), for every port alike.
     pub const PASS_INCOMPLETE_UNSAFE: u64 = 4;
     pub const BITS: u32 = 4;
     pub const MASK: u64 = (1 << Self::BITS) - 1;

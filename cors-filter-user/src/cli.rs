@@ -77,7 +77,8 @@ pub enum Command {
     /// detail counter where it has one: malformed, method_deny, cross_site).
     Replay {
         /// TOML configuration file: ports, allowlist, protect_unsafe_methods,
-        /// mode, on_incomplete and action.
+        /// mode, max_head_bytes, on_oversized_head, action, and the sizes of
+        /// the connection maps.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Write the frames the program sends back (the resets, with

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use cors_filter_common::{Action, Mode, OnIncomplete};
+use cors_filter_common::{Action, FilterConfig, Mode, OnIncomplete, stream};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
@@ -19,13 +19,59 @@ use crate::{
 
 #[derive(Debug)]
 pub struct Config {
-    /// The ports inspected, with their settings (`protect_unsafe_methods`
-    /// and `unsafe_on_incomplete`, for all ports or per port).
+    /// The ports inspected, with their settings (`protect_unsafe_methods`,
+    /// for all ports or per port).
     pub ports: BTreeMap<u16, PortPolicy>,
     pub allow: Vec<AllowEntry>,
     pub mode: Mode,
-    pub on_incomplete: OnIncomplete,
+    /// What is done with a preflight or unsafe request whose head is
+    /// longer than `max_head_bytes` or `stream::MAX_HEAD_LINES` lines
+    /// (`on_oversized_head`).
+    pub on_oversized_head: OnIncomplete,
+    /// Bytes a judged request head may have (`max_head_bytes`).
+    pub max_head_bytes: u32,
     pub action: Action,
+    /// Sizes of the connection maps, fixed when the program is loaded.
+    pub tables: TableSizes,
+}
+
+/// Default of `max_connections`: the `CONNS` map's size.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1 << 18;
+/// Default of `max_open_heads`: the `OPEN_HEADS` map's size.
+pub const DEFAULT_MAX_OPEN_HEADS: u32 = 1 << 14;
+const MAX_CONNECTIONS_RANGE: (u32, u32) = (1024, 1 << 22);
+const MAX_OPEN_HEADS_RANGE: (u32, u32) = (256, 1 << 18);
+const MAX_HEAD_BYTES_RANGE: (u32, u32) = (1024, stream::MAX_MAX_HEAD_BYTES);
+
+/// The sizes of the maps that follow connections (`max_connections`,
+/// `max_open_heads`): set when the program is loaded, so they cannot
+/// change while its maps are pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Entries of `CONNS`.
+    pub max_connections: u32,
+    /// Entries of `OPEN_HEADS`.
+    pub max_open_heads: u32,
+}
+
+impl Default for TableSizes {
+    fn default() -> Self {
+        TableSizes {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_open_heads: DEFAULT_MAX_OPEN_HEADS,
+        }
+    }
+}
+
+impl TableSizes {
+    /// The maps these sizes are for, with the setting that sizes each and
+    /// its value: `[("CONNS", "max_connections", n), ...]`.
+    pub fn maps(self) -> [(&'static str, &'static str, u32); 2] {
+        [
+            ("CONNS", "max_connections", self.max_connections),
+            ("OPEN_HEADS", "max_open_heads", self.max_open_heads),
+        ]
+    }
 }
 
 #[derive(Deserialize)]
@@ -36,15 +82,25 @@ struct RawConfig {
     allow: Vec<Spanned<RawAllowEntry>>,
     #[serde(default)]
     protect_unsafe_methods: Option<Spanned<bool>>,
+    /// Retired: refused with what replaced it.
     #[serde(default)]
-    unsafe_on_incomplete: Option<Spanned<IncompleteSetting>>,
+    unsafe_on_incomplete: Option<Spanned<de::IgnoredAny>>,
     /// Per-port settings: `[port.8080]`.
     #[serde(default)]
     port: BTreeMap<String, Spanned<RawPortSettings>>,
     #[serde(default)]
     mode: Option<ModeSetting>,
+    /// Retired: refused with what replaced it.
     #[serde(default)]
-    on_incomplete: Option<IncompleteSetting>,
+    on_incomplete: Option<Spanned<de::IgnoredAny>>,
+    #[serde(default)]
+    on_oversized_head: Option<IncompleteSetting>,
+    #[serde(default)]
+    max_head_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_open_heads: Option<Spanned<i64>>,
     #[serde(default)]
     action: Option<ActionSetting>,
 }
@@ -91,7 +147,8 @@ struct RawAllowTable {
 #[serde(deny_unknown_fields)]
 struct RawPortSettings {
     protect_unsafe_methods: Option<bool>,
-    unsafe_on_incomplete: Option<IncompleteSetting>,
+    /// Retired: refused with what replaced it.
+    unsafe_on_incomplete: Option<Spanned<de::IgnoredAny>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -135,6 +192,19 @@ fn line_of(source: &str, offset: usize) -> usize {
     source[..offset.min(source.len())].matches('\n').count() + 1
 }
 
+/// What a config that still has `on_incomplete` or `unsafe_on_incomplete`
+/// is told: their meaning changed with the kernel's reading of whole
+/// connections, so they are refused rather than read another way.
+fn retired(key: &str) -> String {
+    format!(
+        "`{key}` is retired: requests are now judged whole across segments up to \
+         `max_head_bytes` (default {}); a preflight or unsafe request with a longer head \
+         is dropped unless `on_oversized_head = \"pass\"`. Remove `{key}` (and set \
+         `on_oversized_head` if wanted)",
+        stream::DEFAULT_MAX_HEAD_BYTES
+    )
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let source = std::fs::read_to_string(path)
@@ -175,14 +245,16 @@ impl Config {
             )
             .into());
         }
+        if let Some(setting) = &raw.on_incomplete {
+            return Err(at(setting.span().start, retired("on_incomplete")).into());
+        }
+        if let Some(setting) = &raw.unsafe_on_incomplete {
+            return Err(at(setting.span().start, retired("unsafe_on_incomplete")).into());
+        }
         let default_protect = raw
             .protect_unsafe_methods
             .as_ref()
             .is_some_and(|p| *p.get_ref());
-        let default_pass = raw
-            .unsafe_on_incomplete
-            .as_ref()
-            .is_some_and(|s| matches!(s.get_ref(), IncompleteSetting::Pass));
         let mut settings: BTreeMap<u16, &Spanned<RawPortSettings>> = BTreeMap::new();
         for (key, port_settings) in &raw.port {
             // One spelling per port: `[port.08080]` would otherwise be a
@@ -200,6 +272,13 @@ impl Config {
                 )
                 .into());
             };
+            if let Some(setting) = &port_settings.get_ref().unsafe_on_incomplete {
+                return Err(at(
+                    setting.span().start,
+                    format!("[port.{key}]: {}", retired("unsafe_on_incomplete")),
+                )
+                .into());
+            }
             settings.insert(port, port_settings);
         }
         let mut port_policies = BTreeMap::new();
@@ -208,34 +287,46 @@ impl Config {
             let protect_unsafe = own
                 .and_then(|s| s.protect_unsafe_methods)
                 .unwrap_or(default_protect);
-            let pass_incomplete_unsafe = match own.and_then(|s| s.unsafe_on_incomplete) {
-                Some(_) if !protect_unsafe => {
-                    return Err(at(
-                        settings[port].span().start,
-                        format!("[port.{port}]: unsafe_on_incomplete has no effect: the port does not protect unsafe methods"),
-                    )
-                    .into());
-                }
-                Some(setting) => matches!(setting, IncompleteSetting::Pass),
-                None => default_pass,
+            port_policies.insert(*port, PortPolicy { protect_unsafe });
+        }
+        let bounded = |name: &str,
+                       setting: &Option<Spanned<i64>>,
+                       (min, max): (u32, u32),
+                       default: u32|
+         -> Result<u32> {
+            let Some(setting) = setting else {
+                return Ok(default);
             };
-            port_policies.insert(
-                *port,
-                PortPolicy {
-                    protect_unsafe,
-                    pass_incomplete_unsafe,
-                },
-            );
-        }
-        if let Some(setting) = &raw.unsafe_on_incomplete
-            && !port_policies.values().any(|p| p.protect_unsafe)
-        {
-            return Err(at(
-                setting.span().start,
-                "unsafe_on_incomplete has no effect: no port protects unsafe methods (protect_unsafe_methods)".into(),
-            )
-            .into());
-        }
+            let value = *setting.get_ref();
+            match u32::try_from(value) {
+                Ok(v) if (min..=max).contains(&v) => Ok(v),
+                _ => Err(at(
+                    setting.span().start,
+                    format!("{name} = {value} is out of range: it must be {min} to {max}"),
+                )
+                .into()),
+            }
+        };
+        let max_head_bytes = bounded(
+            "max_head_bytes",
+            &raw.max_head_bytes,
+            MAX_HEAD_BYTES_RANGE,
+            stream::DEFAULT_MAX_HEAD_BYTES,
+        )?;
+        let tables = TableSizes {
+            max_connections: bounded(
+                "max_connections",
+                &raw.max_connections,
+                MAX_CONNECTIONS_RANGE,
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+            max_open_heads: bounded(
+                "max_open_heads",
+                &raw.max_open_heads,
+                MAX_OPEN_HEADS_RANGE,
+                DEFAULT_MAX_OPEN_HEADS,
+            )?,
+        };
         let mut allow: Vec<AllowEntry> = Vec::new();
         for item in &raw.allow {
             let (origin, methods) = match item.get_ref() {
@@ -264,15 +355,27 @@ impl Config {
                 ModeSetting::Enforce => Mode::Enforce,
                 ModeSetting::Monitor => Mode::Monitor,
             },
-            on_incomplete: match raw.on_incomplete.unwrap_or(IncompleteSetting::Pass) {
+            on_oversized_head: match raw.on_oversized_head.unwrap_or(IncompleteSetting::Drop) {
                 IncompleteSetting::Pass => OnIncomplete::Pass,
                 IncompleteSetting::Drop => OnIncomplete::Drop,
             },
+            max_head_bytes,
             action: match raw.action.unwrap_or(ActionSetting::Drop) {
                 ActionSetting::Drop => Action::Drop,
                 ActionSetting::Reset => Action::Reset,
             },
+            tables,
         })
+    }
+
+    /// The program's settings (a `CONFIG` entry) under this file, with
+    /// `mode` and `action` as given (the command line may override the
+    /// file's).
+    pub fn settings(&self, mode: Mode, action: Action) -> FilterConfig {
+        FilterConfig {
+            max_head_bytes: self.max_head_bytes,
+            ..FilterConfig::new(mode, self.on_oversized_head).with_action(action)
+        }
     }
 }
 
@@ -291,14 +394,150 @@ mod tests {
     fn parses_the_documented_example() {
         let c = Config::parse(
             Path::new("x.toml"),
-            "ports = [80, 8080]\nallow = [\"https://app.example.com\", \"https://*.example.org\"]\nmode = \"monitor\"\non_incomplete = \"drop\"\naction = \"reset\"\n",
+            "ports = [80, 8080]\nallow = [\"https://app.example.com\", \"https://*.example.org\"]\nmode = \"monitor\"\non_oversized_head = \"pass\"\nmax_head_bytes = 8192\naction = \"reset\"\nmax_connections = 1048576\nmax_open_heads = 4096\n",
         )
         .unwrap();
         assert_eq!(c.ports.keys().copied().collect::<Vec<_>>(), [80, 8080]);
         assert_eq!(c.allow.len(), 2);
         assert_eq!(c.mode, Mode::Monitor);
-        assert_eq!(c.on_incomplete, OnIncomplete::Drop);
+        assert_eq!(c.on_oversized_head, OnIncomplete::Pass);
+        assert_eq!(c.max_head_bytes, 8192);
         assert_eq!(c.action, Action::Reset);
+        assert_eq!(
+            c.tables,
+            TableSizes {
+                max_connections: 1 << 20,
+                max_open_heads: 4096
+            }
+        );
+        let settings = c.settings(Mode::Enforce, Action::Drop);
+        assert_eq!(
+            settings,
+            FilterConfig {
+                max_head_bytes: 8192,
+                ..FilterConfig::new(Mode::Enforce, OnIncomplete::Pass)
+            }
+        );
+        assert!(!settings.drop_incomplete() && !settings.resets() && settings.enforcing());
+    }
+
+    #[test]
+    fn connection_settings_have_defaults() {
+        let c = Config::parse(Path::new("x.toml"), "ports = [80]\n").unwrap();
+        assert_eq!(c.on_oversized_head, OnIncomplete::Drop);
+        assert_eq!(c.max_head_bytes, stream::DEFAULT_MAX_HEAD_BYTES);
+        assert_eq!(c.tables, TableSizes::default());
+        assert_eq!(
+            TableSizes::default(),
+            TableSizes {
+                max_connections: 262_144,
+                max_open_heads: 16_384
+            }
+        );
+        let settings = c.settings(Mode::Monitor, Action::Reset);
+        assert!(settings.drop_incomplete() && settings.resets() && !settings.enforcing());
+        assert_eq!(settings.max_head_bytes, 16_384);
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80]\non_oversized_head = \"drop\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.on_oversized_head, OnIncomplete::Drop);
+    }
+
+    #[test]
+    fn retired_settings_are_refused_with_what_replaced_them() {
+        for (source, line, key) in [
+            (
+                "ports = [80]\non_incomplete = \"pass\"\n",
+                2,
+                "on_incomplete",
+            ),
+            (
+                "ports = [80]\n\non_incomplete = \"drop\"\n",
+                3,
+                "on_incomplete",
+            ),
+            (
+                "ports = [80]\nprotect_unsafe_methods = true\nunsafe_on_incomplete = \"pass\"\n",
+                3,
+                "unsafe_on_incomplete",
+            ),
+            (
+                "ports = [80]\nunsafe_on_incomplete = \"drop\"\n",
+                2,
+                "unsafe_on_incomplete",
+            ),
+            (
+                "ports = [80]\nprotect_unsafe_methods = true\n[port.80]\nunsafe_on_incomplete = \"pass\"\n",
+                4,
+                "unsafe_on_incomplete",
+            ),
+            // Whatever the value, even one the old setting did not take.
+            ("ports = [80]\non_incomplete = 3\n", 2, "on_incomplete"),
+        ] {
+            let e = err(source);
+            assert!(
+                e.starts_with(&format!("/etc/cf.toml:{line}: "))
+                    || e.contains(&format!("/etc/cf.toml:{line}: [port.80]: ")),
+                "{e}"
+            );
+            assert!(
+                e.contains(&format!("`{key}` is retired"))
+                    && e.contains("judged whole across segments")
+                    && e.contains("max_head_bytes")
+                    && e.contains("on_oversized_head = \"pass\""),
+                "{e}"
+            );
+        }
+        let e = err(
+            "ports = [80]\nprotect_unsafe_methods = true\n[port.80]\nunsafe_on_incomplete = \"pass\"\n",
+        );
+        assert!(e.contains("[port.80]"), "{e}");
+    }
+
+    #[test]
+    fn sizes_out_of_range_are_named() {
+        for (setting, bad, range) in [
+            ("max_head_bytes", "1023", "1024 to 65536"),
+            ("max_head_bytes", "65537", "1024 to 65536"),
+            ("max_head_bytes", "-1", "1024 to 65536"),
+            ("max_connections", "1023", "1024 to 4194304"),
+            ("max_connections", "4194305", "1024 to 4194304"),
+            ("max_connections", "99999999999", "1024 to 4194304"),
+            ("max_open_heads", "255", "256 to 262144"),
+            ("max_open_heads", "262145", "256 to 262144"),
+        ] {
+            let e = err(&format!("ports = [80]\n\n{setting} = {bad}\n"));
+            assert_eq!(
+                e,
+                format!("/etc/cf.toml:3: {setting} = {bad} is out of range: it must be {range}"),
+            );
+        }
+        for (setting, good) in [
+            ("max_head_bytes", 1024),
+            ("max_head_bytes", 65536),
+            ("max_connections", 1024),
+            ("max_connections", 4194304),
+            ("max_open_heads", 256),
+            ("max_open_heads", 262144),
+        ] {
+            let c = Config::parse(
+                Path::new("x.toml"),
+                &format!("ports = [80]\n{setting} = {good}\n"),
+            )
+            .unwrap();
+            let got = match setting {
+                "max_head_bytes" => c.max_head_bytes,
+                "max_connections" => c.tables.max_connections,
+                _ => c.tables.max_open_heads,
+            };
+            assert_eq!(got, good, "{setting}");
+        }
+        let e = err("ports = [80]\nmax_head_bytes = \"16k\"\n");
+        assert!(e.contains("line 2") && e.contains("16k"), "{e}");
+        let e = err("ports = [80]\non_oversized_head = \"maybe\"\n");
+        assert!(e.contains("line 2") && e.contains("maybe"), "{e}");
     }
 
     #[test]
@@ -348,10 +587,10 @@ mod tests {
         assert!(e.contains("listed twice"), "{e}");
     }
 
-    /// The ports that protect unsafe methods, and those of them that pass
-    /// incomplete unsafe requests.
+    /// The ports that protect unsafe methods, and the ports whose flags
+    /// have the retired `PASS_INCOMPLETE_UNSAFE` (none, ever).
     fn protected(c: &Config) -> (Vec<u16>, Vec<u16>) {
-        let ports = |wanted: fn(&PortPolicy) -> bool| {
+        let ports = |wanted: &dyn Fn(&PortPolicy) -> bool| {
             c.ports
                 .iter()
                 .filter(|(_, p)| wanted(p))
@@ -359,8 +598,8 @@ mod tests {
                 .collect::<Vec<u16>>()
         };
         (
-            ports(|p| p.protect_unsafe),
-            ports(|p| p.pass_incomplete_unsafe),
+            ports(&|p| p.protect_unsafe),
+            ports(&|p| p.flags() & cors_filter_common::PortFlags::PASS_INCOMPLETE_UNSAFE != 0),
         )
     }
 
@@ -386,18 +625,6 @@ mod tests {
         assert_eq!(
             parse("ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\n"),
             (vec![80, 81], vec![])
-        );
-        assert_eq!(
-            parse(
-                "ports = [80, 81]\nprotect_unsafe_methods = true\nunsafe_on_incomplete = \"pass\"\n[port.81]\nunsafe_on_incomplete = \"drop\"\n"
-            ),
-            (vec![80, 81], vec![80])
-        );
-        assert_eq!(
-            parse(
-                "ports = [80, 81]\nprotect_unsafe_methods = true\n[port.81]\nunsafe_on_incomplete = \"pass\"\n"
-            ),
-            (vec![80, 81], vec![81])
         );
     }
 
@@ -440,13 +667,6 @@ mod tests {
             e.contains("\"080\"") && e.contains("written as there"),
             "{e}"
         );
-        let e = err("ports = [80]\n[port.80]\nunsafe_on_incomplete = \"pass\"\n");
-        assert!(e.contains("[port.80]") && e.contains("no effect"), "{e}");
-        let e = err("ports = [80]\nunsafe_on_incomplete = \"pass\"\n");
-        assert!(e.contains(":2:") && e.contains("no port protects"), "{e}");
-        let e =
-            err("ports = [80]\nprotect_unsafe_methods = true\nunsafe_on_incomplete = \"maybe\"\n");
-        assert!(e.contains("line 3") && e.contains("maybe"), "{e}");
         let e = err("ports = [80]\n[port.80]\nprotect = true\n");
         assert!(e.contains("protect"), "{e}");
         let e = err("ports = [80]\nprotect_unsafe_methods = \"yes\"\n");

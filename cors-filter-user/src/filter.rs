@@ -22,9 +22,10 @@ use aya_log::EbpfLogger;
 use cors_filter_common::Counter;
 
 use crate::{
+    config::TableSizes,
     links::{HookName, detach_pinned, ifindex, link_pin_path, link_pins, link_state},
     metrics::sum_counters,
-    pins::{PINNED_MAPS, pin_path},
+    pins::{pin_path, pinned_maps},
     policy::PolicyMaps,
     testrun::{self, TestRun},
 };
@@ -89,14 +90,20 @@ impl Filter {
     /// Loads the object into the kernel (the program for `hook` verified,
     /// nothing attached) and takes its log ring buffer. With `pin_dir`, the
     /// shared maps are the ones pinned there if a filter ran before (checked
-    /// to have this build's shapes), else new ones pinned there.
+    /// to have this build's shapes), else new ones pinned there. The
+    /// connection maps get the sizes `tables` says (a pinned one keeps
+    /// its own: `check_pinned_maps` refuses another size beforehand).
     pub fn load(
         hook: Hook,
         pin_dir: Option<&Path>,
+        tables: TableSizes,
     ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
         let mut loader = EbpfLoader::new();
+        for (map, _, size) in tables.maps() {
+            loader.map_max_entries(map, size);
+        }
         let paths: Vec<(&str, PathBuf)> = match pin_dir {
-            Some(dir) => PINNED_MAPS
+            Some(dir) => pinned_maps(tables)
                 .iter()
                 .map(|spec| (spec.name, pin_path(dir, spec.name)))
                 .collect(),

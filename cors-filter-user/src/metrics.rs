@@ -1,12 +1,24 @@
 //! The filter's counters: read from the pinned maps, rendered for
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
-use std::{borrow::Borrow, fmt::Write as _, path::Path, time::Duration};
+use std::{
+    borrow::Borrow,
+    fmt::Write as _,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
-use aya::maps::{Map, MapData, PerCpuArray};
-use cors_filter_common::Counter;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use aya::{
+    Pod,
+    maps::{HashMap, Map, MapData, PerCpuArray},
+};
+use cors_filter_common::{
+    Counter,
+    stream::{ConnKey, ConnState, HeadState},
+};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -14,21 +26,117 @@ use tokio::{
 
 use crate::{
     denials::{DeniedByOrigin, OTHER_ORIGINS, TopOrigins},
-    pins::open_pinned,
+    pins::{open_pinned, pin_exists, pin_path},
     policy::PolicyMaps,
 };
 
-/// Counter values summed over CPUs, the allowlist size and the number of
-/// policies installed.
+/// How full the connection maps are (`CONNS`, `OPEN_HEADS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableUsage {
+    /// Entries in `CONNS`: connections followed.
+    pub conns_in_use: u64,
+    /// Its size (`max_connections`).
+    pub conns_capacity: u64,
+    /// Entries in `OPEN_HEADS`: request heads that spanned a segment's end
+    /// and are not finished.
+    pub open_heads_in_use: u64,
+    /// Its size (`max_open_heads`).
+    pub open_heads_capacity: u64,
+}
+
+impl TableUsage {
+    /// Counts the entries of the maps pinned in `pin_dir` by walking their
+    /// keys, one system call per entry (a quarter of a million for a full
+    /// `CONNS` of the default size: some tenths of a second). A map that is
+    /// not pinned (a filter that ran without it) counts as empty, of size 0.
+    ///
+    /// The walk is not a snapshot: the program adds (and evicts) entries
+    /// meanwhile, and a walk whose key is evicted under it starts again
+    /// from the first key. The count is capped at the map's size.
+    pub fn read(pin_dir: &Path) -> Result<TableUsage> {
+        let (conns_in_use, conns_capacity) = count_entries::<ConnState>(pin_dir, "CONNS")?;
+        let (open_heads_in_use, open_heads_capacity) =
+            count_entries::<HeadState>(pin_dir, "OPEN_HEADS")?;
+        Ok(TableUsage {
+            conns_in_use,
+            conns_capacity,
+            open_heads_in_use,
+            open_heads_capacity,
+        })
+    }
+}
+
+/// The entries in the hash map pinned as `name`, and its size.
+fn count_entries<V: Pod>(pin_dir: &Path, name: &str) -> Result<(u64, u64)> {
+    if !pin_exists(&pin_path(pin_dir, name))? {
+        return Ok((0, 0));
+    }
+    let data = open_pinned(pin_dir, name)?;
+    let capacity = data
+        .info()
+        .with_context(|| format!("cannot read the size of {name}"))?
+        .max_entries();
+    let map = Map::from_map_data(data).with_context(|| format!("cannot open {name}"))?;
+    let map: HashMap<MapData, ConnKey, V> =
+        HashMap::try_from(map).with_context(|| format!("{name} is not the expected hash map"))?;
+    let mut entries = 0u64;
+    for key in map.keys() {
+        key.with_context(|| format!("cannot iterate {name}"))?;
+        entries += 1;
+        if entries >= u64::from(capacity) {
+            break;
+        }
+    }
+    Ok((entries, capacity.into()))
+}
+
+/// [`TableUsage`] counted at most once per [`TABLE_USAGE_MAX_AGE`], so that
+/// a scrape of `/metrics` stays cheap however often it comes.
+#[derive(Clone, Default)]
+pub struct TableUsageCache(Arc<Mutex<Option<(Instant, TableUsage)>>>);
+
+/// How long a count of the connection maps is served before another.
+pub const TABLE_USAGE_MAX_AGE: Duration = Duration::from_secs(5);
+
+impl TableUsageCache {
+    pub fn get(&self, pin_dir: &Path) -> Result<TableUsage> {
+        // Held while counting: scrapes that come meanwhile wait for this
+        // count rather than start their own.
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, usage)) = *cached
+            && at.elapsed() < TABLE_USAGE_MAX_AGE
+        {
+            return Ok(usage);
+        }
+        let usage = TableUsage::read(pin_dir)?;
+        *cached = Some((Instant::now(), usage));
+        Ok(usage)
+    }
+}
+
+/// Counter values summed over CPUs, the allowlist size, the number of
+/// policies installed and how full the connection maps are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     counters: [u64; Counter::COUNT as usize],
     pub allowlist_entries: u64,
     pub policies_installed: u64,
+    pub tables: TableUsage,
 }
 
 impl Snapshot {
+    /// The counters and the connection maps' entries, counted now.
     pub fn read(pin_dir: &Path) -> Result<Snapshot> {
+        Self::read_with(pin_dir, TableUsage::read(pin_dir)?)
+    }
+
+    /// The counters, with the connection maps' entries as counted by
+    /// `cache` (at most [`TABLE_USAGE_MAX_AGE`] ago).
+    pub fn read_cached(pin_dir: &Path, cache: &TableUsageCache) -> Result<Snapshot> {
+        Self::read_with(pin_dir, cache.get(pin_dir)?)
+    }
+
+    fn read_with(pin_dir: &Path, tables: TableUsage) -> Result<Snapshot> {
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, "COUNTERS")?))
                 .context("COUNTERS is not the expected per-CPU array")?;
@@ -44,11 +152,38 @@ impl Snapshot {
             counters: values,
             allowlist_entries: entries,
             policies_installed,
+            tables,
         })
     }
 
     pub fn get(&self, counter: Counter) -> u64 {
         self.counters[counter.index() as usize]
+    }
+
+    /// Connections whose entry in `CONNS` was evicted to make room for
+    /// another's: those that got one (`conns_learned`) less those that have
+    /// one now. An estimate: the program never deletes an entry, so every
+    /// one learned and gone was evicted, but the entries are counted by a
+    /// walk while the program runs (see [`TableUsage::read`]), and a
+    /// connection learned again after its eviction counts twice in
+    /// `conns_learned`.
+    pub fn conns_evicted(&self) -> u64 {
+        self.get(Counter::ConnsLearned)
+            .saturating_sub(self.tables.conns_in_use)
+    }
+
+    /// The values `stats` shows after the counters, by their names in
+    /// `stats --json`.
+    fn extra_fields(&self) -> [(&'static str, u64); 7] {
+        [
+            ("allowlist_entries", self.allowlist_entries),
+            ("policies_installed", self.policies_installed),
+            ("conns_in_use", self.tables.conns_in_use),
+            ("conns_capacity", self.tables.conns_capacity),
+            ("conns_evicted", self.conns_evicted()),
+            ("open_heads_in_use", self.tables.open_heads_in_use),
+            ("open_heads_capacity", self.tables.open_heads_capacity),
+        ]
     }
 
     /// The Prometheus text exposition of the counters and of `denied` per
@@ -112,6 +247,32 @@ impl Snapshot {
             "Denial events the program could not report because the ring buffer was full.",
             Counter::EventsLost,
         )?;
+        counter(
+            "cors_filter_connection_denied_total",
+            "Segments of a connection at or past a denied request head, dropped (retransmissions included).",
+            Counter::ConnectionDenied,
+        )?;
+        counter(
+            "cors_filter_out_of_order_total",
+            "Segments with new bytes after a gap while a request head could be undecided, dropped (the client sends them again, in order).",
+            Counter::OutOfOrder,
+        )?;
+        counter(
+            "cors_filter_head_lost_total",
+            "Segments of a request head whose state was evicted from OPEN_HEADS, dropped.",
+            Counter::HeadLost,
+        )?;
+        counter(
+            "cors_filter_connections_learned_total",
+            "Connections that got an entry in CONNS (from their SYN, or picked up at a request line).",
+            Counter::ConnsLearned,
+        )?;
+        let evicted = IntCounter::new(
+            "cors_filter_connections_evicted_total",
+            "Connections whose CONNS entry was evicted for another's, estimated: connections learned less entries in use (counted at most every 5 s).",
+        )?;
+        evicted.inc_by(self.conns_evicted());
+        registry.register(Box::new(evicted))?;
 
         let labelled =
             |name: &str, help: &str, label: &str, samples: &[(&str, u64)]| -> Result<()> {
@@ -185,6 +346,39 @@ impl Snapshot {
         entries.set(i64::try_from(self.allowlist_entries).context("allowlist size out of range")?);
         registry.register(Box::new(entries))?;
 
+        let gauge = |name: &str, help: &str, value: u64| -> Result<()> {
+            let metric = IntGauge::new(name, help)?;
+            metric.set(i64::try_from(value).context("map size out of range")?);
+            registry.register(Box::new(metric))?;
+            Ok(())
+        };
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "cors_filter_connections",
+                "Connections followed: entries in CONNS (counted at most every 5 s).",
+            ),
+            &["state"],
+        )?;
+        connections
+            .get_metric_with_label_values(&["in_use"])?
+            .set(i64::try_from(self.tables.conns_in_use).context("map size out of range")?);
+        registry.register(Box::new(connections))?;
+        gauge(
+            "cors_filter_connections_capacity",
+            "Entries CONNS can hold (max_connections); past it the least recently used is evicted.",
+            self.tables.conns_capacity,
+        )?;
+        gauge(
+            "cors_filter_open_heads",
+            "Request heads that spanned a segment's end and are not finished: entries in OPEN_HEADS (counted at most every 5 s).",
+            self.tables.open_heads_in_use,
+        )?;
+        gauge(
+            "cors_filter_open_heads_capacity",
+            "Entries OPEN_HEADS can hold (max_open_heads).",
+            self.tables.open_heads_capacity,
+        )?;
+
         TextEncoder::new()
             .encode_to_string(&registry.gather())
             .context("cannot encode the metrics")
@@ -195,14 +389,9 @@ impl Snapshot {
         for counter in Counter::ALL {
             map.insert(counter.name().to_owned(), self.get(counter).into());
         }
-        map.insert(
-            "allowlist_entries".to_owned(),
-            self.allowlist_entries.into(),
-        );
-        map.insert(
-            "policies_installed".to_owned(),
-            self.policies_installed.into(),
-        );
+        for (name, value) in self.extra_fields() {
+            map.insert(name.to_owned(), value.into());
+        }
         serde_json::Value::Object(map)
     }
 
@@ -211,16 +400,9 @@ impl Snapshot {
         for counter in Counter::ALL {
             let _ = writeln!(out, "{:<24} {}", counter.name(), self.get(counter));
         }
-        let _ = writeln!(
-            out,
-            "{:<24} {}",
-            "allowlist_entries", self.allowlist_entries
-        );
-        let _ = writeln!(
-            out,
-            "{:<24} {}",
-            "policies_installed", self.policies_installed
-        );
+        for (name, value) in self.extra_fields() {
+            let _ = writeln!(out, "{name:<24} {value}");
+        }
         out
     }
 }
@@ -251,12 +433,14 @@ pub async fn serve(
     pin_dir: std::path::PathBuf,
     denied: DeniedByOrigin,
 ) -> Result<()> {
+    let tables = TableUsageCache::default();
     loop {
         let (stream, peer) = listener.accept().await.context("metrics listener failed")?;
         let pin_dir = pin_dir.clone();
         let denied = denied.clone();
+        let tables = tables.clone();
         tokio::spawn(async move {
-            let answered = answer(stream, &pin_dir, &denied);
+            let answered = answer(stream, &pin_dir, &denied, &tables);
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answered).await {
                 log::debug!("metrics request from {peer} timed out: {e}");
             }
@@ -264,7 +448,12 @@ pub async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, pin_dir: &Path, denied: &DeniedByOrigin) {
+async fn answer(
+    mut stream: TcpStream,
+    pin_dir: &Path,
+    denied: &DeniedByOrigin,
+    tables: &TableUsageCache,
+) {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut filled = 0;
     let response = loop {
@@ -277,7 +466,20 @@ async fn answer(mut stream: TcpStream, pin_dir: &Path, denied: &DeniedByOrigin) 
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf[..filled]) {
             Ok(httparse::Status::Complete(_)) => {
-                break respond(request.method, request.path, pin_dir, denied);
+                // Off the event loop: reading the maps is system calls,
+                // a count of the connection maps up to a quarter million.
+                let method = request.method.map(str::to_owned);
+                let path = request.path.map(str::to_owned);
+                let (pin_dir, denied, tables) =
+                    (pin_dir.to_owned(), denied.clone(), tables.clone());
+                let responded = tokio::task::spawn_blocking(move || {
+                    let (method, path) = (method.as_deref(), path.as_deref());
+                    respond(method, path, &pin_dir, &denied, &tables)
+                });
+                break match responded.await {
+                    Ok(response) => response,
+                    Err(e) => plain(500, "Internal Server Error", &format!("{e}\n")),
+                };
             }
             Ok(httparse::Status::Partial) if filled < MAX_REQUEST => continue,
             _ => break plain(400, "Bad Request", "bad request\n"),
@@ -292,9 +494,10 @@ fn respond(
     path: Option<&str>,
     pin_dir: &Path,
     denied: &DeniedByOrigin,
+    tables: &TableUsageCache,
 ) -> String {
     match (method, path) {
-        (Some("GET"), Some("/metrics")) => match exposition(pin_dir, denied) {
+        (Some("GET"), Some("/metrics")) => match exposition(pin_dir, denied, tables) {
             Ok(body) => format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 prometheus::TEXT_FORMAT,
@@ -310,8 +513,8 @@ fn respond(
     }
 }
 
-fn exposition(pin_dir: &Path, denied: &DeniedByOrigin) -> Result<String> {
-    Snapshot::read(pin_dir)?.prometheus(&denied.top_origins()?)
+fn exposition(pin_dir: &Path, denied: &DeniedByOrigin, tables: &TableUsageCache) -> Result<String> {
+    Snapshot::read_cached(pin_dir, tables)?.prometheus(&denied.top_origins()?)
 }
 
 fn plain(code: u16, reason: &str, body: &str) -> String {
@@ -336,10 +539,24 @@ mod tests {
         counters[Counter::MethodDeny.index() as usize] = 8;
         counters[Counter::CrossSite.index() as usize] = 9;
         counters[Counter::NoOrigin.index() as usize] = 10;
+        counters[Counter::PassRetransmission.index() as usize] = 11;
+        counters[Counter::PassBody.index() as usize] = 12;
+        counters[Counter::PassHeadPart.index() as usize] = 13;
+        counters[Counter::PassUntracked.index() as usize] = 14;
+        counters[Counter::ConnectionDenied.index() as usize] = 15;
+        counters[Counter::OutOfOrder.index() as usize] = 16;
+        counters[Counter::HeadLost.index() as usize] = 17;
+        counters[Counter::ConnsLearned.index() as usize] = 1000;
         Snapshot {
             counters,
             allowlist_entries: 5,
             policies_installed: 1,
+            tables: TableUsage {
+                conns_in_use: 900,
+                conns_capacity: 262_144,
+                open_heads_in_use: 3,
+                open_heads_capacity: 16_384,
+            },
         }
     }
 
@@ -385,6 +602,24 @@ mod tests {
             r#"cors_filter_denied_by_origin_total{origin="https://a\\\"b\\\\c\\xff"} 1"#,
             "cors_filter_denied_by_origin_total{origin=\"https://long…\"} 1",
             "cors_filter_denied_by_origin_total{origin=\"other\"} 4",
+            "cors_filter_passed_total{reason=\"retransmission\"} 11",
+            "cors_filter_passed_total{reason=\"body\"} 12",
+            "cors_filter_passed_total{reason=\"head_part\"} 13",
+            "cors_filter_passed_total{reason=\"untracked\"} 14",
+            "cors_filter_connection_denied_total 15",
+            "cors_filter_out_of_order_total 16",
+            "cors_filter_head_lost_total 17",
+            "cors_filter_connections_learned_total 1000",
+            "cors_filter_connections_evicted_total 100",
+            "cors_filter_connections{state=\"in_use\"} 900",
+            "cors_filter_connections_capacity 262144",
+            "cors_filter_open_heads 3",
+            "cors_filter_open_heads_capacity 16384",
+            "# TYPE cors_filter_connections gauge",
+            "# TYPE cors_filter_connections_capacity gauge",
+            "# TYPE cors_filter_open_heads gauge",
+            "# TYPE cors_filter_open_heads_capacity gauge",
+            "# TYPE cors_filter_connections_evicted_total counter",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -395,6 +630,57 @@ mod tests {
         assert_eq!(snapshot().json()["events_lost"], 1);
         assert_eq!(snapshot().json()["reset_sent"], 4);
         assert_eq!(snapshot().json()["reset_failed"], 0);
+    }
+
+    #[test]
+    fn every_pass_counter_is_a_passed_reason() {
+        let text = snapshot().prometheus(&TopOrigins::default()).unwrap();
+        for counter in Counter::ALL {
+            if let Some(reason) = counter.name().strip_prefix("pass_") {
+                let series = format!("cors_filter_passed_total{{reason=\"{reason}\"}}");
+                assert!(text.contains(&series), "missing {series}");
+            }
+        }
+    }
+
+    #[test]
+    fn stats_show_the_connection_maps() {
+        let s = snapshot();
+        let json = s.json();
+        for (name, value) in [
+            ("conns_in_use", 900),
+            ("conns_capacity", 262_144),
+            ("conns_evicted", 100),
+            ("open_heads_in_use", 3),
+            ("open_heads_capacity", 16_384),
+            ("conns_learned", 1000),
+            ("connection_denied", 15),
+            ("out_of_order", 16),
+            ("head_lost", 17),
+            ("pass_retransmission", 11),
+        ] {
+            assert_eq!(json[name], value, "{name} in {json}");
+        }
+        let table = s.table();
+        for line in [
+            "conns_in_use             900",
+            "conns_capacity           262144",
+            "conns_evicted            100",
+            "open_heads_in_use        3",
+            "open_heads_capacity      16384",
+            "conns_learned            1000",
+        ] {
+            assert!(
+                table.lines().any(|l| l == line),
+                "missing {line:?} in\n{table}"
+            );
+        }
+        // More entries than connections learned (the walk raced the
+        // program, or the counters were reset): no eviction, not a wrap.
+        let mut raced = snapshot();
+        raced.tables.conns_in_use = 2000;
+        assert_eq!(raced.conns_evicted(), 0);
+        assert_eq!(raced.json()["conns_evicted"], 0);
     }
 
     #[test]

@@ -15,11 +15,14 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, MapType};
 use cors_filter_common::{
-    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap, allow::AllowEntryValue,
+    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap,
+    allow::AllowEntryValue,
     event::DENIALS_BYTES,
+    stream::{ConnKey, ConnState, HeadState},
 };
 
 use crate::{
+    config::TableSizes,
     links::{LinkPin, detach_pinned, link_pins},
     private::ensure_private_dir,
 };
@@ -60,10 +63,10 @@ const fn allowlist(name: &'static str) -> MapSpec {
     }
 }
 
-/// The maps `run` pins, by the names the eBPF object gives them.
-/// The maps `run` pins, by the names the eBPF object gives them. `DENIALS`
-/// is among them so that events queued while the daemon restarts are there
-/// for the next one.
+/// The maps `run` pins whose shape is fixed, by the names the eBPF object
+/// gives them. `DENIALS` is among them so that events queued while the
+/// daemon restarts are there for the next one. The connection maps are
+/// added by [`pinned_maps`], with the sizes the config gives them.
 pub const PINNED_MAPS: [MapSpec; 8] = [
     array("ACTIVE", size_of::<u32>(), 1),
     array("CONFIG", size_of::<FilterConfig>(), Generation::COUNT),
@@ -87,11 +90,51 @@ pub const PINNED_MAPS: [MapSpec; 8] = [
     },
 ];
 
+/// The connection maps (`cors_filter_common::stream`), sized by
+/// `max_connections` and `max_open_heads`. Pinned, so that the state of
+/// the connections followed outlives a daemon restart or an upgrade in
+/// place: the new program goes on reading the streams where the old one was.
+pub fn connection_maps(tables: TableSizes) -> [MapSpec; 2] {
+    let lru = |name, value_size: usize, max_entries| MapSpec {
+        name,
+        map_type: MapType::LruHash,
+        key_size: size_of::<ConnKey>() as u32,
+        value_size: value_size as u32,
+        max_entries,
+    };
+    [
+        lru("CONNS", size_of::<ConnState>(), tables.max_connections),
+        lru("OPEN_HEADS", size_of::<HeadState>(), tables.max_open_heads),
+    ]
+}
+
+/// Every map `run` pins: [`PINNED_MAPS`] and the [`connection_maps`].
+pub fn pinned_maps(tables: TableSizes) -> Vec<MapSpec> {
+    PINNED_MAPS
+        .into_iter()
+        .chain(connection_maps(tables))
+        .collect()
+}
+
+/// The number of entries of the map pinned in `pin_dir` as `name`, or
+/// `None` when there is no such pin.
+pub fn pinned_max_entries(pin_dir: &Path, name: &str) -> Result<Option<u32>> {
+    let path = pin_path(pin_dir, name);
+    if !pin_exists(&path)? {
+        return Ok(None);
+    }
+    let info = MapData::from_pin(&path)
+        .and_then(|m| m.info())
+        .with_context(|| format!("cannot read pinned map {}", path.display()))?;
+    Ok(Some(info.max_entries()))
+}
+
 /// Checks that every map already pinned in `pin_dir` has the shape this
-/// build's program expects; returns whether any was pinned.
-pub fn check_pinned_maps(pin_dir: &Path) -> Result<bool> {
+/// build's program expects, the connection maps the sizes `tables` gives
+/// them; returns whether any was pinned.
+pub fn check_pinned_maps(pin_dir: &Path, tables: TableSizes) -> Result<bool> {
     let mut found = false;
-    for spec in &PINNED_MAPS {
+    for spec in &pinned_maps(tables) {
         let path = pin_path(pin_dir, spec.name);
         if !path.exists() {
             continue;
@@ -115,6 +158,24 @@ pub fn check_pinned_maps(pin_dir: &Path) -> Result<bool> {
             spec.value_size,
             spec.max_entries,
         );
+        let setting = tables
+            .maps()
+            .into_iter()
+            .find(|(map, _, _)| *map == spec.name);
+        if let Some((_, setting, size)) = setting
+            && found_shape.0 == wanted.0
+            && (found_shape.1, found_shape.2) == (wanted.1, wanted.2)
+            && found_shape.3 != wanted.3
+        {
+            bail!(
+                "pinned map {} ({}) has {} entries, but the config sets {setting} = {size}: the size of a pinned map cannot change. Either set {setting} = {} again, or remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts, and the connections followed are forgotten), then start again",
+                spec.name,
+                path.display(),
+                found_shape.3,
+                found_shape.3,
+                pin_dir.display()
+            );
+        }
         if found_shape != wanted {
             bail!(
                 "pinned map {} is {:?} with key size {}, value size {} and {} entries, but this cors-filter needs {:?}, {}, {} and {}: it was left by another version. Remove the old filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts), then start again",

@@ -36,20 +36,16 @@ pub struct Policy {
 pub struct PortPolicy {
     /// Requests with unsafe methods are judged (`protect_unsafe_methods`).
     pub protect_unsafe: bool,
-    /// Those whose deciding lines are not in the window pass
-    /// (`unsafe_on_incomplete = "pass"`) rather than being dropped.
-    pub pass_incomplete_unsafe: bool,
 }
 
 impl PortPolicy {
-    /// The port's bits in `PORTS_n` (see `PortFlags`).
+    /// The port's bits in `PORTS_n` (see `PortFlags`). The retired
+    /// `PortFlags::PASS_INCOMPLETE_UNSAFE` is never set: an oversized
+    /// head is handled by `on_oversized_head`, for every port alike.
     pub fn flags(self) -> u64 {
         let mut flags = PortFlags::INSPECT;
         if self.protect_unsafe {
             flags |= PortFlags::PROTECT_UNSAFE;
-            if self.pass_incomplete_unsafe {
-                flags |= PortFlags::PASS_INCOMPLETE_UNSAFE;
-            }
         }
         flags
     }
@@ -64,13 +60,10 @@ impl Policy {
         };
         let all: Vec<u16> = self.ports.keys().copied().collect();
         let protected = ports_where(|p| p.protect_unsafe);
-        let passing = ports_where(|p| p.protect_unsafe && p.pass_incomplete_unsafe);
-        match (protected.is_empty(), passing.is_empty()) {
-            (true, _) => format!("ports {all:?}"),
-            (false, true) => format!("ports {all:?} (unsafe methods checked on {protected:?})"),
-            (false, false) => format!(
-                "ports {all:?} (unsafe methods checked on {protected:?}, incomplete ones passed on {passing:?})"
-            ),
+        if protected.is_empty() {
+            format!("ports {all:?}")
+        } else {
+            format!("ports {all:?} (unsafe methods checked on {protected:?})")
         }
     }
 }

@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cors_filter_common::{Action, FilterConfig, Mode};
+use cors_filter_common::{Action, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     cli::{ActionArg, ModeArg},
-    config::Config,
+    config::{Config, TableSizes},
+    pins::pinned_max_entries,
     policy::{Policy, PolicyMaps},
     state::StateDir,
 };
@@ -70,6 +71,11 @@ impl RunRecord {
     /// The policy this record makes now: the config file as it is on
     /// disk, `--mode` over it, and the `allow` changes over its allowlist.
     pub fn policy(&self, state: &StateDir) -> Result<Policy> {
+        Ok(self.policy_and_tables(state)?.0)
+    }
+
+    /// [`Self::policy`], and the sizes the file gives the connection maps.
+    pub fn policy_and_tables(&self, state: &StateDir) -> Result<(Policy, TableSizes)> {
         let config = Config::load(&self.config)?;
         let mode = match self.mode {
             Some(ModeArg::Enforce) => Mode::Enforce,
@@ -109,11 +115,31 @@ impl RunRecord {
                 listed.origin
             );
         }
-        Ok(Policy {
-            settings: FilterConfig::new(mode, config.on_incomplete).with_action(action),
-            ports: config.ports,
-            allow,
-        })
+        let settings = config.settings(mode, action);
+        Ok((
+            Policy {
+                settings,
+                ports: config.ports,
+                allow,
+            },
+            config.tables,
+        ))
+    }
+
+    /// Refuses sizes of the connection maps other than those of the maps
+    /// pinned in `pin_dir`: a map's size is set when it is made, and the
+    /// pinned ones live until `detach --all`.
+    pub fn check_tables(&self, pin_dir: &Path, tables: TableSizes) -> Result<()> {
+        for (map, setting, size) in tables.maps() {
+            match pinned_max_entries(pin_dir, map)? {
+                Some(pinned) if pinned != size => anyhow::bail!(
+                    "{}: {setting} = {size}, but the running filter's {map} map has {pinned} entries, and the size of a pinned map cannot change; set {setting} = {pinned} again, or apply it with `cors-filter detach --all` and a restart of `cors-filter run` (the host is unfiltered in between, and the connections followed are forgotten)",
+                    self.config.display()
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -125,7 +151,11 @@ pub fn reload(pin_dir: &Path, state_dir: &Path) -> Result<String> {
     let _lock = state.lock_allowlist()?;
     let record = RunRecord::load(&state)?;
     let policy = record
-        .policy(&state)
+        .policy_and_tables(&state)
+        .and_then(|(policy, tables)| {
+            record.check_tables(pin_dir, tables)?;
+            Ok(policy)
+        })
         .context("reload refused; the running policy is unchanged")?;
     let mut maps = PolicyMaps::open(pin_dir)?;
     let installed = maps.install(&policy)?;

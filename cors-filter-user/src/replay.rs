@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::XdpMode;
-use cors_filter_common::{Counter, FilterConfig};
+use cors_filter_common::Counter;
 
 use crate::{
     capture,
@@ -38,9 +38,9 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
     // The attach mode is irrelevant: the program is never attached. The
     // connections' state lives in its maps, which one load keeps for the
     // whole capture: frames run in order, as on an interface.
-    let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None)?;
+    let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None, config.tables)?;
     filter.take_policy_maps()?.install(&Policy {
-        settings: FilterConfig::new(config.mode, config.on_incomplete).with_action(config.action),
+        settings: config.settings(config.mode, config.action),
         ports: config.ports,
         allow: config.allow,
     })?;

@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // Resolved here to refuse a bad config before the kernel is touched,
     // and again under the lock below, where an `allow` edit made meanwhile
     // is seen.
-    record.policy(&state)?;
+    let (_, tables) = record.policy_and_tables(&state)?;
     let denial_tracker = Tracker::load(state_dir)?;
     let listener = TcpListener::bind(args.metrics_listen)
         .await
@@ -55,11 +55,14 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         (AttachArg::Tc, _) => Hook::Tc,
     };
     let _pin_lock = prepare_pin_dir(pin_dir)?;
-    let adopting = check_pinned_maps(pin_dir)?;
-    let (mut filter, logger) = Filter::load(hook, Some(pin_dir))?;
+    let adopting = check_pinned_maps(pin_dir, tables)?;
+    let (mut filter, logger) = Filter::load(hook, Some(pin_dir), tables)?;
     {
         let _lock = state.lock_allowlist()?;
-        let policy = record.policy(&state)?;
+        // The file may have changed since it was read above: its table
+        // sizes are checked against the maps now in use.
+        let (policy, now) = record.policy_and_tables(&state)?;
+        record.check_tables(pin_dir, now)?;
         // Installed before any attach, so that a new program never runs
         // with an empty policy; an adopted filter switches to it atomically.
         let installed = filter.take_policy_maps()?.install(&policy)?;
