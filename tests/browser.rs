@@ -11,8 +11,8 @@
 //! past the first segment's 1024 bytes: a 1,000- or 3,000-byte URL, a
 //! preflight listing fourteen long header names, a form with a long action
 //! URL, and 5 MB uploads in MSS-sized segments. They keep the default
-//! config (`on_incomplete` and `unsafe_on_incomplete` unset): a program
-//! that judges whole request heads, however TCP cuts them, needs no opt-in.
+//! config: judging whole request heads, however TCP cuts them, needs no
+//! opt-in.
 
 use std::path::Path;
 
@@ -41,7 +41,7 @@ fn config() -> String {
 }
 
 /// The allowed page origin and nothing else: the defaults otherwise (no
-/// CSRF mode, `on_incomplete` and `unsafe_on_incomplete` unset).
+/// CSRF mode).
 fn default_config() -> String {
     format!(
         "ports = [8080]\nallow = [\"{}\"]\n",

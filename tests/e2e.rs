@@ -460,6 +460,7 @@ fn replay_of_a_real_capture_matches_the_live_filter() -> Result<()> {
         "preflight_deny",
         "malformed",
         "pass_not_preflight",
+        "connection_denied",
     ] {
         assert_eq!(
             count(reason),
@@ -468,10 +469,12 @@ fn replay_of_a_real_capture_matches_the_live_filter() -> Result<()> {
         );
     }
     assert_eq!(count("preflight_allow"), 2);
-    // Each denied preflight is dropped, then retransmitted and dropped again.
-    assert!(count("preflight_deny") >= 2, "{replayed:?}");
+    // Each denied preflight is denied once, then retransmitted, and every
+    // copy dropped with its connection.
+    assert_eq!(count("preflight_deny"), 2, "{replayed:?}");
+    assert!(count("connection_denied") >= 2, "{replayed:?}");
     for r in &replayed {
-        let drop = r.reason == "preflight_deny";
+        let drop = matches!(r.reason.as_str(), "preflight_deny" | "connection_denied");
         assert_eq!(r.verdict == "drop", drop, "{r:?}");
     }
     filter.stop()

@@ -11,7 +11,7 @@
 //! standing in for `netem delay 5ms reorder 25%`, which this suite's kernel
 //! lacks), with segmentation offloads off so that what is reordered is
 //! MSS-sized segments. CSRF mode is on, the config otherwise the default
-//! (drop, `on_incomplete` unset). curl in the client namespace; the test
+//! (action drop). curl in the client namespace; the test
 //! server's log and `X-Body-Length` show what arrived. Needs root; fails,
 //! never skips, without it.
 

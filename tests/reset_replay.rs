@@ -107,8 +107,8 @@ fn every_frame_kept_out_is_answered_with_a_valid_reset() -> Result<()> {
             "malformed",
         ),
         (
-            "an incomplete head, with on_incomplete = drop",
-            Packet::ipv6(b"OPTIONS / HTTP/1.1\r\nOrigin: https://evil.example\r\n"),
+            "a head of more header lines than judged",
+            Packet::ipv6(&too_many_lines()),
             "incomplete",
         ),
     ];
@@ -198,7 +198,7 @@ fn reset_changes_only_what_is_dropped() -> Result<()> {
         Packet::ipv4(&preflight(ALLOWED)).build(),
         Packet::ipv6(b"GET / HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n").build(),
         Packet::ipv4(&denied).dst_port(8081).build(),
-        Packet::ipv4(b"OPTI").build(),
+        Packet::ipv4(&too_many_lines()).build(),
     ];
     // An incomplete head passes only where oversized heads do.
     let (lines, replies) = replay_with_replies(
@@ -240,4 +240,14 @@ fn reset_changes_only_what_is_dropped() -> Result<()> {
         assert!(replies.is_empty());
     }
     Ok(())
+}
+
+/// A preflight of more header lines than the filter judges: incomplete,
+/// dropped by default.
+fn too_many_lines() -> Vec<u8> {
+    let lines = "A: b\r\n".repeat(cors_filter_common::stream::MAX_HEAD_LINES as usize + 1);
+    format!(
+        "OPTIONS / HTTP/1.1\r\n{lines}Origin: https://evil.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n"
+    )
+    .into_bytes()
 }

@@ -360,12 +360,8 @@ pub enum Step {
 #[inline(always)]
 const fn rank(outcome: Outcome) -> u32 {
     match outcome {
-        Outcome::Retransmission
-        | Outcome::Body
-        | Outcome::HeadPart
-        | Outcome::Untracked
-        | Outcome::NotHttp => 0,
-        Outcome::NotPreflight => 1,
+        Outcome::Retransmission | Outcome::Body | Outcome::HeadPart | Outcome::Untracked => 0,
+        Outcome::NotPreflight | Outcome::NotHttp => 1,
         _ if outcome.is_denial() => 3,
         _ => 2,
     }

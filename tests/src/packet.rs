@@ -22,7 +22,22 @@ pub const SRC_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const DST_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const SRC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// The first source port given to packets built without one: each packet
+/// built gets the next (see [`Packet::src_port`]).
 pub const SRC_PORT: u16 = 40000;
+/// How many source ports packets cycle through from [`SRC_PORT`].
+const SRC_PORTS: u16 = 20000;
+
+/// The next source port for a packet built without one. The filter follows
+/// connections: a frame is judged with the state the frames before it left
+/// on its connection, so frames meant to be judged alone each get their own
+/// (a test that wants one connection sets the port, and the sequence
+/// numbers).
+fn next_src_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    SRC_PORT + NEXT.fetch_add(1, Ordering::Relaxed) % SRC_PORTS
+}
 pub const DST_PORT: u16 = 8080;
 
 /// EtherTypes, and the tag protocol identifiers of 802.1Q and 802.1ad (QinQ).
@@ -193,7 +208,7 @@ impl Packet {
             vlans: Vec::new(),
             network,
             protocol: IPPROTO_TCP,
-            src_port: SRC_PORT,
+            src_port: next_src_port(),
             dst_port: DST_PORT,
             tcp_flags: TCP_PSH | TCP_ACK,
             seq: TCP_SEQ,
@@ -478,7 +493,7 @@ mod tests {
 
     /// Checks the TCP header at `tcp`; returns the payload's offset.
     fn check_tcp(frame: &[u8], tcp: usize, dst_port: u16) -> usize {
-        assert_eq!(be16(frame, tcp), SRC_PORT);
+        assert!((SRC_PORT..SRC_PORT + SRC_PORTS).contains(&be16(frame, tcp)));
         assert_eq!(be16(frame, tcp + 2), dst_port);
         assert_eq!(frame[tcp + 13], TCP_PSH | TCP_ACK);
         tcp + usize::from(frame[tcp + 12] >> 4) * 4
