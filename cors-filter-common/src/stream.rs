@@ -155,6 +155,66 @@ const NAMES: [&[u8]; 6] = [
     b"upgrade",
 ];
 const ALL_NAMES: u32 = (1 << NAMES.len()) - 1;
+
+/// A header name and its colon cut into little-endian words, for matching
+/// a whole line's start a word at a time: per word, the pattern's bytes,
+/// the bits set before comparing (0x20 on letters: ORing it folds exactly
+/// the two cases of a letter onto the lower-case one; other bytes compare
+/// as they are), and which bytes count (the last word may be partial).
+struct NamePattern {
+    value: [u64; 4],
+    fold: [u64; 4],
+    care: [u64; 4],
+    /// Bytes, the colon included.
+    len: usize,
+}
+
+impl NamePattern {
+    const fn of(name: &[u8]) -> NamePattern {
+        let (mut value, mut fold, mut care) = ([0; 4], [0; 4], [0; 4]);
+        let mut k = 0;
+        while k <= name.len() {
+            let b = if k == name.len() { b':' } else { name[k] };
+            let shift = 8 * (k % WORD);
+            value[k / WORD] |= (b as u64) << shift;
+            if b.is_ascii_lowercase() {
+                fold[k / WORD] |= 0x20 << shift;
+            }
+            care[k / WORD] |= 0xff << shift;
+            k += 1;
+        }
+        NamePattern {
+            value,
+            fold,
+            care,
+            len: name.len() + 1,
+        }
+    }
+}
+
+/// [`NAMES`] as patterns, in the same order.
+const NAME_PATTERNS: [NamePattern; NAMES.len()] = {
+    let mut i = 0;
+    let mut patterns = [const {
+        NamePattern {
+            value: [0; 4],
+            fold: [0; 4],
+            care: [0; 4],
+            len: 0,
+        }
+    }; NAMES.len()];
+    while i < NAMES.len() {
+        assert!(NAMES[i].len() < 4 * WORD);
+        patterns[i] = NamePattern::of(NAMES[i]);
+        i += 1;
+    }
+    patterns
+};
+
+/// Lines this long at most are read whole in one step, when the chunk
+/// holds them (see [`step`]); longer ones a byte or a word at a time.
+const WHOLE_LINE: usize = 128;
+const _: () = assert!(WHOLE_LINE.is_multiple_of(WORD) && WHOLE_LINE < SCAN_BYTES);
 const LONGEST_NAME: usize = 29;
 const _: () = {
     let mut i = 0;
@@ -403,6 +463,79 @@ const fn line_end_marks(word: u64) -> u64 {
     !(((x & LOWS) + LOWS) | x | LOWS)
 }
 
+/// The 8 bytes of `buf` at `from`, little-endian; 0 past the buffer (never
+/// reached: callers read within a chunk and a line's first bytes).
+#[inline(always)]
+fn word_at(buf: &[u8; crate::http::SCAN_BUF_LEN], from: usize) -> u64 {
+    let from = from & SCAN_MASK;
+    if from > crate::http::SCAN_BUF_LEN - WORD {
+        return 0;
+    }
+    let mut bytes = [0u8; WORD];
+    bytes.copy_from_slice(&buf[from..from + WORD]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Where the `\n` that ends the line starting at `at` is, counted from
+/// `at`, if it lies within [`WHOLE_LINE`] bytes and the `avail` bytes of
+/// the chunk from `at`.
+#[inline(always)]
+fn whole_line_end(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, avail: usize) -> Option<usize> {
+    let mut w = 0;
+    while w < WHOLE_LINE / WORD {
+        let off = w * WORD;
+        if off >= avail {
+            return None;
+        }
+        let mut marks = line_end_marks(word_at(buf, at + off));
+        if avail - off < WORD {
+            // Bytes past the chunk are stale.
+            marks &= (1u64 << (8 * (avail - off))) - 1;
+        }
+        if marks != 0 {
+            return Some(off + (marks.trailing_zeros() / 8) as usize);
+        }
+        w += 1;
+    }
+    None
+}
+
+/// Which header (a [`header`]) the line of `len` bytes at `at` is, by its
+/// name and colon, a word at a time.
+#[inline(always)]
+fn header_of_line(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, len: usize) -> u32 {
+    let mut found = header::NONE;
+    let mut i = 0;
+    while i < NAME_PATTERNS.len() {
+        let pattern = &NAME_PATTERNS[i];
+        if len >= pattern.len {
+            let mut diff = 0u64;
+            let mut w = 0;
+            while w < pattern.len.div_ceil(WORD) {
+                let word = word_at(buf, at + w * WORD);
+                diff |= ((word | pattern.fold[w]) ^ pattern.value[w]) & pattern.care[w];
+                w += 1;
+            }
+            if diff == 0 {
+                found = i as u32 + 1;
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// Bytes of each header's name and colon, by [`header`] number.
+const NAME_AND_COLON: [u32; 8] = {
+    let mut lens = [0; 8];
+    let mut i = 0;
+    while i < NAMES.len() {
+        lens[i + 1] = NAMES[i].len() as u32 + 1;
+        i += 1;
+    }
+    lens
+};
+
 impl HeadState {
     /// Starts the head of a request whose method starts with `first`.
     #[inline(always)]
@@ -575,6 +708,30 @@ impl HeadState {
         }
     }
 
+    /// The current line's name (and its colon) has been read: it is
+    /// `found` (a [`header`]). The phase its value is read in.
+    #[inline(always)]
+    fn begin_value(&mut self, found: u32) -> u32 {
+        self.header = found;
+        self.value_len = 0;
+        self.value_end = 0;
+        self.flags &=
+            !(head_flags::VALUE_BARE_CR | head_flags::VALUE_CR | head_flags::LENGTH_ENDED);
+        match found {
+            header::NONE => return phase::SKIP_LINE,
+            header::ORIGIN => self.origins += 1,
+            header::REQUEST_METHOD => self.request_methods += 1,
+            header::CONTENT_LENGTH => self.length_value = 0,
+            header::TRANSFER_ENCODING => {
+                self.flags |= head_flags::TRANSFER_CODED;
+                self.coding = 0;
+            }
+            header::UPGRADE => self.flags |= head_flags::UPGRADE,
+            _ => {}
+        }
+        phase::VALUE
+    }
+
     /// One byte of a header name; `:` ends it.
     #[inline(always)]
     fn name_byte(&mut self, b: u8) -> u32 {
@@ -587,24 +744,7 @@ impl HeadState {
                 }
                 i += 1;
             }
-            self.header = found;
-            self.value_len = 0;
-            self.value_end = 0;
-            self.flags &=
-                !(head_flags::VALUE_BARE_CR | head_flags::VALUE_CR | head_flags::LENGTH_ENDED);
-            match found {
-                header::NONE => return phase::SKIP_LINE,
-                header::ORIGIN => self.origins += 1,
-                header::REQUEST_METHOD => self.request_methods += 1,
-                header::CONTENT_LENGTH => self.length_value = 0,
-                header::TRANSFER_ENCODING => {
-                    self.flags |= head_flags::TRANSFER_CODED;
-                    self.coding = 0;
-                }
-                header::UPGRADE => self.flags |= head_flags::UPGRADE,
-                _ => {}
-            }
-            return phase::VALUE;
+            return self.begin_value(found);
         }
         let lower = b.to_ascii_lowercase();
         let at = self.name_len as usize;
@@ -849,27 +989,24 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             }
         }
         phase::REQUEST_LINE | phase::SKIP_LINE | phase::CHUNK_EXT | phase::TRAILER_SKIP => {
-            // A word at a time: the line's `\n`, if it is in the next 8
-            // bytes of the chunk.
-            let avail = if in_chunk < WORD { in_chunk } else { WORD };
-            let mut raw = [0u8; WORD];
-            let mut k = 0;
-            while k < WORD {
-                if k < avail {
-                    raw[k] = scratch.payload[(at + k) & SCAN_MASK];
+            // Up to WHOLE_LINE bytes of the chunk at a time, a word at a
+            // time: the line's `\n`, or past all of them.
+            match whole_line_end(&scratch.payload, at, in_chunk) {
+                None => {
+                    consumed = if in_chunk < WHOLE_LINE {
+                        in_chunk
+                    } else {
+                        WHOLE_LINE
+                    } as u32;
+                    conn_phase
                 }
-                k += 1;
-            }
-            let marks = line_end_marks(u64::from_le_bytes(raw));
-            if marks == 0 {
-                consumed = avail as u32;
-                conn_phase
-            } else {
-                consumed = (marks.trailing_zeros() / 8) + 1;
-                match conn_phase {
-                    phase::CHUNK_EXT => chunk_line_end(&mut scratch.stream_conn),
-                    phase::TRAILER_SKIP => phase::TRAILER_START,
-                    _ => phase::LINE_START,
+                Some(end) => {
+                    consumed = end as u32 + 1;
+                    match conn_phase {
+                        phase::CHUNK_EXT => chunk_line_end(&mut scratch.stream_conn),
+                        phase::TRAILER_SKIP => phase::TRAILER_START,
+                        _ => phase::LINE_START,
+                    }
                 }
             }
         }
@@ -887,6 +1024,18 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                         head.flags |= head_flags::FOLDED;
                     }
                     phase::SKIP_LINE
+                } else if let Some(end) = whole_line_end(&scratch.payload, at, in_chunk) {
+                    // The whole line is in the chunk: its name is matched
+                    // a word at a time, and a line the filter does not read
+                    // is passed over in this one step.
+                    let found = header_of_line(&scratch.payload, at, end);
+                    if found == header::NONE {
+                        consumed = end as u32 + 1;
+                        phase::LINE_START
+                    } else {
+                        consumed = NAME_AND_COLON[found as usize & 7];
+                        head.begin_value(found)
+                    }
                 } else {
                     head.candidates = ALL_NAMES;
                     head.name_len = 0;

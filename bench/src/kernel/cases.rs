@@ -2,7 +2,7 @@
 
 use anyhow::{Result, anyhow};
 use cors_filter_common::Counter;
-use cors_filter_tests::packet::{DST_PORT, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Packet};
+use cors_filter_tests::packet::{DST_PORT, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Packet, TCP_SYN};
 use cors_filter_user::allowlist::{AllowEntry, parse_entry};
 
 /// The inspected port: the frame builder's default destination port. It
@@ -36,6 +36,9 @@ pub struct Case {
     pub counter: Counter,
     /// Not HTTP to an inspected port: what the filter should barely touch.
     pub not_http: bool,
+    /// Timed on the second and later runs, whose counter this is: the first
+    /// run leaves connection state they find.
+    pub again: Option<Counter>,
 }
 
 impl Case {
@@ -46,6 +49,7 @@ impl Case {
             verdict,
             counter,
             not_http: false,
+            again: None,
         }
     }
 
@@ -53,6 +57,14 @@ impl Case {
         self.not_http = true;
         self
     }
+}
+
+/// The frame of a connection's first segment carrying `payload`: in its
+/// SYN, as with TCP Fast Open. Every run then starts the connection afresh
+/// (a lookup that finds it, the parse from its first byte, a store): what
+/// the first data segment of a connection costs, run after run.
+fn first_segment(packet: Packet) -> Packet {
+    packet.tcp_flags(TCP_SYN)
 }
 
 /// A preflight as Chrome sends it: 13 header lines, about 520 bytes.
@@ -101,7 +113,7 @@ fn browser_form_post(origin: Option<&str>) -> Vec<u8> {
 pub fn denied_preflight() -> Case {
     Case::new(
         "denied preflight (browser, 13 headers)",
-        &Packet::ipv4(&browser_preflight(DENIED)),
+        &first_segment(Packet::ipv4(&browser_preflight(DENIED))),
         XdpVerdict::Drop,
         Counter::PreflightDeny,
     )
@@ -110,7 +122,7 @@ pub fn denied_preflight() -> Case {
 fn allowed_preflight(origin: &str, what: &str) -> Case {
     Case::new(
         &format!("allowed preflight ({what})"),
-        &Packet::ipv4(&browser_preflight(origin)),
+        &first_segment(Packet::ipv4(&browser_preflight(origin))),
         XdpVerdict::Pass,
         Counter::PreflightAllow,
     )
@@ -153,13 +165,23 @@ pub fn all() -> Vec<Case> {
         ),
         Case::new(
             "TLS record on port 8080",
-            &Packet::ipv4(&tls),
+            &first_segment(Packet::ipv4(&tls)),
             Pass,
             Counter::PassNotHttp,
         ),
+        {
+            let mut again = Case::new(
+                "retransmitted GET (a lookup, old bytes)",
+                &Packet::ipv4(get),
+                Pass,
+                Counter::PassNotPreflight,
+            );
+            again.again = Some(Counter::PassRetransmission);
+            again
+        },
         Case::new(
             "GET without Origin",
-            &Packet::ipv4(get),
+            &first_segment(Packet::ipv4(get)),
             Pass,
             Counter::PassNotPreflight,
         ),
@@ -167,19 +189,19 @@ pub fn all() -> Vec<Case> {
         denied_preflight(),
         Case::new(
             "denied form POST (browser, cross-site)",
-            &Packet::ipv4(&browser_form_post(Some(DENIED))),
+            &first_segment(Packet::ipv4(&browser_form_post(Some(DENIED)))),
             Drop,
             Counter::UnsafeDeny,
         ),
         Case::new(
             "allowed form POST (browser)",
-            &Packet::ipv4(&browser_form_post(Some(ALLOWED))),
+            &first_segment(Packet::ipv4(&browser_form_post(Some(ALLOWED)))),
             Pass,
             Counter::UnsafeAllow,
         ),
         Case::new(
             "form POST, Sec-Fetch-Site: cross-site, no Origin",
-            &Packet::ipv4(&browser_form_post(None)),
+            &first_segment(Packet::ipv4(&browser_form_post(None))),
             Drop,
             Counter::UnsafeDeny,
         ),
@@ -188,7 +210,7 @@ pub fn all() -> Vec<Case> {
         for (first, place) in [(true, "first"), (false, "last")] {
             cases.push(Case::new(
                 &format!("denied preflight, {headers} headers, Origin {place}"),
-                &Packet::ipv4(&preflight_with(DENIED, headers, first)),
+                &first_segment(Packet::ipv4(&preflight_with(DENIED, headers, first))),
                 Drop,
                 Counter::PreflightDeny,
             ));
@@ -196,13 +218,13 @@ pub fn all() -> Vec<Case> {
     }
     cases.push(Case::new(
         "denied preflight over IPv6",
-        &Packet::ipv6(&browser_preflight(DENIED)),
+        &first_segment(Packet::ipv6(&browser_preflight(DENIED))),
         Drop,
         Counter::PreflightDeny,
     ));
     cases.push(Case::new(
         "denied preflight behind a VLAN tag",
-        &Packet::ipv4(&browser_preflight(DENIED)).vlan(ETH_P_8021Q, 42),
+        &first_segment(Packet::ipv4(&browser_preflight(DENIED)).vlan(ETH_P_8021Q, 42)),
         Drop,
         Counter::PreflightDeny,
     ));
@@ -253,4 +275,73 @@ impl Allowlist {
         }
         cases
     }
+}
+
+/// Segments of one connection, timed one run per call on a fresh
+/// connection each time (see `kernel::time_sequence`): the first one in
+/// its SYN, the rest in order.
+pub struct Sequence {
+    pub name: &'static str,
+    /// Each segment's name and payload.
+    pub segments: Vec<(&'static str, Vec<u8>)>,
+    /// The outcome counter of each segment.
+    pub counters: Vec<Counter>,
+}
+
+impl Sequence {
+    /// The frames of the connection from source port `port`.
+    pub fn frames(&self, port: u16) -> Vec<Vec<u8>> {
+        let mut seq = 1_000_000u32;
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(i, (_, payload))| {
+                let packet = Packet::ipv4(payload).src_port(port);
+                let frame = if i == 0 {
+                    // The SYN's own number comes before its payload.
+                    first_segment(packet.seq(seq - 1)).build()
+                } else {
+                    packet.seq(seq).build()
+                };
+                seq += payload.len() as u32;
+                frame
+            })
+            .collect()
+    }
+}
+
+/// The browser preflight from `DENIED` with a URL of about 3,000 bytes, cut
+/// into three segments, and a POST's head followed by a body segment.
+pub fn sequences() -> Vec<Sequence> {
+    let path = format!("/api/items?q={}", "a".repeat(2900));
+    let preflight = format!(
+        "OPTIONS {path} HTTP/1.1\r\nHost: api.example.com\r\nOrigin: {DENIED}\r\n\
+         Access-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: content-type\r\n\r\n"
+    )
+    .into_bytes();
+    let cut = preflight.len() / 3;
+    let head = b"POST /upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 100000\r\n\r\n";
+    vec![
+        Sequence {
+            name: "denied preflight, 3,000-byte URL, in 3 segments",
+            segments: vec![
+                ("first segment (in the SYN)", preflight[..cut].to_vec()),
+                ("middle segment", preflight[cut..2 * cut].to_vec()),
+                ("last segment (denied)", preflight[2 * cut..].to_vec()),
+            ],
+            counters: vec![
+                Counter::PassHeadPart,
+                Counter::PassHeadPart,
+                Counter::PreflightDeny,
+            ],
+        },
+        Sequence {
+            name: "POST with Content-Length: 100000",
+            segments: vec![
+                ("head (in the SYN)", head.to_vec()),
+                ("body segment, 1448 bytes", vec![b'{'; 1448]),
+            ],
+            counters: vec![Counter::NoOrigin, Counter::PassBody],
+        },
+    ]
 }
