@@ -215,6 +215,10 @@ const NAME_PATTERNS: [NamePattern; NAMES.len()] = {
 /// holds them (see [`step`]); longer ones a byte or a word at a time.
 const WHOLE_LINE: usize = 128;
 const _: () = assert!(WHOLE_LINE.is_multiple_of(WORD) && WHOLE_LINE < SCAN_BYTES);
+/// `Origin` values this long at most (up to their line's end) are read in
+/// one step, when the chunk holds them.
+const WHOLE_VALUE: usize = 64;
+const _: () = assert!(WHOLE_VALUE <= WHOLE_LINE);
 const LONGEST_NAME: usize = 29;
 const _: () = {
     let mut i = 0;
@@ -399,6 +403,20 @@ pub struct SegmentCursor {
     pub chunk_consumed: u32,
     /// The phase the last step started in (likewise).
     pub step_phase: u32,
+    /// Where the scans of a step ended (see [`settle`]).
+    pub settled: [u32; 2],
+}
+
+/// `value` read back through `slot` in memory: a loop's exit value is a
+/// different constant on each of its exit paths, and the verifier would
+/// check what follows once per constant (see `Slot`).
+#[inline(always)]
+fn settle(slot: &mut u32, value: usize) -> usize {
+    // SAFETY: a plain write and read of a `u32` the caller owns.
+    unsafe {
+        core::ptr::write_volatile(slot, value as u32);
+        core::ptr::read_volatile(slot) as usize
+    }
 }
 
 /// Copies `len` bytes of the segment's payload, from its offset `from`, to
@@ -630,6 +648,55 @@ impl HeadState {
             }
             _ => {}
         }
+    }
+
+    /// Reads the `Origin` value whose line ends `end` bytes past `at` in
+    /// `buf` at once, as [`Self::value_byte`] would byte by byte, in the
+    /// form clients write it: the value starts there after at most one
+    /// blank, fits in [`WHOLE_VALUE`] bytes, ends with no blank before the
+    /// line's `\r\n` or `\n`, and has no other `\r`. False (nothing read)
+    /// otherwise. No loop here exits on the data but the last, after which
+    /// nothing it learnt is used: the verifier checks each once.
+    #[inline(always)]
+    fn origin_whole(
+        &mut self,
+        buf: &[u8; crate::http::SCAN_BUF_LEN],
+        at: usize,
+        end: usize,
+        settled: &mut [u32; 2],
+    ) -> bool {
+        if self.value_len != 0 || !(2..=WHOLE_VALUE).contains(&end) {
+            return false;
+        }
+        let byte = |k: usize| buf[(at + k) & SCAN_MASK];
+        let lead = is_blank(byte(0)) as usize;
+        let stop = end - (byte(end - 1) == b'\r') as usize;
+        if is_blank(byte(lead)) || stop <= lead || is_blank(byte(stop - 1)) {
+            return false;
+        }
+        let content = settle(&mut settled[0], stop - lead);
+        settle(&mut settled[1], end - lead);
+        let mut k = 0;
+        while k < WHOLE_VALUE {
+            self.origin[k] = byte(lead + k);
+            k += 1;
+        }
+        let mut k = 0;
+        while k < WHOLE_VALUE {
+            if k >= content {
+                break;
+            }
+            if self.origin[k] == b'\r' {
+                return false;
+            }
+            k += 1;
+        }
+        // SAFETY: plain reads of the caller's `u32`s.
+        unsafe {
+            self.value_end = core::ptr::read_volatile(&settled[0]);
+            self.value_len = core::ptr::read_volatile(&settled[1]);
+        }
+        true
     }
 
     /// One byte of a value the filter reads (not a `\n`, not a leading blank).
@@ -991,7 +1058,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         phase::REQUEST_LINE | phase::SKIP_LINE | phase::CHUNK_EXT | phase::TRAILER_SKIP => {
             // Up to WHOLE_LINE bytes of the chunk at a time, a word at a
             // time: the line's `\n`, or past all of them.
-            match whole_line_end(&scratch.payload, at, in_chunk) {
+            match whole_line_end(&scratch.payload, at, in_chunk)
+                .map(|end| settle(&mut scratch.cursor.settled[0], end))
+            {
                 None => {
                     consumed = if in_chunk < WHOLE_LINE {
                         in_chunk
@@ -1024,7 +1093,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                         head.flags |= head_flags::FOLDED;
                     }
                     phase::SKIP_LINE
-                } else if let Some(end) = whole_line_end(&scratch.payload, at, in_chunk) {
+                } else if let Some(end) = whole_line_end(&scratch.payload, at, in_chunk)
+                    .map(|end| settle(&mut scratch.cursor.settled[0], end))
+                {
                     // The whole line is in the chunk: its name is matched
                     // a word at a time, and a line the filter does not read
                     // is passed over in this one step.
@@ -1059,6 +1130,16 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             let head = &mut scratch.stream_head;
             if b == b'\n' {
                 head.end_value();
+                phase::LINE_START
+            } else if head.header == header::ORIGIN
+                && let Some(end) = whole_line_end(&scratch.payload, at, in_chunk)
+                    .map(|end| settle(&mut scratch.cursor.settled[0], end))
+                && head.origin_whole(&scratch.payload, at, end, &mut scratch.cursor.settled)
+            {
+                // The rest of the `Origin` line is in the chunk: read in
+                // this step.
+                head.end_value();
+                consumed = end as u32 + 1;
                 phase::LINE_START
             } else {
                 if !(head.value_len == 0 && is_blank(b)) {
@@ -1437,6 +1518,7 @@ pub fn filter_segment(
         seq: seq.wrapping_add(skip),
         chunk_consumed: 0,
         step_phase: 0,
+        settled: [0; 2],
     };
     tables.run_steps(scratch, scratch.cursor.len);
     let outcome = Outcome::from_index(scratch.cursor.outcome);
