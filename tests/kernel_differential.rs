@@ -17,7 +17,9 @@
 //! model's on every frame. The model's runs are also checked against the
 //! whole-stream reference (`stream_differential::check`), as the stream
 //! differential does. Two ports: one that protects unsafe methods, one
-//! that does not.
+//! that does not. A connection whose delivery takes `MAX_FRAMES` frames
+//! or more (a long one cut into a few bytes a segment) is left out and
+//! another generated, so that the run stays short; how many is printed.
 //!
 //! `CORS_FILTER_DIFFERENTIAL=SEED:CONNECTIONS` (e.g. `7:100000`) runs
 //! another seed, or more connections (in replays of at most
