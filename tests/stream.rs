@@ -258,8 +258,21 @@ fn body_bytes_out_of_order_pass() {
         (Outcome::Body, Verdict::Pass)
     );
     // Past the body's end: may hold the next head.
-    let past = m.segment(&k, start.wrapping_add(2500), &[b'x'; 1000], false);
+    let past = m.segment(&k, start.wrapping_add(3100), &[b'x'; 1000], false);
     assert_eq!(past.outcome, Outcome::OutOfOrder);
+    // From inside the body to past its end: parsed from the body's end
+    // (`stream::skip_to_body_end`), here the next request's head.
+    let next = b"OPTIONS / HTTP/1.1\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n";
+    let across = [&[b'x'; 500][..], next].concat();
+    let across = m.segment(&k, start.wrapping_add(2500), &across, false);
+    assert_eq!(
+        (across.outcome, across.verdict),
+        (Outcome::Denied, Verdict::Drop)
+    );
+    // The gap's bytes, when they come, are old: before the denied head,
+    // they pass.
+    let gap = m.segment(&k, start, &[b'x'; 1000], false);
+    assert_eq!(gap.outcome, Outcome::Retransmission);
 }
 
 #[test]
