@@ -153,3 +153,23 @@ fn order_retransmissions_and_bodies_in_the_kernel() -> Result<()> {
     assert!(results[5..].iter().all(|(v, _)| v == "pass"), "{results:?}");
     Ok(())
 }
+
+/// Found by `kernel_differential`: a segment overlapping bytes already
+/// parsed, sent again after the connection's next sequence number wrapped
+/// past zero (the segment's own start before it). The model parses its new
+/// bytes (the head ends there, malformed: dropped); the kernel must too.
+#[test]
+fn an_overlap_across_the_sequence_wrap_is_parsed_in_the_kernel() -> Result<()> {
+    let head = b"PUT /x HTTP/1.1\r\nHost: api.example.com\r\nX-Pad: padding-padding-padding\r\nOrigin: \r\nContent-Length: 0\r\n\r\n";
+    let isn: u32 = 0xffff_ffc8;
+    let segments = vec![
+        (40010, isn, Vec::new(), true),
+        // Ends 3 bytes past the wrap.
+        (40010, isn.wrapping_add(1), head[..58].to_vec(), false),
+        // From 18 bytes before the wrap to the head's end.
+        (40010, isn.wrapping_add(41), head[40..].to_vec(), false),
+    ];
+    let results = run(true, &segments)?;
+    assert_eq!(results[2].0, "drop", "{results:?}");
+    Ok(())
+}

@@ -180,6 +180,13 @@ impl<F: StepFrame> Tables for KernelTables<F> {
     #[inline(always)]
     fn run_steps(&self, _scratch: &mut Scratch, max: u32) {
         let mut context = LoopContext { ctx: self.ctx };
+        // Through memory: the compiler may hand the count over in a
+        // register whose upper 32 bits are not zero (a 32-bit value computed
+        // in 64 bits), and the kernel's inlined `bpf_loop` compares all 64
+        // with its limit and runs nothing (a segment overlapping parsed bytes
+        // across the sequence numbers' wrap did that).
+        // SAFETY: a plain read of a local.
+        let max = unsafe { core::ptr::read_volatile(&max) };
         // SAFETY: `step_callback` has the callback's signature; the context
         // outlives the call. The transmute keeps the function's symbol in
         // the instruction that loads it, which the loader relocates to a

@@ -32,6 +32,7 @@ pub mod replay;
 pub mod reset;
 pub mod server;
 pub mod sockets;
+pub mod stream_differential;
 pub mod stream_generate;
 pub mod stream_model;
 pub mod stream_reference;

@@ -17,8 +17,8 @@
 //!   refuses, or both headers (which servers read differently), ends what
 //!   is expected of the connection, as does a protocol switch (`CONNECT`,
 //!   `Upgrade`) after its head (the filter stops following there).
-//! - Each head is judged as [`reference`](crate::reference) judges a head,
-//!   without the single-segment scan window: a preflight is `OPTIONS` with
+//! - Each head is judged with [`reference`](crate::reference)'s rules
+//!   ([`Head::expected`]): a preflight is `OPTIONS` with
 //!   `Origin` and `Access-Control-Request-Method`; an unsafe request is a
 //!   method not in [`SAFE_METHODS`] to a port that protects them; the
 //!   `Origin` is matched by the reference's rules ([`Head::expected`],
@@ -49,6 +49,10 @@ pub struct Request {
     /// Offset just past the body (`head_end` without one). For a refused
     /// request, `head_end`.
     pub end: usize,
+    /// The body's data: `head_end..end` for a `Content-Length` body, each
+    /// chunk's data for a chunked one (framing, chunk ends and trailers
+    /// between them). Empty without a body.
+    pub data: Vec<(usize, usize)>,
     pub expected: Expected,
 }
 
@@ -226,7 +230,6 @@ fn read_request(
                         .and_then(method_name),
                     _ => None,
                 },
-                past_window: false,
             },
             _ => Head::Malformed {
                 unsafe_request: false,
@@ -241,14 +244,13 @@ fn read_request(
                     .is_some_and(|t| t.eq_ignore_ascii_case(b"cross-site"))
             }) =>
             {
-                Head::CrossSiteNoOrigin { past_window: false }
+                Head::CrossSiteNoOrigin
             }
             [] => Head::NoOrigin,
             [origin] if origin_raw_len(origin) <= ORIGIN_RAW_LEN => Head::Judged {
                 unsafe_request: true,
                 origin: trim_blanks(origin).to_vec(),
                 method: method_name(token),
-                past_window: false,
             },
             _ => Head::Malformed {
                 unsafe_request: true,
@@ -262,6 +264,7 @@ fn read_request(
         start,
         head_end,
         end: head_end,
+        data: Vec::new(),
         expected,
     };
     if request.refused() {
@@ -282,7 +285,7 @@ fn read_request(
         if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
             return Err("a last transfer coding that is not chunked");
         }
-        chunked_end(bytes, head_end)?
+        chunked_end(bytes, head_end, &mut request.data)?
     } else if let Some(first) = lengths.first() {
         let first = trim_blanks(first);
         if first.is_empty()
@@ -296,6 +299,9 @@ fn read_request(
         if head_end + length > bytes.len() {
             return Err("cut short in the body");
         }
+        if length > 0 {
+            request.data.push((head_end, head_end + length));
+        }
         head_end + length
     } else {
         head_end
@@ -303,8 +309,13 @@ fn read_request(
     Ok((request, switches))
 }
 
-/// The end of a chunked body starting at `at`.
-fn chunked_end(bytes: &[u8], mut at: usize) -> Result<usize, &'static str> {
+/// The end of a chunked body starting at `at`; each chunk's data is added
+/// to `data`.
+fn chunked_end(
+    bytes: &[u8],
+    mut at: usize,
+    data: &mut Vec<(usize, usize)>,
+) -> Result<usize, &'static str> {
     let line_end = |from: usize| -> Result<usize, &'static str> {
         bytes[from..]
             .iter()
@@ -338,6 +349,7 @@ fn chunked_end(bytes: &[u8], mut at: usize) -> Result<usize, &'static str> {
                 }
             }
         }
+        data.push((at, at + size));
         at += size;
         if bytes.len() < at + 1 {
             return Err("cut short in a chunked body");

@@ -32,8 +32,9 @@ enum Job {
     Test,
     /// Show the filter at work on a namespace pair of its own (root).
     Demo,
-    /// Fuzz the payload parsing against httparse (target `inspect_payload`
-    /// of `cors-filter-common/fuzz`), keeping the corpus it grows.
+    /// Fuzz the connection tracking against the whole-stream reference
+    /// (target `stream` of `cors-filter-common/fuzz`), keeping the corpus
+    /// it grows.
     Fuzz {
         /// How long to fuzz, in seconds.
         #[arg(long, default_value_t = 600)]
@@ -92,7 +93,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Works with the nightly toolchain `setup` installs (checked with 1.97).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The fuzz target, in `cors-filter-common/fuzz/fuzz_targets/`.
-const FUZZ_TARGET: &str = "inspect_payload";
+const FUZZ_TARGET: &str = "stream";
 /// How long `test` fuzzes.
 const SHORT_FUZZ: Duration = Duration::from_secs(25);
 
@@ -452,10 +453,10 @@ fn test(root: &Path) -> Result<()> {
 /// The fuzz crate, from the workspace root: a workspace of its own, built
 /// with nightly by cargo-fuzz.
 const FUZZ_MANIFEST: &str = "cors-filter-common/fuzz/Cargo.toml";
-/// Generated requests the fuzzer starts from.
+/// Generated connections the fuzzer starts from.
 const FUZZ_SEEDS: usize = 200;
-/// Longest input the fuzzer tries: well past the 1024-byte scan window.
-const FUZZ_MAX_LEN: usize = 4096;
+/// Longest input the fuzzer tries: past the bound on a judged head's bytes.
+const FUZZ_MAX_LEN: usize = 20_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FuzzRun {
@@ -528,8 +529,15 @@ fn fuzz(root: &Path, time: Duration, kind: FuzzRun) -> Result<Fuzzed> {
     let seeds = cors_filter_tests::TempDir::new("fuzz-seeds")?;
     let mut rng = cors_filter_tests::generate::Rng::new(0xf022_5eed_0000_0001);
     for i in 0..FUZZ_SEEDS {
-        let request = cors_filter_tests::generate::request(&mut rng);
-        std::fs::write(seeds.path().join(format!("seed-{i:03}")), request)
+        // The target's input: a first byte (the port, and how many cutting
+        // bytes follow), the cutting bytes, the connection's stream.
+        let conn = cors_filter_tests::stream_generate::connection(&mut rng);
+        let cuts = rng.below(8);
+        let mut input = vec![(cuts as u8) << 1 | conn.protects_unsafe as u8];
+        input.extend((0..cuts).map(|_| rng.next_u64() as u8));
+        input.extend_from_slice(&conn.bytes);
+        input.truncate(FUZZ_MAX_LEN);
+        std::fs::write(seeds.path().join(format!("seed-{i:03}")), input)
             .context("cannot write the fuzzer's seeds")?;
     }
     // libFuzzer adds what it finds to the first corpus directory.
