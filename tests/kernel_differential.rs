@@ -93,7 +93,7 @@ fn config() -> String {
     format!(
         "ports = [{PROTECTING_PORT}, {OPEN_PORT}]\n\
          protect_unsafe_methods = true\nallow = [{}]\nmode = \"enforce\"\n\
-         on_incomplete = \"drop\"\nunsafe_on_incomplete = \"drop\"\n\
+         on_oversized_head = \"drop\"\n\
          [port.{OPEN_PORT}]\nprotect_unsafe_methods = false\n",
         allow.join(", ")
     )

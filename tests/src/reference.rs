@@ -51,8 +51,7 @@ pub enum Head {
     /// request that is no preflight).
     NotJudged,
     /// A judged head past the connection tracking's bounds, of a preflight
-    /// (handled by `on_incomplete`) or (`unsafe_request`) an unsafe request
-    /// (handled by its port's `unsafe_on_incomplete`).
+    /// or (`unsafe_request`) an unsafe request (`on_oversized_head`).
     Incomplete { unsafe_request: bool },
     /// Two `Origin` headers, or an `Origin` line past its bounds, in a
     /// preflight or (`unsafe_request`) an unsafe request.
@@ -299,10 +298,9 @@ pub enum Expected {
     /// Passed unread (`pass_not_preflight`, or `pass_not_http`: the filter
     /// need not tell a request it does not judge from no request).
     NotJudged,
-    /// Incomplete, handled by `on_incomplete`.
+    /// Incomplete, a preflight's (`on_oversized_head`).
     Incomplete,
-    /// Incomplete, an unsafe request's: handled by its port's
-    /// `unsafe_on_incomplete`.
+    /// Incomplete, an unsafe request's (`on_oversized_head`).
     UnsafeIncomplete,
     Malformed,
     Allowed,
