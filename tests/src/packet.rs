@@ -604,7 +604,10 @@ mod tests {
         assert_eq!(be16(&f, 20), 0);
         let f = Packet::ipv4(REQUEST).protocol(IPPROTO_UDP).build();
         assert_eq!(f[23], IPPROTO_UDP);
-        assert_eq!(f[34..], Packet::ipv4(REQUEST).build()[34..]);
+        assert_eq!(
+            f[34..],
+            Packet::ipv4(REQUEST).src_port(be16(&f, 34)).build()[34..]
+        );
     }
 
     #[test]
