@@ -229,7 +229,7 @@ pub fn run_demo(cors_filter_bin: &Path, test_server_bin: &Path) -> Result<()> {
         }
     }
     println!(
-        "   (a dropped request is retransmitted by the client's TCP, and each copy is counted)"
+        "   (a denied request counts once; the client's TCP retransmits it, and each copy is dropped as connection_denied)"
     );
 
     filter.stop()?;
