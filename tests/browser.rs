@@ -295,7 +295,8 @@ fn long_preflight_from_disallowed_origin_never_reaches_the_server(
     filter.stop()
 }
 
-/// A 1,000-byte URL (a long query): past the window, within one segment.
+/// A 1,000-byte URL (a long query): past the first 1024 bytes, within one
+/// segment.
 #[test]
 fn allowed_origin_put_to_long_url_is_answered() -> Result<()> {
     long_preflight_from_allowed_origin_is_answered(Scenario::PutLongUrl)

@@ -18,7 +18,8 @@ pub enum Counter {
     /// Preflights and unsafe requests whose `Origin` is malformed or
     /// repeated (also in `PreflightDeny` or `UnsafeDeny`).
     Malformed,
-    /// Requests whose head did not fit in the scan window.
+    /// Preflights and unsafe requests whose head is longer than judged
+    /// (`max_head_bytes`, `stream::MAX_HEAD_LINES`).
     Incomplete,
     /// Requests with an unsafe method, to a port that protects them, whose
     /// origin the allowlist holds with that method.

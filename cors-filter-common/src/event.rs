@@ -32,8 +32,8 @@ pub enum DenialReason {
     NotAllowed = 1,
     /// A preflight whose `Origin` is not a valid origin, or appears twice.
     Malformed = 2,
-    /// A request whose head does not fit in the scan window, dropped (or,
-    /// in monitor mode, that would be) by `on_incomplete = "drop"`.
+    /// A request whose head is longer than judged, dropped (or, in monitor
+    /// mode, that would be) by `on_oversized_head = "drop"`.
     IncompleteDropped = 3,
     /// A preflight or unsafe request whose origin the allowlist holds, but
     /// not with the method.

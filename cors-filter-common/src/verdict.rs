@@ -22,7 +22,8 @@ pub enum Outcome {
     NotHttp,
     /// An HTTP request that is not a CORS preflight.
     NotPreflight,
-    /// An `OPTIONS` request whose head does not fit in the scan window.
+    /// A preflight or unsafe request whose head is longer than judged
+    /// (`max_head_bytes`, `stream::MAX_HEAD_LINES`).
     Incomplete,
     /// A preflight whose origin the allowlist holds.
     Allowed,

@@ -228,7 +228,7 @@ impl Snapshot {
         )?;
         counter(
             "cors_filter_incomplete_total",
-            "Requests (preflights, unsafe requests) whose head did not fit in the scan window.",
+            "Requests (preflights, unsafe requests) whose head is longer than max_head_bytes or 100 header lines.",
             Counter::Incomplete,
         )?;
         counter(

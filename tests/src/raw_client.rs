@@ -1,6 +1,6 @@
 //! Requests as raw bytes, from the client namespace to the test server:
 //! for what curl will not send (odd bytes in a header, heads longer than the
-//! filter's scan window) and for bursts faster than a process per request.
+//! filter judges) and for bursts faster than a process per request.
 //!
 //! The requests are sent from a thread that joins the client's network
 //! namespace (`setns` affects that thread only) and ends with its work.
