@@ -191,6 +191,12 @@ fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
     if port_flags & PortFlags::INSPECT == 0 {
         return Outcome::PortNotInspected;
     }
+    let flags = payload.tcp_flags;
+    if payload.len == 0 && flags & TCP_SYN == 0 {
+        // An acknowledgment (or a FIN, a reset): nothing to parse, no
+        // connection state to read.
+        return Outcome::NoPayload;
+    }
     events::remember(scratch, &payload);
     reset::remember(&mut scratch.reset, &payload);
     scratch.stream_port_flags.set(port_flags);
@@ -198,7 +204,6 @@ fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
     let Some(key) = conn_key(ctx, &payload) else {
         return Outcome::Truncated;
     };
-    let flags = payload.tcp_flags;
     let segment = Segment {
         seq: payload.seq,
         len: payload.len as u32,
