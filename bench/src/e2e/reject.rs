@@ -276,7 +276,7 @@ pub fn run() -> Result<Part> {
         payload.len()
     ));
     section.note(format!(
-        "cors-filter and bare XDP_DROP: the preflight as one PSH|ACK segment, valid \
+        "cors-filter and bare XDP_DROP: the preflight as one SYN segment (as TCP Fast Open sends one, so that each is judged as a connection's first request), valid \
          checksums, no handshake, sent with an AF_PACKET socket at {RATE} frames/s for \
          {SEND_SECONDS} s from {} source ports; requests = the filter's `preflight_deny` \
          counter (cors-filter), frames the client veth handed over (bare). nginx 1 worker, \

@@ -12,7 +12,7 @@ use std::{
 use super::nginx::CLIENT_CPU;
 use anyhow::{Context, Result, bail};
 use cors_filter_tests::{
-    packet::{Packet, checksum},
+    packet::{Packet, TCP_SYN, checksum},
     raw_client::enter_netns,
 };
 
@@ -31,14 +31,18 @@ pub struct Ends {
     pub dst_port: u16,
 }
 
-/// One PSH|ACK segment carrying `payload` per source port, with valid IPv4
-/// and TCP checksums. `Packet` builds the frame with its documentation
+/// One segment carrying `payload` per source port, with valid IPv4 and TCP
+/// checksums: a SYN, as with TCP Fast Open, so that the filter, which
+/// follows connections, judges every frame as a connection's first request
+/// (a later copy of the same segment would be dropped as part of a denied
+/// connection, without being read). `Packet` builds the frame with its documentation
 /// addresses; the MACs and IPs of the namespace pair are written over them
 /// and both checksums computed again.
 pub fn frames(ends: &Ends, payload: &[u8]) -> Vec<Vec<u8>> {
     (0..FLOWS)
         .map(|i| {
             let mut frame = Packet::ipv4(payload)
+                .tcp_flags(TCP_SYN)
                 .src_port(FIRST_SRC_PORT + i)
                 .dst_port(ends.dst_port)
                 .build();
