@@ -25,10 +25,12 @@
 //! of the connection (what follows is another protocol, or nothing a server
 //! reads).
 //!
-//! [`step`] consumes at least one byte per call (a run of body bytes, a word
-//! of a line being skipped, or one byte of a line being read), so a segment
-//! of `n` bytes needs at most `n` calls: the program runs it under
-//! `bpf_loop` (Linux 5.17), where the verifier checks one call, not `n`.
+//! [`step`] consumes at least one byte per call (a run of body bytes, up to
+//! 128 bytes of a line being skipped, a header line or an `Origin` value the
+//! loaded chunk holds whole, or one byte of a name or value being read), so
+//! a segment of `n` bytes needs at most `n` calls: the program runs it
+//! under `bpf_loop` (Linux 5.17), where the verifier checks one call, not
+//! `n`.
 
 use crate::{
     Outcome, Scratch,
@@ -960,8 +962,9 @@ fn head_too_long(scratch: &mut Scratch, policy: &impl Policy) {
 }
 
 /// Parses the next piece of the segment: at least one byte, at most a run
-/// of body bytes or a word of a skipped line. Loads the segment's bytes
-/// into `scratch.payload` a chunk at a time through `bytes`.
+/// of body bytes, 128 bytes of a skipped line, or a header line the chunk
+/// holds whole. Loads the segment's bytes into `scratch.payload` a chunk at
+/// a time through `bytes`.
 #[inline(always)]
 pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Policy) -> Step {
     let pos = scratch.cursor.pos;
@@ -1448,9 +1451,11 @@ pub fn filter_segment(
             ..ConnState::default()
         };
         seq = seq.wrapping_add(1);
+        // A head an earlier connection of these ports left open is no
+        // longer: it must not pass for this one's, were its state evicted.
+        tables.delete_head(key);
         if segment.len == 0 {
             tables.store_conn(key, &scratch.stream_conn);
-            tables.delete_head(key);
             return Outcome::NoPayload;
         }
     } else if !tables.load_conn(key, &mut scratch.stream_conn) {
