@@ -217,8 +217,8 @@ const NAME_PATTERNS: [NamePattern; NAMES.len()] = {
 /// holds them (see [`step`]); longer ones a byte or a word at a time.
 const WHOLE_LINE: usize = 128;
 const _: () = assert!(WHOLE_LINE.is_multiple_of(WORD) && WHOLE_LINE < SCAN_BYTES);
-/// `Origin` values this long at most (up to their line's end) are read in
-/// one step, when the chunk holds them.
+/// Values this long at most (up to their line's end) are read in one step,
+/// when the chunk holds them (see `HeadState::value_whole`).
 const WHOLE_VALUE: usize = 64;
 const _: () = assert!(WHOLE_VALUE <= WHOLE_LINE);
 const LONGEST_NAME: usize = 29;
@@ -652,21 +652,27 @@ impl HeadState {
         }
     }
 
-    /// Reads the `Origin` value whose line ends `end` bytes past `at` in
-    /// `buf` at once, as [`Self::value_byte`] would byte by byte, in the
+    /// Reads the value of an `Origin`, `Access-Control-Request-Method` or
+    /// `Sec-Fetch-Site` line, whose line ends `end` bytes past `at` in
+    /// `buf`, at once, as [`Self::value_byte`] would byte by byte, in the
     /// form clients write it: the value starts there after at most one
     /// blank, fits in [`WHOLE_VALUE`] bytes, ends with no blank before the
     /// line's `\r\n` or `\n`, and has no other `\r`. False (nothing read)
     /// otherwise. No loop here exits on the data but the last, after which
     /// nothing it learnt is used: the verifier checks each once.
     #[inline(always)]
-    fn origin_whole(
+    fn value_whole(
         &mut self,
         buf: &[u8; crate::http::SCAN_BUF_LEN],
         at: usize,
         end: usize,
         settled: &mut [u32; 2],
     ) -> bool {
+        let kept = match self.header {
+            header::ORIGIN => true,
+            header::REQUEST_METHOD | header::SEC_FETCH_SITE => false,
+            _ => return false,
+        };
         if self.value_len != 0 || !(2..=WHOLE_VALUE).contains(&end) {
             return false;
         }
@@ -680,18 +686,28 @@ impl HeadState {
         settle(&mut settled[1], end - lead);
         let mut k = 0;
         while k < WHOLE_VALUE {
-            self.origin[k] = byte(lead + k);
-            k += 1;
-        }
-        let mut k = 0;
-        while k < WHOLE_VALUE {
             if k >= content {
                 break;
             }
-            if self.origin[k] == b'\r' {
+            if byte(lead + k) == b'\r' {
                 return false;
             }
             k += 1;
+        }
+        // The value's first bytes where `value_byte` keeps them: an
+        // `Origin`'s whole, the first [`VALUE_KEPT`] of the others.
+        if kept {
+            let mut k = 0;
+            while k < WHOLE_VALUE {
+                self.origin[k] = byte(lead + k);
+                k += 1;
+            }
+        } else {
+            let mut k = 0;
+            while k < VALUE_KEPT {
+                self.value[k] = byte(lead + k);
+                k += 1;
+            }
         }
         // SAFETY: plain reads of the caller's `u32`s.
         unsafe {
@@ -1134,13 +1150,11 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             if b == b'\n' {
                 head.end_value();
                 phase::LINE_START
-            } else if head.header == header::ORIGIN
-                && let Some(end) = whole_line_end(&scratch.payload, at, in_chunk)
-                    .map(|end| settle(&mut scratch.cursor.settled[0], end))
-                && head.origin_whole(&scratch.payload, at, end, &mut scratch.cursor.settled)
+            } else if let Some(end) = whole_line_end(&scratch.payload, at, in_chunk)
+                .map(|end| settle(&mut scratch.cursor.settled[0], end))
+                && head.value_whole(&scratch.payload, at, end, &mut scratch.cursor.settled)
             {
-                // The rest of the `Origin` line is in the chunk: read in
-                // this step.
+                // The rest of the line is in the chunk: read in this step.
                 head.end_value();
                 consumed = end as u32 + 1;
                 phase::LINE_START
