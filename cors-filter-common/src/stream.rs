@@ -262,6 +262,15 @@ pub mod head_flags {
     /// The head was found too long (see [`MAX_HEAD_LINES`]) and counted as
     /// incomplete; it is followed to its end without being judged.
     pub const OVERSIZED: u32 = 4096;
+    /// A `\r` not followed by `\n` in the header section. Python's
+    /// `http.server` ends a header line there (its `email` parser splits
+    /// lines at a bare `\r`), so the bytes after it may be a header the
+    /// filter read as part of another line: a judged head with one is
+    /// malformed (nginx and Node refuse such a head anyway).
+    pub const BARE_CR: u32 = 8192;
+    /// The last byte read of the header section was a `\r`: whether it is
+    /// bare depends on the next.
+    pub const PENDING_CR: u32 = 16384;
 }
 
 /// Where the `chunked` matcher of a `Transfer-Encoding` value is
@@ -479,8 +488,7 @@ const HEAD_ENDED: u32 = u32::MAX;
 /// (see `http::byte_marks`).
 #[inline(always)]
 const fn line_end_marks(word: u64) -> u64 {
-    let x = word ^ (0x0101_0101_0101_0101 * b'\n' as u64);
-    !(((x & LOWS) + LOWS) | x | LOWS)
+    byte_marks(word, b'\n')
 }
 
 /// The 8 bytes of `buf` at `from`, little-endian; 0 past the buffer (never
@@ -518,6 +526,53 @@ fn whole_line_end(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, avail: usize
         w += 1;
     }
     None
+}
+
+/// Notes in `head` whether the `len` bytes at `at` (1 to [`WHOLE_LINE`]),
+/// just read in the header section, hold a bare `\r` (see
+/// [`head_flags::BARE_CR`]), with the one the byte before them may have
+/// left pending; a word at a time: a byte is a bare `\r` when it is one and
+/// the byte after it, in the word read one byte further, is no `\n`.
+#[inline(always)]
+fn note_bare_cr(head: &mut HeadState, buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, len: usize) {
+    let first = buf[at & SCAN_MASK];
+    if head.flags & head_flags::PENDING_CR != 0 && first != b'\n' {
+        head.flags |= head_flags::BARE_CR;
+    }
+    let mut bare = 0u64;
+    let mut w = 0;
+    while w < WHOLE_LINE / WORD {
+        let off = w * WORD;
+        if off + 1 >= len {
+            break;
+        }
+        let cr = byte_marks(word_at(buf, at + off), b'\r');
+        let lf_next = byte_marks(word_at(buf, at + off + 1), b'\n');
+        let mut marks = cr & !lf_next;
+        // Only bytes whose next byte was read too: the last one may be
+        // pending.
+        if len - 1 - off < WORD {
+            marks &= (1u64 << (8 * (len - 1 - off))) - 1;
+        }
+        bare |= marks;
+        w += 1;
+    }
+    if bare != 0 {
+        head.flags |= head_flags::BARE_CR;
+    }
+    if buf[(at + len - 1) & SCAN_MASK] == b'\r' {
+        head.flags |= head_flags::PENDING_CR;
+    } else {
+        head.flags &= !head_flags::PENDING_CR;
+    }
+}
+
+/// The high bit of every byte of `word` that is `byte`, and no other bit
+/// (see [`line_end_marks`]).
+#[inline(always)]
+const fn byte_marks(word: u64, byte: u8) -> u64 {
+    let x = word ^ (0x0101_0101_0101_0101 * byte as u64);
+    !(((x & LOWS) + LOWS) | x | LOWS)
 }
 
 /// Which header (a [`header`]) the line of `len` bytes at `at` is, by its
@@ -862,6 +917,15 @@ pub fn judge_head(scratch: &mut Scratch, policy: &impl Policy) -> Outcome {
     scratch.unsafe_request.set(unsafe_request as u32);
     if !head.judged() {
         return Outcome::NotPreflight;
+    }
+    if head.flags & head_flags::BARE_CR != 0 {
+        // Headers the filter did not see may be in it (see `BARE_CR`).
+        scratch.judged.set(if unsafe_request {
+            head.method
+        } else {
+            Method::Other as u32
+        });
+        return Outcome::malformed(unsafe_request);
     }
     if unsafe_request {
         scratch.judged.set(head.method);
@@ -1217,6 +1281,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         )
     };
     let in_head = phase::in_head(conn_phase);
+    if conn_phase >= phase::LINE_START && conn_phase <= phase::SKIP_LINE && next != HEAD_ENDED {
+        note_bare_cr(&mut scratch.stream_head, &scratch.payload, at, consumed as usize);
+    }
     if next == HEAD_ENDED {
         let head = &mut scratch.stream_head;
         head.bytes += 1;
