@@ -74,6 +74,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     "strace",
     "nginx",
+    "nodejs",
     "wrk",
     "chromium",
     "ethtool",
