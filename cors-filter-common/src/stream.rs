@@ -534,7 +534,12 @@ fn whole_line_end(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, avail: usize
 /// left pending; a word at a time: a byte is a bare `\r` when it is one and
 /// the byte after it, in the word read one byte further, is no `\n`.
 #[inline(always)]
-fn note_bare_cr(head: &mut HeadState, buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, len: usize) {
+fn note_bare_cr(
+    head: &mut HeadState,
+    buf: &[u8; crate::http::SCAN_BUF_LEN],
+    at: usize,
+    len: usize,
+) {
     let first = buf[at & SCAN_MASK];
     if head.flags & head_flags::PENDING_CR != 0 && first != b'\n' {
         head.flags |= head_flags::BARE_CR;
@@ -1282,7 +1287,12 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     };
     let in_head = phase::in_head(conn_phase);
     if conn_phase >= phase::LINE_START && conn_phase <= phase::SKIP_LINE && next != HEAD_ENDED {
-        note_bare_cr(&mut scratch.stream_head, &scratch.payload, at, consumed as usize);
+        note_bare_cr(
+            &mut scratch.stream_head,
+            &scratch.payload,
+            at,
+            consumed as usize,
+        );
     }
     if next == HEAD_ENDED {
         let head = &mut scratch.stream_head;
