@@ -1286,7 +1286,11 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         )
     };
     let in_head = phase::in_head(conn_phase);
-    if conn_phase >= phase::LINE_START && conn_phase <= phase::SKIP_LINE && next != HEAD_ENDED {
+    // Only a judged head needs to know (see `head_flags::BARE_CR`).
+    if (phase::LINE_START..=phase::SKIP_LINE).contains(&conn_phase)
+        && next != HEAD_ENDED
+        && scratch.stream_head.judged()
+    {
         note_bare_cr(
             &mut scratch.stream_head,
             &scratch.payload,
