@@ -92,6 +92,12 @@ pub mod phase {
     }
 }
 
+/// Entries of the `CONNS` map unless `max_connections` says otherwise: the
+/// size the program's map is declared with.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1 << 18;
+/// Entries of the `OPEN_HEADS` map unless `max_open_heads` says otherwise.
+pub const DEFAULT_MAX_OPEN_HEADS: u32 = 1 << 14;
+
 /// Header lines a judged head may have.
 pub const MAX_HEAD_LINES: u32 = 100;
 /// Default bound of a judged head, request line included (nginx's default

@@ -26,11 +26,13 @@ use crate::{
 /// Connections followed, by their addresses and ports (see
 /// `cors_filter_common::stream::ConnState`): 24 bytes of value, 40 of key.
 #[map(name = "CONNS")]
-pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(1 << 18, 0);
+pub static CONNS: LruHashMap<ConnKey, ConnState> =
+    LruHashMap::with_max_entries(stream::DEFAULT_MAX_CONNECTIONS, 0);
 
 /// Request heads that span segments, by connection.
 #[map(name = "OPEN_HEADS")]
-pub static OPEN_HEADS: LruHashMap<ConnKey, HeadState> = LruHashMap::with_max_entries(1 << 14, 0);
+pub static OPEN_HEADS: LruHashMap<ConnKey, HeadState> =
+    LruHashMap::with_max_entries(stream::DEFAULT_MAX_OPEN_HEADS, 0);
 
 /// A program context a parse step can be given through `bpf_loop`, as a
 /// raw pointer, and rebuilt from.

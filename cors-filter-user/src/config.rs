@@ -35,10 +35,9 @@ pub struct Config {
     pub tables: TableSizes,
 }
 
-/// Default of `max_connections`: the `CONNS` map's size.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1 << 18;
-/// Default of `max_open_heads`: the `OPEN_HEADS` map's size.
-pub const DEFAULT_MAX_OPEN_HEADS: u32 = 1 << 14;
+/// Defaults of `max_connections` and `max_open_heads`: the sizes the
+/// program declares its `CONNS` and `OPEN_HEADS` maps with.
+pub use cors_filter_common::stream::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_OPEN_HEADS};
 const MAX_CONNECTIONS_RANGE: (u32, u32) = (1024, 1 << 22);
 const MAX_OPEN_HEADS_RANGE: (u32, u32) = (256, 1 << 18);
 const MAX_HEAD_BYTES_RANGE: (u32, u32) = (1024, stream::MAX_MAX_HEAD_BYTES);
