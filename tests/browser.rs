@@ -73,11 +73,7 @@ fn line_end(head: &RequestHead, name: &str) -> usize {
 }
 
 fn seen(method: &str, path: &str, origin: &str) -> Seen {
-    Seen {
-        method: method.into(),
-        path: path.into(),
-        origin: Some(origin.into()),
-    }
+    Seen::with_origin(method, path, origin)
 }
 
 /// The allowed origin's PUT with a custom header: Chromium's preflight

@@ -83,11 +83,7 @@ fn upload(path: &str, origin: &str, body: &str) -> Request {
 }
 
 fn seen(method: &str, path: &str, origin: &str) -> Seen {
-    Seen {
-        method: method.into(),
-        path: path.into(),
-        origin: Some(origin.into()),
-    }
+    Seen::with_origin(method, path, origin)
 }
 
 #[test]

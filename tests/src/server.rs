@@ -30,6 +30,17 @@ pub struct Seen {
     pub origin: Option<String>,
 }
 
+impl Seen {
+    /// A request of `method` to `path` with `Origin: origin`.
+    pub fn with_origin(method: &str, path: &str, origin: &str) -> Seen {
+        Seen {
+            method: method.into(),
+            path: path.into(),
+            origin: Some(origin.into()),
+        }
+    }
+}
+
 /// `seen` one line each, with long paths cut to their first 40 characters
 /// (and their length): for failure messages about long URLs.
 pub fn brief(seen: &[Seen]) -> Vec<String> {
