@@ -71,13 +71,14 @@ pub fn active_generation() -> u32 {
     Generation::of(ACTIVE.get(0).copied().unwrap_or(0))
 }
 
-/// The settings of `generation`. Zeroed (enforce, pass incomplete) if the
-/// entry cannot be read, which an array map's in-range index never fails.
+/// The settings of `generation`. The defaults (enforce, oversized heads
+/// dropped) if the entry cannot be read, which an array map's in-range
+/// index never fails: a fallback fails closed, as the config's default.
 #[inline(always)]
 pub fn settings(generation: u32) -> FilterConfig {
     CONFIG.get(generation).copied().unwrap_or(FilterConfig::new(
         cors_filter_common::Mode::Enforce,
-        cors_filter_common::OnIncomplete::Pass,
+        cors_filter_common::OnIncomplete::Drop,
     ))
 }
 
