@@ -135,7 +135,7 @@ pub const fn wakes_reader(pending: u64) -> bool {
 /// One record of the `DENIALS` ring buffer. Every byte is written by the
 /// program except those of `origin` past `origin_len`, which are
 /// unspecified.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenialEvent {
     /// IPv6, or IPv4 in the first 4 bytes and zeros after.
@@ -169,6 +169,10 @@ pub struct DenialEvent {
 pub const DENIAL_EVENT_SIZE: usize = core::mem::size_of::<DenialEvent>();
 const _: () = assert!(DENIAL_EVENT_SIZE == 160);
 const _: () = assert!(core::mem::offset_of!(DenialEvent, origin) == 32);
+// The program zeroes these a word at a time (`events::report`).
+const _: () = assert!(core::mem::offset_of!(DenialEvent, source_addr) == 0);
+const _: () = assert!(core::mem::offset_of!(DenialEvent, reserved) == 26);
+const _: () = assert!(core::mem::align_of::<DenialEvent>() >= 8);
 const _: () = assert!(EVENT_ORIGIN_LEN <= ORIGIN_RAW_LEN);
 
 /// How much of an origin value of `value_len` bytes an event carries, and

@@ -23,6 +23,7 @@ pub mod origin;
 pub mod policy;
 pub mod reset;
 pub mod slot;
+pub mod store;
 pub mod stream;
 pub mod verdict;
 
@@ -46,7 +47,7 @@ pub use verdict::{Outcome, Verdict};
 pub struct Scratch {
     /// A chunk of up to [`http::SCAN_BYTES`] bytes of the segment's
     /// payload (see [`stream::SegmentCursor`]).
-    pub payload: [u8; http::SCAN_BUF_LEN],
+    pub payload: http::ScanBuf,
     /// Where the IPv6 extension-header walk is (see [`ipv6::tcp_header`]).
     pub ipv6_walk_offset: Slot<u32>,
     /// The policy generation this packet is judged by (see [`Generation`]),
@@ -85,7 +86,7 @@ impl Scratch {
     /// userspace runs of the parsing code) and everything else its default.
     pub fn new(fill: u8) -> Scratch {
         Scratch {
-            payload: [fill; http::SCAN_BUF_LEN],
+            payload: http::ScanBuf([fill; http::SCAN_BUF_LEN]),
             ipv6_walk_offset: Default::default(),
             generation: Default::default(),
             addressing: Default::default(),

@@ -35,10 +35,11 @@
 use crate::{
     Outcome, Scratch,
     config::FilterConfig,
-    http::{SCAN_BYTES, SCAN_MASK, is_tchar},
+    http::{SCAN_BYTES, SCAN_MASK, ScanBuf, is_tchar},
     method::Method,
     origin::ORIGIN_RAW_LEN,
     policy::Policy,
+    store::{Words, put},
 };
 
 /// Where a connection's stream is ([`ConnState::phase`]). These numbers are
@@ -131,6 +132,43 @@ pub struct ConnState {
     /// Body or chunk bytes left ([`phase::BODY`], [`phase::CHUNK_DATA`]);
     /// the chunk size being read in [`phase::CHUNK_SIZE`].
     pub body_left: u64,
+}
+
+impl ConnState {
+    /// A connection whose next byte, at `next_seq`, starts a request.
+    #[inline(always)]
+    pub fn start(&mut self, next_seq: u32) {
+        let ConnState {
+            next_seq: next,
+            deny_seq,
+            phase,
+            flags,
+            body_left,
+        } = self;
+        put(next, next_seq);
+        put(deny_seq, 0);
+        put(phase, phase::IDLE);
+        put(flags, 0);
+        put(body_left, 0);
+    }
+
+    /// Copies `from` into `self` (a map value's state into the scratch
+    /// space, or back), a field at a time (see `crate::store`).
+    #[inline(always)]
+    pub fn copy_from(&mut self, from: &ConnState) {
+        let ConnState {
+            next_seq,
+            deny_seq,
+            phase,
+            flags,
+            body_left,
+        } = self;
+        put(next_seq, from.next_seq);
+        put(deny_seq, from.deny_seq);
+        put(phase, from.phase);
+        put(flags, from.flags);
+        put(body_left, from.body_left);
+    }
 }
 
 /// Bits of [`ConnState::flags`].
@@ -323,6 +361,9 @@ pub struct HeadState {
     /// The `chunked` matcher of the `Transfer-Encoding` value being read.
     pub coding: u32,
     pub content_lengths: u32,
+    /// Zero: the 4 bytes before `content_length`, which were padding
+    /// (the layout is unchanged), as a field, so that the type has none.
+    pub spare: u32,
     pub content_length: u64,
     /// The `Content-Length` value being read.
     pub length_value: u64,
@@ -354,6 +395,7 @@ impl Default for HeadState {
             requested: Method::Other as u32,
             coding: 0,
             content_lengths: 0,
+            spare: 0,
             content_length: 0,
             length_value: 0,
             value: [0; VALUE_KEPT],
@@ -363,6 +405,16 @@ impl Default for HeadState {
         }
     }
 }
+
+// SAFETY: `repr(C)`, 8-byte aligned (it holds `u64`s), integers and byte
+// arrays only, no padding, a size that is a multiple of 8.
+unsafe impl Words for HeadState {}
+const _: () = assert!(core::mem::align_of::<HeadState>() == 8);
+// No padding: the fields' sizes add up to the size (18 `u32`s, 3 `u64`s,
+// the two arrays).
+const _: () =
+    assert!(core::mem::size_of::<HeadState>() == 18 * 4 + 3 * 8 + VALUE_KEPT + ORIGIN_RAW_LEN);
+const _: () = assert!(core::mem::offset_of!(HeadState, content_length) == 72);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -377,8 +429,9 @@ mod pod {
 
 /// A connection, as the `CONNS` and `OPEN_HEADS` maps key it: the client's
 /// and the server's address (an IPv4 address in the first four bytes) and
-/// ports, and the family. Its layout is pinned state.
-#[repr(C)]
+/// ports, and the family. Its layout is pinned state; it is 8-byte
+/// aligned so that the program zeroes its addresses a word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     pub source_addr: [u8; 16],
@@ -389,6 +442,42 @@ pub struct ConnKey {
     pub family: u32,
 }
 
+impl ConnKey {
+    /// Fills `key` in place with these ports and family and zero
+    /// addresses, for the addresses to be copied into; zeroed a word at a
+    /// time, where the key will stay (see `crate::store`: a key built and
+    /// then moved was zeroed by a byte loop).
+    #[inline(always)]
+    pub fn init_in(
+        key: &mut core::mem::MaybeUninit<ConnKey>,
+        source_port: u16,
+        dest_port: u16,
+        family: u32,
+    ) -> &mut ConnKey {
+        let at = key.as_mut_ptr();
+        let words = at.cast::<u64>();
+        let mut i = 0;
+        while i < ADDRESS_WORDS {
+            // SAFETY: the first `ADDRESS_WORDS` aligned words of the key
+            // are its two addresses.
+            unsafe { words.add(i).write_volatile(0) };
+            i += 1;
+        }
+        // SAFETY: the remaining fields, each written once; with the
+        // addresses, every byte of the key (it has no padding).
+        unsafe {
+            core::ptr::addr_of_mut!((*at).source_port).write_volatile(source_port);
+            core::ptr::addr_of_mut!((*at).dest_port).write_volatile(dest_port);
+            core::ptr::addr_of_mut!((*at).family).write_volatile(family);
+            key.assume_init_mut()
+        }
+    }
+}
+
+const ADDRESS_WORDS: usize = 32 / 8;
+const _: () = assert!(core::mem::offset_of!(ConnKey, source_port) == ADDRESS_WORDS * 8);
+const _: () = assert!(core::mem::offset_of!(ConnKey, dest_port) == 34);
+const _: () = assert!(core::mem::offset_of!(ConnKey, family) == 36);
 const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<HeadState>().is_multiple_of(8));
@@ -422,6 +511,11 @@ pub struct SegmentCursor {
     pub step_phase: u32,
     /// Where the scans of a step ended (see [`settle`]).
     pub settled: [u32; 2],
+    /// Whether the last step read a line to its `\n` (1), and found a
+    /// bare `\r` in it (2); 0 otherwise (likewise kept in memory).
+    pub line_read: u32,
+    /// The policy's `max_head_bytes`, read once per segment.
+    pub max_head_bytes: u32,
 }
 
 /// `value` read back through `slot` in memory: a loop's exit value is a
@@ -497,38 +591,57 @@ const fn line_end_marks(word: u64) -> u64 {
     byte_marks(word, b'\n')
 }
 
-/// The 8 bytes of `buf` at `from`, little-endian; 0 past the buffer (never
-/// reached: callers read within a chunk and a line's first bytes).
-#[inline(always)]
-fn word_at(buf: &[u8; crate::http::SCAN_BUF_LEN], from: usize) -> u64 {
-    let from = from & SCAN_MASK;
-    if from > crate::http::SCAN_BUF_LEN - WORD {
-        return 0;
-    }
-    let mut bytes = [0u8; WORD];
-    bytes.copy_from_slice(&buf[from..from + WORD]);
-    u64::from_le_bytes(bytes)
+/// The end of a line the chunk holds within [`WHOLE_LINE`] bytes (see
+/// [`whole_line_end`]).
+#[derive(Clone, Copy)]
+struct LineEnd {
+    /// Where its `\n` is, counted from the line's first byte read.
+    end: usize,
+    /// Non-zero when a byte before `end - 1` is a `\r`: a bare one, as
+    /// the first `\n` is at `end` (see [`head_flags::BARE_CR`]).
+    bare_cr: u64,
 }
 
 /// Where the `\n` that ends the line starting at `at` is, counted from
 /// `at`, if it lies within [`WHOLE_LINE`] bytes and the `avail` bytes of
-/// the chunk from `at`.
+/// the chunk from `at`; and whether the bytes before it hold a bare `\r`,
+/// found in the same pass (a `\r` right before the `\n` is not bare).
+///
+/// Reads the buffer's aligned words from the one `at` is in (bytes before
+/// `at` masked off), one load each. Words past the chunk are read too
+/// (stale bytes, inside the buffer): a `\n` found there is past `avail`,
+/// so there is none before it.
 #[inline(always)]
-fn whole_line_end(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, avail: usize) -> Option<usize> {
+fn whole_line_end(buf: &ScanBuf, at: usize, avail: usize) -> Option<LineEnd> {
+    let lead = at % WORD;
+    let base = at - lead;
+    // The `\r` marks of the words before the last one read, and of that one.
+    let (mut before, mut last) = (0u64, 0u64);
+    let mut keep = u64::MAX << (8 * lead);
     let mut w = 0;
-    while w < WHOLE_LINE / WORD {
-        let off = w * WORD;
-        if off >= avail {
-            return None;
-        }
-        let mut marks = line_end_marks(word_at(buf, at + off));
-        if avail - off < WORD {
-            // Bytes past the chunk are stale.
-            marks &= (1u64 << (8 * (avail - off))) - 1;
-        }
+    while w <= WHOLE_LINE / WORD {
+        let word = buf.aligned_word(base + w * WORD);
+        let marks = line_end_marks(word) & keep;
+        let crs = byte_marks(word, b'\r') & keep;
         if marks != 0 {
-            return Some(off + (marks.trailing_zeros() / 8) as usize);
+            let at_lf = (marks.trailing_zeros() / 8) as usize;
+            let end = w * WORD + at_lf - lead;
+            if end >= avail || end >= WHOLE_LINE {
+                return None;
+            }
+            // Bytes of this word before the `\n`, and before the byte
+            // before it: at_lf 0 leaves none, and the byte before the `\n`
+            // is the last word's top one, which `last_mask` leaves out.
+            let before_lf = (1u64 << (8 * at_lf)) - 1;
+            let last_mask = 0x7fff_ffff_ffff_ffff | ((before_lf & 1) << 63);
+            return Some(LineEnd {
+                end,
+                bare_cr: before | (last & last_mask) | (crs & (before_lf >> 8)),
+            });
         }
+        before |= last;
+        last = crs;
+        keep = u64::MAX;
         w += 1;
     }
     None
@@ -540,12 +653,7 @@ fn whole_line_end(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, avail: usize
 /// left pending; a word at a time: a byte is a bare `\r` when it is one and
 /// the byte after it, in the word read one byte further, is no `\n`.
 #[inline(always)]
-fn note_bare_cr(
-    head: &mut HeadState,
-    buf: &[u8; crate::http::SCAN_BUF_LEN],
-    at: usize,
-    len: usize,
-) {
+fn note_bare_cr(head: &mut HeadState, buf: &ScanBuf, at: usize, len: usize) {
     let first = buf[at & SCAN_MASK];
     if head.flags & head_flags::PENDING_CR != 0 && first != b'\n' {
         head.flags |= head_flags::BARE_CR;
@@ -557,8 +665,8 @@ fn note_bare_cr(
         if off + 1 >= len {
             break;
         }
-        let cr = byte_marks(word_at(buf, at + off), b'\r');
-        let lf_next = byte_marks(word_at(buf, at + off + 1), b'\n');
+        let cr = byte_marks(buf.word_at(at + off), b'\r');
+        let lf_next = byte_marks(buf.word_at(at + off + 1), b'\n');
         let mut marks = cr & !lf_next;
         // Only bytes whose next byte was read too: the last one may be
         // pending.
@@ -587,29 +695,51 @@ const fn byte_marks(word: u64, byte: u8) -> u64 {
 }
 
 /// Which header (a [`header`]) the line of `len` bytes at `at` is, by its
-/// name and colon, a word at a time.
+/// name and colon, a word at a time: the names read start with distinct
+/// letters, so the first byte picks the one name the line may be.
 #[inline(always)]
-fn header_of_line(buf: &[u8; crate::http::SCAN_BUF_LEN], at: usize, len: usize) -> u32 {
-    let mut found = header::NONE;
+fn header_of_line(buf: &ScanBuf, at: usize, len: usize) -> u32 {
+    let i = match buf[at & SCAN_MASK] | 0x20 {
+        b'o' => header::ORIGIN,
+        b'a' => header::REQUEST_METHOD,
+        b's' => header::SEC_FETCH_SITE,
+        b'c' => header::CONTENT_LENGTH,
+        b't' => header::TRANSFER_ENCODING,
+        b'u' => header::UPGRADE,
+        _ => return header::NONE,
+    } as usize
+        - 1;
+    let pattern = &NAME_PATTERNS[i % NAMES.len()];
+    if len < pattern.len {
+        return header::NONE;
+    }
+    let mut diff = 0u64;
+    let mut w = 0;
+    while w < pattern.len.div_ceil(WORD) {
+        let word = buf.word_at(at + w * WORD);
+        diff |= ((word | pattern.fold[w]) ^ pattern.value[w]) & pattern.care[w];
+        w += 1;
+    }
+    if diff == 0 {
+        i as u32 + 1
+    } else {
+        header::NONE
+    }
+}
+
+/// Every name read starts with its own letter (see [`header_of_line`]),
+/// numbered as [`header`] says.
+const _: () = {
+    let firsts = *b"oasctu";
+    assert!(NAMES.len() == firsts.len());
     let mut i = 0;
-    while i < NAME_PATTERNS.len() {
-        let pattern = &NAME_PATTERNS[i];
-        if len >= pattern.len {
-            let mut diff = 0u64;
-            let mut w = 0;
-            while w < pattern.len.div_ceil(WORD) {
-                let word = word_at(buf, at + w * WORD);
-                diff |= ((word | pattern.fold[w]) ^ pattern.value[w]) & pattern.care[w];
-                w += 1;
-            }
-            if diff == 0 {
-                found = i as u32 + 1;
-            }
-        }
+    while i < NAMES.len() {
+        assert!(NAMES[i][0] == firsts[i]);
         i += 1;
     }
-    found
-}
+    assert!(header::ORIGIN == 1 && header::REQUEST_METHOD == 2 && header::SEC_FETCH_SITE == 3);
+    assert!(header::CONTENT_LENGTH == 4 && header::TRANSFER_ENCODING == 5 && header::UPGRADE == 6);
+};
 
 /// Bytes of each header's name and colon, by [`header`] number.
 const NAME_AND_COLON: [u32; 8] = {
@@ -625,13 +755,56 @@ const NAME_AND_COLON: [u32; 8] = {
 impl HeadState {
     /// Starts the head of a request whose method starts with `first`.
     #[inline(always)]
+    ///
+    /// Field by field (see `crate::store`), and not the byte arrays: they
+    /// are read only within the lengths set here.
     fn start(&mut self, first: u8) {
-        *self = HeadState {
-            method_word: first as u64,
-            method_len: 1,
-            bytes: 1,
-            ..HeadState::default()
-        };
+        let HeadState {
+            bytes,
+            lines,
+            method_word,
+            method_len,
+            method,
+            flags,
+            header,
+            candidates,
+            name_len,
+            value_len,
+            value_end,
+            origins,
+            request_methods,
+            requested,
+            coding,
+            content_lengths,
+            spare,
+            content_length,
+            length_value,
+            value: _,
+            origin_len,
+            reserved,
+            origin: _,
+        } = self;
+        put(bytes, 1);
+        put(lines, 0);
+        put(method_word, first as u64);
+        put(method_len, 1);
+        put(method, Method::Other as u32);
+        put(flags, 0);
+        put(header, header::NONE);
+        put(candidates, 0);
+        put(name_len, 0);
+        put(value_len, 0);
+        put(value_end, 0);
+        put(origins, 0);
+        put(request_methods, 0);
+        put(requested, Method::Other as u32);
+        put(coding, 0);
+        put(content_lengths, 0);
+        put(spare, 0);
+        put(content_length, 0);
+        put(length_value, 0);
+        put(origin_len, 0);
+        put(reserved, 0);
     }
 
     #[inline(always)]
@@ -723,15 +896,16 @@ impl HeadState {
     /// `buf`, at once, as [`Self::value_byte`] would byte by byte, in the
     /// form clients write it: the value starts there after at most one
     /// blank, fits in [`WHOLE_VALUE`] bytes, ends with no blank before the
-    /// line's `\r\n` or `\n`, and has no other `\r`. False (nothing read)
-    /// otherwise. No loop here exits on the data but the last, after which
-    /// nothing it learnt is used: the verifier checks each once.
+    /// line's `\r\n` or `\n`, and has no other `\r` (`bare_cr`, from the
+    /// look for the line's end, which started at `at` or before it, on a
+    /// name with none). False (nothing read) otherwise.
     #[inline(always)]
     fn value_whole(
         &mut self,
-        buf: &[u8; crate::http::SCAN_BUF_LEN],
+        buf: &ScanBuf,
         at: usize,
         end: usize,
+        bare_cr: u64,
         settled: &mut [u32; 2],
     ) -> bool {
         let kept = match self.header {
@@ -739,7 +913,7 @@ impl HeadState {
             header::REQUEST_METHOD | header::SEC_FETCH_SITE => false,
             _ => return false,
         };
-        if self.value_len != 0 || !(2..=WHOLE_VALUE).contains(&end) {
+        if self.value_len != 0 || !(2..=WHOLE_VALUE).contains(&end) || bare_cr != 0 {
             return false;
         }
         let byte = |k: usize| buf[(at + k) & SCAN_MASK];
@@ -748,32 +922,21 @@ impl HeadState {
         if is_blank(byte(lead)) || stop <= lead || is_blank(byte(stop - 1)) {
             return false;
         }
-        let content = settle(&mut settled[0], stop - lead);
+        settle(&mut settled[0], stop - lead);
         settle(&mut settled[1], end - lead);
-        let mut k = 0;
-        while k < WHOLE_VALUE {
-            if k >= content {
-                break;
-            }
-            if byte(lead + k) == b'\r' {
-                return false;
-            }
-            k += 1;
-        }
-        // The value's first bytes where `value_byte` keeps them: an
-        // `Origin`'s whole, the first [`VALUE_KEPT`] of the others.
-        if kept {
-            let mut k = 0;
-            while k < WHOLE_VALUE {
-                self.origin[k] = byte(lead + k);
-                k += 1;
-            }
+        // The value's first bytes where `value_byte` keeps them, a word at
+        // a time: an `Origin`'s whole, the first [`VALUE_KEPT`] of the
+        // others (with the bytes after them, which their lengths exclude).
+        let (into, words) = if kept {
+            (&mut self.origin[..WHOLE_VALUE], WHOLE_VALUE / WORD)
         } else {
-            let mut k = 0;
-            while k < VALUE_KEPT {
-                self.value[k] = byte(lead + k);
-                k += 1;
-            }
+            (&mut self.value[..], VALUE_KEPT / WORD)
+        };
+        let mut k = 0;
+        while k < words {
+            let word = buf.word_at(at + lead + k * WORD);
+            into[k * WORD..(k + 1) * WORD].copy_from_slice(&word.to_le_bytes());
+            k += 1;
         }
         // SAFETY: plain reads of the caller's `u32`s.
         unsafe {
@@ -1113,14 +1276,46 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     let at = (pos - scratch.cursor.chunk_start) as usize;
     let in_chunk = scratch.cursor.chunk_len as usize - at;
     let b = scratch.payload[at & SCAN_MASK];
+    // One look for the end of the line `pos` is in, where the phase may
+    // read the rest of a line in this step. Through memory (see `settle`).
+    let line = if reads_line_whole(conn_phase) {
+        whole_line_end(&scratch.payload, at, in_chunk)
+    } else {
+        None
+    };
+    let (line_end, line_bare_cr) = match line {
+        Some(line) => (
+            Some(settle(&mut scratch.cursor.settled[0], line.end)),
+            line.bare_cr,
+        ),
+        None => (None, 0),
+    };
     let mut consumed = 1u32;
-    let next = match conn_phase {
+    // Where in the chunk, from `at`, a value to read starts in this step:
+    // the value a `VALUE` step is in, or the one after the name a whole
+    // line's start matched.
+    let mut value_from = None;
+    let mut next = match conn_phase {
         phase::IDLE => {
             if is_request_space(b) {
                 phase::IDLE
             } else if is_tchar(b) {
-                scratch.stream_head.start(b);
-                phase::METHOD
+                let head = &mut scratch.stream_head;
+                head.start(b);
+                match known_method_at(&scratch.payload, at, in_chunk) {
+                    Some((word, len)) => {
+                        // The whole token and its space, as the `METHOD`
+                        // steps would read them a byte at a time.
+                        let len = settle(&mut scratch.cursor.settled[1], len) as u32;
+                        head.method_word = word;
+                        head.method_len = len;
+                        head.bytes = len + 1;
+                        head.end_method(policy);
+                        consumed = len + 1;
+                        phase::REQUEST_LINE
+                    }
+                    None => phase::METHOD,
+                }
             } else {
                 note(&mut scratch.cursor, Outcome::NotHttp);
                 phase::UNTRACKED
@@ -1150,11 +1345,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             }
         }
         phase::REQUEST_LINE | phase::SKIP_LINE | phase::CHUNK_EXT | phase::TRAILER_SKIP => {
-            // Up to WHOLE_LINE bytes of the chunk at a time, a word at a
-            // time: the line's `\n`, or past all of them.
-            match whole_line_end(&scratch.payload, at, in_chunk)
-                .map(|end| settle(&mut scratch.cursor.settled[0], end))
-            {
+            // Up to WHOLE_LINE bytes of the chunk at a time: the line's
+            // `\n`, or past all of them.
+            match line_end {
                 None => {
                     consumed = if in_chunk < WHOLE_LINE {
                         in_chunk
@@ -1179,7 +1372,13 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                 // Judged below, on one path for every way to get here.
                 HEAD_ENDED
             } else if conn_phase == phase::LINE_START && b == b'\r' {
-                phase::LINE_CR
+                if line_end == Some(1) {
+                    // The blank line, whole.
+                    consumed = 2;
+                    HEAD_ENDED
+                } else {
+                    phase::LINE_CR
+                }
             } else {
                 head.lines += 1;
                 if conn_phase == phase::LINE_CR || is_blank(b) {
@@ -1187,9 +1386,7 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                         head.flags |= head_flags::FOLDED;
                     }
                     phase::SKIP_LINE
-                } else if let Some(end) = whole_line_end(&scratch.payload, at, in_chunk)
-                    .map(|end| settle(&mut scratch.cursor.settled[0], end))
-                {
+                } else if let Some(end) = line_end {
                     // The whole line is in the chunk: its name is matched
                     // a word at a time, and a line the filter does not read
                     // is passed over in this one step.
@@ -1198,7 +1395,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                         consumed = end as u32 + 1;
                         phase::LINE_START
                     } else {
-                        consumed = NAME_AND_COLON[found as usize & 7];
+                        let name = NAME_AND_COLON[found as usize & 7] as usize;
+                        consumed = settle(&mut scratch.cursor.settled[1], name) as u32;
+                        value_from = Some(consumed as usize);
                         head.begin_value(found)
                     }
                 } else {
@@ -1221,22 +1420,12 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             }
         }
         phase::VALUE => {
-            let head = &mut scratch.stream_head;
             if b == b'\n' {
-                head.end_value();
-                phase::LINE_START
-            } else if let Some(end) = whole_line_end(&scratch.payload, at, in_chunk)
-                .map(|end| settle(&mut scratch.cursor.settled[0], end))
-                && head.value_whole(&scratch.payload, at, end, &mut scratch.cursor.settled)
-            {
-                // The rest of the line is in the chunk: read in this step.
-                head.end_value();
-                consumed = end as u32 + 1;
+                scratch.stream_head.end_value();
                 phase::LINE_START
             } else {
-                if !(head.value_len == 0 && is_blank(b)) {
-                    head.value_byte(b);
-                }
+                value_from = Some(0);
+                consumed = 0;
                 phase::VALUE
             }
         }
@@ -1278,17 +1467,54 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         // Unknown phase (a corrupt map value): nothing to follow.
         _ => phase::UNTRACKED,
     };
+    if let Some(from) = value_from {
+        // The value, read whole when the chunk holds the rest of its line
+        // (after a matched name, in this same step), else a byte of it.
+        let head = &mut scratch.stream_head;
+        match line_end {
+            Some(end)
+                if end > from
+                    && head.value_whole(
+                        &scratch.payload,
+                        at + from,
+                        end - from,
+                        line_bare_cr,
+                        &mut scratch.cursor.settled,
+                    ) =>
+            {
+                head.end_value();
+                consumed = end as u32 + 1;
+                next = phase::LINE_START;
+            }
+            _ => {
+                if from == 0 {
+                    if !(head.value_len == 0 && is_blank(b)) {
+                        head.value_byte(b);
+                    }
+                    consumed = 1;
+                }
+            }
+        }
+    }
+    // Whether the step read its line to the `\n`, and found a bare `\r`
+    // before it (see the bare `\r` rule below).
+    let line_read = match line_end {
+        Some(end) if consumed as usize == end + 1 => 1 + (line_bare_cr != 0) as u32,
+        _ => 0,
+    };
     // Through memory, as `Slot`s do: each arm's constant phase and length
     // would otherwise make the verifier check what follows once per arm.
     // SAFETY: plain reads and writes of fields of `scratch`.
-    let (next, consumed, conn_phase) = unsafe {
+    let (next, consumed, conn_phase, line_read) = unsafe {
         core::ptr::write_volatile(&mut scratch.stream_conn.phase, next);
         core::ptr::write_volatile(&mut scratch.cursor.chunk_consumed, consumed);
         core::ptr::write_volatile(&mut scratch.cursor.step_phase, conn_phase);
+        core::ptr::write_volatile(&mut scratch.cursor.line_read, line_read);
         (
             core::ptr::read_volatile(&scratch.stream_conn.phase),
             core::ptr::read_volatile(&scratch.cursor.chunk_consumed),
             core::ptr::read_volatile(&scratch.cursor.step_phase),
+            core::ptr::read_volatile(&scratch.cursor.line_read),
         )
     };
     let in_head = phase::in_head(conn_phase);
@@ -1297,18 +1523,23 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         && next != HEAD_ENDED
         && scratch.stream_head.judged()
     {
-        note_bare_cr(
-            &mut scratch.stream_head,
-            &scratch.payload,
-            at,
-            consumed as usize,
-        );
+        let head = &mut scratch.stream_head;
+        if line_read != 0 {
+            // A line read to its `\n`: the look for it found any bare `\r`.
+            if line_read > 1 || (head.flags & head_flags::PENDING_CR != 0 && b != b'\n') {
+                head.flags |= head_flags::BARE_CR;
+            }
+            head.flags &= !head_flags::PENDING_CR;
+        } else {
+            note_bare_cr(head, &scratch.payload, at, consumed as usize);
+        }
     }
+    let max_head_bytes = scratch.cursor.max_head_bytes;
     if next == HEAD_ENDED {
         let head = &mut scratch.stream_head;
-        head.bytes += 1;
-        scratch.cursor.pos = pos + 1;
-        if head.judged() && head.bytes > policy.settings().max_head_bytes {
+        head.bytes += consumed;
+        scratch.cursor.pos = pos + consumed;
+        if head.judged() && head.bytes > max_head_bytes {
             // The blank line's last byte counts too.
             head_too_long(scratch, policy);
             if scratch.cursor.stopped == 0 {
@@ -1328,9 +1559,7 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     if in_head {
         let head = &mut scratch.stream_head;
         head.bytes += consumed;
-        if head.judged()
-            && (head.bytes > policy.settings().max_head_bytes || head.lines > MAX_HEAD_LINES)
-        {
+        if head.judged() && (head.bytes > max_head_bytes || head.lines > MAX_HEAD_LINES) {
             head_too_long(scratch, policy);
             return Step::More;
         }
@@ -1341,6 +1570,39 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         note(&mut scratch.cursor, Outcome::Body);
     }
     Step::More
+}
+
+/// Phases that may read the rest of a line in one step: up to its `\n`,
+/// found by [`whole_line_end`].
+#[inline(always)]
+const fn reads_line_whole(phase: u32) -> bool {
+    matches!(
+        phase,
+        phase::REQUEST_LINE
+            | phase::SKIP_LINE
+            | phase::CHUNK_EXT
+            | phase::TRAILER_SKIP
+            | phase::LINE_START
+            | phase::VALUE
+    )
+}
+
+/// A known method's token and the space after it, at `at` in the chunk
+/// (`avail` bytes from `at`): the token's bytes (little-endian) and
+/// length. `None` for anything else, which is read a byte at a time.
+#[inline(always)]
+fn known_method_at(buf: &ScanBuf, at: usize, avail: usize) -> Option<(u64, usize)> {
+    if avail <= WORD {
+        return None;
+    }
+    let word = buf.word_at(at);
+    let spaces = byte_marks(word, b' ');
+    if spaces == 0 {
+        return None;
+    }
+    let len = (spaces.trailing_zeros() / 8) as usize;
+    let token = word & ((1u64 << (8 * len)) - 1);
+    (Method::of_token(token, len as u32) != Method::Other).then_some((token, len))
 }
 
 /// A chunk-size line has ended: the chunk's data, or the trailers after
@@ -1458,7 +1720,7 @@ pub fn skip_to_body_end(conn: &mut ConnState, seq: u32, len: u32) {
 /// method is not enough, as the middle of a text body could start with a
 /// word and a space.
 #[inline(always)]
-pub fn starts_request_line(buf: &[u8; crate::http::SCAN_BUF_LEN], len: usize) -> bool {
+pub fn starts_request_line(buf: &ScanBuf, len: usize) -> bool {
     let mut word = 0u64;
     let mut k = 0;
     while k < WORD + 1 {
@@ -1544,17 +1806,20 @@ pub fn filter_segment(
     }
     let mut seq = segment.seq;
     if segment.syn {
-        if !tables.load_conn(key, &mut scratch.stream_conn) {
+        let known = tables.load_conn(key, &mut scratch.stream_conn);
+        if !known {
             tables.learned();
         }
-        scratch.stream_conn = ConnState {
-            next_seq: seq.wrapping_add(1),
-            ..ConnState::default()
-        };
-        seq = seq.wrapping_add(1);
         // A head an earlier connection of these ports left open is no
         // longer: it must not pass for this one's, were its state evicted.
-        tables.delete_head(key);
+        // Only a connection without state, or whose state says so, may
+        // have one (a head is kept only with `HEAD_KEPT` set, and deleted
+        // when it is cleared).
+        if !known || scratch.stream_conn.flags & conn_flags::HEAD_KEPT != 0 {
+            tables.delete_head(key);
+        }
+        scratch.stream_conn.start(seq.wrapping_add(1));
+        seq = seq.wrapping_add(1);
         if segment.len == 0 {
             tables.store_conn(key, &scratch.stream_conn);
             return Outcome::NoPayload;
@@ -1572,10 +1837,7 @@ pub fn filter_segment(
         {
             return Outcome::Untracked;
         }
-        scratch.stream_conn = ConnState {
-            next_seq: seq,
-            ..ConnState::default()
-        };
+        scratch.stream_conn.start(seq);
         tables.learned();
     }
     if segment.len == 0 {
@@ -1613,19 +1875,35 @@ pub fn filter_segment(
         // The head's state was evicted: its bytes cannot be judged.
         return Outcome::HeadLost;
     }
-    scratch.cursor = SegmentCursor {
-        len: segment.len - skip,
-        pos: 0,
-        chunk_start: 0,
-        chunk_len: 0,
-        skip,
-        outcome: Outcome::Body as u32,
-        stopped: 0,
-        seq: seq.wrapping_add(skip),
-        chunk_consumed: 0,
-        step_phase: 0,
-        settled: [0; 2],
-    };
+    let SegmentCursor {
+        len,
+        pos,
+        chunk_start,
+        chunk_len,
+        skip: skipped,
+        outcome,
+        stopped,
+        seq: first_seq,
+        chunk_consumed,
+        step_phase,
+        settled,
+        line_read,
+        max_head_bytes,
+    } = &mut scratch.cursor;
+    put(len, segment.len - skip);
+    put(pos, 0);
+    put(chunk_start, 0);
+    put(chunk_len, 0);
+    put(skipped, skip);
+    put(outcome, Outcome::Body as u32);
+    put(stopped, 0);
+    put(first_seq, seq.wrapping_add(skip));
+    put(chunk_consumed, 0);
+    put(step_phase, 0);
+    put(&mut settled[0], 0);
+    put(&mut settled[1], 0);
+    put(line_read, 0);
+    put(max_head_bytes, policy.settings().max_head_bytes);
     tables.run_steps(scratch, scratch.cursor.len);
     let outcome = Outcome::from_index(scratch.cursor.outcome);
     let conn = &mut scratch.stream_conn;
@@ -1647,4 +1925,84 @@ pub fn filter_segment(
         tables.delete_head(key);
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::copy_words;
+
+    const HEAD_BYTES: usize = core::mem::size_of::<HeadState>();
+
+    fn bytes_of(head: &HeadState) -> [u8; HEAD_BYTES] {
+        // SAFETY: `HeadState` is plain data without padding (see `Words`).
+        unsafe { core::mem::transmute(*head) }
+    }
+
+    fn dirty_head() -> HeadState {
+        // SAFETY: every bit pattern is a `HeadState` (integers and bytes).
+        unsafe { core::mem::transmute([0xa5u8; HEAD_BYTES]) }
+    }
+
+    #[test]
+    fn start_sets_every_field_the_arrays_aside() {
+        let mut head = dirty_head();
+        head.start(b'G');
+        let expected = HeadState {
+            bytes: 1,
+            method_word: b'G' as u64,
+            method_len: 1,
+            value: head.value,
+            origin: head.origin,
+            ..HeadState::default()
+        };
+        assert_eq!(bytes_of(&head), bytes_of(&expected));
+    }
+
+    #[test]
+    fn copy_words_copies_every_byte() {
+        let from = dirty_head();
+        let mut to = HeadState::default();
+        copy_words(&mut to, &from);
+        assert_eq!(bytes_of(&to), bytes_of(&from));
+    }
+
+    #[test]
+    fn conn_key_init_in_zeroes_the_addresses() {
+        let mut slot = core::mem::MaybeUninit::new(ConnKey {
+            source_addr: [0xa5; 16],
+            dest_addr: [0x5a; 16],
+            ..ConnKey::default()
+        });
+        let key = *ConnKey::init_in(&mut slot, 41000, 8080, 6);
+        let expected = ConnKey {
+            source_port: 41000,
+            dest_port: 8080,
+            family: 6,
+            ..ConnKey::default()
+        };
+        assert_eq!(key, expected);
+    }
+
+    #[test]
+    fn conn_state_start_and_copy() {
+        let mut conn = ConnState {
+            next_seq: 1,
+            deny_seq: 2,
+            phase: phase::DENIED,
+            flags: conn_flags::HEAD_KEPT,
+            body_left: 5,
+        };
+        let mut copy = ConnState::default();
+        copy.copy_from(&conn);
+        assert_eq!(copy, conn);
+        conn.start(77);
+        assert_eq!(
+            conn,
+            ConnState {
+                next_seq: 77,
+                ..ConnState::default()
+            }
+        );
+    }
 }

@@ -13,6 +13,8 @@ mod net;
 mod reset;
 mod stream;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::generated::bpf_redirect,
@@ -153,19 +155,20 @@ fn filter<F: StepFrame>(ctx: &F) -> Verdict {
     verdict
 }
 
-/// The connection of the segment in `payload`, as the maps key it.
+/// The connection of the segment in `payload`, as the maps key it, built
+/// in `key`.
 #[inline(always)]
-fn conn_key(ctx: &impl Frame, payload: &TcpPayload) -> Option<ConnKey> {
-    let mut key = ConnKey {
-        source_port: payload.src_port,
-        dest_port: payload.dst_port,
-        family: if payload.ipv6 {
-            FAMILY_IPV6
-        } else {
-            FAMILY_IPV4
-        } as u32,
-        ..ConnKey::default()
+fn conn_key<'k>(
+    ctx: &impl Frame,
+    payload: &TcpPayload,
+    key: &'k mut MaybeUninit<ConnKey>,
+) -> Option<&'k ConnKey> {
+    let family = if payload.ipv6 {
+        FAMILY_IPV6
+    } else {
+        FAMILY_IPV4
     };
+    let key = ConnKey::init_in(key, payload.src_port, payload.dst_port, family as u32);
     let (source, dest, len) = if payload.ipv6 {
         (payload.l3 + 8, payload.l3 + 24, 16)
     } else {
@@ -201,7 +204,8 @@ fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
     reset::remember(&mut scratch.reset, &payload);
     scratch.stream_port_flags.set(port_flags);
     scratch.stream_payload_offset.set(payload.offset as u32);
-    let Some(key) = conn_key(ctx, &payload) else {
+    let mut key = MaybeUninit::uninit();
+    let Some(key) = conn_key(ctx, &payload, &mut key) else {
         return Outcome::Truncated;
     };
     let segment = Segment {
@@ -217,7 +221,7 @@ fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
         frame: ctx,
         payload_offset: payload.offset as u32,
     };
-    filter_segment(scratch, &tables, &key, segment, &bytes, &policy)
+    filter_segment(scratch, &tables, key, segment, &bytes, &policy)
 }
 
 #[cfg(not(test))]

@@ -14,6 +14,7 @@ use aya_ebpf::{
 use cors_filter_common::{
     Counter, Scratch,
     http::SCAN_BYTES,
+    store::copy_words,
     stream::{self, ConnKey, ConnState, HeadState, SegmentBytes, Step, Tables},
 };
 
@@ -140,7 +141,7 @@ impl<F: StepFrame> Tables for KernelTables<F> {
         match CONNS.get_ptr_mut(key) {
             Some(conn) => {
                 // SAFETY: a value of the map, read during this run (RCU).
-                *into = unsafe { *conn };
+                into.copy_from(unsafe { &*conn });
                 true
             }
             None => false,
@@ -149,7 +150,18 @@ impl<F: StepFrame> Tables for KernelTables<F> {
 
     #[inline(always)]
     fn store_conn(&self, key: &ConnKey, conn: &ConnState) {
-        let _ = CONNS.insert(key, conn, 0);
+        match CONNS.get_ptr_mut(key) {
+            // In place, as Cilium updates its connection entries: an
+            // update allocates a new LRU node and swaps it in, which costs
+            // more than this second lookup. A connection's segments are
+            // parsed on one CPU at a time (one receive queue per flow).
+            // SAFETY: a value of the map found during this run (RCU keeps
+            // its memory), and `ConnState` is plain data.
+            Some(found) => unsafe { (*found).copy_from(conn) },
+            None => {
+                let _ = CONNS.insert(key, conn, 0);
+            }
+        }
     }
 
     #[inline(always)]
@@ -157,7 +169,7 @@ impl<F: StepFrame> Tables for KernelTables<F> {
         match OPEN_HEADS.get_ptr_mut(key) {
             Some(head) => {
                 // SAFETY: as in `load_conn`.
-                *into = unsafe { *head };
+                copy_words(into, unsafe { &*head });
                 true
             }
             None => false,

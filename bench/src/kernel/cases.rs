@@ -321,7 +321,25 @@ pub fn sequences() -> Vec<Sequence> {
     .into_bytes();
     let cut = preflight.len() / 3;
     let head = b"POST /upload HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 100000\r\n\r\n";
+    let open = |name, payload: Vec<u8>, counter| Sequence {
+        name,
+        segments: vec![
+            ("SYN, no payload (a new connection)", Vec::new()),
+            ("the request, one segment", payload),
+        ],
+        counters: vec![Counter::PassNoPayload, counter],
+    };
     vec![
+        open(
+            "denied browser preflight (13 headers) on an open connection",
+            browser_preflight(DENIED),
+            Counter::PreflightDeny,
+        ),
+        open(
+            "allowed browser preflight (13 headers) on an open connection",
+            browser_preflight(ALLOWED),
+            Counter::PreflightAllow,
+        ),
         Sequence {
             name: "denied preflight, 3,000-byte URL, in 3 segments",
             segments: vec![
