@@ -1745,6 +1745,9 @@ pub fn starts_request_line(buf: &ScanBuf, len: usize) -> bool {
 pub trait Tables {
     /// Copies the state of `key` into `into`; false when there is none.
     fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool;
+    /// Makes sure `key` has an entry for [`Self::store_conn`] to write
+    /// (one with `conn`, if it had none); false when it cannot have one.
+    fn keep_conn(&self, key: &ConnKey, conn: &ConnState) -> bool;
     fn store_conn(&self, key: &ConnKey, conn: &ConnState);
     /// Copies the open head of `key` into `into`; false when there is none.
     fn load_head(&self, key: &ConnKey, into: &mut HeadState) -> bool;
@@ -1873,6 +1876,12 @@ pub fn filter_segment(
     let head_kept = scratch.stream_conn.flags & conn_flags::HEAD_KEPT != 0;
     if head_kept && !tables.load_head(key, &mut scratch.stream_head) {
         // The head's state was evicted: its bytes cannot be judged.
+        return Outcome::HeadLost;
+    }
+    if !tables.keep_conn(key, &scratch.stream_conn) {
+        // The table could not take the connection: its state would be
+        // lost, so the segment is not parsed now (the client sends it
+        // again).
         return Outcome::HeadLost;
     }
     let SegmentCursor {

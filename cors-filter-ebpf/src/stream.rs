@@ -3,7 +3,7 @@
 //! `bpf_loop` (Linux 5.17), so that the verifier checks one step of the
 //! parser rather than one per byte.
 
-use core::{ffi::c_void, marker::PhantomData};
+use core::{cell::Cell, ffi::c_void, marker::PhantomData};
 
 use aya_ebpf::{
     helpers::generated::bpf_loop,
@@ -122,6 +122,9 @@ extern "C" fn step_callback<F: StepFrame>(_index: u64, data: *mut c_void) -> i64
 /// The tables in maps, and the steps under `bpf_loop`.
 pub struct KernelTables<F: StepFrame> {
     ctx: *mut c_void,
+    /// The `CONNS` entry of the connection, once looked up or made (null
+    /// before): `store_conn` writes it in place.
+    conn: Cell<*mut ConnState>,
     frame: PhantomData<F>,
 }
 
@@ -130,6 +133,7 @@ impl<F: StepFrame> KernelTables<F> {
     pub fn new(ctx: &F) -> Self {
         KernelTables {
             ctx: ctx.raw(),
+            conn: Cell::new(core::ptr::null_mut()),
             frame: PhantomData,
         }
     }
@@ -140,27 +144,46 @@ impl<F: StepFrame> Tables for KernelTables<F> {
     fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool {
         match CONNS.get_ptr_mut(key) {
             Some(conn) => {
+                self.conn.set(conn);
                 // SAFETY: a value of the map, read during this run (RCU).
                 into.copy_from(unsafe { &*conn });
                 true
             }
-            None => false,
+            None => {
+                self.conn.set(core::ptr::null_mut());
+                false
+            }
         }
     }
 
     #[inline(always)]
+    fn keep_conn(&self, key: &ConnKey, conn: &ConnState) -> bool {
+        if self.conn.get().is_null() {
+            if CONNS.insert(key, conn, 0).is_err() {
+                return false;
+            }
+            match CONNS.get_ptr_mut(key) {
+                Some(found) => self.conn.set(found),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
     fn store_conn(&self, key: &ConnKey, conn: &ConnState) {
-        match CONNS.get_ptr_mut(key) {
-            // In place, as Cilium updates its connection entries: an
-            // update allocates a new LRU node and swaps it in, which costs
-            // more than this second lookup. A connection's segments are
-            // parsed on one CPU at a time (one receive queue per flow).
+        let found = self.conn.get();
+        if found.is_null() {
+            let _ = CONNS.insert(key, conn, 0);
+        } else {
+            // In place, as Cilium updates its connection entries: an update
+            // would allocate a new LRU node and swap it in. The entry was
+            // looked up or made in this run, which marks it recently used,
+            // and a connection's segments are parsed on one CPU at a time
+            // (one receive queue per flow).
             // SAFETY: a value of the map found during this run (RCU keeps
             // its memory), and `ConnState` is plain data.
-            Some(found) => unsafe { (*found).copy_from(conn) },
-            None => {
-                let _ = CONNS.insert(key, conn, 0);
-            }
+            unsafe { (*found).copy_from(conn) };
         }
     }
 

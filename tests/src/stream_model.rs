@@ -99,6 +99,11 @@ impl Tables for Run<'_> {
             .is_some()
     }
 
+    fn keep_conn(&self, key: &ConnKey, conn: &ConnState) -> bool {
+        self.tables.conns.borrow_mut().entry(*key).or_insert(*conn);
+        true
+    }
+
     fn store_conn(&self, key: &ConnKey, conn: &ConnState) {
         self.tables.conns.borrow_mut().insert(*key, *conn);
     }
