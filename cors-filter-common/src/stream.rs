@@ -624,7 +624,7 @@ fn whole_line_end(buf: &ScanBuf, at: usize, avail: usize) -> Option<LineEnd> {
         let marks = line_end_marks(word) & keep;
         let crs = byte_marks(word, b'\r') & keep;
         if marks != 0 {
-            let at_lf = (marks.trailing_zeros() / 8) as usize;
+            let at_lf = first_marked(marks);
             let end = w * WORD + at_lf - lead;
             if end >= avail || end >= WHOLE_LINE {
                 return None;
@@ -684,6 +684,16 @@ fn note_bare_cr(head: &mut HeadState, buf: &ScanBuf, at: usize, len: usize) {
     } else {
         head.flags &= !head_flags::PENDING_CR;
     }
+}
+
+/// The index of the first byte of `word` whose high bit is set (`marks`
+/// holds only such bits, and at least one): multiplied by a constant, the
+/// lowest mark's byte shifts the index into the top byte. BPF has no
+/// count-trailing-zeros instruction, and LLVM's stand-in loads from a table.
+#[inline(always)]
+const fn first_marked(marks: u64) -> usize {
+    let lowest = (marks & marks.wrapping_neg()) >> 7;
+    (lowest.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
 }
 
 /// The high bit of every byte of `word` that is `byte`, and no other bit
@@ -1600,7 +1610,7 @@ fn known_method_at(buf: &ScanBuf, at: usize, avail: usize) -> Option<(u64, usize
     if spaces == 0 {
         return None;
     }
-    let len = (spaces.trailing_zeros() / 8) as usize;
+    let len = first_marked(spaces);
     let token = word & ((1u64 << (8 * len)) - 1);
     (Method::of_token(token, len as u32) != Method::Other).then_some((token, len))
 }
@@ -1966,6 +1976,16 @@ mod tests {
             ..HeadState::default()
         };
         assert_eq!(bytes_of(&head), bytes_of(&expected));
+    }
+
+    #[test]
+    fn first_marked_is_the_lowest_marked_byte() {
+        for low in 0..8 {
+            for high in low..8 {
+                let marks = (0x80u64 << (8 * low)) | (0x80u64 << (8 * high));
+                assert_eq!(first_marked(marks), low, "{marks:#x}");
+            }
+        }
     }
 
     #[test]
