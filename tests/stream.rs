@@ -358,3 +358,49 @@ fn upgrade_and_connect_end_tracking() {
     let results = send(&mut m, 1, &[&ws[..], &evil].concat(), &[ws.len()]);
     assert_eq!(results[1].outcome, Outcome::Untracked);
 }
+
+/// A `\r` not followed by `\n` anywhere in a judged head's header lines:
+/// Python's `http.server` ends a line there, so the bytes after it may be
+/// a header the filter would read as part of another line. At every offset
+/// in lines of every length up to past the 128 bytes a step reads whole,
+/// at every alignment of the line in the buffer, whole and cut around the
+/// `\r`, the head is malformed (and an allowed origin does not save it).
+#[test]
+fn a_bare_cr_anywhere_in_a_judged_head_makes_it_malformed() {
+    let mut m = model(false);
+    let mut port: u16 = 100;
+    for align in 0..8 {
+        let path = format!("/{}", "p".repeat(align));
+        for len in [
+            1, 7, 8, 9, 15, 16, 17, 40, 63, 64, 65, 100, 126, 127, 128, 129, 140,
+        ] {
+            for at in 0..len {
+                let mut value = "v".repeat(len).into_bytes();
+                value[at] = b'\r';
+                let extra = format!("X-Filler: {}\r\n", String::from_utf8(value).unwrap());
+                let request = preflight(ALLOWED, &path, &extra);
+                let line = request
+                    .windows(10)
+                    .position(|w| w == b"X-Filler: ")
+                    .unwrap();
+                let cr = line + 10 + at;
+                for cuts in [vec![], vec![cr], vec![cr + 1]] {
+                    port = port.wrapping_add(1);
+                    let results = send(&mut m, port, &request, &cuts);
+                    let last = results.last().unwrap();
+                    assert_eq!(
+                        (last.outcome, last.verdict),
+                        (Outcome::Malformed, Verdict::Drop),
+                        "a bare CR at {at} of a {len}-byte value, path {path:?}, cuts {cuts:?}"
+                    );
+                }
+            }
+        }
+    }
+    // In the values the filter reads, too.
+    for extra_origin in ["https://app.\rexample", "\rhttps://app.example"] {
+        let request = preflight(extra_origin, "/", "");
+        let results = send(&mut m, 1, &request, &[]);
+        assert_eq!(results[0].outcome, Outcome::Malformed, "{extra_origin:?}");
+    }
+}
