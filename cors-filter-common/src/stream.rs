@@ -152,6 +152,21 @@ impl ConnState {
         put(body_left, 0);
     }
 
+    /// Whether `self` (a map value another CPU may write) still holds
+    /// `expected`, read a field at a time (compared whole, LLVM may make
+    /// it a call to a byte loop, see `crate::store`).
+    #[inline(always)]
+    pub fn holds(&self, expected: &ConnState) -> bool {
+        // SAFETY: plain reads of the fields of a valid reference.
+        unsafe {
+            core::ptr::read_volatile(&self.next_seq) == expected.next_seq
+                && core::ptr::read_volatile(&self.deny_seq) == expected.deny_seq
+                && core::ptr::read_volatile(&self.phase) == expected.phase
+                && core::ptr::read_volatile(&self.flags) == expected.flags
+                && core::ptr::read_volatile(&self.body_left) == expected.body_left
+        }
+    }
+
     /// Copies `from` into `self` (a map value's state into the scratch
     /// space, or back), a field at a time (see `crate::store`).
     #[inline(always)]
@@ -511,11 +526,21 @@ pub struct SegmentCursor {
     pub step_phase: u32,
     /// Where the scans of a step ended (see [`settle`]).
     pub settled: [u32; 2],
-    /// Whether the last step read a line to its `\n` (1), and found a
-    /// bare `\r` in it (2); 0 otherwise (likewise kept in memory).
+    /// Whether the last step read a line to its `\n`, and found a bare
+    /// `\r` in it: a [`line_read`] value (likewise kept in memory).
     pub line_read: u32,
     /// The policy's `max_head_bytes`, read once per segment.
     pub max_head_bytes: u32,
+}
+
+/// What a step read of its line ([`SegmentCursor::line_read`]).
+pub mod line_read {
+    /// Not to its `\n`: the bytes are looked at for bare `\r`s apart.
+    pub const PART: u32 = 0;
+    /// To its `\n`, with no bare `\r`.
+    pub const WHOLE: u32 = 1;
+    /// To its `\n`, with a bare `\r`.
+    pub const WHOLE_BARE_CR: u32 = 2;
 }
 
 /// `value` read back through `slot` in memory: a loop's exit value is a
@@ -764,10 +789,10 @@ const NAME_AND_COLON: [u32; 8] = {
 
 impl HeadState {
     /// Starts the head of a request whose method starts with `first`.
-    #[inline(always)]
     ///
     /// Field by field (see `crate::store`), and not the byte arrays: they
     /// are read only within the lengths set here.
+    #[inline(always)]
     fn start(&mut self, first: u8) {
         let HeadState {
             bytes,
@@ -1508,18 +1533,19 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     }
     // Whether the step read its line to the `\n`, and found a bare `\r`
     // before it (see the bare `\r` rule below).
-    let line_read = match line_end {
-        Some(end) if consumed as usize == end + 1 => 1 + (line_bare_cr != 0) as u32,
-        _ => 0,
+    let read = match line_end {
+        Some(end) if consumed as usize == end + 1 && line_bare_cr != 0 => line_read::WHOLE_BARE_CR,
+        Some(end) if consumed as usize == end + 1 => line_read::WHOLE,
+        _ => line_read::PART,
     };
     // Through memory, as `Slot`s do: each arm's constant phase and length
     // would otherwise make the verifier check what follows once per arm.
     // SAFETY: plain reads and writes of fields of `scratch`.
-    let (next, consumed, conn_phase, line_read) = unsafe {
+    let (next, consumed, conn_phase, read) = unsafe {
         core::ptr::write_volatile(&mut scratch.stream_conn.phase, next);
         core::ptr::write_volatile(&mut scratch.cursor.chunk_consumed, consumed);
         core::ptr::write_volatile(&mut scratch.cursor.step_phase, conn_phase);
-        core::ptr::write_volatile(&mut scratch.cursor.line_read, line_read);
+        core::ptr::write_volatile(&mut scratch.cursor.line_read, read);
         (
             core::ptr::read_volatile(&scratch.stream_conn.phase),
             core::ptr::read_volatile(&scratch.cursor.chunk_consumed),
@@ -1534,9 +1560,11 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
         && scratch.stream_head.judged()
     {
         let head = &mut scratch.stream_head;
-        if line_read != 0 {
+        if read != line_read::PART {
             // A line read to its `\n`: the look for it found any bare `\r`.
-            if line_read > 1 || (head.flags & head_flags::PENDING_CR != 0 && b != b'\n') {
+            if read == line_read::WHOLE_BARE_CR
+                || (head.flags & head_flags::PENDING_CR != 0 && b != b'\n')
+            {
                 head.flags |= head_flags::BARE_CR;
             }
             head.flags &= !head_flags::PENDING_CR;
@@ -1757,6 +1785,9 @@ pub trait Tables {
     fn load_conn(&self, key: &ConnKey, into: &mut ConnState) -> bool;
     /// Makes sure `key` has an entry for [`Self::store_conn`] to write
     /// (one with `conn`, if it had none); false when it cannot have one.
+    /// Called before the parse with the state it starts from: if the
+    /// segment is then not stored (`HeadLost`), the entry keeps that
+    /// state, and the segment, sent again, is parsed from there.
     fn keep_conn(&self, key: &ConnKey, conn: &ConnState) -> bool;
     fn store_conn(&self, key: &ConnKey, conn: &ConnState);
     /// Copies the open head of `key` into `into`; false when there is none.
@@ -1906,7 +1937,7 @@ pub fn filter_segment(
         chunk_consumed,
         step_phase,
         settled,
-        line_read,
+        line_read: read,
         max_head_bytes,
     } = &mut scratch.cursor;
     put(len, segment.len - skip);
@@ -1921,7 +1952,7 @@ pub fn filter_segment(
     put(step_phase, 0);
     put(&mut settled[0], 0);
     put(&mut settled[1], 0);
-    put(line_read, 0);
+    put(read, line_read::PART);
     put(max_head_bytes, policy.settings().max_head_bytes);
     tables.run_steps(scratch, scratch.cursor.len);
     let outcome = Outcome::from_index(scratch.cursor.outcome);
@@ -2011,6 +2042,39 @@ mod tests {
             ..ConnKey::default()
         };
         assert_eq!(key, expected);
+    }
+
+    #[test]
+    fn conn_state_holds_only_what_it_holds() {
+        let conn = ConnState {
+            next_seq: 1,
+            deny_seq: 2,
+            phase: phase::BODY,
+            flags: 0,
+            body_left: 5,
+        };
+        assert!(conn.holds(&conn));
+        for other in [
+            ConnState {
+                next_seq: 9,
+                ..conn
+            },
+            ConnState {
+                deny_seq: 9,
+                ..conn
+            },
+            ConnState {
+                phase: phase::IDLE,
+                ..conn
+            },
+            ConnState { flags: 1, ..conn },
+            ConnState {
+                body_left: 9,
+                ..conn
+            },
+        ] {
+            assert!(!conn.holds(&other), "{other:?}");
+        }
     }
 
     #[test]

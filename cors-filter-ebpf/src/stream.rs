@@ -119,12 +119,15 @@ extern "C" fn step_callback<F: StepFrame>(_index: u64, data: *mut c_void) -> i64
     }
 }
 
-/// The tables in maps, and the steps under `bpf_loop`.
+/// The tables in maps, and the steps under `bpf_loop`, for one packet's
+/// connection: the key given to each call is that packet's.
 pub struct KernelTables<F: StepFrame> {
     ctx: *mut c_void,
     /// The `CONNS` entry of the connection, once looked up or made (null
     /// before): `store_conn` writes it in place.
     conn: Cell<*mut ConnState>,
+    /// What that entry held when it was looked up or made.
+    found: Cell<ConnState>,
     frame: PhantomData<F>,
 }
 
@@ -134,6 +137,7 @@ impl<F: StepFrame> KernelTables<F> {
         KernelTables {
             ctx: ctx.raw(),
             conn: Cell::new(core::ptr::null_mut()),
+            found: Cell::new(ConnState::default()),
             frame: PhantomData,
         }
     }
@@ -147,6 +151,7 @@ impl<F: StepFrame> Tables for KernelTables<F> {
                 self.conn.set(conn);
                 // SAFETY: a value of the map, read during this run (RCU).
                 into.copy_from(unsafe { &*conn });
+                self.found.set(*into);
                 true
             }
             None => {
@@ -163,7 +168,10 @@ impl<F: StepFrame> Tables for KernelTables<F> {
                 return false;
             }
             match CONNS.get_ptr_mut(key) {
-                Some(found) => self.conn.set(found),
+                Some(found) => {
+                    self.conn.set(found);
+                    self.found.set(*conn);
+                }
                 None => return false,
             }
         }
@@ -172,18 +180,24 @@ impl<F: StepFrame> Tables for KernelTables<F> {
 
     #[inline(always)]
     fn store_conn(&self, key: &ConnKey, conn: &ConnState) {
-        let found = self.conn.get();
-        if found.is_null() {
-            let _ = CONNS.insert(key, conn, 0);
+        let entry = self.conn.get();
+        // In place, as Cilium updates its connection entries (an update
+        // allocates a new LRU node and swaps it in), if the entry still
+        // holds what it held when found. A full LRU map hands an evicted
+        // node to another CPU's insert at once, without waiting for RCU:
+        // were this entry evicted during the parse, its memory could be
+        // another connection's by now, which would then hold this one's
+        // state. It was looked up or made in this run, so it is the most
+        // recently used, and a connection's segments are parsed on one CPU
+        // at a time (one receive queue per flow); the check narrows what
+        // is left to the instructions between it and the writes.
+        // SAFETY: a value of the map found during this run (RCU keeps its
+        // memory mapped), and `ConnState` is plain data.
+        if !entry.is_null() && unsafe { (*entry).holds(&self.found.get()) } {
+            // SAFETY: as above.
+            unsafe { (*entry).copy_from(conn) };
         } else {
-            // In place, as Cilium updates its connection entries: an update
-            // would allocate a new LRU node and swap it in. The entry was
-            // looked up or made in this run, which marks it recently used,
-            // and a connection's segments are parsed on one CPU at a time
-            // (one receive queue per flow).
-            // SAFETY: a value of the map found during this run (RCU keeps
-            // its memory), and `ConnState` is plain data.
-            unsafe { (*found).copy_from(conn) };
+            let _ = CONNS.insert(key, conn, 0);
         }
     }
 
