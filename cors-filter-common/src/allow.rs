@@ -19,6 +19,7 @@
 //! in one lookup, walks deeper as it fills.)
 
 use crate::{
+    http::WORD,
     method::MethodSet,
     origin::{ORIGIN_KEY_LEN, OriginKey, OriginParse, entry_kind},
     slot::Slot,
@@ -30,7 +31,6 @@ use crate::{
 pub const MAX_WILDCARD_LABELS: usize = 8;
 const _: () = assert!(MAX_WILDCARD_LABELS.is_power_of_two());
 
-const WORD: usize = 8;
 const KEY_WORDS: usize = ORIGIN_KEY_LEN / WORD;
 
 /// The value of an `ALLOWLIST_n` entry.

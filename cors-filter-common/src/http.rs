@@ -18,7 +18,8 @@ const _: () = assert!(SCAN_BUF_LEN.is_power_of_two() && SCAN_BUF_LEN >= 2 * SCAN
 #[derive(Clone)]
 pub struct ScanBuf(pub [u8; SCAN_BUF_LEN]);
 
-const WORD: usize = 8;
+/// Bytes the parser reads at once: a `u64`.
+pub const WORD: usize = 8;
 
 impl ScanBuf {
     /// The aligned word that holds the byte at `from`, little-endian.

@@ -25,17 +25,18 @@
 //! of the connection (what follows is another protocol, or nothing a server
 //! reads).
 //!
-//! [`step`] consumes at least one byte per call (a run of body bytes, up to
-//! 128 bytes of a line being skipped, a header line or an `Origin` value the
-//! loaded chunk holds whole, or one byte of a name or value being read), so
-//! a segment of `n` bytes needs at most `n` calls: the program runs it
-//! under `bpf_loop` (Linux 5.17), where the verifier checks one call, not
-//! `n`.
+//! [`step`] consumes at least one byte per call: a run of body bytes, up to
+//! 128 bytes of a line being skipped, what the loaded chunk holds whole of
+//! a known method and its space, a header line (with the value of a header
+//! the filter reads), a value, or the blank line, or else one byte of a
+//! token, name or value. A segment of `n` bytes needs at most `n` calls:
+//! the program runs them under `bpf_loop` (Linux 5.17), where the verifier
+//! checks one call, not `n`.
 
 use crate::{
     Outcome, Scratch,
     config::FilterConfig,
-    http::{SCAN_BYTES, SCAN_MASK, ScanBuf, is_tchar},
+    http::{SCAN_BYTES, SCAN_MASK, ScanBuf, WORD, is_tchar},
     method::Method,
     origin::ORIGIN_RAW_LEN,
     policy::Policy,
@@ -110,7 +111,6 @@ pub const MAX_MAX_HEAD_BYTES: u32 = 64 * 1024;
 /// kept: the longest token either is compared with is shorter.
 pub const VALUE_KEPT: usize = 16;
 const VALUE_MASK: usize = VALUE_KEPT - 1;
-const WORD: usize = 8;
 const _: () = assert!(VALUE_KEPT.is_power_of_two() && VALUE_KEPT > "cross-site".len());
 const _: () = assert!(ORIGIN_RAW_LEN.is_power_of_two());
 
