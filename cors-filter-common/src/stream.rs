@@ -43,6 +43,10 @@ use crate::{
     store::{Words, put},
 };
 
+mod scan;
+
+use scan::{byte_marks, header_of_line, known_method_at, whole_line_end};
+
 /// Where a connection's stream is ([`ConnState::phase`]). These numbers are
 /// pinned state (the `CONNS` map): they never change meaning, new phases
 /// take new numbers.
@@ -217,61 +221,6 @@ const NAMES: [&[u8]; 6] = [
 ];
 const ALL_NAMES: u32 = (1 << NAMES.len()) - 1;
 
-/// A header name and its colon cut into little-endian words, for matching
-/// a whole line's start a word at a time: per word, the pattern's bytes,
-/// the bits set before comparing (0x20 on letters: ORing it folds exactly
-/// the two cases of a letter onto the lower-case one; other bytes compare
-/// as they are), and which bytes count (the last word may be partial).
-struct NamePattern {
-    value: [u64; 4],
-    fold: [u64; 4],
-    care: [u64; 4],
-    /// Bytes, the colon included.
-    len: usize,
-}
-
-impl NamePattern {
-    const fn of(name: &[u8]) -> NamePattern {
-        let (mut value, mut fold, mut care) = ([0; 4], [0; 4], [0; 4]);
-        let mut k = 0;
-        while k <= name.len() {
-            let b = if k == name.len() { b':' } else { name[k] };
-            let shift = 8 * (k % WORD);
-            value[k / WORD] |= (b as u64) << shift;
-            if b.is_ascii_lowercase() {
-                fold[k / WORD] |= 0x20 << shift;
-            }
-            care[k / WORD] |= 0xff << shift;
-            k += 1;
-        }
-        NamePattern {
-            value,
-            fold,
-            care,
-            len: name.len() + 1,
-        }
-    }
-}
-
-/// [`NAMES`] as patterns, in the same order.
-const NAME_PATTERNS: [NamePattern; NAMES.len()] = {
-    let mut i = 0;
-    let mut patterns = [const {
-        NamePattern {
-            value: [0; 4],
-            fold: [0; 4],
-            care: [0; 4],
-            len: 0,
-        }
-    }; NAMES.len()];
-    while i < NAMES.len() {
-        assert!(NAMES[i].len() < 4 * WORD);
-        patterns[i] = NamePattern::of(NAMES[i]);
-        i += 1;
-    }
-    patterns
-};
-
 /// Lines this long at most are read whole in one step, when the chunk
 /// holds them (see [`step`]); longer ones a byte or a word at a time.
 const WHOLE_LINE: usize = 128;
@@ -318,7 +267,7 @@ pub mod head_flags {
     /// The `Content-Length` value being read ended its digits (blanks
     /// followed them).
     pub const LENGTH_ENDED: u32 = 2048;
-    /// The head was found too long (see [`MAX_HEAD_LINES`]) and counted as
+    /// The head was found too long (see [`MAX_HEAD_LINES`](super::MAX_HEAD_LINES)) and counted as
     /// incomplete; it is followed to its end without being judged.
     pub const OVERSIZED: u32 = 4096;
     /// A `\r` not followed by `\n` in the header section. Python's
@@ -524,7 +473,7 @@ pub struct SegmentCursor {
     pub chunk_consumed: u32,
     /// The phase the last step started in (likewise).
     pub step_phase: u32,
-    /// Where the scans of a step ended (see [`settle`]).
+    /// Where the scans of a step ended (see `settle`).
     pub settled: [u32; 2],
     /// Whether the last step read a line to its `\n`, and found a bare
     /// `\r` in it: a [`line_read`] value (likewise kept in memory).
@@ -603,74 +552,9 @@ const fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-
 /// What [`step`]'s parse of a byte yields instead of a phase when the byte
 /// ends a head.
 const HEAD_ENDED: u32 = u32::MAX;
-
-/// The high bit of every byte of `word` that is `\n`, and no other bit
-/// (see `http::byte_marks`).
-#[inline(always)]
-const fn line_end_marks(word: u64) -> u64 {
-    byte_marks(word, b'\n')
-}
-
-/// The end of a line the chunk holds within [`WHOLE_LINE`] bytes (see
-/// [`whole_line_end`]).
-#[derive(Clone, Copy)]
-struct LineEnd {
-    /// Where its `\n` is, counted from the line's first byte read.
-    end: usize,
-    /// Non-zero when a byte before `end - 1` is a `\r`: a bare one, as
-    /// the first `\n` is at `end` (see [`head_flags::BARE_CR`]).
-    bare_cr: u64,
-}
-
-/// Where the `\n` that ends the line starting at `at` is, counted from
-/// `at`, if it lies within [`WHOLE_LINE`] bytes and the `avail` bytes of
-/// the chunk from `at`; and whether the bytes before it hold a bare `\r`,
-/// found in the same pass (a `\r` right before the `\n` is not bare).
-///
-/// Reads the buffer's aligned words from the one `at` is in (bytes before
-/// `at` masked off), one load each. Words past the chunk are read too
-/// (stale bytes, inside the buffer): a `\n` found there is past `avail`,
-/// so there is none before it.
-#[inline(always)]
-fn whole_line_end(buf: &ScanBuf, at: usize, avail: usize) -> Option<LineEnd> {
-    let lead = at % WORD;
-    let base = at - lead;
-    // The `\r` marks of the words before the last one read, and of that one.
-    let (mut before, mut last) = (0u64, 0u64);
-    let mut keep = u64::MAX << (8 * lead);
-    let mut w = 0;
-    while w <= WHOLE_LINE / WORD {
-        let word = buf.aligned_word(base + w * WORD);
-        let marks = line_end_marks(word) & keep;
-        let crs = byte_marks(word, b'\r') & keep;
-        if marks != 0 {
-            let at_lf = first_marked(marks);
-            let end = w * WORD + at_lf - lead;
-            if end >= avail || end >= WHOLE_LINE {
-                return None;
-            }
-            // Bytes of this word before the `\n`, and before the byte
-            // before it: at_lf 0 leaves none, and the byte before the `\n`
-            // is the last word's top one, which `last_mask` leaves out.
-            let before_lf = (1u64 << (8 * at_lf)) - 1;
-            let last_mask = 0x7fff_ffff_ffff_ffff | ((before_lf & 1) << 63);
-            return Some(LineEnd {
-                end,
-                bare_cr: before | (last & last_mask) | (crs & (before_lf >> 8)),
-            });
-        }
-        before |= last;
-        last = crs;
-        keep = u64::MAX;
-        w += 1;
-    }
-    None
-}
 
 /// Notes in `head` whether the `len` bytes at `at` (1 to [`WHOLE_LINE`]),
 /// just read in the header section, hold a bare `\r` (see
@@ -710,71 +594,6 @@ fn note_bare_cr(head: &mut HeadState, buf: &ScanBuf, at: usize, len: usize) {
         head.flags &= !head_flags::PENDING_CR;
     }
 }
-
-/// The index of the first byte of `word` whose high bit is set (`marks`
-/// holds only such bits, and at least one): multiplied by a constant, the
-/// lowest mark's byte shifts the index into the top byte. BPF has no
-/// count-trailing-zeros instruction, and LLVM's stand-in loads from a table.
-#[inline(always)]
-const fn first_marked(marks: u64) -> usize {
-    let lowest = (marks & marks.wrapping_neg()) >> 7;
-    (lowest.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
-}
-
-/// The high bit of every byte of `word` that is `byte`, and no other bit
-/// (see [`line_end_marks`]).
-#[inline(always)]
-const fn byte_marks(word: u64, byte: u8) -> u64 {
-    let x = word ^ (0x0101_0101_0101_0101 * byte as u64);
-    !(((x & LOWS) + LOWS) | x | LOWS)
-}
-
-/// Which header (a [`header`]) the line of `len` bytes at `at` is, by its
-/// name and colon, a word at a time: the names read start with distinct
-/// letters, so the first byte picks the one name the line may be.
-#[inline(always)]
-fn header_of_line(buf: &ScanBuf, at: usize, len: usize) -> u32 {
-    let i = match buf[at & SCAN_MASK] | 0x20 {
-        b'o' => header::ORIGIN,
-        b'a' => header::REQUEST_METHOD,
-        b's' => header::SEC_FETCH_SITE,
-        b'c' => header::CONTENT_LENGTH,
-        b't' => header::TRANSFER_ENCODING,
-        b'u' => header::UPGRADE,
-        _ => return header::NONE,
-    } as usize
-        - 1;
-    let pattern = &NAME_PATTERNS[i % NAMES.len()];
-    if len < pattern.len {
-        return header::NONE;
-    }
-    let mut diff = 0u64;
-    let mut w = 0;
-    while w < pattern.len.div_ceil(WORD) {
-        let word = buf.word_at(at + w * WORD);
-        diff |= ((word | pattern.fold[w]) ^ pattern.value[w]) & pattern.care[w];
-        w += 1;
-    }
-    if diff == 0 {
-        i as u32 + 1
-    } else {
-        header::NONE
-    }
-}
-
-/// Every name read starts with its own letter (see [`header_of_line`]),
-/// numbered as [`header`] says.
-const _: () = {
-    let firsts = *b"oasctu";
-    assert!(NAMES.len() == firsts.len());
-    let mut i = 0;
-    while i < NAMES.len() {
-        assert!(NAMES[i][0] == firsts[i]);
-        i += 1;
-    }
-    assert!(header::ORIGIN == 1 && header::REQUEST_METHOD == 2 && header::SEC_FETCH_SITE == 3);
-    assert!(header::CONTENT_LENGTH == 4 && header::TRANSFER_ENCODING == 5 && header::UPGRADE == 6);
-};
 
 /// Bytes of each header's name and colon, by [`header`] number.
 const NAME_AND_COLON: [u32; 8] = {
@@ -1625,24 +1444,6 @@ const fn reads_line_whole(phase: u32) -> bool {
     )
 }
 
-/// A known method's token and the space after it, at `at` in the chunk
-/// (`avail` bytes from `at`): the token's bytes (little-endian) and
-/// length. `None` for anything else, which is read a byte at a time.
-#[inline(always)]
-fn known_method_at(buf: &ScanBuf, at: usize, avail: usize) -> Option<(u64, usize)> {
-    if avail <= WORD {
-        return None;
-    }
-    let word = buf.word_at(at);
-    let spaces = byte_marks(word, b' ');
-    if spaces == 0 {
-        return None;
-    }
-    let len = first_marked(spaces);
-    let token = word & ((1u64 << (8 * len)) - 1);
-    (Method::of_token(token, len as u32) != Method::Other).then_some((token, len))
-}
-
 /// A chunk-size line has ended: the chunk's data, or the trailers after
 /// the last chunk.
 #[inline(always)]
@@ -2007,16 +1808,6 @@ mod tests {
             ..HeadState::default()
         };
         assert_eq!(bytes_of(&head), bytes_of(&expected));
-    }
-
-    #[test]
-    fn first_marked_is_the_lowest_marked_byte() {
-        for low in 0..8 {
-            for high in low..8 {
-                let marks = (0x80u64 << (8 * low)) | (0x80u64 << (8 * high));
-                assert_eq!(first_marked(marks), low, "{marks:#x}");
-            }
-        }
     }
 
     #[test]
