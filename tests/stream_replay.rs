@@ -173,3 +173,44 @@ fn an_overlap_across_the_sequence_wrap_is_parsed_in_the_kernel() -> Result<()> {
     assert_eq!(results[2].0, "drop", "{results:?}");
     Ok(())
 }
+
+/// The line scan's bare-`\r` look, compiled for the kernel: a bare CR at
+/// every offset of header values of lengths around the word and
+/// whole-line bounds, at every alignment, whole and cut around it, makes
+/// the allowed preflight malformed in the kernel as in the model (which
+/// `run` checks frame for frame).
+#[test]
+fn a_bare_cr_anywhere_makes_the_head_malformed_in_the_kernel() -> Result<()> {
+    let malformed = cors_filter_common::Counter::Malformed.name();
+    let mut segments = Vec::new();
+    let mut requests = 0;
+    let mut port = 20000u16;
+    for align in 0..8 {
+        let path = format!("/{}", "p".repeat(align));
+        for len in [1, 8, 9, 16, 17, 64, 127, 128, 140] {
+            for at in 0..len {
+                let mut value = "v".repeat(len).into_bytes();
+                value[at] = b'\r';
+                let head = format!(
+                    "OPTIONS {path} HTTP/1.1\r\nHost: api.example\r\nX-Filler: {}\r\nAccess-Control-Request-Method: PUT\r\nOrigin: {ALLOWED}\r\n\r\n",
+                    String::from_utf8(value).unwrap()
+                )
+                .into_bytes();
+                let cr = head.windows(10).position(|w| w == b"X-Filler: ").unwrap() + 10 + at;
+                for cuts in [vec![], vec![cr], vec![cr + 1]] {
+                    port += 1;
+                    let order: Vec<usize> = (0..=cuts.len()).collect();
+                    segments.extend(on(port, connection(&head, &cuts, &order)));
+                    requests += 1;
+                }
+            }
+        }
+    }
+    let results = run(false, &segments)?;
+    let malformed_seen = results.iter().filter(|(_, r)| r == malformed).count();
+    assert_eq!(
+        malformed_seen, requests,
+        "every request malformed in the kernel"
+    );
+    Ok(())
+}
