@@ -152,6 +152,11 @@ fn run(extra: &str, segments: &[(u16, u32, Vec<u8>, bool)]) -> Result<Vec<Replay
     if extra.contains("http2 = \"pass\"") {
         policy.settings = policy.settings.with_http2(cors_filter_common::Http2::Pass);
     }
+    if extra.contains("client_address_header = \"x-forwarded-for\"") {
+        policy.client_header = cors_filter_common::stream::header::X_FORWARDED_FOR;
+    } else if extra.contains("client_address_header = \"forwarded\"") {
+        policy.client_header = cors_filter_common::stream::header::FORWARDED;
+    }
     let mut model = Model::new(policy);
     for ((port, seq, payload, syn), line) in segments.iter().zip(&lines) {
         let judged = model.segment(&packet_key(*port), *seq, payload, *syn);
@@ -475,6 +480,51 @@ fn http2_is_refused_unless_passed() -> Result<()> {
             let event = lines[1].event.as_ref().expect("an event for HTTP/2");
             assert_eq!(event.reason, "HTTP/2 on an inspected port");
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_trusted_client_header_names_the_client_and_never_the_verdict() -> Result<()> {
+    require_root()?;
+    // What a page can put in the header comes first; the trusted proxy
+    // appends the address it saw: the last element.
+    let with = |header: &str, origin: &str| {
+        format!(
+            "OPTIONS /api HTTP/1.1\r\nHost: api.example\r\n{header}\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: PUT\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let xff = "X-Forwarded-For: 6.6.6.6, 198.51.100.66\r\nx-forwarded-for: 10.9.9.9, 203.0.113.9";
+    let fwd =
+        "Forwarded: for=6.6.6.6\r\nForwarded: for=10.9.9.9, proto=https;For=\"[2001:db8::9]:4711\"";
+    let long = format!("X-Forwarded-For: 6.6.6.6, {}", "1".repeat(70));
+    let trust_xff = format!("[port.{DST_PORT}]\nclient_address_header = \"x-forwarded-for\"");
+    let trust_fwd = format!("[port.{DST_PORT}]\nclient_address_header = \"forwarded\"");
+    for (extra, header, forwarded) in [
+        (trust_xff.as_str(), xff, Some("203.0.113.9")),
+        (trust_xff.as_str(), fwd, None),
+        (trust_xff.as_str(), long.as_str(), None),
+        (trust_fwd.as_str(), fwd, Some("[2001:db8::9]:4711")),
+        (trust_fwd.as_str(), xff, None),
+        ("", xff, None),
+    ] {
+        let stream = [v2_tcp4(&[]), with(header, ALLOWED), with(header, EVIL)].concat();
+        let first = v2_tcp4(&[]).len() + with(header, ALLOWED).len();
+        let lines = run(extra, &connection(47000, &stream, &[first]))?;
+        let got: Vec<&str> = lines.iter().map(|l| l.reason.as_str()).collect();
+        assert_eq!(
+            got,
+            ["pass_no_payload", "preflight_allow", "preflight_deny"],
+            "{extra:?} {header:?}"
+        );
+        let event = lines[2].event.as_ref().expect("an event");
+        assert_eq!(
+            event.forwarded.as_deref(),
+            forwarded,
+            "{extra:?} {header:?}"
+        );
+        assert_eq!(event.client.as_deref(), Some(CLIENT_V4_TEXT));
     }
     Ok(())
 }

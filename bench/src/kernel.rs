@@ -60,6 +60,7 @@ impl Program {
                     cases::HTTP_PORT,
                     PortPolicy {
                         protect_unsafe: true,
+                        client_header: None,
                     },
                 )]
                 .into(),

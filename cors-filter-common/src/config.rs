@@ -167,7 +167,13 @@ impl PortFlags {
     /// than `max_head_bytes` is handled by `on_oversized_head`
     /// (`FilterConfig::on_incomplete`), for every port alike.
     pub const PASS_INCOMPLETE_UNSAFE: u64 = 4;
-    pub const BITS: u32 = 4;
+    /// Denial events name the client the last element of the request's
+    /// `X-Forwarded-For` gives (a trusted proxy appends it); never a
+    /// verdict's input. Not set with [`Self::CLIENT_FORWARDED`].
+    pub const CLIENT_X_FORWARDED_FOR: u64 = 8;
+    /// Likewise, from the `for=` of the last element of `Forwarded`.
+    pub const CLIENT_FORWARDED: u64 = 16;
+    pub const BITS: u32 = 8;
     pub const MASK: u64 = (1 << Self::BITS) - 1;
 }
 

@@ -106,6 +106,12 @@ impl DenialReason {
         }
     }
 
+    /// Whether the event is about a request whose head was read (not a
+    /// connection refused for what it speaks).
+    pub const fn names_a_request(self) -> bool {
+        !matches!(self, DenialReason::Http2 | DenialReason::ProxyMalformed)
+    }
+
     /// Whether the event names an origin that is counted per origin: a
     /// denied preflight or unsafe request that had one. (An incomplete head
     /// is counted on its own, in `incomplete`, and a cross-site request
@@ -180,12 +186,30 @@ pub struct DenialEvent {
     /// The client the connection's PROXY header named (the packet's source
     /// is then the proxy); `client.family` 0: none.
     pub client: crate::proxy::ProxyClient,
+    /// Bytes of `forwarded` that hold the last element of the port's
+    /// trusted client header; [`FORWARDED_TOO_LONG`] when it was longer
+    /// than kept, 0 when there was none (or the request's head was not
+    /// read: HTTP/2, a PROXY header).
+    pub forwarded_len: u8,
+    /// Which header it is (`stream::header::X_FORWARDED_FOR` or
+    /// `FORWARDED`); 0: none is trusted on the port.
+    pub forwarded_header: u8,
+    /// Zero; keeps `forwarded` 8-byte aligned.
+    pub reserved2: [u8; 6],
+    /// That element, as sent (bytes past `forwarded_len` unspecified).
+    pub forwarded: [u8; crate::stream::CLIENT_TEXT_LEN],
 }
+
+/// `DenialEvent::forwarded_len` of an element longer than kept.
+pub const FORWARDED_TOO_LONG: u8 = u8::MAX;
+const _: () = assert!(crate::stream::CLIENT_TEXT_LEN < FORWARDED_TOO_LONG as usize);
 
 /// Size of a record, as the ring buffer holds it.
 pub const DENIAL_EVENT_SIZE: usize = core::mem::size_of::<DenialEvent>();
-const _: () = assert!(DENIAL_EVENT_SIZE == 184);
+const _: () = assert!(DENIAL_EVENT_SIZE == 256);
 const _: () = assert!(core::mem::offset_of!(DenialEvent, client) == 160);
+const _: () = assert!(core::mem::offset_of!(DenialEvent, forwarded_len) == 184);
+const _: () = assert!(core::mem::offset_of!(DenialEvent, forwarded) == 192);
 const _: () = assert!(core::mem::offset_of!(DenialEvent, origin) == 32);
 // The program zeroes these a word at a time (`events::report`).
 const _: () = assert!(core::mem::offset_of!(DenialEvent, source_addr) == 0);

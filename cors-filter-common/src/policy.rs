@@ -17,4 +17,11 @@ pub trait Policy {
 
     /// The settings of the policy generation the packet is judged by.
     fn settings(&self) -> crate::FilterConfig;
+
+    /// The header whose last element names the client in denial events on
+    /// the packet's port: a `stream::header` number, `header::NONE` where
+    /// none is trusted (the default).
+    fn client_header(&self) -> u32 {
+        crate::stream::header::NONE
+    }
 }

@@ -219,18 +219,41 @@ pub mod header {
     pub const CONTENT_LENGTH: u32 = 4;
     pub const TRANSFER_ENCODING: u32 = 5;
     pub const UPGRADE: u32 = 6;
+    /// Read only where a port trusts it for the client (`Policy::client_header`).
+    pub const X_FORWARDED_FOR: u32 = 7;
+    /// Likewise.
+    pub const FORWARDED: u32 = 8;
 }
 
 /// The header names read, lower case, in the order of [`header`] (from 1).
-const NAMES: [&[u8]; 6] = [
+const NAMES: [&[u8]; 8] = [
     b"origin",
     b"access-control-request-method",
     b"sec-fetch-site",
     b"content-length",
     b"transfer-encoding",
     b"upgrade",
+    b"x-forwarded-for",
+    b"forwarded",
 ];
-const ALL_NAMES: u32 = (1 << NAMES.len()) - 1;
+/// The names read on every port (bit `h - 1` for header `h`): all but the
+/// client headers, which a port reads only where it trusts one.
+const NAMES_READ: u32 = (1 << (header::UPGRADE)) - 1;
+
+/// The names read under `policy` (see [`NAMES_READ`]).
+#[inline(always)]
+fn names_read(policy: &impl Policy) -> u32 {
+    match policy.client_header() {
+        h @ (header::X_FORWARDED_FOR | header::FORWARDED) => NAMES_READ | 1 << (h - 1),
+        _ => NAMES_READ,
+    }
+}
+
+/// Bytes of a client header's last element kept (see
+/// [`HeadState::client_text`]): an IPv6 address with a port and brackets,
+/// or a `Forwarded` element with a few parameters.
+pub const CLIENT_TEXT_LEN: usize = 64;
+const _: () = assert!(CLIENT_TEXT_LEN.is_power_of_two());
 
 /// Lines this long at most are read whole in one step, when the chunk
 /// holds them (see [`step`]); longer ones a byte or a word at a time.
@@ -359,6 +382,12 @@ pub struct HeadState {
     pub reserved: u32,
     /// The (last) `Origin` value.
     pub origin: [u8; ORIGIN_RAW_LEN],
+    /// Bytes of the last element of the port's client header
+    /// ([`Policy::client_header`]) so far: past its last comma.
+    pub client_len: u32,
+    pub client_spare: u32,
+    /// That element's first [`CLIENT_TEXT_LEN`] bytes, as sent.
+    pub client_text: [u8; CLIENT_TEXT_LEN],
 }
 
 impl Default for HeadState {
@@ -387,6 +416,9 @@ impl Default for HeadState {
             origin_len: 0,
             reserved: 0,
             origin: [0; ORIGIN_RAW_LEN],
+            client_len: 0,
+            client_spare: 0,
+            client_text: [0; CLIENT_TEXT_LEN],
         }
     }
 }
@@ -397,8 +429,10 @@ unsafe impl Words for HeadState {}
 const _: () = assert!(core::mem::align_of::<HeadState>() == 8);
 // No padding: the fields' sizes add up to the size (18 `u32`s, 3 `u64`s,
 // the two arrays).
-const _: () =
-    assert!(core::mem::size_of::<HeadState>() == 18 * 4 + 3 * 8 + VALUE_KEPT + ORIGIN_RAW_LEN);
+const _: () = assert!(
+    core::mem::size_of::<HeadState>()
+        == 20 * 4 + 3 * 8 + VALUE_KEPT + ORIGIN_RAW_LEN + CLIENT_TEXT_LEN
+);
 const _: () = assert!(core::mem::offset_of!(HeadState, content_length) == 72);
 
 #[cfg(feature = "user")]
@@ -622,8 +656,8 @@ fn note_bare_cr(head: &mut HeadState, buf: &ScanBuf, at: usize, len: usize) {
 }
 
 /// Bytes of each header's name and colon, by [`header`] number.
-const NAME_AND_COLON: [u32; 8] = {
-    let mut lens = [0; 8];
+const NAME_AND_COLON: [u32; 16] = {
+    let mut lens = [0; 16];
     let mut i = 0;
     while i < NAMES.len() {
         lens[i + 1] = NAMES[i].len() as u32 + 1;
@@ -663,6 +697,9 @@ impl HeadState {
             origin_len,
             reserved,
             origin: _,
+            client_len,
+            client_spare,
+            client_text: _,
         } = self;
         put(bytes, 1);
         put(lines, 0);
@@ -685,6 +722,8 @@ impl HeadState {
         put(length_value, 0);
         put(origin_len, 0);
         put(reserved, 0);
+        put(client_len, 0);
+        put(client_spare, 0);
     }
 
     #[inline(always)]
@@ -859,6 +898,21 @@ impl HeadState {
                     self.flags |= head_flags::LENGTH_BAD;
                 }
             }
+            header::X_FORWARDED_FOR | header::FORWARDED => {
+                if b == b',' {
+                    self.client_len = 0;
+                } else {
+                    let n = self.client_len;
+                    if (n as usize) < CLIENT_TEXT_LEN {
+                        self.client_text[n as usize & (CLIENT_TEXT_LEN - 1)] = b;
+                    }
+                    // Counted on past what is kept: a longer element is
+                    // not read as an address.
+                    if n <= CLIENT_TEXT_LEN as u32 {
+                        self.client_len = n + 1;
+                    }
+                }
+            }
             header::UPGRADE => {
                 let lower = b.to_ascii_lowercase();
                 let c = self.coding;
@@ -939,6 +993,8 @@ impl HeadState {
                 self.flags |= head_flags::UPGRADE;
                 self.coding = 0;
             }
+            // The last line's last element names the client.
+            header::X_FORWARDED_FOR | header::FORWARDED => self.client_len = 0,
             _ => {}
         }
         phase::VALUE
@@ -1430,18 +1486,21 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                     // The whole line is in the chunk: its name is matched
                     // a word at a time, and a line the filter does not read
                     // is passed over in this one step.
-                    let found = header_of_line(&scratch.payload, at, end);
+                    let mut found = header_of_line(&scratch.payload, at, end);
+                    if found != header::NONE && names_read(policy) & (1 << (found - 1)) == 0 {
+                        found = header::NONE;
+                    }
                     if found == header::NONE {
                         consumed = end as u32 + 1;
                         phase::LINE_START
                     } else {
-                        let name = NAME_AND_COLON[found as usize & 7] as usize;
+                        let name = NAME_AND_COLON[found as usize & 15] as usize;
                         consumed = settle(&mut scratch.cursor.settled[1], name) as u32;
                         value_from = Some(consumed as usize);
                         head.begin_value(found)
                     }
                 } else {
-                    head.candidates = ALL_NAMES;
+                    head.candidates = names_read(policy);
                     head.name_len = 0;
                     head.header = header::NONE;
                     if b == b'\r' {
@@ -2025,6 +2084,7 @@ mod tests {
             method_len: 1,
             value: head.value,
             origin: head.origin,
+            client_text: head.client_text,
             ..HeadState::default()
         };
         assert_eq!(bytes_of(&head), bytes_of(&expected));

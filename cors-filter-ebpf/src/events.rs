@@ -9,15 +9,26 @@ use cors_filter_common::{
     Counter, FilterConfig, Outcome, Scratch,
     event::{
         DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, FLAG_UNSAFE_REQUEST,
-        origin_extent, wakes_reader,
+        FORWARDED_TOO_LONG, origin_extent, wakes_reader,
     },
     proxy::ProxyClient,
+    stream::CLIENT_TEXT_LEN,
 };
 
 use crate::{
     maps::{DENIALS, count},
     net::{Frame, TcpPayload},
 };
+
+/// An event's `forwarded_len` for an element of `len` bytes.
+#[inline(always)]
+fn forwarded_len(len: u32) -> u8 {
+    if len as usize > CLIENT_TEXT_LEN {
+        FORWARDED_TOO_LONG
+    } else {
+        len as u8
+    }
+}
 
 /// Where the source address starts in the IPv4 and IPv6 headers.
 const IPV4_SADDR: u32 = 12;
@@ -42,7 +53,13 @@ pub fn remember(scratch: &mut Scratch, payload: &TcpPayload) {
 /// (in monitor mode too); counts it in `EventsLost` when the ring buffer
 /// has no room. Only outcomes reached after [`remember`] are denials.
 #[inline(always)]
-pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &FilterConfig) {
+pub fn report(
+    ctx: &impl Frame,
+    scratch: &Scratch,
+    outcome: Outcome,
+    config: &FilterConfig,
+    client_header: u32,
+) {
     let Some(reason) = DenialReason::of(outcome, config) else {
         return;
     };
@@ -89,6 +106,25 @@ pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &Fi
         let mut i = 0;
         while i < size_of::<ProxyClient>() / 8 {
             client.add(i).write_volatile(from.add(i).read());
+            i += 1;
+        }
+        // The trusted client header's last element, for a request whose
+        // head was read (its `client_len` is the head's own).
+        let head = &scratch.stream_head;
+        let (header, len) = if reason.names_a_request() {
+            (client_header, forwarded_len(head.client_len))
+        } else {
+            (0, 0)
+        };
+        // The 8 bytes at offset 184: the length, the header, zeros.
+        addr_of_mut!((*event).forwarded_len)
+            .cast::<u64>()
+            .write_volatile(len as u64 | (header as u64) << 8);
+        let to = addr_of_mut!((*event).forwarded).cast::<u64>();
+        let from = head.client_text.as_ptr().cast::<u64>();
+        let mut i = 0;
+        while i < CLIENT_TEXT_LEN / 8 {
+            to.add(i).write_volatile(from.add(i).read_unaligned());
             i += 1;
         }
     }

@@ -26,7 +26,7 @@ use cors_filter_common::{
     Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict,
     event::{FAMILY_IPV4, FAMILY_IPV6},
     origin::OriginParse,
-    stream::{ConnKey, Segment, filter_segment},
+    stream::{ConnKey, Segment, filter_segment, header},
 };
 
 use crate::{
@@ -67,6 +67,17 @@ impl Policy for PacketPolicy {
     #[inline(always)]
     fn settings(&self) -> FilterConfig {
         settings(self.generation)
+    }
+
+    #[inline(always)]
+    fn client_header(&self) -> u32 {
+        if self.port_flags & PortFlags::CLIENT_X_FORWARDED_FOR != 0 {
+            header::X_FORWARDED_FOR
+        } else if self.port_flags & PortFlags::CLIENT_FORWARDED != 0 {
+            header::FORWARDED
+        } else {
+            header::NONE
+        }
     }
 }
 
@@ -151,7 +162,8 @@ fn filter<F: StepFrame>(ctx: &F) -> Verdict {
     if verdict != Verdict::Pass {
         count(Counter::Dropped);
     }
-    events::report(ctx, scratch, outcome, &settings);
+    let client_header = PacketPolicy::of(scratch).client_header();
+    events::report(ctx, scratch, outcome, &settings, client_header);
     verdict
 }
 

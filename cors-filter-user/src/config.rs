@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::{
     allowlist::{AllowEntry, parse_entry, parse_methods},
-    policy::PortPolicy,
+    policy::{ClientHeader, PortPolicy},
 };
 
 #[derive(Debug)]
@@ -150,6 +150,7 @@ struct RawAllowTable {
 #[serde(deny_unknown_fields)]
 struct RawPortSettings {
     protect_unsafe_methods: Option<bool>,
+    client_address_header: Option<ClientHeaderSetting>,
     /// Retired: refused with what replaced it.
     unsafe_on_incomplete: Option<Spanned<de::IgnoredAny>>,
 }
@@ -173,6 +174,13 @@ enum IncompleteSetting {
 enum ActionSetting {
     Drop,
     Reset,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum ClientHeaderSetting {
+    XForwardedFor,
+    Forwarded,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -297,7 +305,17 @@ impl Config {
             let protect_unsafe = own
                 .and_then(|s| s.protect_unsafe_methods)
                 .unwrap_or(default_protect);
-            port_policies.insert(*port, PortPolicy { protect_unsafe });
+            let client_header = own.and_then(|s| s.client_address_header).map(|h| match h {
+                ClientHeaderSetting::XForwardedFor => ClientHeader::XForwardedFor,
+                ClientHeaderSetting::Forwarded => ClientHeader::Forwarded,
+            });
+            port_policies.insert(
+                *port,
+                PortPolicy {
+                    protect_unsafe,
+                    client_header,
+                },
+            );
         }
         let bounded = |name: &str,
                        setting: &Option<Spanned<i64>>,
@@ -563,6 +581,28 @@ mod tests {
         assert_eq!(c.action, Action::Drop);
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"drop\"\n").unwrap();
         assert_eq!(c.action, Action::Drop);
+    }
+
+    #[test]
+    fn a_port_may_trust_a_client_header() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80, 8080, 8443]\n[port.8080]\nclient_address_header = \"x-forwarded-for\"\n[port.8443]\nclient_address_header = \"forwarded\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.ports[&80].client_header, None);
+        assert_eq!(
+            c.ports[&8080].client_header,
+            Some(ClientHeader::XForwardedFor)
+        );
+        assert_eq!(c.ports[&8443].client_header, Some(ClientHeader::Forwarded));
+        assert_eq!(
+            c.ports[&8080].flags(),
+            cors_filter_common::PortFlags::INSPECT
+                | cors_filter_common::PortFlags::CLIENT_X_FORWARDED_FOR
+        );
+        let e = err("ports = [80]\n[port.80]\nclient_address_header = \"x-real-ip\"\n");
+        assert!(e.contains("line 3") && e.contains("x-real-ip"), "{e}");
     }
 
     #[test]

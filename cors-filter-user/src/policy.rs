@@ -36,6 +36,27 @@ pub struct Policy {
 pub struct PortPolicy {
     /// Requests with unsafe methods are judged (`protect_unsafe_methods`).
     pub protect_unsafe: bool,
+    /// The header a trusted proxy writes the client's address in, which
+    /// denial events then name (`client_address_header`); never a
+    /// verdict's input.
+    pub client_header: Option<ClientHeader>,
+}
+
+/// A header a trusted proxy names the client in (its last element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientHeader {
+    XForwardedFor,
+    Forwarded,
+}
+
+impl ClientHeader {
+    /// How the config and the logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientHeader::XForwardedFor => "x-forwarded-for",
+            ClientHeader::Forwarded => "forwarded",
+        }
+    }
 }
 
 impl PortPolicy {
@@ -47,6 +68,11 @@ impl PortPolicy {
         if self.protect_unsafe {
             flags |= PortFlags::PROTECT_UNSAFE;
         }
+        flags |= match self.client_header {
+            None => 0,
+            Some(ClientHeader::XForwardedFor) => PortFlags::CLIENT_X_FORWARDED_FOR,
+            Some(ClientHeader::Forwarded) => PortFlags::CLIENT_FORWARDED,
+        };
         flags
     }
 }

@@ -3,8 +3,9 @@
 //! `BPF_PROG_TEST_RUN`. One JSON object per frame on stdout:
 //! `{"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}`, and
 //! for a frame the program wrote a denial event for,
-//! `"event":{"reason":R,"source":ADDR,"client":ADDR|null}` after them
-//! (`client`: the one the connection's PROXY header named).
+//! `"event":{"reason":R,"source":ADDR,"client":ADDR|null,"forwarded":ADDR|null}`
+//! after them (`client`: the one the connection's PROXY header named;
+//! `forwarded`: the one the port's trusted client header named).
 //! `reset` is a frame the program rewrote into a TCP reset and returned
 //! `XDP_TX` for (`action = "reset"`); `--replies FILE` keeps those frames.
 //!
@@ -92,6 +93,10 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
                     "reason": denial.reason.to_string(),
                     "source": denial.source.to_string(),
                     "client": denial.client.map(|c| c.to_string()),
+                    "forwarded": denial
+                        .forwarded
+                        .and_then(|f| f.client)
+                        .map(|c| c.to_string()),
                 }),
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
             };

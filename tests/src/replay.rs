@@ -36,6 +36,8 @@ pub struct ReplayedEvent {
     pub source: String,
     /// The client the connection's PROXY header named.
     pub client: Option<String>,
+    /// The client the port's trusted client header named.
+    pub forwarded: Option<String>,
 }
 
 /// What a `replay` run printed and how it ended.
@@ -90,6 +92,7 @@ impl ReplayRun {
                             .with_context(|| format!("replay line {n}: event without source"))?
                             .to_owned(),
                         client: event["client"].as_str().map(str::to_owned),
+                        forwarded: event["forwarded"].as_str().map(str::to_owned),
                     }),
                 },
             };

@@ -33,6 +33,8 @@ pub struct ModelPolicy {
     pub allow: Vec<(Vec<u8>, MethodSet)>,
     pub protects_unsafe: bool,
     pub settings: FilterConfig,
+    /// The client header the port trusts (`stream::header`).
+    pub client_header: u32,
 }
 
 impl ModelPolicy {
@@ -51,6 +53,7 @@ impl ModelPolicy {
             allow,
             protects_unsafe,
             settings: FilterConfig::new(Mode::Enforce, OnIncomplete::Drop),
+            client_header: stream::header::NONE,
         }
     }
 }
@@ -70,6 +73,10 @@ impl Policy for ModelPolicy {
 
     fn settings(&self) -> FilterConfig {
         self.settings
+    }
+
+    fn client_header(&self) -> u32 {
+        self.client_header
     }
 }
 

@@ -159,6 +159,8 @@ pub(super) fn header_of_line(buf: &ScanBuf, at: usize, len: usize) -> u32 {
         b'c' => header::CONTENT_LENGTH,
         b't' => header::TRANSFER_ENCODING,
         b'u' => header::UPGRADE,
+        b'x' => header::X_FORWARDED_FOR,
+        b'f' => header::FORWARDED,
         _ => return header::NONE,
     } as usize
         - 1;
@@ -183,7 +185,7 @@ pub(super) fn header_of_line(buf: &ScanBuf, at: usize, len: usize) -> u32 {
 /// Every name read starts with its own letter (see [`header_of_line`]),
 /// numbered as [`header`] says.
 const _: () = {
-    let firsts = *b"oasctu";
+    let firsts = *b"oasctuxf";
     assert!(NAMES.len() == firsts.len());
     let mut i = 0;
     while i < NAMES.len() {
@@ -192,6 +194,7 @@ const _: () = {
     }
     assert!(header::ORIGIN == 1 && header::REQUEST_METHOD == 2 && header::SEC_FETCH_SITE == 3);
     assert!(header::CONTENT_LENGTH == 4 && header::TRANSFER_ENCODING == 5 && header::UPGRADE == 6);
+    assert!(header::X_FORWARDED_FOR == 7 && header::FORWARDED == 8);
 };
 
 /// A known method's token and the space after it, at `at` in the chunk

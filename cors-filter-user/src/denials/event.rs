@@ -15,9 +15,10 @@ use cors_filter_common::{
     Method,
     event::{
         DENIAL_EVENT_SIZE, DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6,
-        FLAG_ORIGIN_TRUNCATED, FLAG_UNSAFE_REQUEST,
+        FLAG_ORIGIN_TRUNCATED, FLAG_UNSAFE_REQUEST, FORWARDED_TOO_LONG,
     },
     proxy::ProxyClient,
+    stream::{CLIENT_TEXT_LEN, header},
 };
 
 /// How an event without an origin value is shown and counted.
@@ -100,6 +101,8 @@ pub struct Denial {
     pub source: Source,
     /// The client the connection's PROXY header named, when it named one.
     pub client: Option<Source>,
+    /// The client the port's trusted header named (`client_address_header`).
+    pub forwarded: Option<Forwarded>,
     pub dest_port: u16,
     pub reason: Reason,
     /// The origin, rendered (see [`render_origin`]).
@@ -112,6 +115,9 @@ impl fmt::Display for Denial {
     /// port, and for a request judged by its origin, origin and request.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "denial: {} from ", self.reason)?;
+        if let Some(forwarded) = &self.forwarded {
+            write!(f, "{forwarded} via ")?;
+        }
         match &self.client {
             Some(client) => write!(f, "{client} via proxy {}", self.source)?,
             None => write!(f, "{}", self.source)?,
@@ -188,14 +194,102 @@ pub fn decode(record: &[u8]) -> Result<Denial, DecodeError> {
     let origin_bytes = record
         .get(origin_at..origin_at + origin_len)
         .unwrap_or_default();
+    let forwarded_len = u8_at(std::mem::offset_of!(DenialEvent, forwarded_len));
+    let forwarded_at = std::mem::offset_of!(DenialEvent, forwarded);
+    let forwarded = match u8_at(std::mem::offset_of!(DenialEvent, forwarded_header)) {
+        0 => None,
+        code => {
+            let header = match u32::from(code) {
+                header::X_FORWARDED_FOR => "x-forwarded-for",
+                header::FORWARDED => "forwarded",
+                _ => "an unknown header",
+            };
+            let text = match forwarded_len {
+                FORWARDED_TOO_LONG => None,
+                len => {
+                    record.get(forwarded_at..forwarded_at + usize::from(len).min(CLIENT_TEXT_LEN))
+                }
+            };
+            Some(Forwarded {
+                header,
+                client: text.and_then(|t| forwarded_client(u32::from(code), t)),
+            })
+        }
+    };
     Ok(Denial {
         source,
         client,
+        forwarded,
         dest_port: u16_at(std::mem::offset_of!(DenialEvent, dest_port)),
         reason,
         origin: render_origin(origin_bytes, truncated),
         request,
     })
+}
+
+/// The client a trusted header named, by its last element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarded {
+    /// `x-forwarded-for` or `forwarded`.
+    pub header: &'static str,
+    /// `None`: the element was no address (`unknown`, an obfuscated name,
+    /// too long, or none at all).
+    pub client: Option<ForwardedClient>,
+}
+
+/// An address, with the port where the element gave one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedClient {
+    Addr(SocketAddr),
+    Ip(IpAddr),
+}
+
+impl fmt::Display for ForwardedClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardedClient::Addr(a) => write!(f, "{a}"),
+            ForwardedClient::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl fmt::Display for Forwarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.client {
+            Some(client) => write!(f, "{client} (by {})", self.header),
+            None => write!(f, "an unreadable client (by {})", self.header),
+        }
+    }
+}
+
+/// The address in the last element of a trusted header: `X-Forwarded-For`'s
+/// (an address, maybe with a port) or `Forwarded`'s `for=` parameter
+/// (RFC 7239: maybe quoted, IPv6 in brackets).
+pub fn forwarded_client(header_code: u32, text: &[u8]) -> Option<ForwardedClient> {
+    // The kernel keeps the bytes as sent: the line's `\r` may end them.
+    let text = std::str::from_utf8(text)
+        .ok()?
+        .trim_matches([' ', '\t', '\r']);
+    let node = if header_code == header::FORWARDED {
+        let value = text.split(';').find_map(|param| {
+            let (name, value) = param.trim_matches([' ', '\t']).split_once('=')?;
+            name.eq_ignore_ascii_case("for").then_some(value)
+        })?;
+        value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value)
+    } else {
+        text
+    };
+    if let Ok(addr) = node.parse::<SocketAddr>() {
+        return Some(ForwardedClient::Addr(addr));
+    }
+    let bare = node
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(node);
+    bare.parse::<IpAddr>().ok().map(ForwardedClient::Ip)
 }
 
 /// An address of `family` (`FAMILY_IPV4`: in the first 4 bytes of
@@ -273,6 +367,10 @@ mod tests {
             reserved: [0; 6],
             origin: [0xee; EVENT_ORIGIN_LEN],
             client: ProxyClient::default(),
+            forwarded_len: 0,
+            forwarded_header: 0,
+            reserved2: [0; 6],
+            forwarded: [0xee; CLIENT_TEXT_LEN],
         };
         e.source_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
         let n = origin.len().min(EVENT_ORIGIN_LEN);
@@ -314,6 +412,54 @@ mod tests {
             decode(&record(&e)).unwrap().to_string(),
             "denial: HTTP/2 on an inspected port from 198.18.0.1:43210 to port 8080"
         );
+    }
+
+    #[test]
+    fn names_the_client_a_trusted_header_named() {
+        let mut e = event(b"https://evil.example");
+        for (code, text, shown) in [
+            (
+                header::X_FORWARDED_FOR,
+                &b" 203.0.113.7\r"[..],
+                Some("203.0.113.7"),
+            ),
+            (
+                header::X_FORWARDED_FOR,
+                b"[2001:db8::7]:443",
+                Some("[2001:db8::7]:443"),
+            ),
+            (header::X_FORWARDED_FOR, b"2001:db8::7", Some("2001:db8::7")),
+            (header::X_FORWARDED_FOR, b"unknown", None),
+            (
+                header::FORWARDED,
+                b" for=203.0.113.7;proto=https",
+                Some("203.0.113.7"),
+            ),
+            (
+                header::FORWARDED,
+                b"proto=https;For=\"[2001:db8::7]:4711\"",
+                Some("[2001:db8::7]:4711"),
+            ),
+            (header::FORWARDED, b"for=_hidden", None),
+            (header::FORWARDED, b"by=203.0.113.7", None),
+        ] {
+            e.forwarded_header = code as u8;
+            e.forwarded_len = text.len() as u8;
+            e.forwarded[..text.len()].copy_from_slice(text);
+            let d = decode(&record(&e)).unwrap();
+            let f = d.forwarded.clone().expect("a trusted header");
+            assert_eq!(
+                f.client.map(|c| c.to_string()).as_deref(),
+                shown,
+                "{text:?}"
+            );
+            assert!(d.to_string().contains(" via 198.18.0.1:43210 "), "{d}");
+        }
+        e.forwarded_header = header::X_FORWARDED_FOR as u8;
+        e.forwarded_len = FORWARDED_TOO_LONG;
+        assert_eq!(decode(&record(&e)).unwrap().forwarded.unwrap().client, None);
+        e.forwarded_header = 0;
+        assert_eq!(decode(&record(&e)).unwrap().forwarded, None);
     }
 
     #[test]
