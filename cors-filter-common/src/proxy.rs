@@ -646,6 +646,9 @@ impl V1Line {
 /// connection whose SYN the filter did not see is picked up at its start).
 #[inline(always)]
 pub fn starts_header(buf: &[u8], len: usize) -> bool {
+    if len == 0 || (buf[0] != V1_PREFIX[0] && buf[0] != V2_SIGNATURE[0]) {
+        return false;
+    }
     let prefix = |sig: &[u8]| {
         let mut k = 0;
         while k < sig.len() {

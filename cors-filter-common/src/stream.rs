@@ -434,6 +434,8 @@ const _: () = assert!(
         == 20 * 4 + 3 * 8 + VALUE_KEPT + ORIGIN_RAW_LEN + CLIENT_TEXT_LEN
 );
 const _: () = assert!(core::mem::offset_of!(HeadState, content_length) == 72);
+// Read a word at a time for the denial event.
+const _: () = assert!(core::mem::offset_of!(HeadState, client_text).is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod pod {
@@ -1197,7 +1199,9 @@ const _: () = assert!(
 /// A byte of a PROXY header was added to the head at `at`: the phase
 /// that follows, and whether `b` is read again in it (the bytes were no
 /// header after all).
-#[inline(always)]
+// Not inlined: read once per byte of a connection's first bytes only, it
+// is kept out of the step every other byte runs (a BPF subprogram).
+#[inline(never)]
 fn proxy_byte(scratch: &mut Scratch, policy: &impl Policy, at: usize) -> (u32, bool) {
     let head = &mut scratch.stream_head;
     match proxy::reading(proxy_kept(head), at) {
@@ -1368,30 +1372,6 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     // line's start matched.
     let mut value_from = None;
     let mut next = match conn_phase {
-        phase::CONN_START => {
-            if b == proxy::V1_PREFIX[0] || b == proxy::V2_SIGNATURE[0] {
-                // A PROXY header's first byte, maybe: kept as its first.
-                let head = &mut scratch.stream_head;
-                head.origin[0] = b;
-                head.bytes = 1;
-                head.flags = 0;
-                proxy_line(head).start();
-                phase::PROXY_HEADER
-            } else {
-                // Read again as a request's (once per connection).
-                consumed = 0;
-                phase::IDLE
-            }
-        }
-        phase::PROXY_HEADER => {
-            let at = scratch.stream_head.bytes as usize;
-            scratch.stream_head.origin[at & proxy::HEADER_MASK] = b;
-            let (next, again) = proxy_byte(scratch, policy, at);
-            if again {
-                consumed = 0;
-            }
-            next
-        }
         phase::IDLE => {
             if is_request_space(b) {
                 phase::IDLE
@@ -1486,10 +1466,7 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
                     // The whole line is in the chunk: its name is matched
                     // a word at a time, and a line the filter does not read
                     // is passed over in this one step.
-                    let mut found = header_of_line(&scratch.payload, at, end);
-                    if found != header::NONE && names_read(policy) & (1 << (found - 1)) == 0 {
-                        found = header::NONE;
-                    }
+                    let found = header_of_line(&scratch.payload, at, end, names_read(policy));
                     if found == header::NONE {
                         consumed = end as u32 + 1;
                         phase::LINE_START
@@ -1563,6 +1540,32 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             b'\r' if conn_phase == phase::TRAILER_START => phase::TRAILER_CR,
             _ => phase::TRAILER_SKIP,
         },
+        // Once per connection: last, so that the phases of every step
+        // come first.
+        phase::CONN_START => {
+            if b == proxy::V1_PREFIX[0] || b == proxy::V2_SIGNATURE[0] {
+                // A PROXY header's first byte, maybe: kept as its first.
+                let head = &mut scratch.stream_head;
+                head.origin[0] = b;
+                head.bytes = 1;
+                head.flags = 0;
+                proxy_line(head).start();
+                phase::PROXY_HEADER
+            } else {
+                // Read again as a request's (once per connection).
+                consumed = 0;
+                phase::IDLE
+            }
+        }
+        phase::PROXY_HEADER => {
+            let at = scratch.stream_head.bytes as usize;
+            scratch.stream_head.origin[at & proxy::HEADER_MASK] = b;
+            let (next, again) = proxy_byte(scratch, policy, at);
+            if again {
+                consumed = 0;
+            }
+            next
+        }
         // Unknown phase (a corrupt map value): nothing to follow.
         _ => phase::UNTRACKED,
     };
@@ -1901,8 +1904,6 @@ pub fn filter_segment(
         // An acknowledgment: nothing to parse, no state to read.
         return Outcome::NoPayload;
     }
-    // No client, unless the connection's PROXY header named one (below).
-    scratch.proxy_client.clear();
     let mut seq = segment.seq;
     if segment.syn {
         let known = tables.load_conn(key, &mut scratch.stream_conn);
@@ -2023,6 +2024,8 @@ pub fn filter_segment(
     put(max_head_bytes, policy.settings().max_head_bytes);
     put(proxy_read, 0);
     put(reserved, 0);
+    // No client, unless the connection's PROXY header named one (below).
+    scratch.proxy_client.clear();
     // One more step than bytes: a byte at a connection's start may be read
     // twice (`phase::CONN_START`, or the end of what looked like a PROXY
     // header: one or the other, once).

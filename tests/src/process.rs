@@ -1,6 +1,7 @@
 //! Child processes that die with their guard, and bounded command runs.
 
 use std::{
+    io::Read as _,
     os::unix::process::CommandExt as _,
     process::{Child, Command, ExitStatus, Output, Stdio},
     time::{Duration, Instant},
@@ -17,10 +18,29 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<Output> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {shown}"))?;
-    wait_bounded(&mut child, limit, &shown)?;
-    child
-        .wait_with_output()
-        .with_context(|| format!("cannot collect {shown}"))
+    // Drained while the child runs: output past a pipe's 64 KiB (a
+    // verifier log) would otherwise block it until the limit.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = wait_bounded(&mut child, limit, &shown)?;
+    let joined = |t: std::thread::JoinHandle<Vec<u8>>| {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("cannot collect the output of {shown}"))
+    };
+    Ok(Output {
+        status,
+        stdout: joined(stdout)?,
+        stderr: joined(stderr)?,
+    })
 }
 
 /// Waits up to `limit` for `child` (shown as `shown` in errors) to exit;

@@ -147,11 +147,12 @@ pub(super) const fn byte_marks(word: u64, byte: u8) -> u64 {
     !(((x & LOWS) + LOWS) | x | LOWS)
 }
 
-/// Which header (a [`header`]) the line of `len` bytes at `at` is, by its
-/// name and colon, a word at a time: the names read start with distinct
-/// letters, so the first byte picks the one name the line may be.
+/// Which header (a [`header`]) among `names` (bit `h - 1` for header `h`)
+/// the line of `len` bytes at `at` is, by its name and colon, a word at a
+/// time: the names read start with distinct letters, so the first byte
+/// picks the one name the line may be.
 #[inline(always)]
-pub(super) fn header_of_line(buf: &ScanBuf, at: usize, len: usize) -> u32 {
+pub(super) fn header_of_line(buf: &ScanBuf, at: usize, len: usize, names: u32) -> u32 {
     let i = match buf[at & SCAN_MASK] | 0x20 {
         b'o' => header::ORIGIN,
         b'a' => header::REQUEST_METHOD,
@@ -164,6 +165,10 @@ pub(super) fn header_of_line(buf: &ScanBuf, at: usize, len: usize) -> u32 {
         _ => return header::NONE,
     } as usize
         - 1;
+    // A name not read on this port: not compared at all.
+    if names & (1 << i) == 0 {
+        return header::NONE;
+    }
     let pattern = &NAME_PATTERNS[i % NAMES.len()];
     if len < pattern.len {
         return header::NONE;
