@@ -1199,9 +1199,7 @@ const _: () = assert!(
 /// A byte of a PROXY header was added to the head at `at`: the phase
 /// that follows, and whether `b` is read again in it (the bytes were no
 /// header after all).
-// Not inlined: read once per byte of a connection's first bytes only, it
-// is kept out of the step every other byte runs (a BPF subprogram).
-#[inline(never)]
+#[inline(always)]
 fn proxy_byte(scratch: &mut Scratch, policy: &impl Policy, at: usize) -> (u32, bool) {
     let head = &mut scratch.stream_head;
     match proxy::reading(proxy_kept(head), at) {
@@ -1260,6 +1258,50 @@ fn proxy_malformed(scratch: &mut Scratch, policy: &impl Policy) -> (u32, bool) {
     note(&mut scratch.cursor, Outcome::ProxyMalformed);
     refuse_or_untrack(scratch, Outcome::ProxyMalformed, &policy.settings());
     (scratch.stream_conn.phase, false)
+}
+
+/// A step at a connection's start ([`phase::CONN_START`],
+/// [`phase::PROXY_HEADER`]): one byte of what may be a PROXY header, or
+/// none (the byte is read again in the phase that follows).
+///
+/// Not inlined (a BPF subprogram): it runs for a connection's first bytes
+/// only, and kept out of [`step`] it costs the steps of every other byte
+/// nothing.
+#[inline(never)]
+fn connection_start(scratch: &mut Scratch, policy: &impl Policy, pos: u32, b: u8) -> Step {
+    let conn_phase = scratch.stream_conn.phase;
+    let (next, consumed) = if conn_phase == phase::CONN_START {
+        if b == proxy::V1_PREFIX[0] || b == proxy::V2_SIGNATURE[0] {
+            // A PROXY header's first byte, maybe: kept as its first.
+            let head = &mut scratch.stream_head;
+            head.origin[0] = b;
+            head.bytes = 1;
+            head.flags = 0;
+            proxy_line(head).start();
+            (phase::PROXY_HEADER, 1)
+        } else {
+            // Read again as a request's (once per connection).
+            (phase::IDLE, 0)
+        }
+    } else {
+        let at = scratch.stream_head.bytes as usize;
+        scratch.stream_head.origin[at & proxy::HEADER_MASK] = b;
+        let (next, again) = proxy_byte(scratch, policy, at);
+        if !again {
+            // The head's bytes count the header's (`at` for the next).
+            scratch.stream_head.bytes += 1;
+        }
+        (next, (!again) as u32)
+    };
+    scratch.stream_conn.phase = next;
+    scratch.cursor.pos = pos + consumed;
+    let part = if conn_phase == phase::PROXY_HEADER || phase::in_head(next) {
+        Outcome::HeadPart
+    } else {
+        Outcome::Body
+    };
+    note(&mut scratch.cursor, part);
+    Step::More
 }
 
 /// `PROXY ` as a method word.
@@ -1352,6 +1394,9 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     let at = (pos - scratch.cursor.chunk_start) as usize;
     let in_chunk = scratch.cursor.chunk_len as usize - at;
     let b = scratch.payload[at & SCAN_MASK];
+    if conn_phase == phase::CONN_START || conn_phase == phase::PROXY_HEADER {
+        return connection_start(scratch, policy, pos, b);
+    }
     // One look for the end of the line `pos` is in, where the phase may
     // read the rest of a line in this step. Through memory (see `settle`).
     let line = if reads_line_whole(conn_phase) {
@@ -1540,32 +1585,6 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
             b'\r' if conn_phase == phase::TRAILER_START => phase::TRAILER_CR,
             _ => phase::TRAILER_SKIP,
         },
-        // Once per connection: last, so that the phases of every step
-        // come first.
-        phase::CONN_START => {
-            if b == proxy::V1_PREFIX[0] || b == proxy::V2_SIGNATURE[0] {
-                // A PROXY header's first byte, maybe: kept as its first.
-                let head = &mut scratch.stream_head;
-                head.origin[0] = b;
-                head.bytes = 1;
-                head.flags = 0;
-                proxy_line(head).start();
-                phase::PROXY_HEADER
-            } else {
-                // Read again as a request's (once per connection).
-                consumed = 0;
-                phase::IDLE
-            }
-        }
-        phase::PROXY_HEADER => {
-            let at = scratch.stream_head.bytes as usize;
-            scratch.stream_head.origin[at & proxy::HEADER_MASK] = b;
-            let (next, again) = proxy_byte(scratch, policy, at);
-            if again {
-                consumed = 0;
-            }
-            next
-        }
         // Unknown phase (a corrupt map value): nothing to follow.
         _ => phase::UNTRACKED,
     };
