@@ -56,6 +56,19 @@ pub enum Action {
     Reset = 1,
 }
 
+/// What the filter does with a connection that starts HTTP/2 on an
+/// inspected port (`Outcome::Http2`): HTTP/2 frames code their headers
+/// with HPACK, which the filter does not read.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http2 {
+    /// Refuse it (as `action` says): the default, since a browser's
+    /// disallowed request carried over HTTP/2 would otherwise pass unjudged.
+    Drop = 0,
+    /// Let it pass, unfollowed.
+    Pass = 1,
+}
+
 /// One entry of the `CONFIG` array map (one per generation).
 ///
 /// Plain integers rather than the enums above, because the kernel side reads
@@ -74,6 +87,8 @@ pub struct FilterConfig {
     /// Bytes a judged request head may have, request line included (see
     /// `crate::stream`); a longer one is `Incomplete`.
     pub max_head_bytes: u32,
+    /// An [`Http2`] value.
+    pub http2: u32,
 }
 
 impl FilterConfig {
@@ -85,7 +100,22 @@ impl FilterConfig {
             action: Action::Drop as u32,
             wildcard_depths: 0,
             max_head_bytes: crate::stream::DEFAULT_MAX_HEAD_BYTES,
+            http2: Http2::Drop as u32,
         }
+    }
+
+    pub const fn with_http2(self, http2: Http2) -> Self {
+        Self {
+            http2: http2 as u32,
+            ..self
+        }
+    }
+
+    /// Whether HTTP/2 passes. Anything but an explicit pass value refuses:
+    /// a corrupt value fails closed.
+    #[inline(always)]
+    pub fn passes_http2(&self) -> bool {
+        self.http2 == Http2::Pass as u32
     }
 
     pub const fn with_action(self, action: Action) -> Self {
@@ -158,7 +188,7 @@ impl PortBitmap {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: `FilterConfig` is `repr(C)`, made of five `u32`s, has no
+    // SAFETY: `FilterConfig` is `repr(C)`, made of six `u32`s, has no
     // padding and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::FilterConfig {}
 }

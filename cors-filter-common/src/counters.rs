@@ -81,11 +81,20 @@ pub enum Counter {
     ConnsLearned,
     /// Segments with URG and a payload, dropped.
     Urgent,
+    /// Requests that start HTTP/2 on the connection (`Outcome::Http2`):
+    /// refused, or passed with `http2 = "pass"`.
+    Http2,
+    /// Segments with a PROXY header servers refuse, dropped with what
+    /// follows.
+    ProxyMalformed,
+    /// PROXY headers read whole. Not an outcome: the segment that carries
+    /// one is counted as usual.
+    ProxyHeaders,
 }
 
 impl Counter {
     /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 33;
+    pub const COUNT: u32 = 36;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -121,12 +130,15 @@ impl Counter {
         Counter::HeadLost,
         Counter::ConnsLearned,
         Counter::Urgent,
+        Counter::Http2,
+        Counter::ProxyMalformed,
+        Counter::ProxyHeaders,
     ];
 
     /// The counters of which every packet bumps exactly one (its
     /// outcome's, see `Outcome::counters`; `Malformed`, `MethodDeny` and
     /// `CrossSite` go with a deny counter and are not among them).
-    pub const OUTCOMES: [Counter; 23] = [
+    pub const OUTCOMES: [Counter; 25] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
@@ -150,10 +162,12 @@ impl Counter {
         Counter::OutOfOrder,
         Counter::HeadLost,
         Counter::Urgent,
+        Counter::Http2,
+        Counter::ProxyMalformed,
     ];
 
     /// The outcome counters of requests (`Outcome::is_request`).
-    pub const REQUEST_OUTCOMES: [Counter; 7] = [
+    pub const REQUEST_OUTCOMES: [Counter; 8] = [
         Counter::PreflightAllow,
         Counter::PreflightDeny,
         Counter::Incomplete,
@@ -161,6 +175,7 @@ impl Counter {
         Counter::UnsafeDeny,
         Counter::NoOrigin,
         Counter::PassNotPreflight,
+        Counter::Http2,
     ];
 
     /// Fills in `Packets` and `Requests` from the outcome counters, which
@@ -218,6 +233,9 @@ impl Counter {
             Counter::HeadLost => "head_lost",
             Counter::ConnsLearned => "conns_learned",
             Counter::Urgent => "urgent",
+            Counter::Http2 => "http2",
+            Counter::ProxyMalformed => "proxy_malformed",
+            Counter::ProxyHeaders => "proxy_headers",
         }
     }
 }

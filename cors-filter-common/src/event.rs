@@ -41,15 +41,23 @@ pub enum DenialReason {
     /// An unsafe request without `Origin` whose `Sec-Fetch-Site` says
     /// `cross-site`.
     CrossSiteNoOrigin = 5,
+    /// A request that starts HTTP/2 (`Outcome::Http2`), refused or, with
+    /// `http2 = "pass"`, passed: reported either way, so that the daemon
+    /// can say that a port carries what the filter cannot read.
+    Http2 = 6,
+    /// A PROXY header servers refuse (`Outcome::ProxyMalformed`).
+    ProxyMalformed = 7,
 }
 
 impl DenialReason {
-    pub const ALL: [DenialReason; 5] = [
+    pub const ALL: [DenialReason; 7] = [
         DenialReason::NotAllowed,
         DenialReason::Malformed,
         DenialReason::IncompleteDropped,
         DenialReason::MethodNotAllowed,
         DenialReason::CrossSiteNoOrigin,
+        DenialReason::Http2,
+        DenialReason::ProxyMalformed,
     ];
 
     /// The reason an outcome is reported for under `config`; `None` when it
@@ -66,6 +74,8 @@ impl DenialReason {
             Outcome::Incomplete if config.drop_incomplete() => {
                 Some(DenialReason::IncompleteDropped)
             }
+            Outcome::Http2 => Some(DenialReason::Http2),
+            Outcome::ProxyMalformed => Some(DenialReason::ProxyMalformed),
             _ => None,
         }
     }
@@ -77,6 +87,8 @@ impl DenialReason {
             3 => Some(DenialReason::IncompleteDropped),
             4 => Some(DenialReason::MethodNotAllowed),
             5 => Some(DenialReason::CrossSiteNoOrigin),
+            6 => Some(DenialReason::Http2),
+            7 => Some(DenialReason::ProxyMalformed),
             _ => None,
         }
     }
@@ -89,6 +101,8 @@ impl DenialReason {
             DenialReason::IncompleteDropped => "incomplete request head",
             DenialReason::MethodNotAllowed => "method not allowed for the origin",
             DenialReason::CrossSiteNoOrigin => "cross-site request without origin",
+            DenialReason::Http2 => "HTTP/2 on an inspected port",
+            DenialReason::ProxyMalformed => "malformed PROXY header",
         }
     }
 
@@ -163,11 +177,15 @@ pub struct DenialEvent {
     /// The raw `Origin` value, without the whitespace around it: bytes as
     /// the packet had them, not validated.
     pub origin: [u8; EVENT_ORIGIN_LEN],
+    /// The client the connection's PROXY header named (the packet's source
+    /// is then the proxy); `client.family` 0: none.
+    pub client: crate::proxy::ProxyClient,
 }
 
 /// Size of a record, as the ring buffer holds it.
 pub const DENIAL_EVENT_SIZE: usize = core::mem::size_of::<DenialEvent>();
-const _: () = assert!(DENIAL_EVENT_SIZE == 160);
+const _: () = assert!(DENIAL_EVENT_SIZE == 184);
+const _: () = assert!(core::mem::offset_of!(DenialEvent, client) == 160);
 const _: () = assert!(core::mem::offset_of!(DenialEvent, origin) == 32);
 // The program zeroes these a word at a time (`events::report`).
 const _: () = assert!(core::mem::offset_of!(DenialEvent, source_addr) == 0);
@@ -269,7 +287,7 @@ mod tests {
             assert_eq!(DenialReason::from_code(r as u8), Some(r));
         }
         assert_eq!(DenialReason::from_code(0), None);
-        assert_eq!(DenialReason::from_code(6), None);
+        assert_eq!(DenialReason::from_code(8), None);
     }
 
     #[test]

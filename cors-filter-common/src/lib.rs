@@ -21,6 +21,7 @@ pub mod ipv6;
 pub mod method;
 pub mod origin;
 pub mod policy;
+pub mod proxy;
 pub mod reset;
 pub mod slot;
 pub mod store;
@@ -28,7 +29,7 @@ pub mod stream;
 pub mod verdict;
 
 pub use config::{
-    ALLOWLIST_MAX_ENTRIES, Action, FilterConfig, Generation, Mode, OnIncomplete, PortBitmap,
+    ALLOWLIST_MAX_ENTRIES, Action, FilterConfig, Generation, Http2, Mode, OnIncomplete, PortBitmap,
     PortFlags,
 };
 pub use counters::Counter;
@@ -79,6 +80,9 @@ pub struct Scratch {
     pub stream_payload_offset: Slot<u32>,
     /// The packet's port's `PortFlags`, likewise.
     pub stream_port_flags: Slot<u64>,
+    /// The client the connection's PROXY header named, for the denial
+    /// event (family 0: none).
+    pub proxy_client: proxy::ProxyClient,
 }
 
 impl Scratch {
@@ -100,6 +104,7 @@ impl Scratch {
             cursor: Default::default(),
             stream_payload_offset: Default::default(),
             stream_port_flags: Default::default(),
+            proxy_client: Default::default(),
         }
     }
 }

@@ -40,7 +40,8 @@ use crate::{
     method::Method,
     origin::ORIGIN_RAW_LEN,
     policy::Policy,
-    store::{Words, put},
+    proxy::{self, ProxyClient, V1Line},
+    store::{Words, copy_words, put},
 };
 
 mod scan;
@@ -91,10 +92,15 @@ pub mod phase {
     /// so the server never reads past its start; every later byte is
     /// dropped too (retransmissions included).
     pub const DENIED: u32 = 17;
-    /// Phases of an unfinished request head: its state is in a
-    /// [`HeadState`](super::HeadState).
+    /// At the connection's first byte, which may start a PROXY header
+    /// (see `crate::proxy`).
+    pub const CONN_START: u32 = 18;
+    /// In a PROXY header, kept in the head's `origin` bytes as it is read.
+    pub const PROXY_HEADER: u32 = 19;
+    /// Phases whose state is in a [`HeadState`](super::HeadState): an
+    /// unfinished request head, or PROXY header.
     pub const fn in_head(phase: u32) -> bool {
-        phase >= METHOD && phase <= SKIP_LINE
+        (phase >= METHOD && phase <= SKIP_LINE) || phase == PROXY_HEADER
     }
 }
 
@@ -139,9 +145,11 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// A connection whose next byte, at `next_seq`, starts a request.
+    /// A connection whose next byte is at `next_seq`, in `first_phase`:
+    /// [`phase::CONN_START`] at the connection's start, [`phase::IDLE`]
+    /// at a request line of a connection picked up later.
     #[inline(always)]
-    pub fn start(&mut self, next_seq: u32) {
+    pub fn start(&mut self, next_seq: u32, first_phase: u32) {
         let ConnState {
             next_seq: next,
             deny_seq,
@@ -151,7 +159,7 @@ impl ConnState {
         } = self;
         put(next, next_seq);
         put(deny_seq, 0);
-        put(phase, phase::IDLE);
+        put(phase, first_phase);
         put(flags, 0);
         put(body_left, 0);
     }
@@ -197,6 +205,9 @@ pub mod conn_flags {
     pub const HEAD_KEPT: u32 = 1;
     /// A chunk-size line had a digit.
     pub const CHUNK_DIGITS: u32 = 2;
+    /// The connection's PROXY header named a client, kept in the
+    /// `PROXY_CLIENTS` map for its denial events.
+    pub const PROXIED: u32 = 4;
 }
 
 /// Which header a line is, among those the filter reads.
@@ -279,6 +290,11 @@ pub mod head_flags {
     /// The last byte read of the header section was a `\r`: whether it is
     /// bare depends on the next.
     pub const PENDING_CR: u32 = 16384;
+    /// The method is `PRI`: HTTP/2's connection preface (`PRI *
+    /// HTTP/2.0`), whose frames the filter cannot read.
+    pub const HTTP2_PREFACE: u32 = 32768;
+    /// An `Upgrade` value names `h2c`: the server may go on in HTTP/2.
+    pub const UPGRADE_H2C: u32 = 65536;
 }
 
 /// Where the `chunked` matcher of a `Transfer-Encoding` value is
@@ -286,6 +302,11 @@ pub mod head_flags {
 const CODING_CHUNKED_BLANK: u32 = 8;
 const CODING_OTHER: u32 = 9;
 const CHUNKED: &[u8; 7] = b"chunked";
+/// What an `Upgrade` value is matched against, anywhere in it, without
+/// regard to case ([`HeadState::coding`] counts the bytes matched).
+const H2C: &[u8; 3] = b"h2c";
+/// `PRI`, HTTP/2's preface method, as a method word.
+const PRI: u64 = crate::method::word_of(b"PRI");
 
 /// What the filter knows of the request head being read. Lives in the
 /// per-CPU scratch space while a segment is parsed, and in the
@@ -480,6 +501,10 @@ pub struct SegmentCursor {
     pub line_read: u32,
     /// The policy's `max_head_bytes`, read once per segment.
     pub max_head_bytes: u32,
+    /// 1 once the segment completed a PROXY header (its client is in
+    /// `Scratch::proxy_client`).
+    pub proxy_read: u32,
+    pub reserved: u32,
 }
 
 /// What a step read of its line ([`SegmentCursor::line_read`]).
@@ -525,6 +550,7 @@ const fn rank(outcome: Outcome) -> u32 {
     match outcome {
         Outcome::Retransmission | Outcome::Body | Outcome::HeadPart | Outcome::Untracked => 0,
         Outcome::NotPreflight | Outcome::NotHttp => 1,
+        Outcome::ProxyMalformed => 3,
         _ if outcome.is_denial() => 3,
         _ => 2,
     }
@@ -833,6 +859,18 @@ impl HeadState {
                     self.flags |= head_flags::LENGTH_BAD;
                 }
             }
+            header::UPGRADE => {
+                let lower = b.to_ascii_lowercase();
+                let c = self.coding;
+                self.coding = if c < H2C.len() as u32 && lower == H2C[c as usize & 3] {
+                    c + 1
+                } else {
+                    (lower == H2C[0]) as u32
+                };
+                if self.coding == H2C.len() as u32 {
+                    self.flags |= head_flags::UPGRADE_H2C;
+                }
+            }
             header::TRANSFER_ENCODING => {
                 let c = self.coding;
                 self.coding = if b == b',' {
@@ -869,6 +907,9 @@ impl HeadState {
             Method::Other
         };
         self.method = method as u32;
+        if self.method_len == 3 && self.method_word == PRI {
+            self.flags |= head_flags::HTTP2_PREFACE;
+        }
         if method == Method::Options {
             self.flags |= head_flags::JUDGED;
         } else if method.is_unsafe() && policy.protects_unsafe_methods() {
@@ -894,7 +935,10 @@ impl HeadState {
                 self.flags |= head_flags::TRANSFER_CODED;
                 self.coding = 0;
             }
-            header::UPGRADE => self.flags |= head_flags::UPGRADE,
+            header::UPGRADE => {
+                self.flags |= head_flags::UPGRADE;
+                self.coding = 0;
+            }
             _ => {}
         }
         phase::VALUE
@@ -1018,6 +1062,13 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
         return;
     }
     let flags = head.flags;
+    if flags & (head_flags::HTTP2_PREFACE | head_flags::UPGRADE_H2C) != 0 {
+        // What follows may be HTTP/2 frames, which the filter cannot read:
+        // the connection is refused or let go, as `http2` says.
+        note(&mut scratch.cursor, Outcome::Http2);
+        refuse_or_untrack(scratch, Outcome::Http2, &settings);
+        return;
+    }
     conn.phase = if head.method == Method::Connect as u32 || flags & head_flags::UPGRADE != 0 {
         phase::UNTRACKED
     } else if flags & head_flags::TRANSFER_CODED != 0 {
@@ -1042,6 +1093,117 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
         phase::IDLE
     };
 }
+
+/// After `outcome`, which ends what the filter can follow of the
+/// connection: every later byte is refused if `outcome` refuses the
+/// request, else passed untracked.
+#[inline(always)]
+fn refuse_or_untrack(scratch: &mut Scratch, outcome: Outcome, settings: &FilterConfig) {
+    if refuses(outcome, settings) {
+        scratch.stream_conn.phase = phase::DENIED;
+        scratch.stream_conn.deny_seq = scratch.cursor.seq;
+        scratch.cursor.stopped = 1;
+    } else {
+        scratch.stream_conn.phase = phase::UNTRACKED;
+    }
+}
+
+/// The PROXY header bytes kept in `head` (the first of its `origin`).
+#[inline(always)]
+fn proxy_kept(head: &HeadState) -> &[u8; proxy::HEADER_KEPT] {
+    // SAFETY: `origin` is a byte array at least `HEADER_KEPT` long
+    // (asserted in `proxy`); bytes have no alignment.
+    unsafe { &*head.origin.as_ptr().cast::<[u8; proxy::HEADER_KEPT]>() }
+}
+
+/// The parse of a version 1 PROXY line, kept in `head` after the header's
+/// bytes (so that it goes to `OPEN_HEADS` with them when the line is cut).
+#[inline(always)]
+fn proxy_line(head: &mut HeadState) -> &mut V1Line {
+    // SAFETY: the bytes of `origin` from `HEADER_KEPT` on hold a `V1Line`
+    // and are 8-byte aligned (both asserted below); a `V1Line` is plain
+    // integers, so any bytes are one, and `head` is borrowed exclusively.
+    unsafe {
+        &mut *head
+            .origin
+            .as_mut_ptr()
+            .add(proxy::HEADER_KEPT)
+            .cast::<V1Line>()
+    }
+}
+const _: () = assert!(
+    proxy::HEADER_KEPT + core::mem::size_of::<V1Line>() <= ORIGIN_RAW_LEN
+        && (core::mem::offset_of!(HeadState, origin) + proxy::HEADER_KEPT)
+            .is_multiple_of(core::mem::align_of::<V1Line>())
+        && core::mem::align_of::<HeadState>() >= core::mem::align_of::<V1Line>()
+);
+
+/// A byte of a PROXY header was added to the head at `at`: the phase
+/// that follows, and whether `b` is read again in it (the bytes were no
+/// header after all).
+#[inline(always)]
+fn proxy_byte(scratch: &mut Scratch, policy: &impl Policy, at: usize) -> (u32, bool) {
+    let head = &mut scratch.stream_head;
+    match proxy::reading(proxy_kept(head), at) {
+        proxy::Reading::More => {
+            let b = head.origin[at & proxy::HEADER_MASK];
+            if head.origin[0] == proxy::V1_PREFIX[0] && at >= proxy::V1_PREFIX.len() && b != b'\r' {
+                proxy_line(head).byte(b);
+            }
+            (phase::PROXY_HEADER, false)
+        }
+        proxy::Reading::NotProxy => {
+            if scratch.stream_head.origin[0] != proxy::V1_PREFIX[0] {
+                // `\r\n\r\n` at most so far: whitespace a server skips.
+                return (phase::IDLE, true);
+            }
+            // A method that starts as `PROXY ` does (`POST`, `PROPFIND`):
+            // its first `at` bytes were read.
+            let head = &mut scratch.stream_head;
+            head.start(proxy::V1_PREFIX[0]);
+            head.method_word = PROXY_WORD & ((1u64 << (8 * (at & 7))) - 1);
+            head.method_len = at as u32;
+            head.bytes = at as u32;
+            (phase::METHOD, true)
+        }
+        proxy::Reading::Whole { skip } => {
+            let whole = if head.origin[0] == proxy::V1_PREFIX[0] {
+                let line = proxy_line(head);
+                let whole = line.end();
+                copy_words(&mut scratch.proxy_client, line.client());
+                whole
+            } else {
+                proxy::v2_client(proxy_kept(head), &mut scratch.proxy_client);
+                true
+            };
+            if !whole {
+                return proxy_malformed(scratch, policy);
+            }
+            scratch.cursor.proxy_read = 1;
+            let conn = &mut scratch.stream_conn;
+            if scratch.proxy_client.family != 0 {
+                conn.flags |= conn_flags::PROXIED;
+            }
+            if skip > 0 {
+                conn.body_left = skip as u64;
+                (phase::BODY, false)
+            } else {
+                (phase::IDLE, false)
+            }
+        }
+        proxy::Reading::Malformed => proxy_malformed(scratch, policy),
+    }
+}
+
+#[inline(always)]
+fn proxy_malformed(scratch: &mut Scratch, policy: &impl Policy) -> (u32, bool) {
+    note(&mut scratch.cursor, Outcome::ProxyMalformed);
+    refuse_or_untrack(scratch, Outcome::ProxyMalformed, &policy.settings());
+    (scratch.stream_conn.phase, false)
+}
+
+/// `PROXY ` as a method word.
+const PROXY_WORD: u64 = crate::method::word_of(proxy::V1_PREFIX);
 
 /// A judged head went past the bounds: counted as incomplete, dropped or
 /// passed as the settings say; if passed, it is followed to its end
@@ -1150,6 +1312,30 @@ pub fn step(scratch: &mut Scratch, bytes: &impl SegmentBytes, policy: &impl Poli
     // line's start matched.
     let mut value_from = None;
     let mut next = match conn_phase {
+        phase::CONN_START => {
+            if b == proxy::V1_PREFIX[0] || b == proxy::V2_SIGNATURE[0] {
+                // A PROXY header's first byte, maybe: kept as its first.
+                let head = &mut scratch.stream_head;
+                head.origin[0] = b;
+                head.bytes = 1;
+                head.flags = 0;
+                proxy_line(head).start();
+                phase::PROXY_HEADER
+            } else {
+                // Read again as a request's (once per connection).
+                consumed = 0;
+                phase::IDLE
+            }
+        }
+        phase::PROXY_HEADER => {
+            let at = scratch.stream_head.bytes as usize;
+            scratch.stream_head.origin[at & proxy::HEADER_MASK] = b;
+            let (next, again) = proxy_byte(scratch, policy, at);
+            if again {
+                consumed = 0;
+            }
+            next
+        }
         phase::IDLE => {
             if is_request_space(b) {
                 phase::IDLE
@@ -1599,6 +1785,13 @@ pub trait Tables {
     /// A connection without state got one (counted: with the entries in
     /// use, it tells how many were evicted).
     fn learned(&self);
+    /// The connection's PROXY header was read (counted); the client it
+    /// names, if any (`family` not 0), is kept for the connection's denial
+    /// events.
+    fn store_client(&self, key: &ConnKey, client: &ProxyClient);
+    /// Copies the client kept for `key` into `into`; false when there is
+    /// none (evicted).
+    fn load_client(&self, key: &ConnKey, into: &mut ProxyClient) -> bool;
     /// Runs [`step`] until it is done, at most `max` times (the program:
     /// under `bpf_loop`).
     fn run_steps(&self, scratch: &mut Scratch, max: u32);
@@ -1649,6 +1842,8 @@ pub fn filter_segment(
         // An acknowledgment: nothing to parse, no state to read.
         return Outcome::NoPayload;
     }
+    // No client, unless the connection's PROXY header named one (below).
+    scratch.proxy_client.clear();
     let mut seq = segment.seq;
     if segment.syn {
         let known = tables.load_conn(key, &mut scratch.stream_conn);
@@ -1663,7 +1858,9 @@ pub fn filter_segment(
         if !known || scratch.stream_conn.flags & conn_flags::HEAD_KEPT != 0 {
             tables.delete_head(key);
         }
-        scratch.stream_conn.start(seq.wrapping_add(1));
+        scratch
+            .stream_conn
+            .start(seq.wrapping_add(1), phase::CONN_START);
         seq = seq.wrapping_add(1);
         if segment.len == 0 {
             tables.store_conn(key, &scratch.stream_conn);
@@ -1678,11 +1875,19 @@ pub fn filter_segment(
         } else {
             SCAN_BYTES as u32
         };
-        if !bytes.load(scratch, 0, first) || !starts_request_line(&scratch.payload, first as usize)
-        {
+        if !bytes.load(scratch, 0, first) {
             return Outcome::Untracked;
         }
-        scratch.stream_conn.start(seq);
+        // A connection whose SYN was not seen: picked up at a request
+        // line, or at a PROXY header (its start).
+        let first_phase = if starts_request_line(&scratch.payload, first as usize) {
+            phase::IDLE
+        } else if proxy::starts_header(&scratch.payload[..], first as usize) {
+            phase::CONN_START
+        } else {
+            return Outcome::Untracked;
+        };
+        scratch.stream_conn.start(seq, first_phase);
         tables.learned();
     }
     if segment.len == 0 {
@@ -1740,6 +1945,8 @@ pub fn filter_segment(
         settled,
         line_read: read,
         max_head_bytes,
+        proxy_read,
+        reserved,
     } = &mut scratch.cursor;
     put(len, segment.len - skip);
     put(pos, 0);
@@ -1755,7 +1962,12 @@ pub fn filter_segment(
     put(&mut settled[1], 0);
     put(read, line_read::PART);
     put(max_head_bytes, policy.settings().max_head_bytes);
-    tables.run_steps(scratch, scratch.cursor.len);
+    put(proxy_read, 0);
+    put(reserved, 0);
+    // One more step than bytes: a byte at a connection's start may be read
+    // twice (`phase::CONN_START`, or the end of what looked like a PROXY
+    // header: one or the other, once).
+    tables.run_steps(scratch, scratch.cursor.len + 1);
     let outcome = Outcome::from_index(scratch.cursor.outcome);
     let conn = &mut scratch.stream_conn;
     if conn.phase != phase::DENIED {
@@ -1770,6 +1982,14 @@ pub fn filter_segment(
         conn.flags |= conn_flags::HEAD_KEPT;
     } else {
         conn.flags &= !conn_flags::HEAD_KEPT;
+    }
+    if scratch.cursor.proxy_read != 0 {
+        tables.store_client(key, &scratch.proxy_client);
+    } else if conn.flags & conn_flags::PROXIED != 0
+        && outcome.may_deny()
+        && !tables.load_client(key, &mut scratch.proxy_client)
+    {
+        scratch.proxy_client.clear();
     }
     tables.store_conn(key, &scratch.stream_conn);
     if head_kept && !open {
@@ -1880,7 +2100,7 @@ mod tests {
         let mut copy = ConnState::default();
         copy.copy_from(&conn);
         assert_eq!(copy, conn);
-        conn.start(77);
+        conn.start(77, phase::IDLE);
         assert_eq!(
             conn,
             ConnState {

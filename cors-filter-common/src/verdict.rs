@@ -75,6 +75,15 @@ pub enum Outcome {
     /// Linux delivers its bytes less the urgent one, which the filter does
     /// not model. Dropped.
     Urgent,
+    /// A request that starts HTTP/2 on the connection (`PRI * HTTP/2.0`,
+    /// the preface of HTTP/2 with prior knowledge, or `Upgrade: h2c`):
+    /// what follows is HTTP/2 frames, whose headers the filter cannot
+    /// read. Refused, or passed untracked with `http2 = "pass"`.
+    Http2,
+    /// A PROXY header at a connection's start that servers refuse (see
+    /// `crate::proxy`): they close the connection, so nothing after it is
+    /// served. Refused, with what follows.
+    ProxyMalformed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +96,7 @@ pub enum Verdict {
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 28] = [
+    pub const ALL: [Outcome; 30] = [
         Outcome::NotIp,
         Outcome::NotTcp,
         Outcome::IpFragment,
@@ -116,6 +125,8 @@ impl Outcome {
         Outcome::OutOfOrder,
         Outcome::HeadLost,
         Outcome::Urgent,
+        Outcome::Http2,
+        Outcome::ProxyMalformed,
     ];
 
     /// The outcome of index `index` in [`Outcome::ALL`] (which lists them
@@ -202,7 +213,16 @@ impl Outcome {
                 | Outcome::PortNotInspected
                 | Outcome::NoPayload
                 | Outcome::NotHttp
+                | Outcome::ProxyMalformed
         )
+    }
+
+    /// Whether the outcome refuses a connection for what it speaks (HTTP/2,
+    /// a malformed PROXY header), not for its requests' origins: no
+    /// denial, but dropped (or reset) while enforcing, as the settings say.
+    #[inline(always)]
+    pub const fn refuses_protocol(self) -> bool {
+        matches!(self, Outcome::Http2 | Outcome::ProxyMalformed)
     }
 
     /// Whether the outcome is a denial under some settings (the denials,
@@ -210,7 +230,10 @@ impl Outcome {
     /// outcome passes, whatever the settings, with no event.
     #[inline(always)]
     pub const fn may_deny(self) -> bool {
-        self.is_denial() || self.keeps_order() || matches!(self, Outcome::Incomplete)
+        self.is_denial()
+            || self.keeps_order()
+            || self.refuses_protocol()
+            || matches!(self, Outcome::Incomplete)
     }
 
     /// Whether the outcome drops the segment to keep the connection's
@@ -256,6 +279,8 @@ impl Outcome {
             Outcome::OutOfOrder => (Counter::OutOfOrder, None),
             Outcome::HeadLost => (Counter::HeadLost, None),
             Outcome::Urgent => (Counter::Urgent, None),
+            Outcome::Http2 => (Counter::Http2, None),
+            Outcome::ProxyMalformed => (Counter::ProxyMalformed, None),
         }
     }
 
@@ -271,6 +296,8 @@ impl Outcome {
         }
         let drop = match self {
             Outcome::Incomplete => config.drop_incomplete(),
+            Outcome::Http2 => !config.passes_http2(),
+            Outcome::ProxyMalformed => true,
             _ => self.is_denial(),
         };
         if !drop || !config.enforcing() {
@@ -331,6 +358,7 @@ mod tests {
             action: 0,
             wildcard_depths: 0,
             max_head_bytes: 0,
+            http2: 0,
         };
         assert_eq!(Outcome::Denied.verdict(&corrupt), Verdict::Drop);
     }
@@ -376,10 +404,11 @@ mod tests {
             // stream in order drop, and they count as no denial.
             assert_eq!(
                 o.verdict(&ENFORCE) == Verdict::Drop,
-                o.is_denial() || o.keeps_order(),
+                o.is_denial() || o.keeps_order() || o.refuses_protocol(),
                 "{o:?}"
             );
             assert!(!(o.is_denial() && o.keeps_order()), "{o:?}");
+            assert!(!(o.is_denial() && o.refuses_protocol()), "{o:?}");
         }
     }
 
@@ -394,6 +423,27 @@ mod tests {
             Outcome::NotHttp
         );
         assert_eq!(Outcome::from_index(u32::MAX), Outcome::NotHttp);
+    }
+
+    #[test]
+    fn http2_is_refused_unless_passed_and_corrupt_values_refuse() {
+        use crate::config::Http2;
+        assert_eq!(Outcome::Http2.verdict(&ENFORCE), Verdict::Drop);
+        assert_eq!(
+            Outcome::Http2.verdict(&ENFORCE.with_http2(Http2::Pass)),
+            Verdict::Pass
+        );
+        assert_eq!(
+            Outcome::Http2.verdict(&ENFORCE.with_action(Action::Reset)),
+            Verdict::Reset
+        );
+        assert_eq!(Outcome::Http2.verdict(&MONITOR_STRICT), Verdict::Pass);
+        for http2 in [2, 7, u32::MAX] {
+            let corrupt = FilterConfig { http2, ..ENFORCE };
+            assert_eq!(Outcome::Http2.verdict(&corrupt), Verdict::Drop, "{http2}");
+        }
+        let passing = ENFORCE.with_http2(Http2::Pass);
+        assert_eq!(Outcome::ProxyMalformed.verdict(&passing), Verdict::Drop);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use cors_filter_common::{
         DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6, FLAG_UNSAFE_REQUEST,
         origin_extent, wakes_reader,
     },
+    proxy::ProxyClient,
 };
 
 use crate::{
@@ -81,6 +82,15 @@ pub fn report(ctx: &impl Frame, scratch: &Scratch, outcome: Outcome, config: &Fi
         addr_of_mut!((*event).origin)
             .cast::<u8>()
             .copy_from_nonoverlapping(scratch.origin.raw.as_ptr(), EVENT_ORIGIN_LEN);
+        // The client a PROXY header named, a word at a time (`ProxyClient`
+        // is 8-byte aligned, and so is its place in the record).
+        let client = addr_of_mut!((*event).client).cast::<u64>();
+        let from = (&scratch.proxy_client as *const ProxyClient).cast::<u64>();
+        let mut i = 0;
+        while i < size_of::<ProxyClient>() / 8 {
+            client.add(i).write_volatile(from.add(i).read());
+            i += 1;
+        }
     }
     let (offset, len) = if ipv6 {
         (a.l3_offset.get() + IPV6_SADDR, 16)

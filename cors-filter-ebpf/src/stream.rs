@@ -14,6 +14,7 @@ use aya_ebpf::{
 use cors_filter_common::{
     Counter, Scratch,
     http::SCAN_BYTES,
+    proxy::{self, ProxyClient},
     store::copy_words,
     stream::{self, ConnKey, ConnState, HeadState, SegmentBytes, Step, Tables},
 };
@@ -34,6 +35,11 @@ pub static CONNS: LruHashMap<ConnKey, ConnState> =
 #[map(name = "OPEN_HEADS")]
 pub static OPEN_HEADS: LruHashMap<ConnKey, HeadState> =
     LruHashMap::with_max_entries(stream::DEFAULT_MAX_OPEN_HEADS, 0);
+
+/// The clients PROXY headers named, by connection (for denial events).
+#[map(name = "PROXY_CLIENTS")]
+pub static PROXY_CLIENTS: LruHashMap<ConnKey, ProxyClient> =
+    LruHashMap::with_max_entries(proxy::MAX_CLIENTS, 0);
 
 /// A program context a parse step can be given through `bpf_loop`, as a
 /// raw pointer, and rebuilt from.
@@ -226,6 +232,27 @@ impl<F: StepFrame> Tables for KernelTables<F> {
     #[inline(always)]
     fn learned(&self) {
         count(Counter::ConnsLearned);
+    }
+
+    #[inline(always)]
+    fn store_client(&self, key: &ConnKey, client: &ProxyClient) {
+        count(Counter::ProxyHeaders);
+        if client.family != 0 {
+            // Lost only to eviction: the event then names the proxy alone.
+            let _ = PROXY_CLIENTS.insert(key, client, 0);
+        }
+    }
+
+    #[inline(always)]
+    fn load_client(&self, key: &ConnKey, into: &mut ProxyClient) -> bool {
+        // SAFETY: a value of the map, read during this run (RCU).
+        match unsafe { PROXY_CLIENTS.get(key) } {
+            Some(client) => {
+                copy_words(into, client);
+                true
+            }
+            None => false,
+        }
     }
 
     #[inline(always)]

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use cors_filter_common::{Action, FilterConfig, Mode, OnIncomplete, stream};
+use cors_filter_common::{Action, FilterConfig, Http2, Mode, OnIncomplete, stream};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
@@ -31,6 +31,8 @@ pub struct Config {
     /// Bytes a judged request head may have (`max_head_bytes`).
     pub max_head_bytes: u32,
     pub action: Action,
+    /// What is done with a connection that starts HTTP/2 (`http2`).
+    pub http2: Http2,
     /// Sizes of the connection maps, fixed when the program is loaded.
     pub tables: TableSizes,
 }
@@ -102,6 +104,8 @@ struct RawConfig {
     max_open_heads: Option<Spanned<i64>>,
     #[serde(default)]
     action: Option<ActionSetting>,
+    #[serde(default)]
+    http2: Option<Http2Setting>,
 }
 
 /// An `allow` item: an origin, or a table with its methods.
@@ -169,6 +173,13 @@ enum IncompleteSetting {
 enum ActionSetting {
     Drop,
     Reset,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Http2Setting {
+    Drop,
+    Pass,
 }
 
 /// A problem at a line of the config file.
@@ -363,6 +374,10 @@ impl Config {
                 ActionSetting::Drop => Action::Drop,
                 ActionSetting::Reset => Action::Reset,
             },
+            http2: match raw.http2.unwrap_or(Http2Setting::Drop) {
+                Http2Setting::Drop => Http2::Drop,
+                Http2Setting::Pass => Http2::Pass,
+            },
             tables,
         })
     }
@@ -373,7 +388,9 @@ impl Config {
     pub fn settings(&self, mode: Mode, action: Action) -> FilterConfig {
         FilterConfig {
             max_head_bytes: self.max_head_bytes,
-            ..FilterConfig::new(mode, self.on_oversized_head).with_action(action)
+            ..FilterConfig::new(mode, self.on_oversized_head)
+                .with_action(action)
+                .with_http2(self.http2)
         }
     }
 }
@@ -402,6 +419,7 @@ mod tests {
         assert_eq!(c.on_oversized_head, OnIncomplete::Pass);
         assert_eq!(c.max_head_bytes, 8192);
         assert_eq!(c.action, Action::Reset);
+        assert_eq!(c.http2, Http2::Drop);
         assert_eq!(
             c.tables,
             TableSizes {
@@ -545,6 +563,18 @@ mod tests {
         assert_eq!(c.action, Action::Drop);
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"drop\"\n").unwrap();
         assert_eq!(c.action, Action::Drop);
+    }
+
+    #[test]
+    fn http2_defaults_to_drop_and_reaches_the_settings() {
+        let c = Config::parse(Path::new("x.toml"), "ports = [80]\n").unwrap();
+        assert_eq!(c.http2, Http2::Drop);
+        assert!(!c.settings(Mode::Enforce, Action::Drop).passes_http2());
+        let c = Config::parse(Path::new("x.toml"), "ports = [80]\nhttp2 = \"pass\"\n").unwrap();
+        assert_eq!(c.http2, Http2::Pass);
+        assert!(c.settings(Mode::Enforce, Action::Drop).passes_http2());
+        let e = err("ports = [80]\nhttp2 = \"h2c\"\n");
+        assert!(e.contains("line 2") && e.contains("h2c"), "{e}");
     }
 
     #[test]

@@ -267,6 +267,21 @@ impl Snapshot {
             "Connections that got an entry in CONNS (from their SYN, or picked up at a request line).",
             Counter::ConnsLearned,
         )?;
+        counter(
+            "cors_filter_http2_total",
+            "Requests that start HTTP/2 on an inspected port (PRI * HTTP/2.0, Upgrade: h2c), whose frames the filter cannot read: refused, or passed unfollowed with http2 = \"pass\".",
+            Counter::Http2,
+        )?;
+        counter(
+            "cors_filter_proxy_headers_total",
+            "PROXY protocol headers (v1, v2) read at the start of connections.",
+            Counter::ProxyHeaders,
+        )?;
+        counter(
+            "cors_filter_proxy_malformed_total",
+            "Segments with a PROXY protocol header servers refuse, dropped with the rest of their connection.",
+            Counter::ProxyMalformed,
+        )?;
         let evicted = IntCounter::new(
             "cors_filter_connections_evicted_total",
             "Connections whose CONNS entry was evicted for another's, estimated: connections learned less entries in use (counted at most every 5 s).",

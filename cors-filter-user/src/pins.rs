@@ -18,6 +18,7 @@ use cors_filter_common::{
     ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap,
     allow::AllowEntryValue,
     event::DENIALS_BYTES,
+    proxy::ProxyClient,
     stream::{ConnKey, ConnState, HeadState},
 };
 
@@ -91,10 +92,10 @@ pub const PINNED_MAPS: [MapSpec; 8] = [
 ];
 
 /// The connection maps (`cors_filter_common::stream`), sized by
-/// `max_connections` and `max_open_heads`. Pinned, so that the state of
+/// `max_connections` and `max_open_heads` (`PROXY_CLIENTS`: fixed). Pinned, so that the state of
 /// the connections followed outlives a daemon restart or an upgrade in
 /// place: the new program goes on reading the streams where the old one was.
-pub fn connection_maps(tables: TableSizes) -> [MapSpec; 2] {
+pub fn connection_maps(tables: TableSizes) -> [MapSpec; 3] {
     let lru = |name, value_size: usize, max_entries| MapSpec {
         name,
         map_type: MapType::LruHash,
@@ -105,6 +106,11 @@ pub fn connection_maps(tables: TableSizes) -> [MapSpec; 2] {
     [
         lru("CONNS", size_of::<ConnState>(), tables.max_connections),
         lru("OPEN_HEADS", size_of::<HeadState>(), tables.max_open_heads),
+        lru(
+            "PROXY_CLIENTS",
+            size_of::<ProxyClient>(),
+            cors_filter_common::proxy::MAX_CLIENTS,
+        ),
     ]
 }
 

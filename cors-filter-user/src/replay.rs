@@ -1,7 +1,10 @@
 //! `cors-filter replay`: the real program, loaded into the kernel but
 //! attached nowhere, run on every frame of a capture with
 //! `BPF_PROG_TEST_RUN`. One JSON object per frame on stdout:
-//! `{"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}`.
+//! `{"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}`, and
+//! for a frame the program wrote a denial event for,
+//! `"event":{"reason":R,"source":ADDR,"client":ADDR|null}` after them
+//! (`client`: the one the connection's PROXY header named).
 //! `reset` is a frame the program rewrote into a TCP reset and returned
 //! `XDP_TX` for (`action = "reset"`); `--replies FILE` keeps those frames.
 //!
@@ -22,6 +25,7 @@ use cors_filter_common::Counter;
 use crate::{
     capture,
     config::Config,
+    denials::decode,
     filter::{Filter, Hook},
     policy::Policy,
     reply_capture::ReplyCapture,
@@ -39,6 +43,7 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
     // connections' state lives in its maps, which one load keeps for the
     // whole capture: frames run in order, as on an interface.
     let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None, config.tables)?;
+    let mut denials = filter.take_denials()?;
     filter.take_policy_maps()?.install(&Policy {
         settings: config.settings(config.mode, config.action),
         ports: config.ports,
@@ -73,13 +78,26 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
         };
         before = after;
         // Written by hand to keep the documented key order; no value needs
-        // escaping (counter names are plain identifiers).
-        writeln!(
+        // escaping (counter names are plain identifiers), but the event's,
+        // which serde_json writes.
+        write!(
             out,
-            r#"{{"index":{index},"verdict":"{verdict}","reason":"{}"}}"#,
+            r#"{{"index":{index},"verdict":"{verdict}","reason":"{}""#,
             reason.name()
         )
-        .context("cannot write to standard output")
+        .context("cannot write to standard output")?;
+        if let Some(record) = denials.next() {
+            let event = match decode(&record) {
+                Ok(denial) => serde_json::json!({
+                    "reason": denial.reason.to_string(),
+                    "source": denial.source.to_string(),
+                    "client": denial.client.map(|c| c.to_string()),
+                }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
+            write!(out, r#","event":{event}"#).context("cannot write to standard output")?;
+        }
+        writeln!(out, "}}").context("cannot write to standard output")
     })?;
     out.flush().context("cannot write to standard output")?;
     replies.map_or(Ok(()), ReplyCapture::finish)

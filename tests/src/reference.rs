@@ -312,6 +312,11 @@ pub enum Expected {
     UnsafeMethodDenied,
     CrossSiteNoOrigin,
     NoOrigin,
+    /// A request that starts HTTP/2 (`PRI`, `Upgrade: h2c`), refused
+    /// (`http2 = "drop"`, the default).
+    Http2,
+    /// A PROXY header servers refuse: refused, with the rest.
+    ProxyMalformed,
 }
 
 impl Expected {
@@ -331,6 +336,8 @@ impl Expected {
             Expected::UnsafeMethodDenied => outcome == O::UnsafeMethodDenied,
             Expected::CrossSiteNoOrigin => outcome == O::CrossSiteNoOrigin,
             Expected::NoOrigin => outcome == O::NoOrigin,
+            Expected::Http2 => outcome == O::Http2,
+            Expected::ProxyMalformed => outcome == O::ProxyMalformed,
         }
     }
 

@@ -24,6 +24,18 @@ pub struct Replayed {
     pub index: u64,
     pub verdict: String,
     pub reason: String,
+    /// The denial event the frame made, if any.
+    pub event: Option<ReplayedEvent>,
+}
+
+/// The denial event of a frame, as `replay` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayedEvent {
+    pub reason: String,
+    /// The packet's source address and port.
+    pub source: String,
+    /// The client the connection's PROXY header named.
+    pub client: Option<String>,
 }
 
 /// What a `replay` run printed and how it ended.
@@ -46,8 +58,11 @@ impl ReplayRun {
             let object = value
                 .as_object()
                 .with_context(|| format!("replay line {n} is not an object: {line}"))?;
-            if object.len() != 3 {
-                bail!("replay line {n} has other keys than index, verdict, reason: {line}");
+            let known = ["index", "verdict", "reason", "event"];
+            if object.len() < 3 || object.keys().any(|k| !known.contains(&k.as_str())) {
+                bail!(
+                    "replay line {n} has other keys than index, verdict, reason[, event]: {line}"
+                );
             }
             let text = |key: &str| {
                 object
@@ -63,6 +78,20 @@ impl ReplayRun {
                     .with_context(|| format!("replay line {n} has no index: {line}"))?,
                 verdict: text("verdict")?,
                 reason: text("reason")?,
+                event: match object.get("event") {
+                    None => None,
+                    Some(event) => Some(ReplayedEvent {
+                        reason: event["reason"]
+                            .as_str()
+                            .with_context(|| format!("replay line {n}: event without reason"))?
+                            .to_owned(),
+                        source: event["source"]
+                            .as_str()
+                            .with_context(|| format!("replay line {n}: event without source"))?
+                            .to_owned(),
+                        client: event["client"].as_str().map(str::to_owned),
+                    }),
+                },
             };
             if replayed.index != n as u64 {
                 bail!("replay line {n} has index {}", replayed.index);

@@ -207,6 +207,7 @@ fn body_end_skip(reading: &Reading, limit: usize, parsed: usize, s: Seg) -> Opti
         .iter()
         .filter(|r| !r.refused())
         .flat_map(|r| r.data.iter())
+        .chain(reading.proxy_tlvs.iter())
         .find(|&&(a, b)| b <= limit && a <= parsed && parsed < b && s.0 <= b && s.1 > b)
         .map(|&(_, b)| b)
 }
@@ -355,7 +356,9 @@ pub fn check(bytes: &[u8], reading: &Reading, run: &Run, tally: &mut Tally) -> V
             continue;
         }
         if e.ahead {
-            if a < limit && (b > limit || !passed.iter().any(|r| r.head_end <= a && b <= r.end)) {
+            let in_body = passed.iter().any(|r| r.head_end <= a && b <= r.end)
+                || reading.proxy_tlvs.is_some_and(|(s, e)| s <= a && b <= e);
+            if a < limit && (b > limit || !in_body) {
                 problems.push(format!(
                     "segment {a}..{b} passed ({outcome:?}) past a gap, not inside one body"
                 ));

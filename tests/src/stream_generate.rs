@@ -27,8 +27,15 @@ pub struct Connection {
 pub fn connection(rng: &mut Rng) -> Connection {
     let protects_unsafe = rng.one_in(2);
     let mut bytes = Vec::new();
+    if rng.one_in(4) {
+        proxy_header(rng, &mut bytes);
+    }
     for _ in 0..1 + rng.below(6) {
-        request(rng, &mut bytes);
+        if rng.one_in(40) {
+            http2_start(rng, &mut bytes);
+        } else {
+            request(rng, &mut bytes);
+        }
     }
     if rng.one_in(25) {
         // Cut short: the connection ends inside its last request.
@@ -38,6 +45,72 @@ pub fn connection(rng: &mut Rng) -> Connection {
     Connection {
         bytes,
         protects_unsafe,
+    }
+}
+
+/// A PROXY protocol header as proxies write it (v1: TCP4, TCP6, UNKNOWN;
+/// v2: TCP4, TCP6, LOCAL, UNSPEC, with TLVs), now and then with a byte
+/// changed, added or taken out.
+fn proxy_header(rng: &mut Rng, out: &mut Vec<u8>) {
+    let mut header = match rng.below(7) {
+        0 => format!(
+            "PROXY TCP4 192.0.2.{} 198.51.100.1 {} 8080\r\n",
+            rng.below(256),
+            1 + rng.below(65535)
+        )
+        .into_bytes(),
+        1 => format!(
+            "PROXY TCP6 2001:db8::{:x} ::ffff:198.51.100.1 {} 443\r\n",
+            rng.below(65536),
+            rng.below(65536)
+        )
+        .into_bytes(),
+        2 => b"PROXY UNKNOWN\r\n".to_vec(),
+        _ => {
+            const KINDS: [(u8, u8, usize); 4] = [
+                (0x21, 0x11, 12),
+                (0x21, 0x21, 36),
+                (0x20, 0x00, 0),
+                (0x21, 0x00, 0),
+            ];
+            let (command, family, addresses) = KINDS[rng.below(KINDS.len())];
+            let tlvs = rng.below(3) * (3 + rng.below(20));
+            let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+            h.extend([command, family]);
+            h.extend(((addresses + tlvs) as u16).to_be_bytes());
+            h.extend((0..addresses + tlvs).map(|_| rng.below(256) as u8));
+            h
+        }
+    };
+    if rng.one_in(8) {
+        let at = rng.below(header.len());
+        match rng.below(3) {
+            0 => header[at] = rng.below(256) as u8,
+            1 => {
+                header.remove(at);
+            }
+            _ => {
+                let bytes = b" \r\n:.0PX\x21";
+                header.insert(at, bytes[rng.below(bytes.len())]);
+            }
+        }
+    }
+    out.extend(header);
+}
+
+/// HTTP/2 on the connection: its preface (prior knowledge), or a request
+/// asking to upgrade to it.
+fn http2_start(rng: &mut Rng, out: &mut Vec<u8>) {
+    if rng.one_in(2) {
+        out.extend_from_slice(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00",
+        );
+    } else {
+        let upgrade = rng.pick(&["h2c", "H2C", "websocket, h2c", "xh2cx"]);
+        out.extend_from_slice(
+            format!("GET /h2 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+                .as_bytes(),
+        );
     }
 }
 

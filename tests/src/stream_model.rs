@@ -9,6 +9,7 @@ use std::{cell::RefCell, collections::HashMap};
 use cors_filter_common::{
     FilterConfig, Method, MethodSet, Mode, OnIncomplete, Outcome, Policy, Scratch, Verdict,
     origin::OriginParse,
+    proxy::ProxyClient,
     stream::{self, ConnKey, ConnState, HeadState, Segment, SegmentBytes, Step, Tables},
 };
 
@@ -19,6 +20,10 @@ pub struct MemoryTables {
     pub conns: RefCell<HashMap<ConnKey, ConnState>>,
     pub heads: RefCell<HashMap<ConnKey, HeadState>>,
     pub head_room: Option<usize>,
+    /// The clients PROXY headers named (`PROXY_CLIENTS`).
+    pub clients: RefCell<HashMap<ConnKey, ProxyClient>>,
+    /// PROXY headers read (the `proxy_headers` counter).
+    pub proxy_headers: RefCell<u64>,
 }
 
 /// A policy of one allowed origin (by its allowlist key) with its methods,
@@ -132,6 +137,22 @@ impl Tables for Run<'_> {
 
     fn learned(&self) {}
 
+    fn store_client(&self, key: &ConnKey, client: &ProxyClient) {
+        *self.tables.proxy_headers.borrow_mut() += 1;
+        if client.family != 0 {
+            self.tables.clients.borrow_mut().insert(*key, *client);
+        }
+    }
+
+    fn load_client(&self, key: &ConnKey, into: &mut ProxyClient) -> bool {
+        self.tables
+            .clients
+            .borrow()
+            .get(key)
+            .map(|c| *into = *c)
+            .is_some()
+    }
+
     fn run_steps(&self, scratch: &mut Scratch, max: u32) {
         for _ in 0..max {
             if stream::step(scratch, &self.bytes, self.policy) == Step::Done {
@@ -161,6 +182,8 @@ pub struct Judged {
     pub verdict: Verdict,
     /// The method judged, for a denial.
     pub method: Method,
+    /// The client a PROXY header named, for a denial (family 0: none).
+    pub client: ProxyClient,
 }
 
 impl Model {
@@ -198,6 +221,7 @@ impl Model {
             outcome,
             verdict: outcome.verdict(&self.policy.settings),
             method: Method::from_code(self.scratch.judged.get()),
+            client: self.scratch.proxy_client,
         }
     }
 }

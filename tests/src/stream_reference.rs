@@ -63,7 +63,10 @@ impl Request {
         self.expected.is_denial()
             || matches!(
                 self.expected,
-                Expected::Incomplete | Expected::UnsafeIncomplete
+                Expected::Incomplete
+                    | Expected::UnsafeIncomplete
+                    | Expected::Http2
+                    | Expected::ProxyMalformed
             )
     }
 }
@@ -76,6 +79,9 @@ pub struct Reading {
     /// Where nothing more is expected, and why: a request no server runs,
     /// a protocol switch, a stream cut short.
     pub stop: Option<(usize, &'static str)>,
+    /// The TLVs of a version 2 PROXY header: bytes no server reads as
+    /// requests, as a body's.
+    pub proxy_tlvs: Option<(usize, usize)>,
 }
 
 /// Whitespace skipped before a request line and ending a method token.
@@ -123,7 +129,30 @@ pub fn read_stream_bounded(
     max_head_bytes: usize,
 ) -> Reading {
     let mut reading = Reading::default();
-    let mut at = 0;
+    let mut at = match proxy_header(bytes) {
+        ProxyHeader::None => 0,
+        ProxyHeader::Whole { len, tlvs_from } => {
+            if tlvs_from < len {
+                reading.proxy_tlvs = Some((tlvs_from, len));
+            }
+            len
+        }
+        ProxyHeader::CutShort => {
+            reading.stop = Some((0, "cut short in a PROXY header"));
+            return reading;
+        }
+        ProxyHeader::Malformed(decided) => {
+            // Refused at the byte that shows it: the server closes there.
+            reading.requests.push(Request {
+                start: 0,
+                head_end: decided + 1,
+                end: decided + 1,
+                data: Vec::new(),
+                expected: Expected::ProxyMalformed,
+            });
+            return reading;
+        }
+    };
     loop {
         while at < bytes.len() && is_request_space(bytes[at]) {
             at += 1;
@@ -152,6 +181,127 @@ pub fn read_stream_bounded(
                 }
             }
         }
+    }
+}
+
+/// What a connection's first bytes are, as nginx and HAProxy read a PROXY
+/// protocol header (the stricter of them where they differ).
+enum ProxyHeader {
+    /// No header: the stream starts with requests.
+    None,
+    /// A header of `len` bytes, a version 2 header's TLVs (from
+    /// `tlvs_from`) included.
+    Whole { len: usize, tlvs_from: usize },
+    /// A header the stream ends in.
+    CutShort,
+    /// A header servers refuse, seen to be one at this byte.
+    Malformed(usize),
+}
+
+const PROXY_V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+fn proxy_header(bytes: &[u8]) -> ProxyHeader {
+    if bytes.first() == Some(&b'P') {
+        let prefix = b"PROXY ";
+        let n = bytes.len().min(prefix.len());
+        if bytes[..n] != prefix[..n] {
+            return ProxyHeader::None;
+        }
+        // The line: up to its first `\r\n`, within 107 bytes.
+        for i in prefix.len()..bytes.len().min(107) {
+            if bytes[i] == b'\n' {
+                if bytes[i - 1] != b'\r' {
+                    return ProxyHeader::Malformed(i);
+                }
+                let text = &bytes[prefix.len()..i - 1];
+                return if proxy_v1_valid(text) {
+                    ProxyHeader::Whole {
+                        len: i + 1,
+                        tlvs_from: i + 1,
+                    }
+                } else {
+                    ProxyHeader::Malformed(i)
+                };
+            }
+            if bytes[i - 1] == b'\r' || i == 106 {
+                return ProxyHeader::Malformed(i);
+            }
+        }
+        return ProxyHeader::CutShort;
+    }
+    if bytes.first() != Some(&b'\r') {
+        return ProxyHeader::None;
+    }
+    for (i, (&b, &s)) in bytes.iter().zip(PROXY_V2_SIGNATURE).enumerate() {
+        if b != s {
+            // `\r\n\r\n` at most: whitespace before a request.
+            return if i <= 4 {
+                ProxyHeader::None
+            } else {
+                ProxyHeader::Malformed(i)
+            };
+        }
+    }
+    if bytes.len() <= 4 {
+        return ProxyHeader::None;
+    }
+    if bytes.len() < 13 {
+        return ProxyHeader::CutShort;
+    }
+    let (version, command) = (bytes[12] >> 4, bytes[12] & 0x0f);
+    if version != 2 || command > 1 {
+        return ProxyHeader::Malformed(12);
+    }
+    if bytes.len() < 16 {
+        return ProxyHeader::CutShort;
+    }
+    let length = u16::from_be_bytes([bytes[14], bytes[15]]) as usize;
+    let addresses = match (command, bytes[13] >> 4) {
+        (1, 1) => 12,
+        (1, 2) => 36,
+        _ => 0,
+    };
+    if length < addresses {
+        return ProxyHeader::Malformed(15);
+    }
+    if bytes.len() < 16 + length {
+        return ProxyHeader::CutShort;
+    }
+    ProxyHeader::Whole {
+        len: 16 + length,
+        tlvs_from: 16 + addresses,
+    }
+}
+
+/// Whether a version 1 line's text (after `PROXY `, before `\r\n`) is one
+/// servers accept.
+fn proxy_v1_valid(text: &[u8]) -> bool {
+    if text == b"UNKNOWN" || text.starts_with(b"UNKNOWN ") {
+        return true;
+    }
+    let Ok(text) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let fields: Vec<&str> = text.split(' ').collect();
+    let port = |p: &str| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|v| v <= 65535)
+    };
+    match fields.as_slice() {
+        ["TCP4", src, dst, sport, dport] => {
+            src.parse::<std::net::Ipv4Addr>().is_ok()
+                && dst.parse::<std::net::Ipv4Addr>().is_ok()
+                && port(sport)
+                && port(dport)
+        }
+        ["TCP6", src, dst, sport, dport] => {
+            src.parse::<std::net::Ipv6Addr>().is_ok()
+                && dst.parse::<std::net::Ipv6Addr>().is_ok()
+                && port(sport)
+                && port(dport)
+        }
+        _ => false,
     }
 }
 
@@ -259,7 +409,24 @@ fn read_request(
     } else {
         Head::NotJudged
     };
-    let expected = head.expected(|origin| allowlist.allowed(origin));
+    let mut expected = head.expected(|origin| allowlist.allowed(origin));
+    // HTTP/2 (`http2 = "drop"`): the preface's method, or an upgrade to it
+    // (named anywhere in an `Upgrade` value), after the judgement.
+    let http2 = method == "PRI"
+        || named("upgrade")
+            .iter()
+            .any(|v| v.windows(3).any(|w| w.eq_ignore_ascii_case(b"h2c")));
+    let refused_as_judged = Request {
+        start,
+        head_end,
+        end: head_end,
+        data: Vec::new(),
+        expected,
+    }
+    .refused();
+    if http2 && !refused_as_judged {
+        expected = Expected::Http2;
+    }
     let mut request = Request {
         start,
         head_end,

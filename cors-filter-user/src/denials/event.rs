@@ -17,6 +17,7 @@ use cors_filter_common::{
         DENIAL_EVENT_SIZE, DenialEvent, DenialReason, EVENT_ORIGIN_LEN, FAMILY_IPV4, FAMILY_IPV6,
         FLAG_ORIGIN_TRUNCATED, FLAG_UNSAFE_REQUEST,
     },
+    proxy::ProxyClient,
 };
 
 /// How an event without an origin value is shown and counted.
@@ -95,7 +96,10 @@ impl fmt::Display for Request {
 /// A decoded denial event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
+    /// The packet's source: the client, or the proxy in front of it.
     pub source: Source,
+    /// The client the connection's PROXY header named, when it named one.
+    pub client: Option<Source>,
     pub dest_port: u16,
     pub reason: Reason,
     /// The origin, rendered (see [`render_origin`]).
@@ -104,13 +108,19 @@ pub struct Denial {
 }
 
 impl fmt::Display for Denial {
-    /// One log line: reason, source, port, origin, request.
+    /// One log line: reason, client (and the proxy it came through),
+    /// port, and for a request judged by its origin, origin and request.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "denial: {} from {} to port {}, origin \"{}\", {}",
-            self.reason, self.source, self.dest_port, self.origin, self.request
-        )
+        write!(f, "denial: {} from ", self.reason)?;
+        match &self.client {
+            Some(client) => write!(f, "{client} via proxy {}", self.source)?,
+            None => write!(f, "{}", self.source)?,
+        }
+        write!(f, " to port {}", self.dest_port)?;
+        if let Reason::Known(DenialReason::Http2 | DenialReason::ProxyMalformed) = self.reason {
+            return Ok(());
+        }
+        write!(f, ", origin \"{}\", {}", self.origin, self.request)
     }
 }
 
@@ -147,21 +157,19 @@ pub fn decode(record: &[u8]) -> Result<Denial, DecodeError> {
     }
     let u16_at = |offset: usize| u16::from_ne_bytes(field::<2>(record, offset));
     let u8_at = |offset: usize| field::<1>(record, offset)[0];
-    let address: [u8; 16] = field(record, std::mem::offset_of!(DenialEvent, source_addr));
-    let source_port = u16_at(std::mem::offset_of!(DenialEvent, source_port));
-    let source = match u8_at(std::mem::offset_of!(DenialEvent, family)) {
-        FAMILY_IPV4 => {
-            let [a, b, c, d, ..] = address;
-            Source::Addr(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
-                source_port,
-            ))
-        }
-        FAMILY_IPV6 => Source::Addr(SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::from(address)),
-            source_port,
+    let source = source_of(
+        u8_at(std::mem::offset_of!(DenialEvent, family)),
+        field(record, std::mem::offset_of!(DenialEvent, source_addr)),
+        u16_at(std::mem::offset_of!(DenialEvent, source_port)),
+    );
+    let client_at = std::mem::offset_of!(DenialEvent, client);
+    let client = match u8_at(client_at + std::mem::offset_of!(ProxyClient, family)) {
+        0 => None,
+        family => Some(source_of(
+            family,
+            field(record, client_at + std::mem::offset_of!(ProxyClient, addr)),
+            u16_at(client_at + std::mem::offset_of!(ProxyClient, port)),
         )),
-        other => Source::UnknownFamily(other),
     };
     let code = u8_at(std::mem::offset_of!(DenialEvent, reason));
     let reason = DenialReason::from_code(code).map_or(Reason::Unknown(code), Reason::Known);
@@ -182,11 +190,25 @@ pub fn decode(record: &[u8]) -> Result<Denial, DecodeError> {
         .unwrap_or_default();
     Ok(Denial {
         source,
+        client,
         dest_port: u16_at(std::mem::offset_of!(DenialEvent, dest_port)),
         reason,
         origin: render_origin(origin_bytes, truncated),
         request,
     })
+}
+
+/// An address of `family` (`FAMILY_IPV4`: in the first 4 bytes of
+/// `address`) and a port.
+fn source_of(family: u8, address: [u8; 16], port: u16) -> Source {
+    match family {
+        FAMILY_IPV4 => {
+            let [a, b, c, d, ..] = address;
+            Source::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port))
+        }
+        FAMILY_IPV6 => Source::Addr(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(address)), port)),
+        other => Source::UnknownFamily(other),
+    }
 }
 
 /// Renders origin bytes from a packet as printable ASCII: printable bytes
@@ -250,6 +272,7 @@ mod tests {
             method: Method::Put as u8,
             reserved: [0; 6],
             origin: [0xee; EVENT_ORIGIN_LEN],
+            client: ProxyClient::default(),
         };
         e.source_addr[..4].copy_from_slice(&[198, 18, 0, 1]);
         let n = origin.len().min(EVENT_ORIGIN_LEN);
@@ -267,6 +290,29 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "denial: origin not allowed from 198.18.0.1:43210 to port 8080, origin \"https://evil.example\", preflight for PUT"
+        );
+    }
+
+    #[test]
+    fn names_the_client_a_proxy_header_named() {
+        let mut e = event(b"https://evil.example");
+        e.client.family = FAMILY_IPV6;
+        e.client.addr = "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets();
+        e.client.port = 51234;
+        let d = decode(&record(&e)).unwrap();
+        assert_eq!(
+            d.client,
+            Some(Source::Addr("[2001:db8::7]:51234".parse().unwrap()))
+        );
+        assert_eq!(
+            d.to_string(),
+            "denial: origin not allowed from [2001:db8::7]:51234 via proxy 198.18.0.1:43210 to port 8080, origin \"https://evil.example\", preflight for PUT"
+        );
+        e.reason = DenialReason::Http2 as u8;
+        e.client.family = 0;
+        assert_eq!(
+            decode(&record(&e)).unwrap().to_string(),
+            "denial: HTTP/2 on an inspected port from 198.18.0.1:43210 to port 8080"
         );
     }
 

@@ -9,27 +9,32 @@ mod event;
 mod ratelimit;
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
+use cors_filter_common::event::DenialReason;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     time::{Interval, MissedTickBehavior},
 };
 
 pub use counts::{COUNTS_FILE, DeniedByOrigin, OriginCounts, TopOrigins};
-pub use event::OTHER_ORIGINS;
+pub use event::{Denial, OTHER_ORIGINS, decode};
 
 use crate::state::StateDir;
 use counts::SharedCounts;
+use event::Reason;
 use ratelimit::LogLimiter;
 
 /// Denial lines logged per [`LOG_WINDOW`] at most.
 pub const LOG_LINES_PER_WINDOW: u32 = 10;
 pub const LOG_WINDOW: Duration = Duration::from_secs(1);
+/// A port's HTTP/2 line is logged this often at most.
+pub const HTTP2_LOG_EVERY: Duration = Duration::from_secs(60);
 /// How often the counts are saved while denials come in.
 pub const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// How often the ring buffer is read, and the summary of suppressed lines
@@ -46,6 +51,8 @@ const MAX_RECORDS_PER_READ: usize = 4096;
 pub struct Tracker {
     counts: SharedCounts,
     limiter: LogLimiter,
+    /// When each port's last HTTP/2 line was logged (one a minute at most).
+    http2_logged: BTreeMap<u16, Instant>,
     state: StateDir,
     unsaved: bool,
     last_save: Instant,
@@ -60,6 +67,7 @@ impl Tracker {
         Ok(Tracker {
             counts: SharedCounts::new(counts),
             limiter: LogLimiter::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
+            http2_logged: BTreeMap::new(),
             state,
             unsaved: false,
             last_save: Instant::now(),
@@ -79,6 +87,17 @@ impl Tracker {
     pub fn record(&mut self, record: &[u8], now: Instant) -> Result<()> {
         self.flush_log(now);
         match event::decode(record) {
+            Ok(denial) if denial.reason == Reason::Known(DenialReason::Http2) => {
+                // Every HTTP/2 connection reports one: a line per port a
+                // minute says it, the `http2` counter counts them all.
+                let last = self.http2_logged.get(&denial.dest_port);
+                if last.is_none_or(|&t| now.saturating_duration_since(t) >= HTTP2_LOG_EVERY) {
+                    self.http2_logged.insert(denial.dest_port, now);
+                    log::warn!(
+                        "{denial}: the filter cannot read HTTP/2 frames; refused unless the config says http2 = \"pass\" (this line at most once a minute per port; see the http2 counter)"
+                    );
+                }
+            }
             Ok(denial) => {
                 if denial.reason.counts_per_origin() {
                     self.counts.with(|c| c.record(&denial.origin))?;
