@@ -433,8 +433,8 @@ fn chromium_through(kind: ProxyKind) -> Result<()> {
     let mut problems = Vec::new();
     let mut table = format!(
         "\nChromium over HTTPS through {} (XDP; proxy timeout {PROXY_TIMEOUT:?}, page waits {:?})\n\
-         | action | allowed page's fetch | disallowed page's fetch | judged (preflight_deny) | new upstream conns |\n\
-         |---|---|---|---|---|\n",
+         | action | allowed page's fetch | disallowed page's fetch | proxy's log of the disallowed preflight: status (tries) | judged (preflight_deny) | new upstream conns |\n\
+         |---|---|---|---|---|---|\n",
         kind.name(),
         proxy_bed::PAGE_WAIT,
     );
@@ -465,15 +465,34 @@ fn chromium_through(kind: ProxyKind) -> Result<()> {
         let grown = growth(&serde_json::json!({}), &stats);
         let allowed_result = result_of(reports, &allowed, Scenario::Put).unwrap_or_default();
         let denied_result = result_of(reports, &denied, Scenario::Put).unwrap_or_default();
+        let proxied: Vec<String> = bed
+            .proxy
+            .request_log()
+            .iter()
+            .filter(|line| {
+                line.contains(&denied) && line.contains(&format!("OPTIONS {PAGE_PUT_PATH} "))
+            })
+            .map(|line| {
+                let status = line
+                    .split(" status=")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .unwrap_or("?");
+                let tries = proxy_tries(line).map_or_else(|| "?".to_owned(), |n| n.to_string());
+                format!("{status} ({tries})")
+            })
+            .collect();
         table += &format!(
-            "| {} | {allowed_result} | {denied_result} | {} | {} |\n",
+            "| {} | {allowed_result} | {denied_result} | {} | {} | {} |\n",
             action.name(),
+            proxied.join(", "),
             counter(&stats, "preflight_deny"),
             bed.backend.connections()?.len() - connections,
         );
         if !allowed_result.starts_with("status=200 body=ok ") {
             problems.push(format!(
-                "{case}: the allowed page's fetch: {allowed_result:?} ({reports:?})"
+                "{case}: the allowed page's fetch: {allowed_result:?} ({reports:?}); the proxy logged {:?}",
+                bed.proxy.request_log()
             ));
         }
         if !denied_result.starts_with("error=") {

@@ -65,6 +65,10 @@ pub const BACKEND_IF: &str = SERVER_IF;
 /// `--resolve` and Chromium's `--host-resolver-rules`.
 pub const PROXY_HOST: &str = "api.proxy.test";
 pub const PROXY_PORT: u16 = 443;
+/// A path the proxy answers itself (200, `Access-Control-Allow-Origin:
+/// *`), never asking the application: how a page makes sure its browser
+/// can speak TLS to the proxy before it measures anything.
+pub const PROXY_READY_PATH: &str = "/proxy-ready";
 /// The application's port, which cors-filter inspects.
 pub const BACKEND_PORT: u16 = 8080;
 /// How long the proxy waits for the application's answer (HAProxy's
@@ -373,6 +377,7 @@ defaults
 frontend front
     bind {PROXY_FRONT_V4}:{PROXY_PORT} ssl crt {bundle}
     http-request capture req.hdr(Origin) len 100
+    http-request return status 200 content-type text/plain string ready hdr Access-Control-Allow-Origin "*" if {{ path {PROXY_READY_PATH} }}
     default_backend app
 
 backend app
@@ -415,6 +420,11 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         keepalive_requests 100000;
+        location = {PROXY_READY_PATH} {{
+            add_header Access-Control-Allow-Origin "*" always;
+            default_type text/plain;
+            return 200 "ready";
+        }}
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -765,14 +775,19 @@ impl ProxyBed {
 /// timeout, so that what the browser makes of the proxy's own answer is
 /// what the page reports.
 pub const PAGE_WAIT: Duration = Duration::from_secs(8);
+/// How many times the page tries [`PROXY_READY_PATH`], 250 ms apart.
+pub const READY_TRIES: u32 = 20;
 /// The path the page's PUT (and so its preflight) goes to.
 pub const PAGE_PUT_PATH: &str = "/api/items/1";
 
-/// The page for [`crate::browser::PageServer::start_in`]: with `run=put`
-/// it sends a PUT with a JSON body and an `X-Token` header (preflighted)
-/// to `https://api.proxy.test/api/items/1` and reports `status=N body=TEXT
-/// ms=N` or `error=NAME ms=N` as scenario `put`, the protocol of
-/// [`crate::browser`]'s page (`frame=URL` loads more pages in iframes).
+/// The page for [`crate::browser::PageServer::start_in`]: first it fetches
+/// [`PROXY_READY_PATH`] from the proxy until that works (the browser
+/// trusts the proxy's certificate, at most [`READY_TRIES`] tries); then,
+/// with `run=put`, it sends a PUT with a JSON body and an `X-Token` header
+/// (preflighted) to `https://api.proxy.test/api/items/1` and reports
+/// `status=N body=TEXT ms=N ready_tries=N` or `error=NAME ms=N
+/// ready_tries=N` as scenario `put`, the protocol of [`crate::browser`]'s
+/// page (`frame=URL` loads more pages in iframes).
 pub fn page_html() -> String {
     const PAGE: &str = r#"<!doctype html>
 <html>
@@ -781,7 +796,10 @@ pub fn page_html() -> String {
 <script>
 "use strict";
 const TARGET = "{TARGET}";
+const READY = "{READY}";
+const READY_TRIES = {READY_TRIES};
 const WAIT_MS = {WAIT_MS};
+let readyTries = 0;
 
 function report(scenario, result) {
   const query = new URLSearchParams({ from: location.origin, scenario, result });
@@ -790,9 +808,23 @@ function report(scenario, result) {
 window.addEventListener("error", (e) => report("page", "error=" + e.message));
 window.addEventListener("unhandledrejection", (e) => report("page", "error=" + e.reason));
 
+// Until the proxy answers over TLS (the browser may still be loading its
+// trust store): its own answer, which never reaches the application.
+async function ready() {
+  while (readyTries < READY_TRIES) {
+    readyTries += 1;
+    try {
+      const answer = await fetch(READY, { cache: "no-store" });
+      if (answer.ok) return;
+    } catch (e) {}
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
 async function put() {
+  await ready();
   const started = performance.now();
-  const ms = () => " ms=" + Math.round(performance.now() - started);
+  const ms = () => " ms=" + Math.round(performance.now() - started) + " ready_tries=" + readyTries;
   try {
     const answer = await fetch(TARGET, {
       method: "PUT",
@@ -824,6 +856,8 @@ main();
 </html>
 "#;
     PAGE.replace("{TARGET}", &ProxyBed::url(PAGE_PUT_PATH))
+        .replace("{READY}", &ProxyBed::url(PROXY_READY_PATH))
+        .replace("{READY_TRIES}", &READY_TRIES.to_string())
         .replace("{WAIT_MS}", &PAGE_WAIT.as_millis().to_string())
 }
 
