@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use crate::{
     TempDir,
     netns::{CLIENT_V4, NetnsPair, SERVER_V4},
-    process::die_with_parent,
+    process::{die_with_parent, run_ok},
     server::{self, TestServer},
 };
 
@@ -332,15 +332,20 @@ pub struct PageServer {
 impl PageServer {
     /// `binary` is `cors-test-server`.
     pub fn start(pair: &NetnsPair, binary: &Path) -> Result<PageServer> {
+        PageServer::start_in(&pair.client, binary, &page_html())
+    }
+
+    /// A page server serving `html` in namespace `ns`, whose address is
+    /// [`CLIENT_V4`], on both page ports.
+    pub fn start_in(ns: &str, binary: &Path, html: &str) -> Result<PageServer> {
         let dir = TempDir::new("page")?;
         let page = dir.path().join("page.html");
-        std::fs::write(&page, page_html())
-            .with_context(|| format!("cannot write {}", page.display()))?;
+        std::fs::write(&page, html).with_context(|| format!("cannot write {}", page.display()))?;
         let page_arg = page
             .to_str()
             .context("the temporary directory is not UTF-8")?;
         let listen = [ALLOWED_PAGE_PORT, DENIED_PAGE_PORT].map(|p| format!("{CLIENT_V4}:{p}"));
-        let server = TestServer::start_in(&pair.client, binary, &listen, &["--page", page_arg])
+        let server = TestServer::start_in(ns, binary, &listen, &["--page", page_arg])
             .context("cannot start the page server")?;
         Ok(PageServer { server, _page: dir })
     }
@@ -396,6 +401,11 @@ pub struct Chromium {
 
 impl Chromium {
     pub fn open(pair: &NetnsPair, url: &str) -> Result<Chromium> {
+        Chromium::open_in(&pair.client, url, &ChromiumOptions::default())
+    }
+
+    /// Chromium in namespace `ns` on `url`, as `options` say.
+    pub fn open_in(ns: &str, url: &str, options: &ChromiumOptions) -> Result<Chromium> {
         if !Path::new(CHROMIUM).is_file() {
             bail!("{CHROMIUM} not found: install Debian's chromium (`cargo xtask setup`)");
         }
@@ -408,12 +418,16 @@ impl Chromium {
         // go under the profile too, so that removing it leaves nothing.
         let tmp = profile.path().join("tmp");
         std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        if let Some(ca) = options.trust_ca {
+            trust_ca(profile.path(), ca)?;
+        }
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &pair.client, CHROMIUM])
+            .args(["netns", "exec", ns, CHROMIUM])
             // Root needs --no-sandbox; the page is the tests' own.
             .args(["--headless", "--no-sandbox", "--disable-gpu"])
             .args(QUIET_FLAGS)
+            .args(options.flags)
             .arg(format!("--user-data-dir={}", data.display()))
             .arg(url)
             // Whatever Chromium writes outside its profile (crash reports,
@@ -430,7 +444,7 @@ impl Chromium {
         die_with_parent(&mut command, libc::SIGKILL);
         let child = command
             .spawn()
-            .with_context(|| format!("cannot start {CHROMIUM} in namespace {}", pair.client))?;
+            .with_context(|| format!("cannot start {CHROMIUM} in namespace {ns}"))?;
         Ok(Chromium {
             child,
             url: url.to_owned(),
@@ -482,6 +496,49 @@ impl Chromium {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// How Chromium is started, beyond [`Chromium::open`]'s defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChromiumOptions<'a> {
+    /// More flags, e.g. `--host-resolver-rules=...`.
+    pub flags: &'a [String],
+    /// A CA certificate (PEM) Chromium trusts for TLS servers: put in the
+    /// NSS database of its `HOME` (`~/.pki/nssdb`), where Chromium on Linux
+    /// reads the user's trusted roots, with Debian's `certutil`.
+    pub trust_ca: Option<&'a Path>,
+}
+
+/// Debian's `certutil` (package libnss3-tools).
+pub const CERTUTIL: &str = "/usr/bin/certutil";
+
+/// Makes `home/.pki/nssdb` a new NSS database that trusts `ca` to issue
+/// TLS server certificates.
+fn trust_ca(home: &Path, ca: &Path) -> Result<()> {
+    if !Path::new(CERTUTIL).is_file() {
+        bail!("{CERTUTIL} not found: install Debian's libnss3-tools (`cargo xtask setup`)");
+    }
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).with_context(|| format!("cannot create {}", db.display()))?;
+    let db = format!("sql:{}", db.display());
+    run_ok(Command::new(CERTUTIL).args(["-N", "-d", &db, "--empty-password"]))
+        .context("cannot create Chromium's NSS database")?;
+    run_ok(
+        Command::new(CERTUTIL)
+            .args([
+                "-A",
+                "-d",
+                &db,
+                "-n",
+                "cors-filter test CA",
+                "-t",
+                "C,,",
+                "-i",
+            ])
+            .arg(ca),
+    )
+    .context("cannot add the test CA to Chromium's NSS database")?;
+    Ok(())
 }
 
 /// How long [`Chromium::close`] waits for the last processes to go.
@@ -544,7 +601,24 @@ pub fn visit(
     url: &str,
     expected: &[(&str, Scenario)],
 ) -> Result<Vec<Report>> {
-    let mut browser = Chromium::open(pair, url)?;
+    visit_in(
+        &pair.client,
+        pages,
+        url,
+        expected,
+        &ChromiumOptions::default(),
+    )
+}
+
+/// [`visit`] with Chromium in namespace `ns`, started as `options` say.
+pub fn visit_in(
+    ns: &str,
+    pages: &PageServer,
+    url: &str,
+    expected: &[(&str, Scenario)],
+    options: &ChromiumOptions,
+) -> Result<Vec<Report>> {
+    let mut browser = Chromium::open_in(ns, url, options)?;
     let deadline = Instant::now() + REPORT_LIMIT;
     loop {
         let reports = pages.reports()?;

@@ -186,6 +186,18 @@ impl RunningFilter {
         home: &FilterHome,
         args: &[&str],
     ) -> Result<RunningFilter> {
+        RunningFilter::start_in(binary, &pair.server, home, args)
+    }
+
+    /// [`RunningFilter::start_with`] in network namespace `server_ns`, on
+    /// its interface [`SERVER_IF`] (a namespace of a test bed with more
+    /// than two namespaces names its filtered interface so too).
+    pub fn start_in(
+        binary: &Path,
+        server_ns: &str,
+        home: &FilterHome,
+        args: &[&str],
+    ) -> Result<RunningFilter> {
         let binary = existing_binary(binary.to_owned())?;
         let log = home
             .dir
@@ -197,8 +209,8 @@ impl RunningFilter {
             pin_dir: pin_dir_for_test(),
             state_dir: home.state_dir(),
             config: home.config(),
-            server_ns: pair.server.clone(),
-            server_ns_path: pair.server_ns_path(),
+            server_ns: server_ns.to_owned(),
+            server_ns_path: format!("/run/netns/{server_ns}"),
             args: args.iter().map(|a| a.to_string()).collect(),
             log,
         };

@@ -26,6 +26,7 @@ pub mod preflight_loop;
 pub mod privileges;
 pub mod process;
 pub mod promtool;
+pub mod proxy_bed;
 pub mod raw_client;
 pub mod reference;
 pub mod replay;

@@ -68,12 +68,16 @@ pub struct ServerOptions {
     pub keep_heads: bool,
     /// More arguments, e.g. `--read-timeout-ms`.
     pub args: Vec<String>,
+    /// Whether it writes a line per connection it accepts (see
+    /// [`TestServer::connections`]).
+    pub log_connections: bool,
 }
 
 pub struct TestServer {
     _process: Guarded,
     log: PathBuf,
     head_dir: PathBuf,
+    connections: PathBuf,
     _dir: TempDir,
 }
 
@@ -196,6 +200,17 @@ impl TestServer {
         TestServer::spawn(ns, binary, listen, &options)
     }
 
+    /// [`TestServer::start_in`] as `options` say (its `ports` unused: the
+    /// addresses are `listen`).
+    pub fn start_in_with_options(
+        ns: &str,
+        binary: &std::path::Path,
+        listen: &[String],
+        options: &ServerOptions,
+    ) -> Result<TestServer> {
+        TestServer::spawn(ns, binary, listen, options)
+    }
+
     fn spawn(
         ns: &str,
         binary: &std::path::Path,
@@ -205,6 +220,7 @@ impl TestServer {
         let dir = TempDir::new("server")?;
         let log = dir.path().join("requests.log");
         let head_dir = dir.path().join("heads");
+        let connections = dir.path().join("connections.log");
         if options.keep_heads {
             std::fs::create_dir(&head_dir)
                 .with_context(|| format!("cannot create {}", head_dir.display()))?;
@@ -222,6 +238,9 @@ impl TestServer {
             .stderr(Stdio::inherit());
         if options.keep_heads {
             command.arg("--head-dir").arg(&head_dir);
+        }
+        if options.log_connections {
+            command.arg("--connections").arg(&connections);
         }
         die_with_parent(&mut command, libc::SIGKILL);
         let mut child = command
@@ -250,8 +269,21 @@ impl TestServer {
             _process: process,
             log,
             head_dir,
+            connections,
             _dir: dir,
         })
+    }
+
+    /// A line per connection the server accepted so far, in order: the
+    /// peer's address, then, with `--proxy-protocol`, what the PROXY header
+    /// said (`v2 SRC`), or that none came. Only for a server started with
+    /// [`ServerOptions::log_connections`].
+    pub fn connections(&self) -> Result<Vec<String>> {
+        match std::fs::read_to_string(&self.connections) {
+            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.connections.display())),
+        }
     }
 
     /// Every request the server has received so far.

@@ -59,7 +59,11 @@ enum Job {
 /// system call filter; nginx and wrk for the benchmark (nginx's own service
 /// is not started: the benchmark runs its own nginx in a namespace);
 /// chromium for the real-browser tests, which run it headless in a test
-/// namespace; ethtool to turn a test veth's segmentation offloads off.
+/// namespace; ethtool to turn a test veth's segmentation offloads off;
+/// haproxy, openssl and libnss3-tools (certutil) for the tests behind a TLS
+/// proxy, which run their own HAProxy and nginx in test namespaces with a
+/// test CA that openssl makes and Chromium trusts through an NSS database
+/// (haproxy's service is not started, as nginx's is not).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -79,6 +83,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "chromium",
     "ethtool",
     "build-essential",
+    "haproxy",
+    "openssl",
+    "libnss3-tools",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The crates built for the host: formatted, linted and tested by `test`.
