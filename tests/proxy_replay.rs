@@ -6,7 +6,9 @@
 //! every byte, malformed or truncated, followed by allowed and disallowed
 //! preflights and unsafe requests. Every request behind a header is
 //! judged, and every denial event names the client the header gave.
-//! Needs root.
+//! The config keeps the default action: a refused request on a connection
+//! that came with a PROXY header is answered with a reset (to the proxy),
+//! on any other connection dropped. Needs root.
 
 use std::net::Ipv6Addr;
 
@@ -149,6 +151,10 @@ fn run(extra: &str, segments: &[(u16, u32, Vec<u8>, bool)]) -> Result<Vec<Replay
         .collect();
     let lines = replay(&config(extra), &frames)?;
     let mut policy = ModelPolicy::allowing(&[ALLOWED], true);
+    // The config's default action.
+    policy.settings = policy
+        .settings
+        .with_action(cors_filter_common::Action::ResetProxied);
     if extra.contains("http2 = \"pass\"") {
         policy.settings = policy.settings.with_http2(cors_filter_common::Http2::Pass);
     }
@@ -217,16 +223,16 @@ fn requests_behind_every_kind_of_header_are_judged_and_name_the_client() -> Resu
     for (name, header, client) in &headers {
         // The header and a request in one segment, and in two.
         for (request, verdict, reason) in [
-            (preflight(EVIL), "drop", "preflight_deny"),
+            (preflight(EVIL), "reset", "preflight_deny"),
             (preflight(ALLOWED), "pass", "preflight_allow"),
-            (unsafe_post(EVIL), "drop", "unsafe_deny"),
+            (unsafe_post(EVIL), "reset", "unsafe_deny"),
             (unsafe_post(ALLOWED), "pass", "unsafe_allow"),
         ] {
             let stream = [header.clone(), request].concat();
             for cuts in [vec![], vec![header.len()]] {
                 port += 1;
                 segments.extend(connection(port, &stream, &cuts));
-                let event_client = if verdict == "drop" { *client } else { None };
+                let event_client = if verdict == "reset" { *client } else { None };
                 // A version 2 header's TLVs are passed over as a body's bytes.
                 let alone = (cuts.len() == 1).then(|| {
                     if header.ends_with(TLVS) {
@@ -247,7 +253,7 @@ fn requests_behind_every_kind_of_header_are_judged_and_name_the_client() -> Resu
     let lines = run("", &segments)?;
     for (at, want, alone, what) in expected {
         assert_eq!(last(&lines[..=at]), want, "{what}");
-        if want.0 == "drop" {
+        if want.0 == "reset" {
             assert!(lines[at].event.is_some(), "{what}: no event");
         }
         if let Some(alone) = alone {
@@ -280,7 +286,7 @@ fn a_header_cut_at_every_byte_still_judges_the_request_behind_it() -> Result<()>
                 l.reason.as_str(),
                 l.event.as_ref().and_then(|e| e.client.as_deref())
             ),
-            ("drop", "preflight_deny", Some(client)),
+            ("reset", "preflight_deny", Some(client)),
             "cut at {cut}"
         );
         assert_eq!(
@@ -458,11 +464,11 @@ fn http2_is_refused_unless_passed() -> Result<()> {
             ("pass", "pass_not_preflight"),
             ("pass", "pass_untracked"),
         ),
-        // Behind a PROXY header, too.
+        // Behind a PROXY header, too (reset: the default action there).
         (
             "",
             [v2_tcp4(TLVS), upgrade].concat(),
-            ("drop", "http2"),
+            ("reset", "http2"),
             ("drop", "connection_denied"),
         ),
     ] {

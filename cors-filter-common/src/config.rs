@@ -54,6 +54,12 @@ pub enum Action {
     /// Drop it and answer the client with a TCP reset (see [`crate::reset`]),
     /// so that it fails at once.
     Reset = 1,
+    /// Reset on connections that came through a proxy (they started with
+    /// a PROXY header), drop on the others: the config's default. Behind a
+    /// proxy a drop holds the proxy's upstream connection until its
+    /// timeout (3 s to 60 s measured per request) and its kernel sends the
+    /// denied bytes again after it closed; a reset ends both at once.
+    ResetProxied = 2,
 }
 
 /// What the filter does with a connection that starts HTTP/2 on an
@@ -128,9 +134,22 @@ impl FilterConfig {
     /// Whether what is not let through is answered with a reset. Anything
     /// but an explicit reset value drops: a corrupt value fails closed to
     /// the quiet default, and never makes the program write packets.
+    /// ([`Action::ResetProxied`] is made one or the other per connection
+    /// by [`Self::for_connection`] first.)
     #[inline(always)]
     pub fn resets(&self) -> bool {
         self.action == Action::Reset as u32
+    }
+
+    /// The settings for a connection that started with a PROXY header
+    /// (`proxied`) or not: [`Action::ResetProxied`] becomes a reset or a
+    /// drop.
+    #[inline(always)]
+    pub fn for_connection(mut self, proxied: bool) -> Self {
+        if self.action == Action::ResetProxied as u32 {
+            self.action = if proxied { Action::Reset } else { Action::Drop } as u32;
+        }
+        self
     }
 
     /// Anything but an explicit monitor value enforces: a corrupt value

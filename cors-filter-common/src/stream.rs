@@ -208,6 +208,9 @@ pub mod conn_flags {
     /// The connection's PROXY header named a client, kept in the
     /// `PROXY_CLIENTS` map for its denial events.
     pub const PROXIED: u32 = 4;
+    /// The connection started with a whole PROXY header: a proxy's
+    /// (`Action::ResetProxied`).
+    pub const PROXY_HEADER: u32 = 8;
 }
 
 /// Which header a line is, among those the filter reads.
@@ -1098,7 +1101,8 @@ pub fn judge_head(scratch: &mut Scratch, policy: &impl Policy) -> Outcome {
     }
 }
 
-/// Whether `outcome` keeps the request from the server under `settings`.
+/// Whether `outcome` keeps the request from the server under `settings`
+/// (reset or drop alike: the action does not matter here).
 #[inline(always)]
 fn refuses(outcome: Outcome, settings: &FilterConfig) -> bool {
     outcome.verdict(settings) != crate::Verdict::Pass
@@ -1239,6 +1243,7 @@ fn proxy_byte(scratch: &mut Scratch, policy: &impl Policy, at: usize) -> (u32, b
             }
             scratch.cursor.proxy_read = 1;
             let conn = &mut scratch.stream_conn;
+            conn.flags |= conn_flags::PROXY_HEADER;
             if scratch.proxy_client.family != 0 {
                 conn.flags |= conn_flags::PROXIED;
             }

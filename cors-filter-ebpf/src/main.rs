@@ -26,7 +26,7 @@ use cors_filter_common::{
     Counter, FilterConfig, MethodSet, Outcome, Policy, PortFlags, Scratch, Verdict,
     event::{FAMILY_IPV4, FAMILY_IPV6},
     origin::OriginParse,
-    stream::{ConnKey, Segment, filter_segment, header},
+    stream::{ConnKey, Segment, conn_flags, filter_segment, header},
 };
 
 use crate::{
@@ -157,7 +157,10 @@ fn filter<F: StepFrame>(ctx: &F) -> Verdict {
     if !outcome.may_deny() {
         return Verdict::Pass;
     }
-    let settings = settings(scratch.generation.get());
+    // The connection's state is the packet's own whenever the outcome may
+    // deny (it came from the parse, or from the state that decided it).
+    let proxied = scratch.stream_conn.flags & conn_flags::PROXY_HEADER != 0;
+    let settings = settings(scratch.generation.get()).for_connection(proxied);
     let verdict = outcome.verdict(&settings);
     if verdict != Verdict::Pass {
         count(Counter::Dropped);

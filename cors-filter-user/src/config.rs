@@ -388,9 +388,12 @@ impl Config {
                 IncompleteSetting::Drop => OnIncomplete::Drop,
             },
             max_head_bytes,
-            action: match raw.action.unwrap_or(ActionSetting::Drop) {
-                ActionSetting::Drop => Action::Drop,
-                ActionSetting::Reset => Action::Reset,
+            // Unset: reset what comes through a proxy, drop the rest (see
+            // `Action::ResetProxied`).
+            action: match raw.action {
+                None => Action::ResetProxied,
+                Some(ActionSetting::Drop) => Action::Drop,
+                Some(ActionSetting::Reset) => Action::Reset,
             },
             http2: match raw.http2.unwrap_or(Http2Setting::Drop) {
                 Http2Setting::Drop => Http2::Drop,
@@ -576,9 +579,18 @@ mod tests {
     }
 
     #[test]
-    fn action_defaults_to_drop() {
+    fn action_defaults_to_reset_behind_a_proxy_and_drop_otherwise() {
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\n").unwrap();
-        assert_eq!(c.action, Action::Drop);
+        assert_eq!(c.action, Action::ResetProxied);
+        let settings = c.settings(Mode::Enforce, c.action);
+        assert!(settings.for_connection(true).resets());
+        assert!(!settings.for_connection(false).resets());
+        let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"reset\"\n").unwrap();
+        assert!(
+            c.settings(Mode::Enforce, c.action)
+                .for_connection(false)
+                .resets()
+        );
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"drop\"\n").unwrap();
         assert_eq!(c.action, Action::Drop);
     }

@@ -75,11 +75,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             } else {
                 "monitor"
             },
-            if policy.settings.resets() {
-                "reset"
-            } else {
-                "drop"
-            },
+            action_name(&policy.settings),
             policy.describe_ports(),
             policy.allow.len(),
             if adopting {
@@ -207,5 +203,16 @@ fn detach_on_exit(pin_dir: &Path, ifaces: &[String]) -> Result<()> {
             names.join(", ")
         );
         Ok(())
+    }
+}
+
+/// How the log names the action of `settings`.
+fn action_name(settings: &cors_filter_common::FilterConfig) -> &'static str {
+    if settings.action == cors_filter_common::Action::ResetProxied as u32 {
+        "reset (connections through a PROXY header), drop (others)"
+    } else if settings.resets() {
+        "reset"
+    } else {
+        "drop"
     }
 }

@@ -224,9 +224,10 @@ impl Model {
             &run.bytes,
             &self.policy,
         );
+        let proxied = self.scratch.stream_conn.flags & stream::conn_flags::PROXY_HEADER != 0;
         Judged {
             outcome,
-            verdict: outcome.verdict(&self.policy.settings),
+            verdict: outcome.verdict(&self.policy.settings.for_connection(proxied)),
             method: Method::from_code(self.scratch.judged.get()),
             client: self.scratch.proxy_client,
         }
