@@ -209,7 +209,7 @@ fn reason(judged: &Judged) -> (String, &'static str) {
     let verdict = match judged.verdict {
         Verdict::Pass => "pass",
         Verdict::Drop => "drop",
-        other => panic!("a verdict replay does not print: {other:?}"),
+        Verdict::Reset => "reset",
     };
     let (counter, also) = judged.outcome.counters();
     (verdict.to_owned(), also.unwrap_or(counter).name())

@@ -452,17 +452,18 @@ fn http2_is_refused_unless_passed() -> Result<()> {
             ("pass", "http2"),
             ("pass", "pass_untracked"),
         ),
+        // Frames start with a byte no request does: the tracking ends there.
         (
             "http2 = \"pass\"",
             upgrade.clone(),
             ("pass", "http2"),
-            ("pass", "pass_untracked"),
+            ("pass", "pass_not_http"),
         ),
         (
             "",
-            websocket,
+            websocket.clone(),
             ("pass", "pass_not_preflight"),
-            ("pass", "pass_untracked"),
+            ("pass", "pass_not_http"),
         ),
         // Behind a PROXY header, too (reset: the default action there).
         (
@@ -531,6 +532,39 @@ fn a_trusted_client_header_names_the_client_and_never_the_verdict() -> Result<()
             "{extra:?} {header:?}"
         );
         assert_eq!(event.client.as_deref(), Some(CLIENT_V4_TEXT));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_request_that_only_looks_like_a_switch_leaves_the_connection_judged() -> Result<()> {
+    require_root()?;
+    // A client of a proxy's keep-alive pool sends what asks for a switch;
+    // the server does not switch and the proxy pools the connection: the
+    // next client's disallowed preflight on it is still judged.
+    let mut port = 48000;
+    for (extra, first) in [
+        (
+            "http2 = \"pass\"",
+            &b"PRI /x HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        ),
+        (
+            "",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
+        ),
+        (
+            "",
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ),
+    ] {
+        port += 1;
+        let stream = [first, &preflight(EVIL)[..]].concat();
+        let lines = run(extra, &connection(port, &stream, &[first.len()]))?;
+        assert_eq!(
+            (lines[2].verdict.as_str(), lines[2].reason.as_str()),
+            ("drop", "preflight_deny"),
+            "{extra:?} {first:?}"
+        );
     }
     Ok(())
 }

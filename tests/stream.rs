@@ -351,12 +351,32 @@ fn a_head_whose_state_is_lost_is_dropped() {
 }
 
 #[test]
-fn upgrade_and_connect_end_tracking() {
+fn after_upgrade_and_connect_requests_are_judged_until_other_bytes_come() {
     let mut m = model(true);
     let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let connect = b"CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\n\r\n";
     let evil = preflight("https://evil.example", "/", "");
-    let results = send(&mut m, 1, &[&ws[..], &evil].concat(), &[ws.len()]);
-    assert_eq!(results[1].outcome, Outcome::Untracked);
+    // The server did not switch (a proxy's pooled connection goes on with
+    // other clients' requests): they are judged.
+    for (port, switch) in [(1, &ws[..]), (2, &connect[..])] {
+        let results = send(&mut m, port, &[switch, &evil].concat(), &[switch.len()]);
+        assert_eq!(results[1].outcome, Outcome::Denied, "{switch:?}");
+    }
+    // It did: a WebSocket frame (masked, from the client) or a TLS record
+    // starts with a byte no request starts with, and the tracking ends.
+    let frame = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58";
+    let tls = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+    for (port, switch, after) in [(3, &ws[..], &frame[..]), (4, &connect[..], &tls[..])] {
+        let stream = [switch, after, &evil].concat();
+        let results = send(
+            &mut m,
+            port,
+            &stream,
+            &[switch.len(), switch.len() + after.len()],
+        );
+        assert_eq!(results[1].outcome, Outcome::NotHttp, "{switch:?}");
+        assert_eq!(results[2].outcome, Outcome::Untracked, "{switch:?}");
+    }
 }
 
 /// A `\r` not followed by `\n` anywhere in a judged head's header lines:

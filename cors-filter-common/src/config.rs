@@ -165,7 +165,7 @@ impl FilterConfig {
     }
 }
 
-/// What the filter does on each destination port: four bits per port
+/// What the filter does on each destination port: eight bits per port
 /// ([`PortFlags`]), kept in an array map of `u64` words: one array lookup
 /// per packet, whatever the number of ports.
 pub struct PortBitmap;

@@ -242,6 +242,11 @@ const NAMES: [&[u8]; 8] = [
 /// The names read on every port (bit `h - 1` for header `h`): all but the
 /// client headers, which a port reads only where it trusts one.
 const NAMES_READ: u32 = (1 << (header::UPGRADE)) - 1;
+const _: () = assert!(
+    NAMES_READ & (1 << (header::X_FORWARDED_FOR - 1) | 1 << (header::FORWARDED - 1)) == 0
+        && header::X_FORWARDED_FOR > header::UPGRADE
+        && header::FORWARDED > header::UPGRADE
+);
 
 /// The names read under `policy` (see [`NAMES_READ`]).
 #[inline(always)]
@@ -589,7 +594,10 @@ const fn rank(outcome: Outcome) -> u32 {
     match outcome {
         Outcome::Retransmission | Outcome::Body | Outcome::HeadPart | Outcome::Untracked => 0,
         Outcome::NotPreflight | Outcome::NotHttp => 1,
-        Outcome::ProxyMalformed => 3,
+        // No denials (no CORS verdict), but what the segment must be
+        // counted as: it refuses the segment, or starts HTTP/2 (the
+        // preface's `SM` after `PRI` would otherwise be its outcome).
+        Outcome::ProxyMalformed | Outcome::Http2 => 3,
         _ if outcome.is_denial() => 3,
         _ => 2,
     }
@@ -1126,14 +1134,22 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
     let flags = head.flags;
     if flags & (head_flags::HTTP2_PREFACE | head_flags::UPGRADE_H2C) != 0 {
         // What follows may be HTTP/2 frames, which the filter cannot read:
-        // the connection is refused or let go, as `http2` says.
+        // refused, as `http2` says, or read on (below).
         note(&mut scratch.cursor, Outcome::Http2);
-        refuse_or_untrack(scratch, Outcome::Http2, &settings);
-        return;
+        if refuses(Outcome::Http2, &settings) {
+            conn.phase = phase::DENIED;
+            conn.deny_seq = scratch.cursor.seq;
+            scratch.cursor.stopped = 1;
+            return;
+        }
     }
-    conn.phase = if head.method == Method::Connect as u32 || flags & head_flags::UPGRADE != 0 {
-        phase::UNTRACKED
-    } else if flags & head_flags::TRANSFER_CODED != 0 {
+    // After a protocol switch (`CONNECT`, `Upgrade`, HTTP/2) the bytes are
+    // read on as requests: the filter cannot see whether the server
+    // switched, and a proxy's pooled connection whose server did not would
+    // otherwise carry other clients' requests unjudged. What a switched
+    // connection sends (TLS, WebSocket and HTTP/2 frames) starts with a
+    // byte no request starts with, which ends the tracking there.
+    conn.phase = if flags & head_flags::TRANSFER_CODED != 0 {
         // Servers refuse a request whose last coding is not chunked; what
         // follows is read as requests again, as a server that did not
         // would.
@@ -1156,9 +1172,8 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
     };
 }
 
-/// After `outcome`, which ends what the filter can follow of the
-/// connection: every later byte is refused if `outcome` refuses the
-/// request, else passed untracked.
+/// After `outcome`, a PROXY header servers refuse: every later byte is
+/// refused if `outcome` refuses it (enforcing), else passed untracked.
 #[inline(always)]
 fn refuse_or_untrack(scratch: &mut Scratch, outcome: Outcome, settings: &FilterConfig) {
     if refuses(outcome, settings) {
@@ -1232,7 +1247,9 @@ fn proxy_byte(scratch: &mut Scratch, policy: &impl Policy, at: usize) -> (u32, b
             let whole = if head.origin[0] == proxy::V1_PREFIX[0] {
                 let line = proxy_line(head);
                 let whole = line.end();
-                copy_words(&mut scratch.proxy_client, line.client());
+                if whole {
+                    copy_words(&mut scratch.proxy_client, line.client());
+                }
                 whole
             } else {
                 proxy::v2_client(proxy_kept(head), &mut scratch.proxy_client);

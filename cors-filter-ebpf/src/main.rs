@@ -157,8 +157,10 @@ fn filter<F: StepFrame>(ctx: &F) -> Verdict {
     if !outcome.may_deny() {
         return Verdict::Pass;
     }
-    // The connection's state is the packet's own whenever the outcome may
-    // deny (it came from the parse, or from the state that decided it).
+    // The connection's state is the packet's own for every outcome the
+    // action applies to (those of the parse); the others (`HeadLost` of a
+    // connection without state among them, whose `stream_conn` is another
+    // packet's) drop whatever the action.
     let proxied = scratch.stream_conn.flags & conn_flags::PROXY_HEADER != 0;
     let settings = settings(scratch.generation.get()).for_connection(proxied);
     let verdict = outcome.verdict(&settings);

@@ -3,9 +3,10 @@
 //! `BPF_PROG_TEST_RUN`. One JSON object per frame on stdout:
 //! `{"index":N,"verdict":"pass"|"drop"|"reset","reason":COUNTER}`, and
 //! for a frame the program wrote a denial event for,
-//! `"event":{"reason":R,"source":ADDR,"client":ADDR|null,"forwarded":ADDR|null}`
-//! after them (`client`: the one the connection's PROXY header named;
-//! `forwarded`: the one the port's trusted client header named).
+//! `"event":{"client":ADDR|null,"forwarded":ADDR|null,"reason":R,"source":ADDR}`
+//! after them, its keys in that order (`client`: the one the connection's
+//! PROXY header named; `forwarded`: the one the port's trusted client
+//! header named).
 //! `reset` is a frame the program rewrote into a TCP reset and returned
 //! `XDP_TX` for (`action = "reset"`); `--replies FILE` keeps those frames.
 //!

@@ -506,6 +506,10 @@ pub fn policies() -> (Allowlist, [Model; 2]) {
     let models = [false, true].map(|p| {
         let mut policy = ModelPolicy::allowing(&ALLOWED, p);
         policy.allow[1].1 = MethodSet::NONE.with(Method::Get).with(Method::Post);
+        // The config's default action: reset behind a PROXY header.
+        policy.settings = policy
+            .settings
+            .with_action(cors_filter_common::Action::ResetProxied);
         Model::new(policy)
     });
     (allowlist, models)
