@@ -46,13 +46,32 @@ const TICK: Duration = Duration::from_millis(100);
 /// full 256 KiB buffer holds about 1600.
 const MAX_RECORDS_PER_READ: usize = 4096;
 
+/// One line per port per [`HTTP2_LOG_EVERY`] at most.
+#[derive(Default)]
+struct PerPortLimit {
+    logged: BTreeMap<u16, Instant>,
+}
+
+impl PerPortLimit {
+    /// Whether a line for `port` may be logged at `now` (then it counts as
+    /// logged).
+    fn admit(&mut self, port: u16, now: Instant) -> bool {
+        let last = self.logged.get(&port);
+        if last.is_some_and(|&t| now.saturating_duration_since(t) < HTTP2_LOG_EVERY) {
+            return false;
+        }
+        self.logged.insert(port, now);
+        true
+    }
+}
+
 /// Logging, counting and saving, without the ring buffer: what the daemon
 /// does with each record.
 pub struct Tracker {
     counts: SharedCounts,
     limiter: LogLimiter,
-    /// When each port's last HTTP/2 line was logged (one a minute at most).
-    http2_logged: BTreeMap<u16, Instant>,
+    /// When each port's last HTTP/2 line was logged.
+    http2_logged: PerPortLimit,
     state: StateDir,
     unsaved: bool,
     last_save: Instant,
@@ -67,7 +86,7 @@ impl Tracker {
         Ok(Tracker {
             counts: SharedCounts::new(counts),
             limiter: LogLimiter::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
-            http2_logged: BTreeMap::new(),
+            http2_logged: PerPortLimit::default(),
             state,
             unsaved: false,
             last_save: Instant::now(),
@@ -90,9 +109,7 @@ impl Tracker {
             Ok(denial) if denial.reason == Reason::Known(DenialReason::Http2) => {
                 // Every HTTP/2 connection reports one: a line per port a
                 // minute says it, the `http2` counter counts them all.
-                let last = self.http2_logged.get(&denial.dest_port);
-                if last.is_none_or(|&t| now.saturating_duration_since(t) >= HTTP2_LOG_EVERY) {
-                    self.http2_logged.insert(denial.dest_port, now);
+                if self.http2_logged.admit(denial.dest_port, now) {
                     log::warn!(
                         "{denial}: the filter cannot read HTTP/2 frames; refused unless the config says http2 = \"pass\" (this line at most once a minute per port; see the http2 counter)"
                     );
@@ -219,4 +236,24 @@ fn read_records(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) -> Result<bo
         tracker.record(&item, now)?;
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_lines_are_logged_once_a_minute_per_port() {
+        let mut limit = PerPortLimit::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(limit.admit(8080, at(0)));
+        assert!(!limit.admit(8080, at(1)));
+        assert!(limit.admit(8081, at(1)));
+        assert!(!limit.admit(8080, at(59)));
+        assert!(limit.admit(8080, at(60)));
+        assert!(!limit.admit(8080, at(119)));
+        assert!(!limit.admit(8081, at(60)));
+        assert!(limit.admit(8081, at(61)));
+    }
 }
