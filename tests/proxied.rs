@@ -442,9 +442,11 @@ fn chromium_through(kind: ProxyKind) -> Result<()> {
         let case = format!("{} {}", kind.name(), action.name());
         let mut bed = ProxyBed::new(kind, server_bin())?;
         let ca = bed.certs.ca();
+        // Up to 20 readiness tries of at most 1.25 s, then the fetch's 8 s.
         let options = ChromiumOptions {
             flags: &flags,
             trust_ca: Some(&ca),
+            report_limit: Some(Duration::from_secs(45)),
         };
         let filter = bed.filter(Hook::Xdp, &config(action))?;
         let seen_before = bed.backend.seen()?.len();

@@ -507,6 +507,8 @@ pub struct ChromiumOptions<'a> {
     /// NSS database of its `HOME` (`~/.pki/nssdb`), where Chromium on Linux
     /// reads the user's trusted roots, with Debian's `certutil`.
     pub trust_ca: Option<&'a Path>,
+    /// How long the visit waits for the reports ([`REPORT_LIMIT`] if `None`).
+    pub report_limit: Option<Duration>,
 }
 
 /// Debian's `certutil` (package libnss3-tools).
@@ -619,7 +621,8 @@ pub fn visit_in(
     options: &ChromiumOptions,
 ) -> Result<Vec<Report>> {
     let mut browser = Chromium::open_in(ns, url, options)?;
-    let deadline = Instant::now() + REPORT_LIMIT;
+    let limit = options.report_limit.unwrap_or(REPORT_LIMIT);
+    let deadline = Instant::now() + limit;
     loop {
         let reports = pages.reports()?;
         let missing: Vec<_> = expected
@@ -639,7 +642,7 @@ pub fn visit_in(
         }
         if Instant::now() > deadline {
             bail!(
-                "no report of {missing:?} from {} within {REPORT_LIMIT:?}; reports {reports:?}; \
+                "no report of {missing:?} from {} within {limit:?}; reports {reports:?}; \
                  Chromium said:\n{}",
                 browser.url,
                 browser.log()

@@ -814,7 +814,8 @@ async function ready() {
   while (readyTries < READY_TRIES) {
     readyTries += 1;
     try {
-      const answer = await fetch(READY, { cache: "no-store" });
+      // Bounded: a handshake that hangs must not use up the visit.
+      const answer = await fetch(READY, { cache: "no-store", signal: AbortSignal.timeout(1000) });
       if (answer.ok) return;
     } catch (e) {}
     await new Promise((resolve) => setTimeout(resolve, 250));
