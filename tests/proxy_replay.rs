@@ -18,8 +18,8 @@ use cors_filter_common::{
     stream::ConnKey,
 };
 use cors_filter_tests::{
-    packet::{DST_PORT, DST_V4, Packet, SRC_V4, TCP_ACK, TCP_PSH, TCP_SYN},
-    replay::{Replayed, replay},
+    packet::{DST_PORT, DST_V4, SRC_V4, segment_frames},
+    replay::{Replayed, assert_agrees, replay},
     require_root,
     stream_model::{Model, ModelPolicy},
 };
@@ -139,16 +139,7 @@ fn client_text(client: &cors_filter_common::proxy::ProxyClient) -> Option<String
 /// Runs the segments through the kernel and the model, which must agree on
 /// every frame's verdict and reason and on every event's client.
 fn run(extra: &str, segments: &[(u16, u32, Vec<u8>, bool)]) -> Result<Vec<Replayed>> {
-    let frames: Vec<Vec<u8>> = segments
-        .iter()
-        .map(|(port, seq, payload, syn)| {
-            Packet::ipv4(payload)
-                .src_port(*port)
-                .seq(*seq)
-                .tcp_flags(if *syn { TCP_SYN } else { TCP_PSH | TCP_ACK })
-                .build()
-        })
-        .collect();
+    let frames = segment_frames(segments);
     let lines = replay(&config(extra), &frames)?;
     let mut policy = ModelPolicy::allowing(&[ALLOWED], true);
     // The config's default action.
@@ -166,16 +157,8 @@ fn run(extra: &str, segments: &[(u16, u32, Vec<u8>, bool)]) -> Result<Vec<Replay
     let mut model = Model::new(policy);
     for ((port, seq, payload, syn), line) in segments.iter().zip(&lines) {
         let judged = model.segment(&packet_key(*port), *seq, payload, *syn);
-        let verdict = format!("{:?}", judged.verdict).to_lowercase();
-        let (counter, also) = judged.outcome.counters();
-        let reason = also.unwrap_or(counter).name();
-        assert_eq!(
-            (line.verdict.as_str(), line.reason.as_str()),
-            (verdict.as_str(), reason),
-            "frame {} ({} bytes from port {port} at {seq}): the kernel and the model differ",
-            line.index,
-            payload.len()
-        );
+        let what = format!("{} bytes from port {port} at {seq}", payload.len());
+        assert_agrees(line, &judged, &what);
         if let Some(event) = &line.event {
             assert_eq!(
                 event.client,

@@ -7,8 +7,8 @@
 
 use anyhow::Result;
 use cors_filter_tests::{
-    packet::{DST_PORT, DST_V4, Packet, SRC_V4, TCP_ACK, TCP_PSH, TCP_SYN},
-    replay::replay,
+    packet::{DST_PORT, DST_V4, SRC_V4, segment_frames},
+    replay::{assert_agrees, replay},
     stream_model::{Model, ModelPolicy},
 };
 
@@ -51,31 +51,13 @@ fn connection(stream: &[u8], cuts: &[usize], order: &[usize]) -> Vec<(u32, Vec<u
 /// kernel and the model; returns the kernel's reasons, after checking that
 /// the model's outcomes and verdicts are the same.
 fn run(protect: bool, segments: &[(u16, u32, Vec<u8>, bool)]) -> Result<Vec<(String, String)>> {
-    let frames: Vec<Vec<u8>> = segments
-        .iter()
-        .map(|(port, seq, payload, syn)| {
-            Packet::ipv4(payload)
-                .src_port(*port)
-                .seq(*seq)
-                .tcp_flags(if *syn { TCP_SYN } else { TCP_PSH | TCP_ACK })
-                .build()
-        })
-        .collect();
+    let frames = segment_frames(segments);
     let lines = replay(&config(protect), &frames)?;
     let mut model = Model::new(ModelPolicy::allowing(&[ALLOWED], protect));
     let mut out = Vec::new();
     for ((port, seq, payload, syn), line) in segments.iter().zip(&lines) {
         let judged = model.segment(&packet_key(*port), *seq, payload, *syn);
-        let verdict = format!("{:?}", judged.verdict).to_lowercase();
-        let (counter, also) = judged.outcome.counters();
-        let reason = also.unwrap_or(counter).name();
-        assert_eq!(
-            (line.verdict.as_str(), line.reason.as_str()),
-            (verdict.as_str(), reason),
-            "frame {} ({} bytes at {seq}): the kernel and the model differ",
-            line.index,
-            payload.len()
-        );
+        assert_agrees(line, &judged, &format!("{} bytes at {seq}", payload.len()));
         out.push((line.verdict.clone(), line.reason.clone()));
     }
     Ok(out)

@@ -126,32 +126,39 @@ pub(crate) fn run_curl_on(
     let started = Instant::now();
     let output = run_bounded(&mut command, MAX_TIME + Duration::from_secs(5))
         .with_context(|| format!("curl {url} in namespace {}", pair.client))?;
-    let wall = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let fields: Vec<&str> = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("CURL-STATUS "))
-        .with_context(|| {
-            format!(
-                "curl printed no status: {stdout:?} {:?}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })?
-        .split(' ')
-        .collect();
-    let [code, connect, total] = fields[..] else {
-        bail!("curl printed an odd status line: {fields:?}");
-    };
-    let http_code = code.trim().parse()?;
-    let connect = connect.trim().parse()?;
-    let total = Duration::from_secs_f64(total.trim().parse()?);
-    Ok(CurlRun {
-        output,
-        http_code,
-        connect,
-        total,
-        wall,
-    })
+    CurlRun::of(output, started.elapsed())
+}
+
+impl CurlRun {
+    /// A run of curl that wrote `-w "CURL-STATUS %{http_code}
+    /// %{time_connect} %{time_total}\n"`, and took `wall`.
+    pub(crate) fn of(output: Output, wall: Duration) -> Result<CurlRun> {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let fields: Vec<&str> = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CURL-STATUS "))
+            .with_context(|| {
+                format!(
+                    "curl printed no status: {stdout:?} {:?}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?
+            .split(' ')
+            .collect();
+        let [code, connect, total] = fields[..] else {
+            bail!("curl printed an odd status line: {fields:?}");
+        };
+        let http_code = code.trim().parse()?;
+        let connect = connect.trim().parse()?;
+        let total = Duration::from_secs_f64(total.trim().parse()?);
+        Ok(CurlRun {
+            output,
+            http_code,
+            connect,
+            total,
+            wall,
+        })
+    }
 }
 
 fn curl(pair: &NetnsPair, family: Family, args: &[&str], path: &str) -> Result<Reply> {

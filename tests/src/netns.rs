@@ -43,24 +43,28 @@ pub fn left_by_dead_run(name: &str, prefixes: &[&str]) -> bool {
         .is_some_and(pid_is_gone)
 }
 
-/// Deletes namespaces left by test processes that died without cleaning up
-/// (killed, or interrupted with Ctrl-C): `cfc-<pid>-<n>` and `cfs-<pid>-<n>`
-/// whose `<pid>` no longer runs. Once per process.
+/// Deletes namespaces named with one of `prefixes` (`<prefix><pid>-<n>`)
+/// that test processes left when they died without cleaning up (killed,
+/// or interrupted with Ctrl-C): those whose `<pid>` no longer runs.
+pub fn delete_stale_namespaces(prefixes: &[&str]) {
+    let Ok(out) = run_ok(Command::new("ip").args(["netns", "list"])) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if left_by_dead_run(name, prefixes) {
+            let _ = run_ok(Command::new("ip").args(["netns", "del", name]));
+        }
+    }
+}
+
+/// [`delete_stale_namespaces`] of the pairs' `cfc-` and `cfs-`, once per
+/// process.
 fn sweep_stale_namespaces() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Ok(out) = run_ok(Command::new("ip").args(["netns", "list"])) else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(name) = line.split_whitespace().next() else {
-                continue;
-            };
-            if left_by_dead_run(name, &["cfc-", "cfs-"]) {
-                let _ = run_ok(Command::new("ip").args(["netns", "del", name]));
-            }
-        }
-    });
+    ONCE.call_once(|| delete_stale_namespaces(&["cfc-", "cfs-"]));
 }
 
 impl NetnsPair {
@@ -120,33 +124,7 @@ impl NetnsPair {
     /// at most one MSS, as a client behind a real link does, and checks with
     /// `ethtool -k` that they are off.
     pub fn offloads_off(&self, ns: &str, ifname: &str) -> Result<()> {
-        run_ok(Command::new("ip").args([
-            "netns", "exec", ns, "ethtool", "-K", ifname, "gso", "off", "tso", "off", "gro", "off",
-        ]))
-        .with_context(|| {
-            format!(
-                "cannot turn offloads off on {ifname} in namespace {ns} (is ethtool installed?)"
-            )
-        })?;
-        let out = run_ok(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", ifname]))
-            .with_context(|| {
-            format!("cannot read the offloads of {ifname} in namespace {ns}")
-        })?;
-        let features = String::from_utf8_lossy(&out.stdout);
-        for feature in [
-            "tcp-segmentation-offload",
-            "generic-segmentation-offload",
-            "generic-receive-offload",
-        ] {
-            let state = features
-                .lines()
-                .find_map(|line| line.trim().strip_prefix(&format!("{feature}: ")))
-                .with_context(|| format!("ethtool -k {ifname} does not list {feature}"))?;
-            if !state.starts_with("off") {
-                bail!("{feature} is still {state:?} on {ifname} in namespace {ns}");
-            }
-        }
-        Ok(())
+        offloads_off(ns, ifname)
     }
 
     /// Reorders about `percent` % of the packets leaving `ifname` in
@@ -288,4 +266,32 @@ impl Drop for Reorder {
             "root",
         ]));
     }
+}
+
+/// Turns GSO, TSO and GRO off on `ifname` in namespace `ns` and checks
+/// that they are.
+pub fn offloads_off(ns: &str, ifname: &str) -> Result<()> {
+    run_ok(Command::new("ip").args([
+        "netns", "exec", ns, "ethtool", "-K", ifname, "gso", "off", "tso", "off", "gro", "off",
+    ]))
+    .with_context(|| {
+        format!("cannot turn offloads off on {ifname} in namespace {ns} (is ethtool installed?)")
+    })?;
+    let out = run_ok(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", ifname]))
+        .with_context(|| format!("cannot read the offloads of {ifname} in namespace {ns}"))?;
+    let features = String::from_utf8_lossy(&out.stdout);
+    for feature in [
+        "tcp-segmentation-offload",
+        "generic-segmentation-offload",
+        "generic-receive-offload",
+    ] {
+        let state = features
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{feature}: ")))
+            .with_context(|| format!("ethtool -k {ifname} does not list {feature}"))?;
+        if !state.starts_with("off") {
+            bail!("{feature} is still {state:?} on {ifname} in namespace {ns}");
+        }
+    }
+    Ok(())
 }

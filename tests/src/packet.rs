@@ -454,6 +454,21 @@ fn set_tcp_checksum(segment: &mut [u8], mut pseudo_header: Vec<u8>) {
 /// The Internet checksum (RFC 1071): the complement of the ones' complement
 /// sum of 16-bit big-endian words, an odd last byte padded with zero. Over
 /// data that includes a correct checksum it is 0.
+/// IPv4 frames of connection segments to [`DST_PORT`]: `(client port,
+/// sequence number, payload, SYN)`, the others `PSH|ACK`.
+pub fn segment_frames(segments: &[(u16, u32, Vec<u8>, bool)]) -> Vec<Vec<u8>> {
+    segments
+        .iter()
+        .map(|(port, seq, payload, syn)| {
+            Packet::ipv4(payload)
+                .src_port(*port)
+                .seq(*seq)
+                .tcp_flags(if *syn { TCP_SYN } else { TCP_PSH | TCP_ACK })
+                .build()
+        })
+        .collect()
+}
+
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)

@@ -38,7 +38,7 @@ use crate::{
     client::CurlRun,
     cors_filter_bin,
     filter::{FilterHome, RunningFilter},
-    netns::{CLIENT_V4, SERVER_IF, left_by_dead_run},
+    netns::{CLIENT_V4, SERVER_IF, delete_stale_namespaces, offloads_off},
     process::{Guarded, die_with_parent, run_bounded, run_ok},
     raw_client::enter_netns,
     require_root,
@@ -116,19 +116,7 @@ pub fn require(path: &str, package: &str) -> Result<()> {
 /// Once per process.
 fn sweep_stale_namespaces() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let Ok(out) = run_ok(Command::new("ip").args(["netns", "list"])) else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(name) = line.split_whitespace().next() else {
-                continue;
-            };
-            if left_by_dead_run(name, &PREFIXES) {
-                let _ = ip(&["netns", "del", name]);
-            }
-        }
-    });
+    ONCE.call_once(|| delete_stale_namespaces(&PREFIXES));
 }
 
 /// The three namespaces and the two veth pairs; deleted on drop.
@@ -210,30 +198,6 @@ impl Drop for Namespaces {
             let _ = ip(&["netns", "del", name]);
         }
     }
-}
-
-/// Turns GSO, TSO and GRO off on `ifname` in `ns` and checks that they are.
-fn offloads_off(ns: &str, ifname: &str) -> Result<()> {
-    run_ok(Command::new("ip").args([
-        "netns", "exec", ns, "ethtool", "-K", ifname, "gso", "off", "tso", "off", "gro", "off",
-    ]))
-    .with_context(|| format!("cannot turn offloads off on {ifname} in {ns} (ethtool?)"))?;
-    let out = run_ok(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", ifname]))?;
-    let features = String::from_utf8_lossy(&out.stdout);
-    for feature in [
-        "tcp-segmentation-offload",
-        "generic-segmentation-offload",
-        "generic-receive-offload",
-    ] {
-        let state = features
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{feature}: ")))
-            .with_context(|| format!("ethtool -k {ifname} does not list {feature}"))?;
-        if !state.starts_with("off") {
-            bail!("{feature} is still {state:?} on {ifname} in {ns}");
-        }
-    }
-    Ok(())
 }
 
 /// A test CA and the proxy's certificate (SAN: [`PROXY_HOST`] and
@@ -696,29 +660,7 @@ impl ProxyBed {
         all.extend(args);
         let started = Instant::now();
         let output = self.curl_raw(&all, path)?;
-        let wall = started.elapsed();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let fields: Vec<&str> = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("CURL-STATUS "))
-            .with_context(|| {
-                format!(
-                    "curl printed no status: {stdout:?} {:?}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?
-            .split(' ')
-            .collect();
-        let [code, connect, total] = fields[..] else {
-            bail!("curl printed an odd status line: {fields:?}");
-        };
-        let run = CurlRun {
-            http_code: code.trim().parse()?,
-            connect: connect.trim().parse()?,
-            total: Duration::from_secs_f64(total.trim().parse()?),
-            wall,
-            output,
-        };
+        let run = CurlRun::of(output, started.elapsed())?;
         Ok(Attempt::of(&run))
     }
 

@@ -40,6 +40,20 @@ pub struct ReplayedEvent {
     pub forwarded: Option<String>,
 }
 
+/// Checks that the kernel's answer for a frame (`line`) is the model's
+/// (`judged`): the same verdict and reason; `what` names the frame.
+pub fn assert_agrees(line: &Replayed, judged: &crate::stream_model::Judged, what: &str) {
+    let verdict = format!("{:?}", judged.verdict).to_lowercase();
+    let (counter, also) = judged.outcome.counters();
+    let reason = also.unwrap_or(counter).name();
+    assert_eq!(
+        (line.verdict.as_str(), line.reason.as_str()),
+        (verdict.as_str(), reason),
+        "frame {} ({what}): the kernel and the model differ",
+        line.index,
+    );
+}
+
 /// What a `replay` run printed and how it ended.
 pub struct ReplayRun {
     pub success: bool,
