@@ -300,7 +300,9 @@ pub mod head_flags {
     pub const TRANSFER_CODED: u32 = 64;
     /// The last transfer coding read is `chunked`.
     pub const CHUNKED: u32 = 128;
-    /// An `Upgrade` line was seen.
+    /// Retired, never set and never to be reused (an open head's flags are
+    /// pinned state): an `Upgrade` line was seen, which ended the tracking
+    /// of the connection; it no longer does (see `end_head`).
     pub const UPGRADE: u32 = 256;
     /// The value being read had a `\r` not followed by `\n`.
     pub const VALUE_BARE_CR: u32 = 512;
@@ -1002,10 +1004,8 @@ impl HeadState {
                 self.flags |= head_flags::TRANSFER_CODED;
                 self.coding = 0;
             }
-            header::UPGRADE => {
-                self.flags |= head_flags::UPGRADE;
-                self.coding = 0;
-            }
+            // Matched against `h2c` (see `value_byte`).
+            header::UPGRADE => self.coding = 0,
             // The last line's last element names the client.
             header::X_FORWARDED_FOR | header::FORWARDED => self.client_len = 0,
             _ => {}
