@@ -1116,6 +1116,16 @@ fn refuses(outcome: Outcome, settings: &FilterConfig) -> bool {
     outcome.verdict(settings) != crate::Verdict::Pass
 }
 
+/// The connection is denied from the segment being parsed on: it is
+/// dropped (its bytes from its first on), and so is every later byte; the
+/// parse of the segment stops.
+#[inline(always)]
+fn deny_from_here(scratch: &mut Scratch) {
+    scratch.stream_conn.phase = phase::DENIED;
+    scratch.stream_conn.deny_seq = scratch.cursor.seq;
+    scratch.cursor.stopped = 1;
+}
+
 /// The head has ended (its blank line's `\n` was just read): judges it,
 /// and moves the connection to its body, or to the next request.
 #[inline(always)]
@@ -1123,26 +1133,22 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
     let outcome = judge_head(scratch, policy);
     note(&mut scratch.cursor, outcome);
     let settings = policy.settings();
-    let head = &scratch.stream_head;
-    let conn = &mut scratch.stream_conn;
     if refuses(outcome, &settings) {
-        conn.phase = phase::DENIED;
-        conn.deny_seq = scratch.cursor.seq;
-        scratch.cursor.stopped = 1;
+        deny_from_here(scratch);
         return;
     }
-    let flags = head.flags;
+    let flags = scratch.stream_head.flags;
     if flags & (head_flags::HTTP2_PREFACE | head_flags::UPGRADE_H2C) != 0 {
         // What follows may be HTTP/2 frames, which the filter cannot read:
         // refused, as `http2` says, or read on (below).
         note(&mut scratch.cursor, Outcome::Http2);
         if refuses(Outcome::Http2, &settings) {
-            conn.phase = phase::DENIED;
-            conn.deny_seq = scratch.cursor.seq;
-            scratch.cursor.stopped = 1;
+            deny_from_here(scratch);
             return;
         }
     }
+    let head = &scratch.stream_head;
+    let conn = &mut scratch.stream_conn;
     // After a protocol switch (`CONNECT`, `Upgrade`, HTTP/2) the bytes are
     // read on as requests: the filter cannot see whether the server
     // switched, and a proxy's pooled connection whose server did not would
@@ -1177,9 +1183,7 @@ fn end_head(scratch: &mut Scratch, policy: &impl Policy) {
 #[inline(always)]
 fn refuse_or_untrack(scratch: &mut Scratch, outcome: Outcome, settings: &FilterConfig) {
     if refuses(outcome, settings) {
-        scratch.stream_conn.phase = phase::DENIED;
-        scratch.stream_conn.deny_seq = scratch.cursor.seq;
-        scratch.cursor.stopped = 1;
+        deny_from_here(scratch);
     } else {
         scratch.stream_conn.phase = phase::UNTRACKED;
     }
@@ -1349,9 +1353,7 @@ fn head_too_long(scratch: &mut Scratch, policy: &impl Policy) {
     scratch.origin.clear();
     note(&mut scratch.cursor, Outcome::Incomplete);
     if refuses(Outcome::Incomplete, &policy.settings()) {
-        scratch.stream_conn.phase = phase::DENIED;
-        scratch.stream_conn.deny_seq = scratch.cursor.seq;
-        scratch.cursor.stopped = 1;
+        deny_from_here(scratch);
     }
 }
 
