@@ -20,6 +20,7 @@ pub mod http;
 pub mod ipv6;
 pub mod method;
 pub mod origin;
+pub mod pinned;
 pub mod policy;
 pub mod proxy;
 pub mod reset;

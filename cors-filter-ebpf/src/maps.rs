@@ -13,6 +13,7 @@ use cors_filter_common::{
     allow::{self, AllowEntryValue},
     event::DENIALS_BYTES,
     origin::OriginParse,
+    pinned::ConfigEntry,
 };
 
 /// Policies installed so far; the low bit names the generation in use (see
@@ -20,9 +21,9 @@ use cors_filter_common::{
 #[map(name = "ACTIVE")]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// One `FilterConfig` per generation.
+/// One `ConfigEntry` per generation.
 #[map(name = "CONFIG")]
-pub static CONFIG: Array<FilterConfig> = Array::with_max_entries(Generation::COUNT, 0);
+pub static CONFIG: Array<ConfigEntry> = Array::with_max_entries(Generation::COUNT, 0);
 
 /// What the filter does on each destination port (`PortFlags`, two bits
 /// each), generation 0 and 1.
@@ -76,10 +77,14 @@ pub fn active_generation() -> u32 {
 /// index never fails: a fallback fails closed, as the config's default.
 #[inline(always)]
 pub fn settings(generation: u32) -> FilterConfig {
-    CONFIG.get(generation).copied().unwrap_or(FilterConfig::new(
-        cors_filter_common::Mode::Enforce,
-        cors_filter_common::OnIncomplete::Drop,
-    ))
+    // The settings only, not the entry's spare words: fewer bytes copied.
+    CONFIG
+        .get(generation)
+        .map(|entry| entry.settings)
+        .unwrap_or(FilterConfig::new(
+            cors_filter_common::Mode::Enforce,
+            cors_filter_common::OnIncomplete::Drop,
+        ))
 }
 
 /// `port`'s `PortFlags` in `generation`.

@@ -19,11 +19,12 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
-use cors_filter_common::Counter;
+use cors_filter_common::{Counter, pinned::name};
 
 use crate::{
     config::TableSizes,
-    links::{HookName, detach_pinned, ifindex, link_pin_path, link_pins, link_state},
+    layout::Upgrade,
+    links::{HookName, LinkPin, detach_pinned, ifindex, link_pin_path, link_pins, link_state},
     metrics::sum_counters,
     pins::{pin_path, pinned_maps},
     policy::PolicyMaps,
@@ -68,6 +69,22 @@ pub enum Attached {
     Moved(HookName),
 }
 
+/// Where a loaded filter's maps are pinned.
+pub struct MapPins<'a> {
+    pub dir: &'a Path,
+    /// An upgrade in progress, which pins the maps it makes new elsewhere.
+    pub upgrade: Option<&'a Upgrade>,
+}
+
+impl MapPins<'_> {
+    fn path(&self, map: &str) -> PathBuf {
+        match self.upgrade {
+            Some(upgrade) => upgrade.pin_path(self.dir, map),
+            None => pin_path(self.dir, map),
+        }
+    }
+}
+
 pub struct Filter {
     ebpf: Ebpf,
     hook: Hook,
@@ -88,24 +105,25 @@ where
 
 impl Filter {
     /// Loads the object into the kernel (the program for `hook` verified,
-    /// nothing attached) and takes its log ring buffer. With `pin_dir`, the
+    /// nothing attached) and takes its log ring buffer. With `pins`, the
     /// shared maps are the ones pinned there if a filter ran before (checked
-    /// to have this build's shapes), else new ones pinned there. The
+    /// to have this build's shapes), else new ones pinned there; an
+    /// upgrade pins the maps it makes new under staging names. The
     /// connection maps get the sizes `tables` says (a pinned one keeps
     /// its own: `check_pinned_maps` refuses another size beforehand).
     pub fn load(
         hook: Hook,
-        pin_dir: Option<&Path>,
+        pins: Option<MapPins>,
         tables: TableSizes,
     ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
         let mut loader = EbpfLoader::new();
         for (map, _, size) in tables.maps() {
             loader.map_max_entries(map, size);
         }
-        let paths: Vec<(&str, PathBuf)> = match pin_dir {
-            Some(dir) => pinned_maps(tables)
+        let paths: Vec<(&str, PathBuf)> = match &pins {
+            Some(pins) => pinned_maps(tables)
                 .iter()
-                .map(|spec| (spec.name, pin_path(dir, spec.name)))
+                .map(|spec| (spec.name, pins.path(spec.name)))
                 .collect(),
             None => Vec::new(),
         };
@@ -143,7 +161,7 @@ impl Filter {
             Filter {
                 ebpf,
                 hook,
-                pin_dir: pin_dir.map(Path::to_owned),
+                pin_dir: pins.map(|pins| pins.dir.to_owned()),
             },
             logger,
         ))
@@ -180,11 +198,37 @@ impl Filter {
     pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
         let map = self
             .ebpf
-            .map("COUNTERS")
+            .map(name::COUNTERS)
             .context("the eBPF object has no map COUNTERS")?;
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).context("COUNTERS is not the expected per-CPU array")?;
         sum_counters(&counters)
+    }
+
+    /// The program's counter map, to write (an upgrade copies the old
+    /// counters into it).
+    pub fn counters_mut(&mut self) -> Result<PerCpuArray<&mut MapData, u64>> {
+        let map = self
+            .ebpf
+            .map_mut(name::COUNTERS)
+            .context("the eBPF object has no map COUNTERS")?;
+        PerCpuArray::try_from(map).context("COUNTERS is not the expected per-CPU array")
+    }
+
+    /// Switches the link pinned at `pin` to this object's program for
+    /// the link's hook (loading that program if it is not the one `load`
+    /// verified): for an upgrade, which leaves no link on the old program.
+    pub fn switch_link(&mut self, pin: &LinkPin) -> Result<()> {
+        let link: FdLink = PinnedLink::from_pin(&pin.path)
+            .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
+            .into();
+        let hook = if pin.hook.is_xdp() {
+            Hook::Xdp(XdpMode::Driver)
+        } else {
+            Hook::Tc
+        };
+        self.replace_program(link, hook, &pin.iface)
+            .with_context(|| format!("cannot switch {} to the new program", pin.path.display()))
     }
 
     /// Puts the program on `iface` through a pinned link.
@@ -240,9 +284,10 @@ impl Filter {
             let link: FdLink = PinnedLink::from_pin(&pin.path)
                 .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
                 .into();
-            self.replace_program(link, iface).with_context(|| {
-                format!("cannot switch {} to the new program", pin.path.display())
-            })?;
+            self.replace_program(link, self.hook, iface)
+                .with_context(|| {
+                    format!("cannot switch {} to the new program", pin.path.display())
+                })?;
             return Ok(Attached::Adopted);
         }
         let link = self.attach_new(iface)?;
@@ -263,7 +308,7 @@ impl Filter {
     pub fn take_denials(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("DENIALS")
+            .take_map(name::DENIALS)
             .context("the eBPF object has no map DENIALS")?;
         RingBuf::try_from(map).context("DENIALS is not the expected ring buffer")
     }
@@ -292,12 +337,18 @@ impl Filter {
         })
     }
 
-    /// Makes the pinned `link` run this program instead of the one it runs.
-    fn replace_program(&mut self, link: FdLink, iface: &str) -> Result<()> {
-        match self.hook {
+    /// Makes the pinned `link` run this object's program for `hook`
+    /// instead of the one it runs; loads that program first if needed.
+    fn replace_program(&mut self, link: FdLink, hook: Hook, iface: &str) -> Result<()> {
+        match hook {
             Hook::Xdp(_) => {
                 let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
                 let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
+                if program.fd().is_err() {
+                    program
+                        .load()
+                        .context("the kernel rejected the XDP program")?;
+                }
                 let id = program.attach_to_link(link)?;
                 // Not owned by the program: dropping it closes the
                 // descriptor only; the pin keeps the link.
@@ -307,6 +358,11 @@ impl Filter {
                 let link = SchedClassifierLink::try_from(link)
                     .context("the pinned link is not a TCX link")?;
                 let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
+                if program.fd().is_err() {
+                    program
+                        .load()
+                        .context("the kernel rejected the TC program")?;
+                }
                 let id = program.attach_to_link(link)?;
                 drop(FdLink::try_from(program.take_link(id)?));
             }

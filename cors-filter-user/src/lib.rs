@@ -10,6 +10,7 @@ pub mod config;
 pub mod denials;
 pub mod detach;
 pub mod filter;
+pub mod layout;
 pub mod links;
 pub mod metrics;
 pub mod metrics_exposure;

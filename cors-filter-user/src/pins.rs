@@ -8,16 +8,17 @@
 use std::{
     ffi::CString,
     fs,
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, MapType};
 use cors_filter_common::{
-    ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, PortBitmap,
+    ALLOWLIST_MAX_ENTRIES, Counter, Generation, PortBitmap,
     allow::AllowEntryValue,
     event::DENIALS_BYTES,
+    pinned::{ConfigEntry, name},
     proxy::ProxyClient,
     stream::{ConnKey, ConnState, HeadState},
 };
@@ -35,32 +36,65 @@ const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 /// A map as the program defines it. A pinned map is reused by the next
 /// program only if it still has this shape: the kernel would otherwise let
 /// the new program read past a smaller value, or misread a larger one.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MapSpec {
     pub name: &'static str,
+    pub shape: Shape,
+}
+
+/// What the kernel knows of a map's layout.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shape {
     pub map_type: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
 }
 
-const fn array(name: &'static str, value_size: usize, max_entries: u32) -> MapSpec {
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} with key size {}, value size {} and {} entries",
+            self.map_type, self.key_size, self.value_size, self.max_entries
+        )
+    }
+}
+
+pub const fn array(name: &'static str, value_size: usize, max_entries: u32) -> MapSpec {
     MapSpec {
         name,
-        map_type: MapType::Array,
-        key_size: 4,
-        value_size: value_size as u32,
-        max_entries,
+        shape: Shape {
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: value_size as u32,
+            max_entries,
+        },
+    }
+}
+
+pub const fn per_cpu_counters(max_entries: u32) -> MapSpec {
+    MapSpec {
+        name: name::COUNTERS,
+        shape: Shape {
+            map_type: MapType::PerCpuArray,
+            key_size: 4,
+            value_size: size_of::<u64>() as u32,
+            max_entries,
+        },
     }
 }
 
 const fn allowlist(name: &'static str) -> MapSpec {
     MapSpec {
         name,
-        map_type: MapType::Hash,
-        // The hash of the entry's key; the entry (see `cors_filter_common::allow`).
-        key_size: size_of::<u64>() as u32,
-        value_size: size_of::<AllowEntryValue>() as u32,
-        max_entries: ALLOWLIST_MAX_ENTRIES,
+        shape: Shape {
+            map_type: MapType::Hash,
+            // The hash of the entry's key; the entry (see `cors_filter_common::allow`).
+            key_size: size_of::<u64>() as u32,
+            value_size: size_of::<AllowEntryValue>() as u32,
+            max_entries: ALLOWLIST_MAX_ENTRIES,
+        },
     }
 }
 
@@ -69,25 +103,21 @@ const fn allowlist(name: &'static str) -> MapSpec {
 /// daemon restarts are there for the next one. The connection maps are
 /// added by [`pinned_maps`], with the sizes the config gives them.
 pub const PINNED_MAPS: [MapSpec; 8] = [
-    array("ACTIVE", size_of::<u32>(), 1),
-    array("CONFIG", size_of::<FilterConfig>(), Generation::COUNT),
-    array("PORTS_0", size_of::<u64>(), PortBitmap::WORDS),
-    array("PORTS_1", size_of::<u64>(), PortBitmap::WORDS),
-    allowlist("ALLOWLIST_0"),
-    allowlist("ALLOWLIST_1"),
+    array(name::ACTIVE, size_of::<u32>(), 1),
+    array(name::CONFIG, ConfigEntry::BYTES, Generation::COUNT),
+    array(name::PORTS[0], size_of::<u64>(), PortBitmap::WORDS),
+    array(name::PORTS[1], size_of::<u64>(), PortBitmap::WORDS),
+    allowlist(name::ALLOWLISTS[0]),
+    allowlist(name::ALLOWLISTS[1]),
+    per_cpu_counters(Counter::COUNT),
     MapSpec {
-        name: "COUNTERS",
-        map_type: MapType::PerCpuArray,
-        key_size: 4,
-        value_size: 8,
-        max_entries: Counter::COUNT,
-    },
-    MapSpec {
-        name: "DENIALS",
-        map_type: MapType::RingBuf,
-        key_size: 0,
-        value_size: 0,
-        max_entries: DENIALS_BYTES,
+        name: name::DENIALS,
+        shape: Shape {
+            map_type: MapType::RingBuf,
+            key_size: 0,
+            value_size: 0,
+            max_entries: DENIALS_BYTES,
+        },
     },
 ];
 
@@ -98,16 +128,22 @@ pub const PINNED_MAPS: [MapSpec; 8] = [
 pub fn connection_maps(tables: TableSizes) -> [MapSpec; 3] {
     let lru = |name, value_size: usize, max_entries| MapSpec {
         name,
-        map_type: MapType::LruHash,
-        key_size: size_of::<ConnKey>() as u32,
-        value_size: value_size as u32,
-        max_entries,
+        shape: Shape {
+            map_type: MapType::LruHash,
+            key_size: size_of::<ConnKey>() as u32,
+            value_size: value_size as u32,
+            max_entries,
+        },
     };
     [
-        lru("CONNS", size_of::<ConnState>(), tables.max_connections),
-        lru("OPEN_HEADS", size_of::<HeadState>(), tables.max_open_heads),
+        lru(name::CONNS, size_of::<ConnState>(), tables.max_connections),
         lru(
-            "PROXY_CLIENTS",
+            name::OPEN_HEADS,
+            size_of::<HeadState>(),
+            tables.max_open_heads,
+        ),
+        lru(
+            name::PROXY_CLIENTS,
             size_of::<ProxyClient>(),
             cors_filter_common::proxy::MAX_CLIENTS,
         ),
@@ -125,78 +161,72 @@ pub fn pinned_maps(tables: TableSizes) -> Vec<MapSpec> {
 /// The number of entries of the map pinned in `pin_dir` as `name`, or
 /// `None` when there is no such pin.
 pub fn pinned_max_entries(pin_dir: &Path, name: &str) -> Result<Option<u32>> {
-    let path = pin_path(pin_dir, name);
-    if !pin_exists(&path)? {
-        return Ok(None);
-    }
-    let info = MapData::from_pin(&path)
-        .and_then(|m| m.info())
-        .with_context(|| format!("cannot read pinned map {}", path.display()))?;
-    Ok(Some(info.max_entries()))
+    Ok(pinned_shape(&pin_path(pin_dir, name))?.map(|shape| shape.max_entries))
 }
 
-/// Checks that every map already pinned in `pin_dir` has the shape this
-/// build's program expects, the connection maps the sizes `tables` gives
-/// them; returns whether any was pinned.
-pub fn check_pinned_maps(pin_dir: &Path, tables: TableSizes) -> Result<bool> {
+/// The shape of the map pinned at `path`, or `None` when there is none.
+pub fn pinned_shape(path: &Path) -> Result<Option<Shape>> {
+    if !pin_exists(path)? {
+        return Ok(None);
+    }
+    let info = MapData::from_pin(path)
+        .and_then(|m| m.info())
+        .with_context(|| format!("cannot read pinned map {}", path.display()))?;
+    let map_type = info
+        .map_type()
+        .with_context(|| format!("cannot read the type of {}", path.display()))?;
+    Ok(Some(Shape {
+        map_type,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    }))
+}
+
+/// Checks that every map of `specs` already pinned in `pin_dir` has the
+/// shape `specs` gives it (the connection maps: the sizes `tables` gives
+/// them), or the one `also` allows for it; returns whether any was pinned.
+pub fn check_pinned_maps(
+    pin_dir: &Path,
+    specs: &[MapSpec],
+    tables: TableSizes,
+    also: impl Fn(&str) -> Option<Shape>,
+) -> Result<bool> {
     let mut found = false;
-    for spec in &pinned_maps(tables) {
+    for spec in specs {
         let path = pin_path(pin_dir, spec.name);
-        if !path.exists() {
+        let Some(shape) = pinned_shape(&path)? else {
+            continue;
+        };
+        found = true;
+        let wanted = spec.shape;
+        if shape == wanted || also(spec.name) == Some(shape) {
             continue;
         }
-        found = true;
-        let info = MapData::from_pin(&path)
-            .and_then(|m| m.info())
-            .with_context(|| format!("cannot read pinned map {}", path.display()))?;
-        let map_type = info
-            .map_type()
-            .with_context(|| format!("cannot read the type of {}", path.display()))?;
-        let found_shape = (
-            map_type,
-            info.key_size(),
-            info.value_size(),
-            info.max_entries(),
-        );
-        let wanted = (
-            spec.map_type,
-            spec.key_size,
-            spec.value_size,
-            spec.max_entries,
-        );
         let setting = tables
             .maps()
             .into_iter()
             .find(|(map, _, _)| *map == spec.name);
         if let Some((_, setting, size)) = setting
-            && found_shape.0 == wanted.0
-            && (found_shape.1, found_shape.2) == (wanted.1, wanted.2)
-            && found_shape.3 != wanted.3
+            && (Shape {
+                max_entries: wanted.max_entries,
+                ..shape
+            }) == wanted
         {
             bail!(
                 "pinned map {} ({}) has {} entries, but the config sets {setting} = {size}: the size of a pinned map cannot change. Either set {setting} = {} again, or remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts, and the connections followed are forgotten), then start again",
                 spec.name,
                 path.display(),
-                found_shape.3,
-                found_shape.3,
+                shape.max_entries,
+                shape.max_entries,
                 pin_dir.display()
             );
         }
-        if found_shape != wanted {
-            bail!(
-                "pinned map {} is {:?} with key size {}, value size {} and {} entries, but this cors-filter needs {:?}, {}, {} and {}: it was left by another version. Remove the old filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts), then start again",
-                path.display(),
-                found_shape.0,
-                found_shape.1,
-                found_shape.2,
-                found_shape.3,
-                wanted.0,
-                wanted.1,
-                wanted.2,
-                wanted.3,
-                pin_dir.display()
-            );
-        }
+        bail!(
+            "pinned map {} is {shape}, but this cors-filter needs {wanted}: it was left by another version. Remove the old filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts), then start again",
+            path.display(),
+            pin_dir.display()
+        );
     }
     Ok(found)
 }
@@ -268,18 +298,16 @@ pub struct PinDirLock {
 pub fn lock_dir(pin_dir: &Path) -> Result<PinDirLock> {
     let dir = fs::File::open(pin_dir)
         .with_context(|| format!("cannot open pin directory {}", pin_dir.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            bail!(
-                "another cors-filter is running with pin directory {}",
-                pin_dir.display()
-            );
+    match dir.try_lock() {
+        Ok(()) => Ok(PinDirLock { _dir: dir }),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another cors-filter is running with pin directory {}",
+            pin_dir.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", pin_dir.display()))
         }
-        return Err(err).with_context(|| format!("cannot lock {}", pin_dir.display()));
     }
-    Ok(PinDirLock { _dir: dir })
 }
 
 /// Detaches every link pinned in `pin_dir`, then removes the map pins and
@@ -322,7 +350,8 @@ pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
     pin_dir.join(name)
 }
 
-/// Opens a map the running filter pinned, or says that no filter is running.
+/// Opens a map the running filter pinned, or says that no filter is
+/// running, or that its pins are of a layout this build does not read.
 pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
     let path = pin_path(pin_dir, name);
     if !pin_exists(&path)? {
@@ -332,5 +361,15 @@ pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
             pin_dir.display()
         );
     }
+    crate::layout::require_current(pin_dir)?;
     MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))
 }
+
+/// Where a map an upgrade makes new is pinned until the links run the
+/// program that uses it (see `layout`).
+pub fn staging_path(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(format!("{name}{STAGING_SUFFIX}"))
+}
+
+/// Not `.next`: bpffs refuses names with a dot (reserved).
+pub const STAGING_SUFFIX: &str = "_NEXT";

@@ -15,7 +15,11 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData},
 };
-use cors_filter_common::{FilterConfig, Generation, PortBitmap, PortFlags, allow::AllowEntryValue};
+use cors_filter_common::{
+    FilterConfig, Generation, PortBitmap, PortFlags,
+    allow::AllowEntryValue,
+    pinned::{ConfigEntry, name},
+};
 
 use crate::{
     allowlist::{AllowEntry, decode_entry},
@@ -101,24 +105,29 @@ pub type Allowlist = HashMap<MapData, u64, AllowEntryValue>;
 /// The policy maps of one loaded or pinned program.
 pub struct PolicyMaps {
     active: Array<MapData, u32>,
-    config: Array<MapData, FilterConfig>,
+    config: Array<MapData, ConfigEntry>,
     ports: [Array<MapData, u64>; 2],
     allowlists: [Allowlist; 2],
 }
 
 impl PolicyMaps {
-    fn from_maps(mut take: impl FnMut(&str) -> Result<Map>) -> Result<PolicyMaps> {
+    fn from_maps(mut take: impl FnMut(&'static str) -> Result<Map>) -> Result<PolicyMaps> {
+        fn array<V: aya::Pod>(map: Map, name: &str) -> Result<Array<MapData, V>> {
+            Array::try_from(map).with_context(|| format!("{name} is not an array"))
+        }
+        let mut hash = |name| -> Result<Allowlist> {
+            HashMap::try_from(take(name)?).with_context(|| format!("{name} is not a hash map"))
+        };
+        let allowlists = [hash(name::ALLOWLISTS[0])?, hash(name::ALLOWLISTS[1])?];
+        let [ports_0, ports_1] = name::PORTS;
         Ok(PolicyMaps {
-            active: Array::try_from(take("ACTIVE")?).context("ACTIVE is not an array")?,
-            config: Array::try_from(take("CONFIG")?).context("CONFIG is not an array")?,
+            active: array(take(name::ACTIVE)?, name::ACTIVE)?,
+            config: array(take(name::CONFIG)?, name::CONFIG)?,
             ports: [
-                Array::try_from(take("PORTS_0")?).context("PORTS_0 is not an array")?,
-                Array::try_from(take("PORTS_1")?).context("PORTS_1 is not an array")?,
+                array(take(ports_0)?, ports_0)?,
+                array(take(ports_1)?, ports_1)?,
             ],
-            allowlists: [
-                HashMap::try_from(take("ALLOWLIST_0")?).context("ALLOWLIST_0 is not a hash map")?,
-                HashMap::try_from(take("ALLOWLIST_1")?).context("ALLOWLIST_1 is not a hash map")?,
-            ],
+            allowlists,
         })
     }
 
@@ -135,12 +144,20 @@ impl PolicyMaps {
     pub fn open(pin_dir: &Path) -> Result<PolicyMaps> {
         Self::from_maps(|name| {
             let data = open_pinned(pin_dir, name)?;
-            Ok(if name.starts_with("ALLOWLIST") {
+            Ok(if name::ALLOWLISTS.contains(&name) {
                 Map::HashMap(data)
             } else {
                 Map::Array(data)
             })
         })
+    }
+
+    /// Makes `ACTIVE` of maps that an upgrade made new say that
+    /// `installed` policies came before: the count goes on across it.
+    pub fn continue_count(&mut self, installed: u32) -> Result<()> {
+        self.active
+            .set(0, installed, 0)
+            .context("cannot write ACTIVE")
     }
 
     /// Policies installed so far (the `ACTIVE` value).
@@ -162,17 +179,17 @@ impl PolicyMaps {
         let generation = Generation::of(self.installed()?);
         insert_entry(&mut self.allowlists[generation as usize], entry)?;
         let bit = entry.wildcard_depth_bit();
-        let mut settings = self
+        let mut entry = self
             .config
             .get(&generation, 0)
             .with_context(|| format!("cannot read CONFIG[{generation}]"))?;
-        if settings.wildcard_depths & bit != bit {
+        if entry.settings.wildcard_depths & bit != bit {
             // The other fields are written back as they are: a program
             // reading the entry meanwhile sees them unchanged, and the
             // depths word old or new.
-            settings.wildcard_depths |= bit;
+            entry.settings.wildcard_depths |= bit;
             self.config
-                .set(generation, settings, 0)
+                .set(generation, entry, 0)
                 .with_context(|| format!("cannot write CONFIG[{generation}]"))?;
         }
         Ok(())
@@ -246,7 +263,7 @@ impl PolicyMaps {
             ..policy.settings
         };
         self.config
-            .set(spare, settings, 0)
+            .set(spare, ConfigEntry::new(settings), 0)
             .context("cannot write CONFIG")?;
 
         self.active
@@ -287,7 +304,7 @@ const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
 /// Both run inside an RCU read-side section, and `MEMBARRIER_CMD_GLOBAL`
 /// waits for an RCU grace period (`synchronize_rcu()`), which ends only after
 /// every such section that was open at the call has closed.
-fn wait_for_running_programs() -> Result<()> {
+pub fn wait_for_running_programs() -> Result<()> {
     // SAFETY: membarrier takes no pointers.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
     if rc != 0 {

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::programs::XdpMode;
+use cors_filter_common::pinned::LAYOUT;
 use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
@@ -18,10 +19,11 @@ use tokio::{
 use crate::{
     cli::{AttachArg, RunArgs, XdpModeArg},
     denials::{Denials, Tracker},
-    filter::{Attached, Filter, Hook},
+    filter::{Attached, Filter, Hook, MapPins},
+    layout::{self, Pins},
     links::{detach_pinned, ifindex, link_pins},
     metrics, metrics_exposure,
-    pins::{check_pinned_maps, prepare_pin_dir, remove_pins},
+    pins::{prepare_pin_dir, remove_pins},
     reload::{RunRecord, reload},
     state::StateDir,
 };
@@ -55,17 +57,43 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         (AttachArg::Tc, _) => Hook::Tc,
     };
     let _pin_lock = prepare_pin_dir(pin_dir)?;
-    let adopting = check_pinned_maps(pin_dir, tables)?;
-    let (mut filter, logger) = Filter::load(hook, Some(pin_dir), tables)?;
+    let mut pins = layout::inspect(pin_dir, tables)?;
+    let upgrade = match &mut pins {
+        Pins::Empty => {
+            // First, so that the maps pinned next are never of no layout.
+            layout::write_record(pin_dir)?;
+            None
+        }
+        Pins::Current => None,
+        Pins::Older(upgrade) => {
+            log::info!(
+                "the pins in {} are of layout {}: upgrading them in place to layout {LAYOUT}",
+                pin_dir.display(),
+                upgrade.from
+            );
+            Some(upgrade)
+        }
+    };
+    let map_pins = MapPins {
+        dir: pin_dir,
+        upgrade: upgrade.as_deref(),
+    };
+    let (mut filter, logger) = Filter::load(hook, Some(map_pins), tables)?;
+    // Held until the links run the new program, so that no `allow` edit
+    // goes to maps an upgrade is about to replace.
+    let allowlist_lock = state.lock_allowlist()?;
     {
-        let _lock = state.lock_allowlist()?;
         // The file may have changed since it was read above: its table
         // sizes are checked against the maps now in use.
         let (policy, now) = record.policy_and_tables(&state)?;
         record.check_tables(pin_dir, now)?;
         // Installed before any attach, so that a new program never runs
         // with an empty policy; an adopted filter switches to it atomically.
-        let installed = filter.take_policy_maps()?.install(&policy)?;
+        let mut maps = filter.take_policy_maps()?;
+        if let Pins::Older(upgrade) = &pins {
+            maps.continue_count(upgrade.policies_installed(pin_dir)?)?;
+        }
+        let installed = maps.install(&policy)?;
         record.save(&state)?;
         log::info!(
             "policy {installed} installed from {}: {} mode, action {}, {}, {} allowed origin(s){}",
@@ -78,12 +106,15 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             action_name(&policy.settings),
             policy.describe_ports(),
             policy.allow.len(),
-            if adopting {
-                ", in the maps of the filter pinned before (counters go on)"
-            } else {
-                ""
+            match &pins {
+                Pins::Empty => "",
+                Pins::Current => ", in the maps of the filter pinned before (counters go on)",
+                Pins::Older(_) => ", in new maps (the counters copied from the old ones)",
             }
         );
+    }
+    if let Pins::Older(upgrade) = &mut pins {
+        upgrade.copy_counters(pin_dir, &mut filter.counters_mut()?)?;
     }
     for iface in &args.ifaces {
         match filter.attach(iface)? {
@@ -103,6 +134,15 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         .iter()
         .filter(|p| !args.ifaces.contains(&p.iface))
     {
+        if let Pins::Older(_) = pins {
+            // Its maps are about to go: it must run the new program too.
+            filter.switch_link(other)?;
+            log::info!(
+                "switched the filter pinned on {} ({}) to the new program",
+                other.iface,
+                other.hook.as_str()
+            );
+        }
         log::warn!(
             "the filter stays attached to {} ({}), which this run was not given; `cors-filter detach --iface {}` removes it",
             other.iface,
@@ -110,6 +150,14 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             other.iface
         );
     }
+    if let Pins::Older(upgrade) = pins {
+        let from = upgrade.from;
+        upgrade.finish(pin_dir, &mut filter.counters_mut()?)?;
+        log::info!(
+            "upgraded the pins from layout {from} to layout {LAYOUT} in place: every link runs this program"
+        );
+    }
+    drop(allowlist_lock);
     log::info!("maps and links pinned in {}", pin_dir.display());
 
     // SAFETY: the logger owns the ring buffer's fd, which stays open and the

@@ -147,10 +147,21 @@ pub fn run_with_pins(
     pin_dir: &Path,
     args: &[&str],
 ) -> Result<Output> {
-    let binary = cors_filter_bin()?;
+    run_binary_with_pins(&cors_filter_bin()?, pair, home, config, pin_dir, args)
+}
+
+/// [`run_with_pins`] with the `cors-filter` binary at `binary`.
+pub fn run_binary_with_pins(
+    binary: &Path,
+    pair: &NetnsPair,
+    home: &FilterHome,
+    config: &Path,
+    pin_dir: &Path,
+    args: &[&str],
+) -> Result<Output> {
     let mut command = run_command(
         &pair.server_ns_path(),
-        &binary,
+        binary,
         pin_dir,
         &home.state_dir(),
         config,
@@ -297,6 +308,13 @@ impl RunningFilter {
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// Makes the next [`RunningFilter::restart`] (and [`RunningFilter::cli`])
+    /// use the `cors-filter` binary at `binary`: another version's.
+    pub fn use_binary(&mut self, binary: &Path) -> Result<()> {
+        self.binary = existing_binary(binary.to_owned())?;
+        Ok(())
     }
 
     /// The process id of `cors-filter run` (nsenter execs it in place).

@@ -29,6 +29,7 @@ pub mod promtool;
 pub mod proxy_bed;
 pub mod raw_client;
 pub mod reference;
+pub mod release;
 pub mod replay;
 pub mod reset;
 pub mod server;

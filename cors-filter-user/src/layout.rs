@@ -1,0 +1,401 @@
+//! Which layout the pins in a pin directory have (see
+//! `cors_filter_common::pinned`), and taking over the pins of an older
+//! layout in place: an upgrade with no unfiltered moment.
+//!
+//! An upgrade makes new the maps whose shape or meaning changed, fills
+//! them (the policy from the config, the counters from the old ones), then
+//! switches every pinned link to the new program, one atomic
+//! `BPF_LINK_UPDATE` each: until its switch a link runs the old program
+//! with the old maps, from it the new one with the new maps. Only then are
+//! the new maps pinned under the old names and the layout record written.
+//! Maps of the same shape and meaning (connection state, pending denial
+//! events) are kept: the new program goes on where the old one was.
+//!
+//! A run killed half-way leaves the record of the old layout (layout 1 has
+//! none), so the next run upgrades again from the pins as they are.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{Array, Map, MapData, MapType, PerCpuArray, PerCpuValues};
+use cors_filter_common::pinned::{LAYOUT, LayoutRecord, name};
+
+use crate::{
+    config::TableSizes,
+    pins::{
+        MapSpec, STAGING_SUFFIX, Shape, array, check_pinned_maps, per_cpu_counters, pin_exists,
+        pin_path, pinned_maps, pinned_shape, staging_path,
+    },
+    policy::wait_for_running_programs,
+};
+
+/// This build's version, as the layout record names it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The maps of layout 1 (cors-filter 0.1.0) whose shape differs from this
+/// layout's, as 0.1.0 made them: frozen, they are what hosts running it
+/// have pinned. Its other maps have this layout's shapes.
+const LAYOUT_1_CHANGED: [MapSpec; 2] = [
+    // 24-byte `FilterConfig` entries.
+    array(name::CONFIG, 24, 2),
+    // 36 counters, no room to grow.
+    per_cpu_counters(36),
+];
+
+/// What a run does with a map of an older layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// Same shape and meaning: the new program uses the pinned map.
+    Keep,
+    /// A new map, filled by the policy install. All the policy maps go
+    /// together: the old program reads its own until its link switches.
+    Refill,
+    /// A new map with the old one's values, index by index (the counters:
+    /// a counter's number never changes meaning).
+    Copy,
+}
+
+impl Carry {
+    /// What an upgrade from `layout` does with map `map` of this layout.
+    pub fn from_layout(layout: u32, map: &str) -> Carry {
+        debug_assert_eq!(layout, 1, "the only older layout");
+        match map {
+            name::CONNS | name::OPEN_HEADS | name::PROXY_CLIENTS | name::DENIALS => Carry::Keep,
+            name::COUNTERS => Carry::Copy,
+            _ => Carry::Refill,
+        }
+    }
+}
+
+/// What the pin directory holds.
+pub enum Pins {
+    /// Nothing: a first start.
+    Empty,
+    /// Pins of this layout: adopted as they are.
+    Current,
+    /// Pins of an older layout, to be upgraded in place.
+    Older(Upgrade),
+}
+
+/// The message for pins a version cannot read.
+fn unreadable(pin_dir: &Path, record: &LayoutRecord) -> anyhow::Error {
+    let writer = record.writer();
+    anyhow::anyhow!(
+        "the pins in {dir} are of layout {layout}, written by cors-filter {writer}; this is cors-filter {VERSION}, which reads layout {LAYOUT} and older, so it cannot take them over. The filter pinned there is left as it is, attached and enforcing. To run {VERSION}: stop the daemon, run `cors-filter --pin-dir {dir} detach --all` with cors-filter {writer} (the host is unfiltered until {VERSION} has started), then start {VERSION}; or keep cors-filter {writer} or later",
+        dir = pin_dir.display(),
+        layout = record.layout,
+    )
+}
+
+/// The layout record pinned in `pin_dir`, if there is one.
+pub fn read_record(pin_dir: &Path) -> Result<Option<LayoutRecord>> {
+    let path = pin_path(pin_dir, name::LAYOUT);
+    let Some(shape) = pinned_shape(&path)? else {
+        return Ok(None);
+    };
+    if shape != record_spec().shape {
+        bail!(
+            "{} is {shape}, not a cors-filter layout record; remove the filter with `cors-filter --pin-dir {} detach --all`",
+            path.display(),
+            pin_dir.display()
+        );
+    }
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let record: Array<MapData, LayoutRecord> = Array::try_from(Map::Array(map))
+        .with_context(|| format!("{} is not an array", path.display()))?;
+    record
+        .get(&0, 0)
+        .map(Some)
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The `LAYOUT` map: one record, whose size never changes.
+fn record_spec() -> MapSpec {
+    array(name::LAYOUT, size_of::<LayoutRecord>(), 1)
+}
+
+/// Pins the record of this layout in `pin_dir` (replacing any): made
+/// under a staging name and renamed, so the record is there whole or not.
+pub fn write_record(pin_dir: &Path) -> Result<()> {
+    let spec = record_spec().shape;
+    let object = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        spec.key_size,
+        spec.value_size,
+        spec.max_entries,
+        0,
+    );
+    let data = MapData::create(object, name::LAYOUT, None).context("cannot make the LAYOUT map")?;
+    let mut record: Array<MapData, LayoutRecord> =
+        Array::try_from(Map::Array(data)).context("the LAYOUT map is not an array")?;
+    record
+        .set(0, LayoutRecord::new(LAYOUT, VERSION), 0)
+        .context("cannot write the layout record")?;
+    let staged = staging_path(pin_dir, name::LAYOUT);
+    remove_if_present(&staged)?;
+    record
+        .pin(&staged)
+        .with_context(|| format!("cannot pin {}", staged.display()))?;
+    let path = pin_path(pin_dir, name::LAYOUT);
+    std::fs::rename(&staged, &path)
+        .with_context(|| format!("cannot rename {} to {}", staged.display(), path.display()))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+/// What `pin_dir` holds, its maps checked against this layout (the
+/// connection maps against the sizes `tables` gives them). Refuses pins of
+/// a newer layout, and pins of no known layout.
+pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
+    let maps = pinned_maps(tables);
+    match read_record(pin_dir)? {
+        Some(record) if record.layout == LAYOUT => {
+            check_pinned_maps(pin_dir, &maps, tables, |_| None)?;
+            Ok(Pins::Current)
+        }
+        Some(record) if record.layout > LAYOUT => Err(unreadable(pin_dir, &record)),
+        Some(record) => bail!(
+            "{} says layout {}, which no cors-filter writes (layout 1 has no record); remove the filter with `cors-filter --pin-dir {} detach --all`",
+            pin_path(pin_dir, name::LAYOUT).display(),
+            record.layout,
+            pin_dir.display()
+        ),
+        None => {
+            // Layout 1, or maps of this layout whose upgrade was cut short
+            // before the record: each map may have either shape.
+            let older = |map: &str| {
+                LAYOUT_1_CHANGED
+                    .iter()
+                    .find(|spec| spec.name == map)
+                    .map(|spec| spec.shape)
+            };
+            if !check_pinned_maps(pin_dir, &maps, tables, older)? {
+                return Ok(Pins::Empty);
+            }
+            Ok(Pins::Older(Upgrade::from_layout_1(pin_dir, &maps)?))
+        }
+    }
+}
+
+/// Refuses the pins in `pin_dir` unless they are of this layout: for the
+/// commands that read or edit a running filter's maps.
+pub fn require_current(pin_dir: &Path) -> Result<()> {
+    match read_record(pin_dir)? {
+        Some(record) if record.layout == LAYOUT => Ok(()),
+        Some(record) if record.layout > LAYOUT => Err(unreadable(pin_dir, &record)),
+        Some(record) => bail!(
+            "{} says layout {}, which no cors-filter writes",
+            pin_path(pin_dir, name::LAYOUT).display(),
+            record.layout
+        ),
+        None => bail!(
+            "the pins in {} are of layout 1, left by cors-filter 0.1.0 (or by an upgrade that has not finished); this is cors-filter {VERSION} (layout {LAYOUT}), which reads them once `cors-filter run` of {VERSION} has upgraded them in place: stop the 0.1.0 daemon and start {VERSION}'s",
+            pin_dir.display()
+        ),
+    }
+}
+
+/// An upgrade in place from an older layout (see the module's text).
+pub struct Upgrade {
+    /// The layout upgraded from.
+    pub from: u32,
+    /// The maps made new, pinned under [`staging_path`] until [`Upgrade::finish`].
+    staged: Vec<&'static str>,
+    /// The old counters and the values copied from them.
+    counters: Option<CounterCopy>,
+}
+
+struct CounterCopy {
+    old: PerCpuArray<MapData, u64>,
+    copied: Vec<Vec<u64>>,
+}
+
+fn per_cpu(values: Vec<u64>) -> Result<PerCpuValues<u64>> {
+    PerCpuValues::try_from(values).context("cannot make per-CPU values")
+}
+
+impl Upgrade {
+    fn from_layout_1(pin_dir: &Path, maps: &[MapSpec]) -> Result<Upgrade> {
+        // What an earlier, interrupted upgrade staged is made again.
+        for entry in std::fs::read_dir(pin_dir)
+            .with_context(|| format!("cannot read pin directory {}", pin_dir.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("cannot read {}", pin_dir.display()))?
+                .path();
+            if path.to_string_lossy().ends_with(STAGING_SUFFIX) {
+                remove_if_present(&path)?;
+            }
+        }
+        let staged = maps
+            .iter()
+            .map(|spec| spec.name)
+            .filter(|map| Carry::from_layout(1, map) != Carry::Keep)
+            .collect();
+        Ok(Upgrade {
+            from: 1,
+            staged,
+            counters: None,
+        })
+    }
+
+    /// Where the program's maps are pinned for this run: the kept ones at
+    /// their pins, the new ones at staging pins.
+    pub fn pin_path(&self, pin_dir: &Path, map: &str) -> std::path::PathBuf {
+        if self.staged.contains(&map) {
+            staging_path(pin_dir, map)
+        } else {
+            pin_path(pin_dir, map)
+        }
+    }
+
+    /// Policies the old maps say were installed (their `ACTIVE`), which the
+    /// new ones go on counting from.
+    pub fn policies_installed(&self, pin_dir: &Path) -> Result<u32> {
+        let path = pin_path(pin_dir, name::ACTIVE);
+        if !pin_exists(&path)? {
+            return Ok(0);
+        }
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+        let active: Array<MapData, u32> = Array::try_from(Map::Array(map))
+            .with_context(|| format!("{} is not the expected array", path.display()))?;
+        active
+            .get(&0, 0)
+            .with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Copies the pinned counters into `counters`, the new program's.
+    pub fn copy_counters(
+        &mut self,
+        pin_dir: &Path,
+        counters: &mut PerCpuArray<&mut MapData, u64>,
+    ) -> Result<()> {
+        let path = pin_path(pin_dir, name::COUNTERS);
+        let Some(shape) = pinned_shape(&path)? else {
+            return Ok(());
+        };
+        if shape.map_type != MapType::PerCpuArray {
+            bail!("{} is {shape}, not counters", path.display());
+        }
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+        let old: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(map))
+            .with_context(|| format!("{} is not a per-CPU array", path.display()))?;
+        let slots = shape.max_entries.min(counters.len());
+        let mut copied = Vec::with_capacity(slots as usize);
+        for index in 0..slots {
+            let values = old
+                .get(&index, 0)
+                .with_context(|| format!("cannot read counter {index} of {}", path.display()))?;
+            let values = values.to_vec();
+            counters
+                .set(index, per_cpu(values.clone())?, 0)
+                .with_context(|| format!("cannot copy counter {index}"))?;
+            copied.push(values);
+        }
+        self.counters = Some(CounterCopy { old, copied });
+        Ok(())
+    }
+
+    /// Once every pinned link runs the new program: adds to `counters`
+    /// what the old program counted since the copy, pins the new maps
+    /// under their names, and writes this layout's record.
+    ///
+    /// The counts are added with a read and a write per counter the old
+    /// program moved: a count the new program makes between the two, on
+    /// that counter, is lost (a window of microseconds, once).
+    pub fn finish(
+        self,
+        pin_dir: &Path,
+        counters: &mut PerCpuArray<&mut MapData, u64>,
+    ) -> Result<()> {
+        if let Some(copy) = &self.counters {
+            // Programs that started before the last switch may still be
+            // counting in the old map.
+            wait_for_running_programs()?;
+            for (index, before) in copy.copied.iter().enumerate() {
+                let index = index as u32;
+                let after = copy
+                    .old
+                    .get(&index, 0)
+                    .with_context(|| format!("cannot read old counter {index}"))?;
+                if after.iter().eq(before.iter()) {
+                    continue;
+                }
+                let now = counters
+                    .get(&index, 0)
+                    .with_context(|| format!("cannot read counter {index}"))?;
+                let sum: Vec<u64> = now
+                    .iter()
+                    .zip(after.iter().zip(before.iter()))
+                    .map(|(now, (after, before))| now.wrapping_add(after.wrapping_sub(*before)))
+                    .collect();
+                counters
+                    .set(index, per_cpu(sum)?, 0)
+                    .with_context(|| format!("cannot write counter {index}"))?;
+            }
+        }
+        for map in &self.staged {
+            let (staged, path) = (staging_path(pin_dir, map), pin_path(pin_dir, map));
+            std::fs::rename(&staged, &path).with_context(|| {
+                format!("cannot rename {} to {}", staged.display(), path.display())
+            })?;
+        }
+        write_record(pin_dir)
+    }
+}
+
+/// The shape of `map` in layout 1, for tests that make such pins.
+pub fn layout_1_shape(map: &str, tables: TableSizes) -> Option<Shape> {
+    LAYOUT_1_CHANGED
+        .iter()
+        .chain(pinned_maps(tables).iter())
+        .find(|spec| spec.name == map)
+        .map(|spec| spec.shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_has_a_carry_rule_and_the_changed_ones_are_made_new() {
+        for spec in pinned_maps(TableSizes::default()) {
+            let carry = Carry::from_layout(1, spec.name);
+            let changed = LAYOUT_1_CHANGED.iter().any(|old| old.name == spec.name);
+            // A map whose shape changed cannot be kept.
+            assert!(!(changed && carry == Carry::Keep), "{}", spec.name);
+        }
+        // The policy maps go together.
+        for map in [name::ACTIVE, name::CONFIG]
+            .into_iter()
+            .chain(name::PORTS)
+            .chain(name::ALLOWLISTS)
+        {
+            assert_eq!(Carry::from_layout(1, map), Carry::Refill, "{map}");
+        }
+    }
+
+    #[test]
+    fn the_newer_layout_message_names_both_versions_and_what_to_do() {
+        let record = LayoutRecord::new(LAYOUT + 1, "9.1.0");
+        let text = unreadable(Path::new("/sys/fs/bpf/cors-filter"), &record).to_string();
+        for part in [
+            &format!("layout {}", LAYOUT + 1),
+            "cors-filter 9.1.0",
+            &format!("cors-filter {VERSION}"),
+            "detach --all",
+            "attached and enforcing",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Upgrade in place, under traffic: the last release (`release::PREVIOUS`,
+//! pins of layout 1) runs and enforces, then this build starts on its pins
+//! and takes them over. No allowed preflight is dropped, no disallowed one
+//! reaches the server, counters and `allow` edits and per-origin counts go
+//! on, and a head cut across the switch is still judged. Then going back
+//! is refused, by the old release and by this build facing a newer
+//! layout, and the filter keeps enforcing. XDP and TC. Needs root.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use cors_filter_common::pinned::{LAYOUT, LayoutRecord, name};
+use cors_filter_tests::{
+    bed::Bed,
+    client::Family,
+    cors_filter_bin,
+    filter::{FilterHome, RunningFilter, counter, run_binary_with_pins},
+    metrics::by_label,
+    preflight_loop::{PreflightLoop, Tally},
+    process::run_ok,
+    raw_client, release,
+};
+
+const ALLOWED: &str = "https://app.example.com";
+const ADDED: &str = "https://added.example.net";
+const DENIED: &str = "https://evil.example";
+const WAIT: Duration = Duration::from_millis(200);
+
+fn tally<'a>(tallies: &'a BTreeMap<String, Tally>, origin: &str) -> Result<&'a Tally> {
+    tallies
+        .get(origin)
+        .with_context(|| format!("the loop sent nothing for {origin}: {tallies:?}"))
+}
+
+/// Every allowed preflight answered, every denied one unanswered (dropped),
+/// at least `min` of each.
+fn assert_enforced(tallies: &BTreeMap<String, Tally>, min: u64) -> Result<()> {
+    for origin in [ALLOWED, ADDED] {
+        let t = tally(tallies, origin)?;
+        if t.sent < min || t.answered != t.sent {
+            bail!("allowed preflights from {origin} dropped or too few: {tallies:?}");
+        }
+    }
+    let denied = tally(tallies, DENIED)?;
+    if denied.sent < min || denied.unanswered != denied.sent {
+        bail!("denied preflights answered or too few: {tallies:?}");
+    }
+    Ok(())
+}
+
+/// A connection opened before the upgrade, whose disallowed preflight's
+/// head is cut across it: its first part before, the rest after.
+struct CutHead {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+impl CutHead {
+    fn open(bed: &Bed) -> Result<CutHead> {
+        let ns = bed.pair.client_ns_path();
+        let addr = raw_client::server_addr(Family::V4)?;
+        let request = raw_client::preflight(DENIED.as_bytes());
+        let (first, rest) = request.split_at(20);
+        let first = first.to_vec();
+        let stream = std::thread::spawn(move || -> Result<TcpStream> {
+            raw_client::enter_netns(&ns)?;
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            stream.set_nodelay(true)?;
+            stream.write_all(&first)?;
+            Ok(stream)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))??;
+        Ok(CutHead {
+            stream,
+            rest: rest.to_vec(),
+        })
+    }
+
+    /// Sends the rest; true if the server answered within the wait.
+    fn finish(mut self) -> Result<bool> {
+        self.stream.write_all(&self.rest)?;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut buf = [0u8; 512];
+        Ok(matches!(self.stream.read(&mut buf), Ok(n) if n > 0))
+    }
+}
+
+/// The layout record pinned in `pin_dir`, read with bpftool.
+fn pinned_record(pin_dir: &Path) -> Result<Option<LayoutRecord>> {
+    let path = pin_dir.join(name::LAYOUT);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let out = run_ok(Command::new("bpftool").args([
+        "-j",
+        "map",
+        "lookup",
+        "pinned",
+        &path.to_string_lossy(),
+        "key",
+        "0",
+        "0",
+        "0",
+        "0",
+    ]))?;
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let bytes: Vec<u8> = value["value"]
+        .as_array()
+        .context("bpftool printed no value")?
+        .iter()
+        .map(|b| {
+            let text = b.as_str().unwrap_or("");
+            u8::from_str_radix(text.trim_start_matches("0x"), 16)
+        })
+        .collect::<Result<_, _>>()?;
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let mut record = LayoutRecord::new(word(0), "");
+    record.writer_len = word(4);
+    record.writer.copy_from_slice(&bytes[8..32]);
+    Ok(Some(record))
+}
+
+/// Rewrites the layout number of the record pinned in `pin_dir`, as a
+/// newer version's would read.
+fn set_record(pin_dir: &Path, record: &LayoutRecord) -> Result<()> {
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(&record.layout.to_le_bytes());
+    bytes.extend_from_slice(&record.writer_len.to_le_bytes());
+    bytes.extend_from_slice(&record.writer);
+    let mut args: Vec<String> = ["map", "update", "pinned"].map(String::from).to_vec();
+    args.push(pin_dir.join(name::LAYOUT).to_string_lossy().into_owned());
+    args.extend(["key", "0", "0", "0", "0", "value"].map(String::from));
+    args.extend(bytes.iter().map(|b| b.to_string()));
+    run_ok(Command::new("bpftool").args(&args)).map(drop)
+}
+
+/// The ids of the programs the pinned links in `pin_dir` run.
+fn link_programs(pin_dir: &Path) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(pin_dir)? {
+        let path = entry?.path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
+        {
+            continue;
+        }
+        let out = run_ok(Command::new("bpftool").args([
+            "-j",
+            "link",
+            "show",
+            "pinned",
+            &path.to_string_lossy(),
+        ]))?;
+        let link: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        ids.push(
+            link["prog_id"]
+                .as_u64()
+                .context("a link without a program")?,
+        );
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+fn denied_by_origin(filter: &RunningFilter) -> Result<u64> {
+    Ok(by_label(
+        &filter.metric_values()?,
+        "cors_filter_denied_by_origin_total",
+        "origin",
+    )
+    .get(DENIED)
+    .copied()
+    .unwrap_or(0))
+}
+
+fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
+    let previous = release::binary(release::PREVIOUS)?;
+    let current = cors_filter_bin()?;
+    let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
+    let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
+    let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, attach)?;
+    assert_eq!(
+        pinned_record(filter.pin_dir())?,
+        None,
+        "{} pinned a layout record",
+        release::PREVIOUS
+    );
+    filter.cli_ok(&["allow", "add", ADDED])?;
+
+    // Two loops: the allowed preflights as fast as they are answered, the
+    // denied ones each waited on.
+    let limit = Duration::from_secs(90);
+    let allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
+    let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    sleep(Duration::from_millis(1500));
+    let cut = CutHead::open(&bed)?;
+    let before = filter.stats()?;
+    let by_origin_before = denied_by_origin(&filter)?;
+    if by_origin_before == 0 {
+        bail!("the old daemon counted no denial per origin: {before}");
+    }
+    let programs_before = link_programs(filter.pin_dir())?;
+
+    // The upgrade: the old daemon stops (its filter stays attached and
+    // enforcing), the new one starts on the same pins and state.
+    filter.stop_process()?;
+    filter.use_binary(&current)?;
+    let started = Instant::now();
+    filter.restart()?;
+    eprintln!("the new daemon was ready after {:?}", started.elapsed());
+    let log = filter.log();
+    assert!(
+        log.contains("upgrading them in place to layout") && log.contains("upgraded the pins"),
+        "{log}"
+    );
+    let cut_answered = cut.finish()?;
+    sleep(Duration::from_millis(1500));
+    let mut across = allowed.finish()?;
+    across.extend(denied.finish()?);
+    let after = filter.stats()?;
+    eprintln!("across the upgrade: {across:?}");
+
+    assert_enforced(&across, 10).context("across the upgrade")?;
+    assert!(
+        !cut_answered,
+        "a head cut across the upgrade was let through"
+    );
+    assert!(
+        !bed.server.saw_origin(DENIED)?,
+        "a denied preflight reached the server"
+    );
+    let programs_after = link_programs(filter.pin_dir())?;
+    assert_eq!(programs_after.len(), programs_before.len());
+    assert!(
+        programs_after
+            .iter()
+            .all(|id| !programs_before.contains(id)),
+        "a link still runs the old program: {programs_before:?} -> {programs_after:?}"
+    );
+    let record = pinned_record(filter.pin_dir())?.context("no layout record after the upgrade")?;
+    assert_eq!(record.layout, LAYOUT);
+    assert_eq!(record.writer(), env!("CARGO_PKG_VERSION"));
+    // No pin is left under a staging name.
+    for entry in std::fs::read_dir(filter.pin_dir())? {
+        let file = entry?.file_name().to_string_lossy().into_owned();
+        assert!(!file.ends_with("_NEXT"), "{file} left behind");
+    }
+
+    // Counters go on from the old program's: every preflight the loop
+    // sent was judged by one program or the other, and counted.
+    for (name, sent) in [
+        ("preflight_deny", tally(&across, DENIED)?.sent),
+        (
+            "preflight_allow",
+            tally(&across, ALLOWED)?.sent + tally(&across, ADDED)?.sent,
+        ),
+    ] {
+        assert!(
+            counter(&after, name) >= counter(&before, name).max(sent),
+            "{name}: before {before}, after {after}, sent {sent}"
+        );
+    }
+    assert!(
+        counter(&after, "policies_installed") > counter(&before, "policies_installed"),
+        "{after}"
+    );
+    // The `allow add` made with the old version is still in force.
+    let listed = filter.cli_ok(&["allow", "list"])?;
+    assert!(listed.contains(ADDED), "{listed}");
+    // Per-origin denial counts went on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while denied_by_origin(&filter)? < by_origin_before {
+        if Instant::now() > deadline {
+            bail!("per-origin counts restarted: before {by_origin_before}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+
+    // Going back to the old release is refused; the new filter enforces on.
+    filter.stop_process()?;
+    let during_allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
+    let during_denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    let out = run_binary_with_pins(
+        &previous,
+        &bed.pair,
+        &home,
+        &home.config(),
+        filter.pin_dir(),
+        attach,
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{} on the new pins: {stderr}", release::PREVIOUS);
+    assert!(
+        !out.status.success(),
+        "{} took over newer pins",
+        release::PREVIOUS
+    );
+    assert!(
+        stderr.contains("another version") && stderr.contains("detach --all"),
+        "{stderr}"
+    );
+    assert_eq!(link_programs(filter.pin_dir())?, programs_after);
+
+    // This build facing pins of a newer layout refuses them, naming both
+    // versions and what to do.
+    let newer = LayoutRecord::new(LAYOUT + 1, "9.9.0");
+    set_record(filter.pin_dir(), &newer)?;
+    let out = run_binary_with_pins(
+        &current,
+        &bed.pair,
+        &home,
+        &home.config(),
+        filter.pin_dir(),
+        attach,
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "took over pins of a newer layout");
+    for part in [
+        format!("layout {}", LAYOUT + 1),
+        "cors-filter 9.9.0".to_owned(),
+        format!("cors-filter {}", env!("CARGO_PKG_VERSION")),
+        "detach --all".to_owned(),
+    ] {
+        assert!(stderr.contains(&part), "{part} in {stderr}");
+    }
+    let stats = filter.cli(&["stats", "--json"])?;
+    assert!(
+        !stats.status.success() && String::from_utf8_lossy(&stats.stderr).contains("9.9.0"),
+        "stats read pins of a newer layout"
+    );
+    assert_eq!(link_programs(filter.pin_dir())?, programs_after);
+    sleep(Duration::from_millis(1000));
+    let mut during = during_allowed.finish()?;
+    during.extend(during_denied.finish()?);
+    assert_enforced(&during, 5).context("while going back was refused")?;
+    assert!(!bed.server.saw_origin(DENIED)?);
+
+    // With its own record back, this build adopts the pins again.
+    set_record(filter.pin_dir(), &record)?;
+    filter.restart()?;
+    assert!(filter.log().contains("adopted the filter pinned on"));
+    filter.stop()
+}
+
+#[test]
+fn upgrade_from_the_previous_release_under_traffic_xdp() -> Result<()> {
+    upgrade_under_traffic(&[])
+}
+
+#[test]
+fn upgrade_from_the_previous_release_under_traffic_tc() -> Result<()> {
+    upgrade_under_traffic(&["--attach", "tc"])
+}
