@@ -219,11 +219,6 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     let started = Instant::now();
     filter.restart()?;
     eprintln!("the new daemon was ready after {:?}", started.elapsed());
-    let log = filter.log();
-    assert!(
-        log.contains("upgrading them in place to layout") && log.contains("upgraded the pins"),
-        "{log}"
-    );
     let cut_answered = cut.finish()?;
     sleep(Duration::from_millis(1500));
     let mut across = allowed.finish()?;
@@ -239,6 +234,11 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     assert!(
         !bed.server.saw_origin(DENIED)?,
         "a denied preflight reached the server"
+    );
+    let log = filter.log();
+    assert!(
+        log.contains("upgrading them in place to layout") && log.contains("upgraded the pins"),
+        "{log}"
     );
     let programs_after = link_programs(filter.pin_dir())?;
     assert_eq!(programs_after.len(), programs_before.len());
