@@ -317,6 +317,7 @@ impl Upgrade {
         pin_dir: &Path,
         counters: &mut PerCpuArray<&mut MapData, u64>,
     ) -> Result<()> {
+        failpoint("upgrade-switched");
         if let Some(copy) = &self.counters {
             // Programs that started before the last switch may still be
             // counting in the old map.
@@ -348,8 +349,22 @@ impl Upgrade {
             std::fs::rename(&staged, &path).with_context(|| {
                 format!("cannot rename {} to {}", staged.display(), path.display())
             })?;
+            failpoint("upgrade-renamed");
         }
         write_record(pin_dir)
+    }
+}
+
+/// The environment variable that names a [`failpoint`].
+pub const FAILPOINT_VAR: &str = "CORS_FILTER_FAILPOINT";
+
+/// Aborts the process here if `$CORS_FILTER_FAILPOINT` is `name`: for the
+/// tests that kill an upgrade half-way, at the points where a crash leaves
+/// the most to recover.
+fn failpoint(name: &str) {
+    if std::env::var_os(FAILPOINT_VAR).is_some_and(|value| value == name) {
+        log::error!("{FAILPOINT_VAR}={name}: aborting");
+        std::process::abort();
     }
 }
 

@@ -147,10 +147,11 @@ pub fn run_with_pins(
     pin_dir: &Path,
     args: &[&str],
 ) -> Result<Output> {
-    run_binary_with_pins(&cors_filter_bin()?, pair, home, config, pin_dir, args)
+    run_binary_with_pins(&cors_filter_bin()?, pair, home, config, pin_dir, args, &[])
 }
 
-/// [`run_with_pins`] with the `cors-filter` binary at `binary`.
+/// [`run_with_pins`] with the `cors-filter` binary at `binary`, and `envs`
+/// in its environment.
 pub fn run_binary_with_pins(
     binary: &Path,
     pair: &NetnsPair,
@@ -158,6 +159,7 @@ pub fn run_binary_with_pins(
     config: &Path,
     pin_dir: &Path,
     args: &[&str],
+    envs: &[(&str, &str)],
 ) -> Result<Output> {
     let mut command = run_command(
         &pair.server_ns_path(),
@@ -167,6 +169,7 @@ pub fn run_binary_with_pins(
         config,
         args,
     );
+    command.envs(envs.iter().copied());
     run_bounded(&mut command, Duration::from_secs(30))
 }
 
