@@ -80,7 +80,7 @@ pub const PINNED_MAPS: [MapSpec; 8] = [
         map_type: MapType::PerCpuArray,
         key_size: 4,
         value_size: 8,
-        max_entries: Counter::COUNT,
+        max_entries: Counter::SLOTS,
     },
     MapSpec {
         name: "DENIALS",
