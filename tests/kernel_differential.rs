@@ -211,8 +211,7 @@ fn reason(judged: &Judged) -> (String, &'static str) {
         Verdict::Drop => "drop",
         Verdict::Reset => "reset",
     };
-    let (counter, also) = judged.outcome.counters();
-    (verdict.to_owned(), also.unwrap_or(counter).name())
+    (verdict.to_owned(), judged.outcome.replay_reason().name())
 }
 
 /// The connection's frames up to `upto` with both answers, and what

@@ -1,182 +1,110 @@
-//! Indexes into the per-CPU `COUNTERS` array map.
+//! The counters of the per-CPU `COUNTERS` map (their table is in
+//! `contract`): what writes them, how `/metrics` exports them, and the
+//! sets of them read off the outcomes' table.
 
-/// One per-CPU `u64` counter. The discriminant is the array index.
-#[repr(u32)]
+use crate::Outcome;
+pub use crate::contract::Counter;
+
+/// What writes a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Every packet the program saw. Derived (see [`Counter::derive`]):
-    /// the program does not write it.
-    Packets = 0,
-    /// Packets whose payload starts with an HTTP/1.x request line. Derived
-    /// (see [`Counter::derive`]): the program does not write it.
-    Requests,
-    /// Preflights whose origin is in the allowlist.
-    PreflightAllow,
-    /// Preflights dropped, or in monitor mode that would have been dropped:
-    /// origin not allowed, malformed, or duplicated.
-    PreflightDeny,
-    /// Preflights and unsafe requests whose `Origin` is malformed or
-    /// repeated (also in `PreflightDeny` or `UnsafeDeny`).
-    Malformed,
-    /// Preflights and unsafe requests whose head is longer than judged
-    /// (`max_head_bytes`, `stream::MAX_HEAD_LINES`).
-    Incomplete,
-    /// Requests with an unsafe method, to a port that protects them, whose
-    /// origin the allowlist holds with that method.
-    UnsafeAllow,
-    /// Such requests dropped, or in monitor mode that would have been
-    /// dropped: origin not allowed, method not allowed for it, malformed
-    /// or repeated `Origin`, or cross-site without `Origin`.
-    UnsafeDeny,
-    /// Such requests with neither `Origin` nor `Sec-Fetch-Site: cross-site`,
-    /// passed: not sent by a browser's cross-site page.
-    NoOrigin,
-    /// Preflights and unsafe requests whose origin the allowlist holds, but
-    /// not with the method (also in `PreflightDeny` or `UnsafeDeny`).
-    MethodDeny,
-    /// Unsafe requests without `Origin` whose `Sec-Fetch-Site` says
-    /// `cross-site` (also in `UnsafeDeny`).
-    CrossSite,
-    /// Packets kept from the stack: dropped, or answered with a reset
-    /// (`--action reset`; these are also in `ResetSent` or `ResetFailed`).
-    Dropped,
-    /// Dropped packets answered with a TCP reset: the rewritten frame was
-    /// handed back to the interface (`XDP_TX`, or a TC redirect to its egress).
-    ResetSent,
-    /// Dropped packets that `--action reset` should have answered but could
-    /// not (a helper refused the rewrite): dropped without a reply.
-    ResetFailed,
-    PassNotIp,
-    PassNotTcp,
-    PassIpFragment,
-    /// IPv6 packets whose extension-header chain is longer than the program
-    /// walks (`ipv6::MAX_EXT_HEADERS`).
-    PassIpv6ExtHeader,
-    PassTruncated,
-    PassPortNotInspected,
-    PassNoPayload,
-    PassNotHttp,
-    PassNotPreflight,
-    /// Denial events not reported because the `DENIALS` ring buffer was
-    /// full (see `event`). Not an outcome: the packet was counted as usual.
-    EventsLost,
-    /// Segments whose bytes were all parsed before, passed again.
-    PassRetransmission,
-    /// Segments that complete no request head (bodies, bytes between requests).
-    PassBody,
-    /// Segments with part of a request head, not its end.
-    PassHeadPart,
-    /// Segments of connections the filter does not follow.
-    PassUntracked,
-    /// Segments at or past a denied head, dropped.
-    ConnectionDenied,
-    /// Segments with new bytes after a gap while a head may be undecided,
-    /// dropped (the client sends them again in order).
-    OutOfOrder,
-    /// Segments of a head whose state was lost, dropped.
-    HeadLost,
-    /// Connections that got an entry in `CONNS` (from their SYN, or picked
-    /// up at a request line). Not an outcome: with the entries in use, it
-    /// tells how many were evicted.
-    ConnsLearned,
-    /// Segments with URG and a payload, dropped.
-    Urgent,
-    /// Requests that start HTTP/2 on the connection (`Outcome::Http2`):
-    /// refused, or passed with `http2 = "pass"`.
-    Http2,
-    /// Segments with a PROXY header servers refuse, dropped with what
-    /// follows.
-    ProxyMalformed,
-    /// PROXY headers read whole. Not an outcome: the segment that carries
-    /// one is counted as usual.
-    ProxyHeaders,
+pub enum Source {
+    /// The program, for the outcome of each packet ([`Outcome::counters`]):
+    /// an outcome counter, or a detail counter.
+    Outcome,
+    /// The program, with a `count` of its own (`Dropped`, the resets, ...).
+    Program,
+    /// No one: the readers add up the outcome counters ([`Counter::derive`]).
+    Derived,
+}
+
+/// How `/metrics` exports a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// A Prometheus counter of its own.
+    Own {
+        name: &'static str,
+        help: &'static str,
+    },
+    /// One series of a labelled family: `family{label="value"}`.
+    Series {
+        family: &'static MetricFamily,
+        value: &'static str,
+    },
+}
+
+impl Metric {
+    /// A Prometheus counter of its own, `name` with `help`.
+    pub const fn own(name: &'static str, help: &'static str) -> Metric {
+        Metric::Own { name, help }
+    }
+}
+
+/// A labelled Prometheus counter, whose series are counters.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetricFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The one label, whose value tells the series apart.
+    pub label: &'static str,
+}
+
+impl MetricFamily {
+    /// Its series of label value `value`.
+    pub const fn series(&'static self, value: &'static str) -> Metric {
+        Metric::Series {
+            family: self,
+            value,
+        }
+    }
 }
 
 impl Counter {
-    /// Number of counters; the `COUNTERS` map has this many entries.
-    pub const COUNT: u32 = 36;
+    /// The entries of the `COUNTERS` map: room for counters to come, so that
+    /// adding one leaves the pinned map's shape as it was (a daemon adopts
+    /// a pinned map only if its shape is the one it expects). Never
+    /// changes; readers read the [`Counter::COUNT`] counters they know.
+    pub const SLOTS: u32 = 64;
 
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::Packets,
-        Counter::Requests,
-        Counter::PreflightAllow,
-        Counter::PreflightDeny,
-        Counter::Malformed,
-        Counter::Incomplete,
-        Counter::UnsafeAllow,
-        Counter::UnsafeDeny,
-        Counter::NoOrigin,
-        Counter::MethodDeny,
-        Counter::CrossSite,
-        Counter::Dropped,
-        Counter::ResetSent,
-        Counter::ResetFailed,
-        Counter::PassNotIp,
-        Counter::PassNotTcp,
-        Counter::PassIpFragment,
-        Counter::PassIpv6ExtHeader,
-        Counter::PassTruncated,
-        Counter::PassPortNotInspected,
-        Counter::PassNoPayload,
-        Counter::PassNotHttp,
-        Counter::PassNotPreflight,
-        Counter::EventsLost,
-        Counter::PassRetransmission,
-        Counter::PassBody,
-        Counter::PassHeadPart,
-        Counter::PassUntracked,
-        Counter::ConnectionDenied,
-        Counter::OutOfOrder,
-        Counter::HeadLost,
-        Counter::ConnsLearned,
-        Counter::Urgent,
-        Counter::Http2,
-        Counter::ProxyMalformed,
-        Counter::ProxyHeaders,
-    ];
+    /// The counters of which every packet bumps exactly one: its outcome's
+    /// (see [`Outcome::counters`]), read off the outcomes' table. The
+    /// detail counters (`Malformed`, `MethodDeny`, `CrossSite`) go with
+    /// one and are not among them.
+    pub const OUTCOMES: [Counter; Self::OUTCOME_BITS.count_ones() as usize] =
+        Self::having(Self::OUTCOME_BITS);
 
-    /// The counters of which every packet bumps exactly one (its
-    /// outcome's, see `Outcome::counters`; `Malformed`, `MethodDeny` and
-    /// `CrossSite` go with a deny counter and are not among them).
-    pub const OUTCOMES: [Counter; 25] = [
-        Counter::PreflightAllow,
-        Counter::PreflightDeny,
-        Counter::Incomplete,
-        Counter::UnsafeAllow,
-        Counter::UnsafeDeny,
-        Counter::NoOrigin,
-        Counter::PassNotIp,
-        Counter::PassNotTcp,
-        Counter::PassIpFragment,
-        Counter::PassIpv6ExtHeader,
-        Counter::PassTruncated,
-        Counter::PassPortNotInspected,
-        Counter::PassNoPayload,
-        Counter::PassNotHttp,
-        Counter::PassNotPreflight,
-        Counter::PassRetransmission,
-        Counter::PassBody,
-        Counter::PassHeadPart,
-        Counter::PassUntracked,
-        Counter::ConnectionDenied,
-        Counter::OutOfOrder,
-        Counter::HeadLost,
-        Counter::Urgent,
-        Counter::Http2,
-        Counter::ProxyMalformed,
-    ];
+    /// The outcome counters of requests ([`Outcome::is_request`]).
+    pub const REQUEST_OUTCOMES: [Counter; Self::REQUEST_OUTCOME_BITS.count_ones() as usize] =
+        Self::having(Self::REQUEST_OUTCOME_BITS);
 
-    /// The outcome counters of requests (`Outcome::is_request`).
-    pub const REQUEST_OUTCOMES: [Counter; 8] = [
-        Counter::PreflightAllow,
-        Counter::PreflightDeny,
-        Counter::Incomplete,
-        Counter::UnsafeAllow,
-        Counter::UnsafeDeny,
-        Counter::NoOrigin,
-        Counter::PassNotPreflight,
-        Counter::Http2,
-    ];
+    /// The detail counters: the second counter of an outcome that bumps
+    /// two, which names it in `replay` (see [`Outcome::replay_reason`]).
+    pub const DETAILS: [Counter; Self::DETAIL_BITS.count_ones() as usize] =
+        Self::having(Self::DETAIL_BITS);
+
+    /// [`Counter::OUTCOMES`] as a set: a bit per counter ([`Counter::bit`]).
+    pub(crate) const OUTCOME_BITS: u64 = outcome_bits(Role::Outcome);
+    pub(crate) const REQUEST_OUTCOME_BITS: u64 = outcome_bits(Role::RequestOutcome);
+    pub(crate) const DETAIL_BITS: u64 = outcome_bits(Role::Detail);
+
+    /// The counter's bit in a `u64` set of counters (every index is below
+    /// [`Counter::SLOTS`], at most 64).
+    pub(crate) const fn bit(self) -> u64 {
+        1 << self.index()
+    }
+
+    /// The counters of the set `bits`, in index order.
+    const fn having<const N: usize>(bits: u64) -> [Counter; N] {
+        let mut out = [Counter::Packets; N];
+        let (mut i, mut n) = (0, 0);
+        while i < Counter::ALL.len() {
+            if bits & Counter::ALL[i].bit() != 0 {
+                out[n] = Counter::ALL[i];
+                n += 1;
+            }
+            i += 1;
+        }
+        out
+    }
 
     /// Fills in `Packets` and `Requests` from the outcome counters, which
     /// add up to them exactly: two map writes fewer for every packet the
@@ -196,64 +124,63 @@ impl Counter {
     pub const fn index(self) -> u32 {
         self as u32
     }
+}
 
-    /// The name used in `stats --json` and, for `pass_*`, as the `reason` label.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Packets => "packets",
-            Counter::Requests => "requests",
-            Counter::PreflightAllow => "preflight_allow",
-            Counter::PreflightDeny => "preflight_deny",
-            Counter::Malformed => "malformed",
-            Counter::Incomplete => "incomplete",
-            Counter::UnsafeAllow => "unsafe_allow",
-            Counter::UnsafeDeny => "unsafe_deny",
-            Counter::NoOrigin => "no_origin",
-            Counter::MethodDeny => "method_deny",
-            Counter::CrossSite => "cross_site",
-            Counter::Dropped => "dropped",
-            Counter::ResetSent => "reset_sent",
-            Counter::ResetFailed => "reset_failed",
-            Counter::PassNotIp => "pass_not_ip",
-            Counter::PassNotTcp => "pass_not_tcp",
-            Counter::PassIpFragment => "pass_ip_fragment",
-            Counter::PassIpv6ExtHeader => "pass_ipv6_ext_header",
-            Counter::PassTruncated => "pass_truncated",
-            Counter::PassPortNotInspected => "pass_port_not_inspected",
-            Counter::PassNoPayload => "pass_no_payload",
-            Counter::PassNotHttp => "pass_not_http",
-            Counter::PassNotPreflight => "pass_not_preflight",
-            Counter::EventsLost => "events_lost",
-            Counter::PassRetransmission => "pass_retransmission",
-            Counter::PassBody => "pass_body",
-            Counter::PassHeadPart => "pass_head_part",
-            Counter::PassUntracked => "pass_untracked",
-            Counter::ConnectionDenied => "connection_denied",
-            Counter::OutOfOrder => "out_of_order",
-            Counter::HeadLost => "head_lost",
-            Counter::ConnsLearned => "conns_learned",
-            Counter::Urgent => "urgent",
-            Counter::Http2 => "http2",
-            Counter::ProxyMalformed => "proxy_malformed",
-            Counter::ProxyHeaders => "proxy_headers",
-        }
+// A set of counters is a `u64`.
+const _: () = assert!(Counter::SLOTS <= u64::BITS);
+
+/// What a counter is to an outcome.
+enum Role {
+    /// Its outcome counter.
+    Outcome,
+    /// Its outcome counter, if the outcome is a request's.
+    RequestOutcome,
+    /// Its detail counter.
+    Detail,
+}
+
+/// The counters that are `role` to some outcome, as a set.
+const fn outcome_bits(role: Role) -> u64 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < Outcome::ALL.len() {
+        let outcome = Outcome::ALL[i];
+        bits |= match (outcome.counters(), &role) {
+            ((counter, _), Role::Outcome) => counter.bit(),
+            ((counter, _), Role::RequestOutcome) if outcome.is_request() => counter.bit(),
+            ((_, Some(detail)), Role::Detail) => detail.bit(),
+            _ => 0,
+        };
+        i += 1;
     }
+    bits
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every outcome, as the program counts it (its number kept in
+    /// `Scratch::outcome`, read back with `from_index`, its counters bumped
+    /// in a map of `SLOTS` entries) and as the readers add up the `COUNT`
+    /// counters they know: one packet, a request if it is one.
     #[test]
-    fn derived_counters_follow_the_outcomes() {
-        use crate::Outcome;
+    fn every_outcome_is_counted_once() {
         for outcome in Outcome::ALL {
-            let mut values = [0u64; Counter::COUNT as usize];
-            let (counter, also) = outcome.counters();
-            values[counter.index() as usize] += 1;
-            if let Some(also) = also {
-                values[also.index() as usize] += 1;
+            let mut map = [0u64; Counter::SLOTS as usize];
+            let (counter, detail) = Outcome::from_index(outcome as u32).counters();
+            for bumped in core::iter::once(counter).chain(detail) {
+                map[bumped.index() as usize] += 1;
             }
+            let mut values = [0u64; Counter::COUNT as usize];
+            for counter in Counter::ALL {
+                values[counter.index() as usize] = map[counter.index() as usize];
+            }
+            assert_eq!(
+                map.iter().sum::<u64>(),
+                values.iter().sum::<u64>(),
+                "{outcome:?}"
+            );
             Counter::derive(&mut values);
             assert_eq!(values[Counter::Packets.index() as usize], 1, "{outcome:?}");
             assert_eq!(
@@ -264,10 +191,101 @@ mod tests {
         }
     }
 
+    /// The released numbers and names, which pinned maps, dashboards and
+    /// scripts hold: a row moved or renamed fails here. New rows need no
+    /// line here.
     #[test]
-    fn all_is_indexed_in_order() {
-        for (i, c) in Counter::ALL.iter().enumerate() {
-            assert_eq!(c.index() as usize, i, "{c:?}");
+    fn released_counters_keep_their_number_and_name() {
+        const RELEASED: [(u32, &str); 36] = [
+            (0, "packets"),
+            (1, "requests"),
+            (2, "preflight_allow"),
+            (3, "preflight_deny"),
+            (4, "malformed"),
+            (5, "incomplete"),
+            (6, "unsafe_allow"),
+            (7, "unsafe_deny"),
+            (8, "no_origin"),
+            (9, "method_deny"),
+            (10, "cross_site"),
+            (11, "dropped"),
+            (12, "reset_sent"),
+            (13, "reset_failed"),
+            (14, "pass_not_ip"),
+            (15, "pass_not_tcp"),
+            (16, "pass_ip_fragment"),
+            (17, "pass_ipv6_ext_header"),
+            (18, "pass_truncated"),
+            (19, "pass_port_not_inspected"),
+            (20, "pass_no_payload"),
+            (21, "pass_not_http"),
+            (22, "pass_not_preflight"),
+            (23, "events_lost"),
+            (24, "pass_retransmission"),
+            (25, "pass_body"),
+            (26, "pass_head_part"),
+            (27, "pass_untracked"),
+            (28, "connection_denied"),
+            (29, "out_of_order"),
+            (30, "head_lost"),
+            (31, "conns_learned"),
+            (32, "urgent"),
+            (33, "http2"),
+            (34, "proxy_malformed"),
+            (35, "proxy_headers"),
+        ];
+        for (index, name) in RELEASED {
+            assert_eq!(Counter::ALL[index as usize].name(), name, "counter {index}");
+        }
+    }
+
+    /// The program's sources, comment lines left out.
+    fn program_source() -> std::string::String {
+        use std::{fs, path::Path};
+        let mut source = std::string::String::new();
+        let mut dirs =
+            std::vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../cors-filter-ebpf/src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    for line in fs::read_to_string(&path).unwrap().lines() {
+                        if !line.trim_start().starts_with("//") {
+                            source.push_str(line);
+                            source.push('\n');
+                        }
+                    }
+                }
+            }
+        }
+        source
+    }
+
+    /// A counter the program bumps on its own is named in its code, and a
+    /// derived one is not (the readers would count it twice). Outcome
+    /// counters are bumped for whatever outcome a packet has
+    /// (`Outcome::counters`).
+    #[test]
+    fn the_program_bumps_its_counters() {
+        let source = program_source();
+        let named = |counter: Counter| {
+            let path = std::format!("Counter::{counter:?}");
+            source.match_indices(&path).any(|(at, _)| {
+                !source[at + path.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            })
+        };
+        assert!(
+            named(Counter::Dropped),
+            "the program's sources are not where this test looks"
+        );
+        for counter in Counter::ALL {
+            match counter.source() {
+                Source::Program => assert!(named(counter), "the program never bumps {counter:?}"),
+                Source::Derived => assert!(!named(counter), "the program bumps {counter:?}"),
+                Source::Outcome => {}
+            }
         }
     }
 }

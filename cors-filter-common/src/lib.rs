@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod allow;
 pub mod config;
+pub mod contract;
 pub mod counters;
 pub mod event;
 pub mod http;
@@ -67,7 +68,8 @@ pub struct Scratch {
     pub unsafe_request: Slot<u32>,
     /// Where the segment is, and room to build a reset (`--action reset`).
     pub reset: reset::ResetScratch,
-    /// The packet's outcome, as an index in `Outcome::ALL` (see the program's `filter`).
+    /// The packet's outcome, by its number (see `Outcome::from_index` and
+    /// the program's `filter`).
     pub outcome: Slot<u32>,
     /// The state of the packet's connection while its segment is parsed
     /// (see `stream`), loaded from and stored to the `CONNS` map.

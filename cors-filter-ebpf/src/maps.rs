@@ -42,9 +42,10 @@ pub static ALLOWLIST_0: HashMap<u64, AllowEntryValue> =
 pub static ALLOWLIST_1: HashMap<u64, AllowEntryValue> =
     HashMap::with_max_entries(ALLOWLIST_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// Per-CPU counters, indexed by `Counter`.
+/// Per-CPU counters, indexed by `Counter`; `Counter::SLOTS` entries, of
+/// which the first `Counter::COUNT` are in use.
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS, 0);
 
 /// Denial events (`cors_filter_common::event::DenialEvent`), read by the
 /// daemon. A full buffer counts `EventsLost`.

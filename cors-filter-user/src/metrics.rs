@@ -16,6 +16,7 @@ use aya::{
 };
 use cors_filter_common::{
     Counter,
+    counters::{Metric, MetricFamily},
     stream::{ConnKey, ConnState, HeadState},
 };
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -190,98 +191,41 @@ impl Snapshot {
     /// origin, written by the `prometheus` crate (which escapes label values).
     pub fn prometheus(&self, denied: &TopOrigins) -> Result<String> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, counter: Counter| -> Result<()> {
-            let metric = IntCounter::new(name, help)?;
-            metric.inc_by(self.get(counter));
-            registry.register(Box::new(metric))?;
-            Ok(())
-        };
-        counter(
-            "cors_filter_packets_total",
-            "Packets the program (XDP or TC) saw.",
-            Counter::Packets,
-        )?;
-        counter(
-            "cors_filter_requests_total",
-            "HTTP requests inspected (payloads starting with an HTTP/1.x request line).",
-            Counter::Requests,
-        )?;
-        counter(
-            "cors_filter_malformed_total",
-            "Preflights and unsafe requests with a malformed or repeated Origin (also counted as deny).",
-            Counter::Malformed,
-        )?;
-        counter(
-            "cors_filter_method_denied_total",
-            "Preflights and unsafe requests from an allowed origin with a method its allowlist entry does not list (also counted as deny).",
-            Counter::MethodDeny,
-        )?;
-        counter(
-            "cors_filter_cross_site_denied_total",
-            "Unsafe requests without Origin whose Sec-Fetch-Site says cross-site (also counted as deny).",
-            Counter::CrossSite,
-        )?;
-        counter(
-            "cors_filter_unsafe_no_origin_total",
-            "Unsafe requests to ports that protect them with neither Origin nor Sec-Fetch-Site: cross-site, passed (not from a browser's cross-site page).",
-            Counter::NoOrigin,
-        )?;
-        counter(
-            "cors_filter_incomplete_total",
-            "Requests (preflights, unsafe requests) whose head is longer than max_head_bytes or 100 header lines.",
-            Counter::Incomplete,
-        )?;
-        counter(
-            "cors_filter_dropped_total",
-            "Packets dropped by the filter (with --action reset, also those answered with a reset).",
-            Counter::Dropped,
-        )?;
+        // Every counter, as its row in the table says (`Counter::metric`).
+        let mut families: Vec<(&MetricFamily, IntCounterVec)> = Vec::new();
+        for counter in Counter::ALL {
+            match counter.metric() {
+                Metric::Own { name, help } => {
+                    let metric = IntCounter::new(name, help)?;
+                    metric.inc_by(self.get(counter));
+                    registry.register(Box::new(metric))?;
+                }
+                Metric::Series { family, value } => {
+                    let at = match families.iter().position(|(f, _)| *f == family) {
+                        Some(at) => at,
+                        None => {
+                            let metric = IntCounterVec::new(
+                                Opts::new(family.name, family.help),
+                                &[family.label],
+                            )?;
+                            registry.register(Box::new(metric.clone()))?;
+                            families.push((family, metric));
+                            families.len() - 1
+                        }
+                    };
+                    let metric = &families[at].1;
+                    metric
+                        .get_metric_with_label_values(&[value])?
+                        .inc_by(self.get(counter));
+                }
+            }
+        }
         let policies = IntCounter::new(
             "cors_filter_policies_installed_total",
             "Policies installed (at start and by each reload); counts on across daemon restarts.",
         )?;
         policies.inc_by(self.policies_installed);
         registry.register(Box::new(policies))?;
-        counter(
-            "cors_filter_denial_events_lost_total",
-            "Denial events the program could not report because the ring buffer was full.",
-            Counter::EventsLost,
-        )?;
-        counter(
-            "cors_filter_connection_denied_total",
-            "Segments of a connection at or past a denied request head, dropped (retransmissions included).",
-            Counter::ConnectionDenied,
-        )?;
-        counter(
-            "cors_filter_out_of_order_total",
-            "Segments with new bytes after a gap while a request head could be undecided, dropped (the client sends them again, in order).",
-            Counter::OutOfOrder,
-        )?;
-        counter(
-            "cors_filter_head_lost_total",
-            "Segments of a request head whose state was evicted from OPEN_HEADS, dropped.",
-            Counter::HeadLost,
-        )?;
-        counter(
-            "cors_filter_connections_learned_total",
-            "Connections that got an entry in CONNS (from their SYN, or picked up at a request line).",
-            Counter::ConnsLearned,
-        )?;
-        counter(
-            "cors_filter_http2_total",
-            "Requests that start HTTP/2 on an inspected port (PRI * HTTP/2.0, Upgrade: h2c), whose frames the filter cannot read: refused, or passed unfollowed with http2 = \"pass\".",
-            Counter::Http2,
-        )?;
-        counter(
-            "cors_filter_proxy_headers_total",
-            "PROXY protocol headers (v1, v2) read at the start of connections.",
-            Counter::ProxyHeaders,
-        )?;
-        counter(
-            "cors_filter_proxy_malformed_total",
-            "Segments with a PROXY protocol header servers refuse, dropped with the rest of their connection.",
-            Counter::ProxyMalformed,
-        )?;
         let evicted = IntCounter::new(
             "cors_filter_connections_evicted_total",
             "Connections whose CONNS entry was evicted for another's, estimated: connections learned less entries in use (counted at most every 5 s).",
@@ -289,70 +233,26 @@ impl Snapshot {
         evicted.inc_by(self.conns_evicted());
         registry.register(Box::new(evicted))?;
 
-        let labelled =
-            |name: &str, help: &str, label: &str, samples: &[(&str, u64)]| -> Result<()> {
-                let metric = IntCounterVec::new(Opts::new(name, help), &[label])?;
-                for (value, count) in samples {
-                    metric
-                        .get_metric_with_label_values(&[*value])?
-                        .inc_by(*count);
-                }
-                registry.register(Box::new(metric))?;
-                Ok(())
-            };
-        labelled(
-            "cors_filter_preflights_total",
-            "CORS preflights by verdict; deny counts drops, and in monitor mode what would have been dropped.",
-            "verdict",
-            &[
-                ("allow", self.get(Counter::PreflightAllow)),
-                ("deny", self.get(Counter::PreflightDeny)),
-            ],
+        let by_origin = IntCounterVec::new(
+            Opts::new(
+                "cors_filter_denied_by_origin_total",
+                "Preflights and unsafe requests denied (in monitor mode: that would have been) by Origin value as sent \
+                 (non-printable bytes escaped, cut at 128 bytes), kept across restarts: \
+                 the top origins at daemon start (and new ones while slots were free), \
+                 the rest under origin=\"other\".",
+            ),
+            &["origin"],
         )?;
-        labelled(
-            "cors_filter_unsafe_requests_total",
-            "Requests with unsafe methods (not GET, HEAD, OPTIONS, TRACE) to ports with protect_unsafe_methods that carried an Origin or Sec-Fetch-Site: cross-site, by verdict; deny counts drops, and in monitor mode what would have been dropped.",
-            "verdict",
-            &[
-                ("allow", self.get(Counter::UnsafeAllow)),
-                ("deny", self.get(Counter::UnsafeDeny)),
-            ],
-        )?;
-        labelled(
-            "cors_filter_resets_total",
-            "Dropped packets answered with a TCP reset (--action reset), by result: sent, or failed (dropped without a reply).",
-            "result",
-            &[
-                ("sent", self.get(Counter::ResetSent)),
-                ("failed", self.get(Counter::ResetFailed)),
-            ],
-        )?;
-        // The `pass_*` counters, by their reason.
-        let passed: Vec<(&str, u64)> = Counter::ALL
-            .iter()
-            .filter_map(|c| Some((c.name().strip_prefix("pass_")?, self.get(*c))))
-            .collect();
-        labelled(
-            "cors_filter_passed_total",
-            "Packets passed without a preflight verdict, by reason.",
-            "reason",
-            &passed,
-        )?;
-        let mut by_origin: Vec<(&str, u64)> = denied
+        let top = denied
             .top
             .iter()
-            .map(|(origin, count)| (origin.as_str(), *count))
-            .collect();
-        by_origin.push((OTHER_ORIGINS, denied.other));
-        labelled(
-            "cors_filter_denied_by_origin_total",
-            "Preflights and unsafe requests denied (in monitor mode: that would have been) by Origin value as sent \
-             (non-printable bytes escaped, cut at 128 bytes), kept across restarts: \
-             the top origins at daemon start (and new ones while slots were free), \
-             the rest under origin=\"other\".",
-            "origin",
-            &by_origin,
-        )?;
+            .map(|(origin, count)| (origin.as_str(), *count));
+        for (origin, count) in top.chain([(OTHER_ORIGINS, denied.other)]) {
+            by_origin
+                .get_metric_with_label_values(&[origin])?
+                .inc_by(count);
+        }
+        registry.register(Box::new(by_origin))?;
 
         let entries = IntGauge::new(
             "cors_filter_allowlist_entries",
@@ -645,6 +545,30 @@ mod tests {
         assert_eq!(snapshot().json()["events_lost"], 1);
         assert_eq!(snapshot().json()["reset_sent"], 4);
         assert_eq!(snapshot().json()["reset_failed"], 0);
+    }
+
+    /// Every counter is in the exposition, at its value: a counter the
+    /// table has but `/metrics` leaves out, or two on one series, fail.
+    #[test]
+    fn every_counter_is_exported() {
+        let mut s = snapshot();
+        for counter in Counter::ALL {
+            s.counters[counter.index() as usize] = 1000 + u64::from(counter.index());
+        }
+        let text = s.prometheus(&TopOrigins::default()).unwrap();
+        for counter in Counter::ALL {
+            let series = match counter.metric() {
+                Metric::Own { name, .. } => name.to_owned(),
+                Metric::Series { family, value } => {
+                    format!("{}{{{}=\"{value}\"}}", family.name, family.label)
+                }
+            };
+            let line = format!("{series} {}", s.get(counter));
+            assert!(
+                text.lines().any(|l| l == line),
+                "{counter:?}: missing {line:?} in\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub const PINNED_MAPS: [MapSpec; 8] = [
     array(name::PORTS[1], size_of::<u64>(), PortBitmap::WORDS),
     allowlist(name::ALLOWLISTS[0]),
     allowlist(name::ALLOWLISTS[1]),
-    per_cpu_counters(Counter::COUNT),
+    per_cpu_counters(Counter::SLOTS),
     MapSpec {
         name: name::DENIALS,
         shape: Shape {

@@ -110,11 +110,11 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
 }
 
 /// The counter that names why one run got its verdict, from the counters
-/// before and after it: the detail counter where the outcome bumped one
-/// (`malformed`, `method_deny`, `cross_site`: they go with
-/// `preflight_deny` or `unsafe_deny`), otherwise the one outcome counter
-/// that moved (not `dropped` and the reset counters, which say what was
-/// done).
+/// before and after it: the outcome's `Outcome::replay_reason`, that is
+/// the detail counter where the outcome bumped one (`malformed`,
+/// `method_deny`, `cross_site`: they go with `preflight_deny` or
+/// `unsafe_deny`), otherwise the one outcome counter that moved (not
+/// `dropped` and the reset counters, which say what was done).
 fn reason(
     before: &[u64; Counter::COUNT as usize],
     after: &[u64; Counter::COUNT as usize],
@@ -123,8 +123,7 @@ fn reason(
     if !moved(Counter::Packets) {
         bail!("the program ran but did not count the packet");
     }
-    const DETAILS: [Counter; 3] = [Counter::Malformed, Counter::MethodDeny, Counter::CrossSite];
-    if let Some(detail) = DETAILS.into_iter().find(|&c| moved(c)) {
+    if let Some(detail) = Counter::DETAILS.into_iter().find(|&c| moved(c)) {
         return Ok(detail);
     }
     // Only outcome counters: `dropped` and the reset counters say what was
@@ -144,6 +143,8 @@ fn reason(
 
 #[cfg(test)]
 mod tests {
+    use cors_filter_common::{Outcome, counters::Source};
+
     use super::*;
 
     fn bumped(counters: &[Counter]) -> [u64; Counter::COUNT as usize] {
@@ -217,5 +218,38 @@ mod tests {
         assert!(r(&[Counter::PassNotHttp]).is_err());
         assert!(r(&[Counter::Packets]).is_err());
         assert!(r(&[Counter::Packets, Counter::PassNotIp, Counter::PassNotTcp]).is_err());
+    }
+
+    /// Every outcome is named, by its `replay_reason`, whatever else the
+    /// program bumped with it (its own counters: `dropped`, a reset,
+    /// `events_lost`, `conns_learned`, ...).
+    #[test]
+    fn every_outcome_is_named() {
+        let zero = bumped(&[]);
+        let own: Vec<Counter> = Counter::ALL
+            .into_iter()
+            .filter(|c| c.source() == Source::Program)
+            .collect();
+        for outcome in Outcome::ALL {
+            let (counter, detail) = outcome.counters();
+            let mut run: Vec<Counter> = [Counter::Packets, counter]
+                .into_iter()
+                .chain(detail)
+                .collect();
+            if outcome.is_request() {
+                run.push(Counter::Requests);
+            }
+            assert_eq!(
+                reason(&zero, &bumped(&run)).unwrap(),
+                outcome.replay_reason(),
+                "{outcome:?}"
+            );
+            run.extend(&own);
+            assert_eq!(
+                reason(&zero, &bumped(&run)).unwrap(),
+                outcome.replay_reason(),
+                "{outcome:?}"
+            );
+        }
     }
 }

@@ -44,8 +44,7 @@ pub struct ReplayedEvent {
 /// (`judged`): the same verdict and reason; `what` names the frame.
 pub fn assert_agrees(line: &Replayed, judged: &crate::stream_model::Judged, what: &str) {
     let verdict = format!("{:?}", judged.verdict).to_lowercase();
-    let (counter, also) = judged.outcome.counters();
-    let reason = also.unwrap_or(counter).name();
+    let reason = judged.outcome.replay_reason().name();
     assert_eq!(
         (line.verdict.as_str(), line.reason.as_str()),
         (verdict.as_str(), reason),
