@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
-use cors_filter_common::MethodSet;
+use cors_filter_common::{MethodSet, pinned::name};
 
 use crate::{
     allowlist::{describe_entry, parse_entry, parse_methods},
@@ -16,7 +16,7 @@ use crate::{
 
 /// The running filter's policy maps, if a filter is pinned in `pin_dir`.
 fn running_policy(pin_dir: &Path) -> Result<Option<PolicyMaps>> {
-    if !pin_exists(&pin_path(pin_dir, "ACTIVE"))? {
+    if !pin_exists(&pin_path(pin_dir, name::ACTIVE))? {
         return Ok(None);
     }
     PolicyMaps::open(pin_dir).map(Some)

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use cors_filter_common::{Action, FilterConfig, Http2, Mode, OnIncomplete, stream};
+use cors_filter_common::{Action, FilterConfig, Http2, Mode, OnIncomplete, pinned::name, stream};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
@@ -69,8 +69,8 @@ impl TableSizes {
     /// its value: `[("CONNS", "max_connections", n), ...]`.
     pub fn maps(self) -> [(&'static str, &'static str, u32); 2] {
         [
-            ("CONNS", "max_connections", self.max_connections),
-            ("OPEN_HEADS", "max_open_heads", self.max_open_heads),
+            (name::CONNS, "max_connections", self.max_connections),
+            (name::OPEN_HEADS, "max_open_heads", self.max_open_heads),
         ]
     }
 }

@@ -17,6 +17,7 @@ use aya::{
 use cors_filter_common::{
     Counter,
     counters::{Metric, MetricFamily},
+    pinned::name,
     stream::{ConnKey, ConnState, HeadState},
 };
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -55,9 +56,9 @@ impl TableUsage {
     /// meanwhile, and a walk whose key is evicted under it starts again
     /// from the first key. The count is capped at the map's size.
     pub fn read(pin_dir: &Path) -> Result<TableUsage> {
-        let (conns_in_use, conns_capacity) = count_entries::<ConnState>(pin_dir, "CONNS")?;
+        let (conns_in_use, conns_capacity) = count_entries::<ConnState>(pin_dir, name::CONNS)?;
         let (open_heads_in_use, open_heads_capacity) =
-            count_entries::<HeadState>(pin_dir, "OPEN_HEADS")?;
+            count_entries::<HeadState>(pin_dir, name::OPEN_HEADS)?;
         Ok(TableUsage {
             conns_in_use,
             conns_capacity,
@@ -139,7 +140,7 @@ impl Snapshot {
 
     fn read_with(pin_dir: &Path, tables: TableUsage) -> Result<Snapshot> {
         let counters: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, "COUNTERS")?))
+            PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, name::COUNTERS)?))
                 .context("COUNTERS is not the expected per-CPU array")?;
         let values = sum_counters(&counters)?;
         let mut policy = PolicyMaps::open(pin_dir)?;
