@@ -371,3 +371,33 @@ impl Filter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cors_filter_common::pinned::name;
+
+    use super::*;
+
+    /// The program spells its map names in `#[map(name = ...)]`
+    /// attributes; they must be the shared ones, every one of them.
+    #[test]
+    fn object_maps_are_the_named_ones() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the eBPF object parses");
+        let mut found: Vec<&str> = object
+            .maps
+            .keys()
+            .map(String::as_str)
+            // aya-log's ring buffer, and the sections of the program's
+            // statics, are not the filter's.
+            .filter(|map| *map != "AYA_LOGS" && !map.starts_with('.'))
+            .collect();
+        found.sort();
+        let mut named: Vec<&str> = pinned_maps(TableSizes::default())
+            .iter()
+            .map(|spec| spec.name)
+            .chain([name::SCRATCH])
+            .collect();
+        named.sort();
+        assert_eq!(found, named);
+    }
+}
