@@ -36,7 +36,7 @@
 use crate::{
     Outcome, Scratch,
     config::FilterConfig,
-    http::{SCAN_BYTES, SCAN_MASK, ScanBuf, WORD, is_tchar},
+    http::{SCAN_BUF_LEN, SCAN_BYTES, SCAN_MASK, ScanBuf, WORD, is_tchar},
     method::Method,
     origin::ORIGIN_RAW_LEN,
     policy::Policy,
@@ -265,12 +265,21 @@ const _: () = assert!(CLIENT_TEXT_LEN.is_power_of_two());
 
 /// Lines this long at most are read whole in one step, when the chunk
 /// holds them (see [`step`]); longer ones a byte or a word at a time.
-const WHOLE_LINE: usize = 128;
+pub const WHOLE_LINE: usize = 128;
 const _: () = assert!(WHOLE_LINE.is_multiple_of(WORD) && WHOLE_LINE < SCAN_BYTES);
+/// The scan window: `scan::whole_line_end` reads the aligned words from a
+/// line's start in the chunk to [`WHOLE_LINE`] bytes on (a word more at
+/// most), past the chunk if need be: they are in the buffer, not wrapped
+/// around to its start.
+const _: () = assert!(SCAN_BYTES + WHOLE_LINE + WORD <= SCAN_BUF_LEN);
 /// Values this long at most (up to their line's end) are read in one step,
 /// when the chunk holds them (see `HeadState::value_whole`).
 const WHOLE_VALUE: usize = 64;
 const _: () = assert!(WHOLE_VALUE <= WHOLE_LINE);
+// `value_whole` copies whole words: into `origin`'s first `WHOLE_VALUE`
+// bytes, or into all of `value`.
+const _: () = assert!(WHOLE_VALUE.is_multiple_of(WORD) && WHOLE_VALUE <= ORIGIN_RAW_LEN);
+const _: () = assert!(VALUE_KEPT.is_multiple_of(WORD));
 const LONGEST_NAME: usize = 29;
 const _: () = {
     let mut i = 0;
