@@ -1,4 +1,5 @@
-//! Command-line interface (the contract in DESIGN.md).
+//! Command-line interface: its contract is README.md ("Using it", and
+//! "Restarts, reloads, detaching" for `run`, `reload` and `detach`).
 
 use std::{net::SocketAddr, path::PathBuf};
 
