@@ -8,7 +8,8 @@
 //! such a site sees (the page waits `browser::ANSWER_WAIT`).
 //!
 //! The long-head tests (issue 13) send what a page can make a browser send
-//! past the first segment's 1024 bytes: a 1,000- or 3,000-byte URL, a
+//! past the first chunk the program reads of a segment ([`HEAD_WINDOW`]
+//! bytes): a 1,000- or 3,000-byte URL, a
 //! preflight listing fourteen long header names, a form with a long action
 //! URL, and 5 MB uploads in MSS-sized segments. They keep the default
 //! config: judging whole request heads, however TCP cuts them, needs no
@@ -49,10 +50,10 @@ fn default_config() -> String {
     )
 }
 
-/// How many bytes of a segment's payload the kernel program read before
-/// it tracked connections: the long-head tests are only worth something if
-/// the deciding header lines end past it.
-const HEAD_WINDOW: usize = 1024;
+/// How many bytes of a segment's payload the kernel program reads at once
+/// (all it read before it tracked connections): the long-head tests are
+/// only worth something if the deciding header lines end past it.
+const HEAD_WINDOW: usize = cors_filter_common::http::SCAN_BYTES;
 
 /// A bed whose server keeps every request head.
 fn bed_keeping_heads() -> Result<Bed> {
@@ -291,8 +292,8 @@ fn long_preflight_from_disallowed_origin_never_reaches_the_server(
     filter.stop()
 }
 
-/// A 1,000-byte URL (a long query): past the first 1024 bytes, within one
-/// segment.
+/// A 1,000-byte URL (a long query): past the first [`HEAD_WINDOW`] bytes,
+/// within one segment.
 #[test]
 fn allowed_origin_put_to_long_url_is_answered() -> Result<()> {
     long_preflight_from_allowed_origin_is_answered(Scenario::PutLongUrl)

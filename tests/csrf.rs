@@ -37,9 +37,9 @@ const UNPROTECTED_PORT: u16 = 8081;
 const FORM: &str = "application/x-www-form-urlencoded";
 /// What a cross-site form submits.
 const FORM_BODY: &str = "amount=100&to=mallory";
-/// The program decides on the complete header lines within this many bytes
-/// of a request head.
-const HEAD_WINDOW: usize = 1024;
+/// The bytes of a segment the program reads at once (a chunk): the
+/// big-head checks put the deciding lines before or past the first one.
+const HEAD_WINDOW: usize = cors_filter_common::http::SCAN_BYTES;
 /// Payload room in one TCP segment on the veth pair (MTU 1500, IPv4 and
 /// TCP headers with timestamps): a head meant to be judged as one segment
 /// must fit in it.
@@ -623,13 +623,13 @@ fn big_heads_are_judged_whole() -> Result<()> {
             &["unsafe_allow"],
         ),
         Check::v4(
-            "big POST from a disallowed origin, Origin past the first 1024 bytes",
+            "big POST from a disallowed origin, Origin past the first chunk",
             big_post_origin_late("/big/origin-late", DENIED),
             Reset,
             &["unsafe_deny"],
         ),
         Check::v4(
-            "big POST from the allowed origin, Origin past the first 1024 bytes",
+            "big POST from the allowed origin, Origin past the first chunk",
             big_post_origin_late("/big/origin-late-allowed", ALLOWED),
             Answered,
             &["unsafe_allow"],

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use cors_filter_common::{http::SCAN_BYTES, origin::ORIGIN_MAX_LEN, stream::MAX_HEAD_LINES};
 use cors_filter_tests::{
     TempDir,
     packet::{
@@ -161,12 +162,15 @@ fn header_spelling_and_position() -> Result<()> {
             &with_fillers(&format!("Origin: {DENIED}"), 63, 0),
         ),
         deny(
-            "Origin last of 100 header lines",
-            &with_fillers(&format!("Origin: {DENIED}"), 98, 0),
+            &format!("Origin last of {MAX_HEAD_LINES} header lines"),
+            &with_fillers(&format!("Origin: {DENIED}"), MAX_HEAD_LINES as usize - 2, 0),
         ),
         pass(
-            "Origin as header line 101: past the bound",
-            &with_fillers(&format!("Origin: {DENIED}"), 99, 0),
+            &format!(
+                "Origin as header line {}: past the bound",
+                MAX_HEAD_LINES + 1
+            ),
+            &with_fillers(&format!("Origin: {DENIED}"), MAX_HEAD_LINES as usize - 1, 0),
             "incomplete",
         ),
         deny(
@@ -288,17 +292,26 @@ fn origin_forms() -> Result<()> {
         ),
         malformed("a single slash", &preflight("https:/app.example.net")),
     ];
-    // Around the 250-byte bound, with an origin the wildcard would allow:
-    // at the bound it is matched; one past it, it is malformed and never
-    // truncated into a match.
-    let long = |label_len: usize| format!("https://{}.example.com", "a".repeat(label_len));
-    assert_eq!(long(230).len(), 250);
+    // Around the `ORIGIN_MAX_LEN`-byte bound, with an origin the wildcard
+    // would allow: at the bound it is matched; one past it, it is
+    // malformed and never truncated into a match.
+    let long = |len: usize| {
+        let label = len - "https://.example.com".len();
+        format!("https://{}.example.com", "a".repeat(label))
+    };
+    assert_eq!(long(ORIGIN_MAX_LEN).len(), ORIGIN_MAX_LEN);
     cases.push(allow(
-        "250 bytes, allowed by the wildcard",
-        &preflight(&long(230)),
+        &format!("{ORIGIN_MAX_LEN} bytes, allowed by the wildcard"),
+        &preflight(&long(ORIGIN_MAX_LEN)),
     ));
-    cases.push(malformed("251 bytes", &preflight(&long(231))));
-    cases.push(malformed("300 bytes", &preflight(&long(280))));
+    cases.push(malformed(
+        &format!("{} bytes", ORIGIN_MAX_LEN + 1),
+        &preflight(&long(ORIGIN_MAX_LEN + 1)),
+    ));
+    cases.push(malformed(
+        &format!("{} bytes", ORIGIN_MAX_LEN + 50),
+        &preflight(&long(ORIGIN_MAX_LEN + 50)),
+    ));
     check(&config(""), cases)
 }
 
@@ -586,18 +599,22 @@ fn transport_variants() -> Result<()> {
     check(&config(INCOMPLETE_PASSES), cases)
 }
 
-/// A judged head past the bounds (`max_head_bytes`, 100 header lines) is
-/// `incomplete`, dropped or passed as `on_oversized_head` says; heads that
-/// are only not whole yet, or longer than a segment's first 1024 bytes,
-/// are not.
+/// A judged head past the bounds (`max_head_bytes`, `MAX_HEAD_LINES`
+/// header lines) is `incomplete`, dropped or passed as `on_oversized_head`
+/// says; heads that are only not whole yet, or longer than the first chunk
+/// the program reads of a segment (`SCAN_BYTES`), are not.
 #[test]
 fn oversized_heads_follow_the_policy() -> Result<()> {
     let partial =
         format!("OPTIONS / HTTP/1.1\r\nOrigin: {DENIED}\r\nAccess-Control-Request-Method: PUT\r\n");
     let mut long = format!("OPTIONS / HTTP/1.1\r\nOrigin: {DENIED}\r\nX-Pad: ");
-    long.push_str(&"p".repeat(1100));
+    long.push_str(&"p".repeat(SCAN_BYTES + 76));
     long.push_str("\r\nAccess-Control-Request-Method: PUT\r\n\r\n");
-    let oversized = with_fillers(&format!("Origin: {ALLOWED}"), 99, 0);
+    let oversized = with_fillers(
+        &format!("Origin: {ALLOWED}"),
+        MAX_HEAD_LINES as usize - 1,
+        0,
+    );
     for (policy, verdict) in [("pass", "pass"), ("drop", "drop")] {
         let cases = vec![
             case(
@@ -611,7 +628,10 @@ fn oversized_heads_follow_the_policy() -> Result<()> {
                 partial.as_bytes(),
                 "pass_head_part",
             ),
-            deny("a head longer than 1024 bytes is judged", long.as_bytes()),
+            deny(
+                &format!("a head longer than {SCAN_BYTES} bytes is judged"),
+                long.as_bytes(),
+            ),
             pass("method split", b"OPTIO", "pass_head_part"),
             deny("a complete preflight is not affected", &preflight(DENIED)),
         ];

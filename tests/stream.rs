@@ -5,7 +5,7 @@
 
 use cors_filter_common::{
     Method, Outcome, Verdict,
-    stream::{DEFAULT_MAX_HEAD_BYTES, MAX_HEAD_LINES},
+    stream::{DEFAULT_MAX_HEAD_BYTES, MAX_HEAD_LINES, WHOLE_LINE},
 };
 use cors_filter_tests::stream_model::{Judged, Model, ModelPolicy, key};
 
@@ -382,18 +382,22 @@ fn after_upgrade_and_connect_requests_are_judged_until_other_bytes_come() {
 /// A `\r` not followed by `\n` anywhere in a judged head's header lines:
 /// Python's `http.server` ends a line there, so the bytes after it may be
 /// a header the filter would read as part of another line. At every offset
-/// in lines of every length up to past the 128 bytes a step reads whole,
-/// at every alignment of the line in the buffer, whole and cut around the
-/// `\r`, the head is malformed (and an allowed origin does not save it).
+/// in lines of every length up to past the [`WHOLE_LINE`] bytes a step
+/// reads whole, at every alignment of the line in the buffer, whole and
+/// cut around the `\r`, the head is malformed (and an allowed origin does
+/// not save it).
 #[test]
 fn a_bare_cr_anywhere_in_a_judged_head_makes_it_malformed() {
     let mut m = model(false);
     let mut port: u16 = 100;
     for align in 0..8 {
         let path = format!("/{}", "p".repeat(align));
-        for len in [
-            1, 7, 8, 9, 15, 16, 17, 40, 63, 64, 65, 100, 126, 127, 128, 129, 140,
-        ] {
+        let w = WHOLE_LINE;
+        let around_whole_line = [w - 2, w - 1, w, w + 1, w + 12];
+        for len in [1, 7, 8, 9, 15, 16, 17, 40, 63, 64, 65, 100]
+            .into_iter()
+            .chain(around_whole_line)
+        {
             for at in 0..len {
                 let mut value = "v".repeat(len).into_bytes();
                 value[at] = b'\r';

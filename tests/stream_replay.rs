@@ -169,7 +169,8 @@ fn a_bare_cr_anywhere_makes_the_head_malformed_in_the_kernel() -> Result<()> {
     let mut port = 20000u16;
     for align in 0..8 {
         let path = format!("/{}", "p".repeat(align));
-        for len in [1, 8, 9, 16, 17, 64, 127, 128, 140] {
+        let w = cors_filter_common::stream::WHOLE_LINE;
+        for len in [1, 8, 9, 16, 17, 64, w - 1, w, w + 12] {
             for at in 0..len {
                 let mut value = "v".repeat(len).into_bytes();
                 value[at] = b'\r';

@@ -32,6 +32,8 @@ pub const MAX_WILDCARD_LABELS: usize = 8;
 const _: () = assert!(MAX_WILDCARD_LABELS.is_power_of_two());
 
 const KEY_WORDS: usize = ORIGIN_KEY_LEN / WORD;
+// `key_word` masks a word's index with `KEY_WORDS - 1`.
+const _: () = assert!(ORIGIN_KEY_LEN.is_multiple_of(WORD) && KEY_WORDS.is_power_of_two());
 
 /// The value of an `ALLOWLIST_n` entry.
 #[repr(C)]

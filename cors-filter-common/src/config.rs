@@ -1,21 +1,40 @@
 //! The filter's runtime settings and the set of inspected ports, as they are
 //! laid out in the `CONFIG` and `PORTS_n` maps, and the two generations of
 //! policy maps that let a reload swap the whole policy at once.
+//!
+//! With the `user` feature, the settings' enums are also what the config
+//! file (serde, spelled in lower case: `mode = "monitor"`) and the command
+//! line (clap, `--mode monitor`) read: one type per setting, no conversion.
+//! Their variants' docs stay out of the command line's help (`help = None`),
+//! which lists the values only.
 
-/// What the filter does with a disallowed preflight.
+/// What the filter does with a disallowed preflight (`mode`, `--mode`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize, clap::ValueEnum),
+    serde(rename_all = "lowercase")
+)]
 pub enum Mode {
     /// Drop it.
+    #[cfg_attr(feature = "user", value(help = None::<&str>))]
     Enforce = 0,
     /// Count it as denied and let it pass.
+    #[cfg_attr(feature = "user", value(help = None::<&str>))]
     Monitor = 1,
 }
 
-/// What the filter does with a request whose head does not fit in the scan
-/// window of the first segment.
+/// What the filter does with a judged request whose head is longer than
+/// `max_head_bytes` or [`crate::stream::MAX_HEAD_LINES`] lines
+/// (`on_oversized_head`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum OnIncomplete {
     Pass = 0,
     Drop = 1,
@@ -45,28 +64,45 @@ impl Generation {
     }
 }
 
-/// How the filter gets rid of a packet it does not let through.
+/// How the filter gets rid of a packet it does not let through (`action`,
+/// `--action`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize, clap::ValueEnum),
+    serde(rename_all = "lowercase")
+)]
 pub enum Action {
     /// Drop it silently: the client waits for retransmissions to time out.
+    #[cfg_attr(feature = "user", value(help = None::<&str>))]
     Drop = 0,
     /// Drop it and answer the client with a TCP reset (see [`crate::reset`]),
     /// so that it fails at once.
+    #[cfg_attr(feature = "user", value(help = None::<&str>))]
     Reset = 1,
     /// Reset on connections that came through a proxy (they started with
     /// a PROXY header), drop on the others: the config's default. Behind a
     /// proxy a drop holds the proxy's upstream connection until its
     /// timeout (3 s to 60 s measured per request) and its kernel sends the
     /// denied bytes again after it closed; a reset ends both at once.
+    ///
+    /// Only ever the default: neither the config file nor the command line
+    /// can spell it.
+    #[cfg_attr(feature = "user", serde(skip), value(skip))]
     ResetProxied = 2,
 }
 
 /// What the filter does with a connection that starts HTTP/2 on an
 /// inspected port (`Outcome::Http2`): HTTP/2 frames code their headers
-/// with HPACK, which the filter does not read.
+/// with HPACK, which the filter does not read (`http2`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Http2 {
     /// Refuse it (as `action` says): the default, since a browser's
     /// disallowed request carried over HTTP/2 would otherwise pass unjudged.

@@ -4,6 +4,10 @@
 /// Bytes of TCP payload loaded into the scratch space at once (a chunk of
 /// the segment the parser reads).
 pub const SCAN_BYTES: usize = 1024;
+/// The program proves a chunk's length is 1 to `SCAN_BYTES` by masking it
+/// with `SCAN_BYTES - 1` (`PacketBytes::load` in `cors-filter-ebpf`): any
+/// other size would cut chunks silently.
+const _: () = assert!(SCAN_BYTES.is_power_of_two());
 /// Size of the buffer the payload is copied into: a power of two, larger than
 /// [`SCAN_BYTES`], so that an index masked with [`SCAN_MASK`] is in bounds
 /// and every fixed-width window that starts inside a chunk stays inside.
@@ -20,6 +24,12 @@ pub struct ScanBuf(pub [u8; SCAN_BUF_LEN]);
 
 /// Bytes the parser reads at once: a `u64`.
 pub const WORD: usize = 8;
+const _: () = assert!(WORD == core::mem::size_of::<u64>());
+/// The buffer is a whole number of words ([`ScanBuf::aligned_word`]
+/// indexes them modulo their count), and [`ScanBuf::word_at`] serves the
+/// two words from any byte of a chunk rather than 0.
+const _: () = assert!(SCAN_BUF_LEN.is_multiple_of(WORD));
+const _: () = assert!(SCAN_BYTES - 1 <= SCAN_BUF_LEN - 2 * WORD);
 
 impl ScanBuf {
     /// The aligned word that holds the byte at `from`, little-endian.

@@ -43,6 +43,7 @@ pub const MAX_START: usize = 256;
 /// Offsets are masked with this after their round trip through map memory
 /// (see [`tcp_header`]). It never changes one: no walk gets further.
 const OFFSET_MASK: usize = 0x7fff;
+const _: () = assert!((OFFSET_MASK + 1).is_power_of_two());
 const _: () = assert!(MAX_START + MAX_EXT_HEADERS * EXT_MAX_LEN <= OFFSET_MASK);
 
 /// Fragment Offset (high 13 bits) and M flag (low bit) of the fragment

@@ -9,7 +9,8 @@
 //! carried out of data-dependent loops go through [`Slot`]s (see there).
 #![no_std]
 
-#[cfg(test)]
+// Tests, and the derives of the `user` feature (clap's name `::std`).
+#[cfg(any(test, feature = "user"))]
 extern crate std;
 
 pub mod allow;

@@ -31,9 +31,11 @@ pub const ORIGIN_MAX_LEN: usize = 250;
 /// Size of the buffer an `Origin` value is copied into (a power of two).
 pub const ORIGIN_RAW_LEN: usize = 256;
 const RAW_MASK: usize = ORIGIN_RAW_LEN - 1;
+const _: () = assert!(ORIGIN_RAW_LEN.is_power_of_two() && ORIGIN_RAW_LEN >= ORIGIN_MAX_LEN);
 /// Bytes of key data: the longest key is `ORIGIN_MAX_LEN + 2`.
 pub const ORIGIN_KEY_LEN: usize = 256;
 const KEY_MASK: usize = ORIGIN_KEY_LEN - 1;
+const _: () = assert!(ORIGIN_KEY_LEN.is_power_of_two() && ORIGIN_KEY_LEN >= ORIGIN_MAX_LEN + 2);
 /// Longest port, in digits.
 const MAX_PORT_DIGITS: usize = 5;
 
@@ -133,6 +135,11 @@ const S_PORT: u8 = 10;
 const S_ERROR_FIRST: u8 = 11;
 const S_ERROR: u8 = 12;
 const STATES: usize = 16;
+// The parse masks a state with `STATES - 1` and a table index with
+// `STATES * CLASSES - 1`; the tables below check that every class and
+// state they hold is in range.
+const _: () = assert!(STATES.is_power_of_two() && CLASSES.is_power_of_two());
+const _: () = assert!((S_ERROR as usize) < STATES && (C_UNDERSCORE as usize) < CLASSES);
 
 const fn byte_class(b: u8) -> u8 {
     match b {
@@ -196,6 +203,7 @@ static BYTE_CLASS: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         table[b] = byte_class(b as u8);
+        assert!((table[b] as usize) < CLASSES);
         b += 1;
     }
     table
@@ -208,6 +216,7 @@ static TRANSITIONS: [u8; STATES * CLASSES] = {
         let mut class = 0;
         while class < CLASSES {
             table[state * CLASSES + class] = transition(state as u8, class as u8);
+            assert!((table[state * CLASSES + class] as usize) < STATES);
             class += 1;
         }
         state += 1;

@@ -36,7 +36,7 @@
 use crate::{
     Outcome, Scratch,
     config::FilterConfig,
-    http::{SCAN_BYTES, SCAN_MASK, ScanBuf, WORD, is_tchar},
+    http::{SCAN_BUF_LEN, SCAN_BYTES, SCAN_MASK, ScanBuf, WORD, is_tchar},
     method::Method,
     origin::ORIGIN_RAW_LEN,
     policy::Policy,
@@ -265,12 +265,21 @@ const _: () = assert!(CLIENT_TEXT_LEN.is_power_of_two());
 
 /// Lines this long at most are read whole in one step, when the chunk
 /// holds them (see [`step`]); longer ones a byte or a word at a time.
-const WHOLE_LINE: usize = 128;
+pub const WHOLE_LINE: usize = 128;
 const _: () = assert!(WHOLE_LINE.is_multiple_of(WORD) && WHOLE_LINE < SCAN_BYTES);
+/// The scan window: `scan::whole_line_end` reads the aligned words from a
+/// line's start in the chunk to [`WHOLE_LINE`] bytes on (a word more at
+/// most), past the chunk if need be: they are in the buffer, not wrapped
+/// around to its start.
+const _: () = assert!(SCAN_BYTES + WHOLE_LINE + WORD <= SCAN_BUF_LEN);
 /// Values this long at most (up to their line's end) are read in one step,
 /// when the chunk holds them (see `HeadState::value_whole`).
 const WHOLE_VALUE: usize = 64;
 const _: () = assert!(WHOLE_VALUE <= WHOLE_LINE);
+// `value_whole` copies whole words: into `origin`'s first `WHOLE_VALUE`
+// bytes, or into all of `value`.
+const _: () = assert!(WHOLE_VALUE.is_multiple_of(WORD) && WHOLE_VALUE <= ORIGIN_RAW_LEN);
+const _: () = assert!(VALUE_KEPT.is_multiple_of(WORD));
 const LONGEST_NAME: usize = 29;
 const _: () = {
     let mut i = 0;
@@ -338,6 +347,24 @@ const CHUNKED: &[u8; 7] = b"chunked";
 /// What an `Upgrade` value is matched against, anywhere in it, without
 /// regard to case ([`HeadState::coding`] counts the bytes matched).
 const H2C: &[u8; 3] = b"h2c";
+/// [`CHUNKED`] and [`H2C`] padded to the power of two their index is
+/// masked with, so that every masked index is in bounds and the program
+/// keeps no panic path. The padding is never compared: the index is
+/// checked against the word's length first.
+const CHUNKED_MASKED: [u8; 8] = padded(CHUNKED);
+const H2C_MASKED: [u8; 4] = padded(H2C);
+
+const fn padded<const N: usize>(word: &[u8]) -> [u8; N] {
+    assert!(N.is_power_of_two() && word.len() <= N);
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < word.len() {
+        out[i] = word[i];
+        i += 1;
+    }
+    out
+}
+
 /// `PRI`, HTTP/2's preface method, as a method word.
 const PRI: u64 = crate::method::word_of(b"PRI");
 
@@ -670,6 +697,18 @@ fn note_bare_cr(head: &mut HeadState, buf: &ScanBuf, at: usize, len: usize) {
     }
 }
 
+/// The `N / WORD` words of `buf` from `at` into `into` (fixed sizes, so
+/// that every slice of `into` is in bounds at compile time: the program
+/// keeps no panic path).
+#[inline(always)]
+fn scan_words<const N: usize>(buf: &ScanBuf, at: usize, into: &mut [u8; N]) {
+    let mut k = 0;
+    while k < N / WORD {
+        into[k * WORD..(k + 1) * WORD].copy_from_slice(&buf.word_at(at + k * WORD).to_le_bytes());
+        k += 1;
+    }
+}
+
 /// Bytes of each header's name and colon, by [`header`] number.
 const NAME_AND_COLON: [u32; 16] = {
     let mut lens = [0; 16];
@@ -861,16 +900,12 @@ impl HeadState {
         // The value's first bytes where `value_byte` keeps them, a word at
         // a time: an `Origin`'s whole, the first [`VALUE_KEPT`] of the
         // others (with the bytes after them, which their lengths exclude).
-        let (into, words) = if kept {
-            (&mut self.origin[..WHOLE_VALUE], WHOLE_VALUE / WORD)
+        if kept {
+            if let Some(origin) = self.origin.first_chunk_mut::<WHOLE_VALUE>() {
+                scan_words(buf, at + lead, origin);
+            }
         } else {
-            (&mut self.value[..], VALUE_KEPT / WORD)
-        };
-        let mut k = 0;
-        while k < words {
-            let word = buf.word_at(at + lead + k * WORD);
-            into[k * WORD..(k + 1) * WORD].copy_from_slice(&word.to_le_bytes());
-            k += 1;
+            scan_words(buf, at + lead, &mut self.value);
         }
         // SAFETY: plain reads of the caller's `u32`s.
         unsafe {
@@ -931,7 +966,7 @@ impl HeadState {
             header::UPGRADE => {
                 let lower = b.to_ascii_lowercase();
                 let c = self.coding;
-                self.coding = if c < H2C.len() as u32 && lower == H2C[c as usize & 3] {
+                self.coding = if c < H2C.len() as u32 && lower == H2C_MASKED[c as usize & 3] {
                     c + 1
                 } else {
                     (lower == H2C[0]) as u32
@@ -951,7 +986,7 @@ impl HeadState {
                         _ => CODING_OTHER,
                     }
                 } else if c < CHUNKED.len() as u32
-                    && b.to_ascii_lowercase() == CHUNKED[c as usize & 7]
+                    && b.to_ascii_lowercase() == CHUNKED_MASKED[c as usize & 7]
                 {
                     c + 1
                 } else {
@@ -1857,7 +1892,9 @@ pub fn starts_request_line(buf: &ScanBuf, len: usize) -> bool {
         if k >= len {
             return false;
         }
-        let b = buf[k];
+        // Masked like every index into the buffer, so that no bounds
+        // check (and panic path) is left to the program.
+        let b = buf[k & SCAN_MASK];
         if b == b' ' {
             return Method::of_token(word, k as u32) != Method::Other;
         }

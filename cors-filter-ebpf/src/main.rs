@@ -241,10 +241,20 @@ fn inspect<F: StepFrame>(ctx: &F, scratch: &mut Scratch) -> Outcome {
     filter_segment(scratch, &tables, key, segment, &bytes, &policy)
 }
 
+/// The license the kernel is told (see README, "License"): GPL-compatible,
+/// as aya declared for an object without this section. None of the
+/// helpers the programs call is GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: the program is built so that no panic path remains (indexes
-    // are masked, bounds are checked); the verifier rejects anything else.
-    unsafe { core::hint::unreachable_unchecked() }
+    // No panic path is meant to remain (indexes are masked, bounds are
+    // checked). A loop rather than `unreachable_unchecked`, which would let
+    // LLVM delete the paths that lead here: one that survives ends in a
+    // loop the verifier rejects, so the program does not load.
+    #[allow(clippy::empty_loop)]
+    loop {}
 }

@@ -89,7 +89,7 @@ impl<F: Frame> SegmentBytes for PacketBytes<'_, F> {
     #[inline(always)]
     fn load(&self, scratch: &mut Scratch, from: u32, len: u32) -> bool {
         // The mask proves to the verifier what the parser ensures: `len`
-        // is in 1..=SCAN_BYTES.
+        // is in 1..=SCAN_BYTES (a power of two: asserted in `http`).
         let size = (len.wrapping_sub(1) & (SCAN_BYTES as u32 - 1)) + 1;
         // SAFETY: `size` is at most SCAN_BYTES and the buffer holds more;
         // the helper checks the packet side.

@@ -1,8 +1,10 @@
-//! Command-line interface (the contract in DESIGN.md).
+//! Command-line interface: its contract is README.md ("Using it", and
+//! "Restarts, reloads, detaching" for `run`, `reload` and `detach`).
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cors_filter_common::{Action, Mode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,12 +122,12 @@ pub struct RunArgs {
     pub config: PathBuf,
     /// Overrides the config file's `mode`.
     #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Overrides the config file's `action`: `drop` discards what is not let
     /// through; `reset` also answers the client with a TCP reset, so that
     /// it fails at once instead of retransmitting until it times out.
     #[arg(long, value_enum)]
-    pub action: Option<ActionArg>,
+    pub action: Option<Action>,
     /// Attachment point: XDP, or TC ingress where XDP cannot run.
     #[arg(long, value_enum, default_value_t = AttachArg::Xdp)]
     pub attach: AttachArg,
@@ -147,20 +149,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 20, value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub metrics_top_origins: u16,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeArg {
-    Enforce,
-    Monitor,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionArg {
-    Drop,
-    Reset,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

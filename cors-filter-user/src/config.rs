@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::{
     allowlist::{AllowEntry, parse_entry, parse_methods},
-    policy::{ClientHeader, PortPolicy},
+    policy::{ClientHeader, Policy, PortPolicy},
 };
 
 #[derive(Debug)]
@@ -90,12 +90,12 @@ struct RawConfig {
     #[serde(default)]
     port: BTreeMap<String, Spanned<RawPortSettings>>,
     #[serde(default)]
-    mode: Option<ModeSetting>,
+    mode: Option<Mode>,
     /// Retired: refused with what replaced it.
     #[serde(default)]
     on_incomplete: Option<Spanned<de::IgnoredAny>>,
     #[serde(default)]
-    on_oversized_head: Option<IncompleteSetting>,
+    on_oversized_head: Option<OnIncomplete>,
     #[serde(default)]
     max_head_bytes: Option<Spanned<i64>>,
     #[serde(default)]
@@ -103,9 +103,9 @@ struct RawConfig {
     #[serde(default)]
     max_open_heads: Option<Spanned<i64>>,
     #[serde(default)]
-    action: Option<ActionSetting>,
+    action: Option<Action>,
     #[serde(default)]
-    http2: Option<Http2Setting>,
+    http2: Option<Http2>,
 }
 
 /// An `allow` item: an origin, or a table with its methods.
@@ -150,44 +150,9 @@ struct RawAllowTable {
 #[serde(deny_unknown_fields)]
 struct RawPortSettings {
     protect_unsafe_methods: Option<bool>,
-    client_address_header: Option<ClientHeaderSetting>,
+    client_address_header: Option<ClientHeader>,
     /// Retired: refused with what replaced it.
     unsafe_on_incomplete: Option<Spanned<de::IgnoredAny>>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum ModeSetting {
-    Enforce,
-    Monitor,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum IncompleteSetting {
-    Pass,
-    Drop,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum ActionSetting {
-    Drop,
-    Reset,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum ClientHeaderSetting {
-    XForwardedFor,
-    Forwarded,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum Http2Setting {
-    Drop,
-    Pass,
 }
 
 /// A problem at a line of the config file.
@@ -305,10 +270,7 @@ impl Config {
             let protect_unsafe = own
                 .and_then(|s| s.protect_unsafe_methods)
                 .unwrap_or(default_protect);
-            let client_header = own.and_then(|s| s.client_address_header).map(|h| match h {
-                ClientHeaderSetting::XForwardedFor => ClientHeader::XForwardedFor,
-                ClientHeaderSetting::Forwarded => ClientHeader::Forwarded,
-            });
+            let client_header = own.and_then(|s| s.client_address_header);
             port_policies.insert(
                 *port,
                 PortPolicy {
@@ -379,39 +341,33 @@ impl Config {
         Ok(Config {
             ports: port_policies,
             allow,
-            mode: match raw.mode.unwrap_or(ModeSetting::Enforce) {
-                ModeSetting::Enforce => Mode::Enforce,
-                ModeSetting::Monitor => Mode::Monitor,
-            },
-            on_oversized_head: match raw.on_oversized_head.unwrap_or(IncompleteSetting::Drop) {
-                IncompleteSetting::Pass => OnIncomplete::Pass,
-                IncompleteSetting::Drop => OnIncomplete::Drop,
-            },
+            mode: raw.mode.unwrap_or(Mode::Enforce),
+            on_oversized_head: raw.on_oversized_head.unwrap_or(OnIncomplete::Drop),
             max_head_bytes,
             // Unset: reset what comes through a proxy, drop the rest (see
-            // `Action::ResetProxied`).
-            action: match raw.action {
-                None => Action::ResetProxied,
-                Some(ActionSetting::Drop) => Action::Drop,
-                Some(ActionSetting::Reset) => Action::Reset,
-            },
-            http2: match raw.http2.unwrap_or(Http2Setting::Drop) {
-                Http2Setting::Drop => Http2::Drop,
-                Http2Setting::Pass => Http2::Pass,
-            },
+            // `Action::ResetProxied`, which the file cannot spell).
+            action: raw.action.unwrap_or(Action::ResetProxied),
+            http2: raw.http2.unwrap_or(Http2::Drop),
             tables,
         })
     }
 
-    /// The program's settings (a `CONFIG` entry) under this file, with
-    /// `mode` and `action` as given (the command line may override the
-    /// file's).
-    pub fn settings(&self, mode: Mode, action: Action) -> FilterConfig {
-        FilterConfig {
-            max_head_bytes: self.max_head_bytes,
-            ..FilterConfig::new(mode, self.on_oversized_head)
-                .with_action(action)
-                .with_http2(self.http2)
+    /// The policy the program enforces under this file: its settings (a
+    /// `CONFIG` entry), ports and allowlist, with `mode` and `action`
+    /// over the file's where given (`run --mode`, `--action`). What `run`,
+    /// `reload` and `replay` install; the connection maps' sizes
+    /// (`tables`) are not part of it.
+    pub fn policy(self, mode: Option<Mode>, action: Option<Action>) -> Policy {
+        let settings = FilterConfig::new(mode.unwrap_or(self.mode), self.on_oversized_head)
+            .with_action(action.unwrap_or(self.action))
+            .with_http2(self.http2);
+        Policy {
+            settings: FilterConfig {
+                max_head_bytes: self.max_head_bytes,
+                ..settings
+            },
+            ports: self.ports,
+            allow: self.allow,
         }
     }
 }
@@ -448,15 +404,55 @@ mod tests {
                 max_open_heads: 4096
             }
         );
-        let settings = c.settings(Mode::Enforce, Action::Drop);
+    }
+
+    /// The one conversion of a config file into what the program enforces
+    /// (`run`, `reload` and `replay` all install [`Config::policy`]): every
+    /// setting reaches the program's settings, the ports and the allowlist
+    /// go as they are, and the command line's `mode` and `action` win over
+    /// the file's.
+    #[test]
+    fn the_policy_is_the_file_with_the_command_line_over_it() {
+        let source = "ports = [80, 8080]\nallow = [\"https://app.example.com\", { origin = \"https://b.example\", methods = [\"GET\"] }]\nmode = \"monitor\"\non_oversized_head = \"pass\"\nmax_head_bytes = 8192\naction = \"reset\"\nhttp2 = \"pass\"\nprotect_unsafe_methods = true\n[port.8080]\nclient_address_header = \"forwarded\"\n";
+        let parse = || Config::parse(Path::new("x.toml"), source).unwrap();
+        let file = parse();
+        let ports = file.ports.clone();
+        let allow: Vec<String> = file.allow.iter().map(ToString::to_string).collect();
+        let policy = file.policy(None, None);
+        let from_file = FilterConfig {
+            max_head_bytes: 8192,
+            ..FilterConfig::new(Mode::Monitor, OnIncomplete::Pass)
+                .with_action(Action::Reset)
+                .with_http2(Http2::Pass)
+        };
+        assert_eq!(policy.settings, from_file);
+        assert!(!policy.settings.drop_incomplete() && !policy.settings.enforcing());
+        assert_eq!(policy.ports, ports);
+        let installed: Vec<String> = policy.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(installed, allow);
+
+        let over = parse().policy(Some(Mode::Enforce), Some(Action::Drop));
         assert_eq!(
-            settings,
+            over.settings,
             FilterConfig {
-                max_head_bytes: 8192,
-                ..FilterConfig::new(Mode::Enforce, OnIncomplete::Pass)
+                mode: Mode::Enforce as u32,
+                action: Action::Drop as u32,
+                ..from_file
             }
         );
-        assert!(!settings.drop_incomplete() && !settings.resets() && settings.enforcing());
+        assert!(over.settings.enforcing() && !over.settings.resets());
+
+        // A file that sets nothing: the defaults.
+        let bare = Config::parse(Path::new("x.toml"), "ports = [80]\n")
+            .unwrap()
+            .policy(None, None);
+        assert_eq!(
+            bare.settings,
+            FilterConfig::new(Mode::Enforce, OnIncomplete::Drop).with_action(Action::ResetProxied)
+        );
+        assert_eq!(bare.settings.max_head_bytes, stream::DEFAULT_MAX_HEAD_BYTES);
+        assert_eq!(bare.ports[&80], PortPolicy::default());
+        assert!(bare.allow.is_empty());
     }
 
     #[test]
@@ -472,7 +468,7 @@ mod tests {
                 max_open_heads: 16_384
             }
         );
-        let settings = c.settings(Mode::Monitor, Action::Reset);
+        let settings = c.policy(Some(Mode::Monitor), Some(Action::Reset)).settings;
         assert!(settings.drop_incomplete() && settings.resets() && !settings.enforcing());
         assert_eq!(settings.max_head_bytes, 16_384);
         let c = Config::parse(
@@ -582,15 +578,11 @@ mod tests {
     fn action_defaults_to_reset_behind_a_proxy_and_drop_otherwise() {
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\n").unwrap();
         assert_eq!(c.action, Action::ResetProxied);
-        let settings = c.settings(Mode::Enforce, c.action);
+        let settings = c.policy(None, None).settings;
         assert!(settings.for_connection(true).resets());
         assert!(!settings.for_connection(false).resets());
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"reset\"\n").unwrap();
-        assert!(
-            c.settings(Mode::Enforce, c.action)
-                .for_connection(false)
-                .resets()
-        );
+        assert!(c.policy(None, None).settings.for_connection(false).resets());
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\naction = \"drop\"\n").unwrap();
         assert_eq!(c.action, Action::Drop);
     }
@@ -621,10 +613,10 @@ mod tests {
     fn http2_defaults_to_drop_and_reaches_the_settings() {
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\n").unwrap();
         assert_eq!(c.http2, Http2::Drop);
-        assert!(!c.settings(Mode::Enforce, Action::Drop).passes_http2());
+        assert!(!c.policy(None, None).settings.passes_http2());
         let c = Config::parse(Path::new("x.toml"), "ports = [80]\nhttp2 = \"pass\"\n").unwrap();
         assert_eq!(c.http2, Http2::Pass);
-        assert!(c.settings(Mode::Enforce, Action::Drop).passes_http2());
+        assert!(c.policy(None, None).settings.passes_http2());
         let e = err("ports = [80]\nhttp2 = \"h2c\"\n");
         assert!(e.contains("line 2") && e.contains("h2c"), "{e}");
     }

@@ -2,10 +2,7 @@
 //! filter that ran before) and its links pinned. Dropping a `Filter` leaves
 //! the program attached: the pinned links keep it so.
 
-use std::{
-    os::fd::{AsFd as _, OwnedFd},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -176,22 +173,19 @@ impl Filter {
     /// `BPF_PROG_TEST_RUN` (see [`testrun`](crate::testrun)).
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestRun> {
         let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-        let fd = program
-            .fd()
-            .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
-        testrun::test_run(fd.as_fd(), frame, repeat)
+        testrun::test_run(&*program, frame, repeat)
     }
 
-    /// A descriptor of the loaded XDP program, e.g. for timing it with
-    /// [`testrun::test_run`] without holding the `Filter` borrowed.
-    pub fn xdp_program_fd(&mut self) -> Result<OwnedFd> {
+    /// A handle of its own on the loaded XDP program, e.g. for timing it
+    /// with [`testrun::test_run`] without holding the `Filter` borrowed.
+    pub fn xdp_program(&mut self) -> Result<Xdp> {
         let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-        let fd = program
-            .fd()
+        let info = program
+            .info()
             .with_context(|| format!("program {XDP_PROGRAM} is not loaded"))?;
-        fd.as_fd()
-            .try_clone_to_owned()
-            .with_context(|| format!("cannot duplicate the descriptor of program {XDP_PROGRAM}"))
+        let attach = aya_obj::programs::XdpAttachType::Interface;
+        Xdp::from_program_info(info, XDP_PROGRAM.into(), attach)
+            .with_context(|| format!("cannot get a handle on program {XDP_PROGRAM}"))
     }
 
     /// The program's counters, summed over CPUs.

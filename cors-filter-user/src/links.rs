@@ -1,10 +1,11 @@
+//! Kept for what aya 0.14 lacks: a link's ifindex and `BPF_LINK_DETACH`.
+//!
 //! The bpf links that attach the program, pinned in the pin directory as
 //! `link-<interface>-<hook>`: a pinned link keeps the program attached
-//! after the daemon exits or is killed, until the pin is removed.
-//!
-//! aya 0.14 can pin a link and replace its program, but not tell which
-//! interface a pinned link is on nor force it off; this module makes those
-//! two `bpf(2)` calls itself (`BPF_OBJ_GET_INFO_BY_FD`, `BPF_LINK_DETACH`).
+//! after the daemon exits or is killed, until the pin is removed. aya pins
+//! a link and replaces its program; the interface a pinned link is on
+//! (`BPF_OBJ_GET_INFO_BY_FD`) and forcing one off (`BPF_LINK_DETACH`) are
+//! `bpf(2)` calls made here.
 
 use std::{
     ffi::CString,

@@ -46,8 +46,10 @@ pub struct PortPolicy {
     pub client_header: Option<ClientHeader>,
 }
 
-/// A header a trusted proxy names the client in (its last element).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A header a trusted proxy names the client in (its last element), as
+/// the config file's `client_address_header` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ClientHeader {
     XForwardedFor,
     Forwarded,

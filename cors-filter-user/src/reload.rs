@@ -10,7 +10,6 @@ use cors_filter_common::{Action, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::{ActionArg, ModeArg},
     config::{Config, TableSizes},
     pins::pinned_max_entries,
     policy::{Policy, PolicyMaps},
@@ -28,17 +27,14 @@ pub struct RunRecord {
     /// The config file, as an absolute path.
     pub config: PathBuf,
     /// `--mode`, which overrides the file's `mode`.
-    pub mode: Option<ModeArg>,
-    /// `--action`, which overrides the file's `action`.
-    pub action: Option<ActionArg>,
+    pub mode: Option<Mode>,
+    /// `--action`, which overrides the file's `action` (`drop` or
+    /// `reset`: the command line cannot give `Action::ResetProxied`).
+    pub action: Option<Action>,
 }
 
 impl RunRecord {
-    pub fn new(
-        config: &Path,
-        mode: Option<ModeArg>,
-        action: Option<ActionArg>,
-    ) -> Result<RunRecord> {
+    pub fn new(config: &Path, mode: Option<Mode>, action: Option<Action>) -> Result<RunRecord> {
         let config = std::path::absolute(config)
             .with_context(|| format!("cannot resolve the path {}", config.display()))?;
         Ok(RunRecord {
@@ -77,18 +73,10 @@ impl RunRecord {
     /// [`Self::policy`], and the sizes the file gives the connection maps.
     pub fn policy_and_tables(&self, state: &StateDir) -> Result<(Policy, TableSizes)> {
         let config = Config::load(&self.config)?;
-        let mode = match self.mode {
-            Some(ModeArg::Enforce) => Mode::Enforce,
-            Some(ModeArg::Monitor) => Mode::Monitor,
-            None => config.mode,
-        };
-        let action = match self.action {
-            Some(ActionArg::Drop) => Action::Drop,
-            Some(ActionArg::Reset) => Action::Reset,
-            None => config.action,
-        };
+        let tables = config.tables;
+        let mut policy = config.policy(self.mode, self.action);
         let changes = state.load_changes()?;
-        for entry in config
+        for entry in policy
             .allow
             .iter()
             .filter(|e| changes.removed.contains(&e.origin))
@@ -101,10 +89,10 @@ impl RunRecord {
                 entry.origin
             );
         }
-        let allow = changes.apply(&config.allow, &state.changes_path())?;
+        let allow = changes.apply(&policy.allow, &state.changes_path())?;
         // An `allow add` made before the config listed the origin (or
         // changed its methods) still decides its methods: say so.
-        for (listed, applied) in config.allow.iter().filter_map(|listed| {
+        for (listed, applied) in policy.allow.iter().filter_map(|listed| {
             let applied = allow.iter().find(|a| a.origin == listed.origin)?;
             (applied.methods() != listed.methods()).then_some((listed, applied))
         }) {
@@ -115,15 +103,8 @@ impl RunRecord {
                 listed.origin
             );
         }
-        let settings = config.settings(mode, action);
-        Ok((
-            Policy {
-                settings,
-                ports: config.ports,
-                allow,
-            },
-            config.tables,
-        ))
+        policy.allow = allow;
+        Ok((policy, tables))
     }
 
     /// Refuses sizes of the connection maps other than those of the maps
@@ -179,8 +160,8 @@ mod tests {
         let state = StateDir::open(&dir).unwrap();
         let record = RunRecord::new(
             Path::new("relative.toml"),
-            Some(ModeArg::Monitor),
-            Some(ActionArg::Reset),
+            Some(Mode::Monitor),
+            Some(Action::Reset),
         )
         .unwrap();
         assert!(record.config.is_absolute());

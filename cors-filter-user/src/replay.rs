@@ -29,7 +29,6 @@ use crate::{
     config::Config,
     denials::decode,
     filter::{Filter, Hook},
-    policy::Policy,
     reply_capture::ReplyCapture,
 };
 
@@ -46,11 +45,9 @@ pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Pat
     // whole capture: frames run in order, as on an interface.
     let (mut filter, _logger) = Filter::load(Hook::Xdp(XdpMode::Skb), None, config.tables)?;
     let mut denials = filter.take_denials()?;
-    filter.take_policy_maps()?.install(&Policy {
-        settings: config.settings(config.mode, config.action),
-        ports: config.ports,
-        allow: config.allow,
-    })?;
+    filter
+        .take_policy_maps()?
+        .install(&config.policy(None, None))?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut before = filter.counters()?;

@@ -9,9 +9,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::{self, File},
+    fs::{self, File, TryLockError},
     io::Write as _,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -116,26 +115,26 @@ pub struct StateDir {
     dir: PathBuf,
 }
 
-/// An exclusive `flock`, released when dropped (the file closes).
+/// An exclusive lock on a file (`File::lock`: `flock` on Linux), released
+/// when dropped (the file closes).
 pub struct FileLock {
     _file: File,
 }
 
+/// Locks `path`, waiting for the lock if `blocking`; `None` when it is not
+/// blocking and another holds the lock.
 fn lock(path: &Path, blocking: bool) -> Result<Option<FileLock>> {
     let file = open_private_file(path, false).context("cannot open the lock file")?;
-    let op = if blocking {
-        libc::LOCK_EX
+    let locked = if blocking {
+        file.lock()
     } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Ok(None);
+        match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
         }
-        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
-    }
+    };
+    locked.with_context(|| format!("cannot lock {}", path.display()))?;
     Ok(Some(FileLock { _file: file }))
 }
 

@@ -15,16 +15,21 @@ use crate::{
 /// the two cases of a letter onto the lower-case one; other bytes compare
 /// as they are), and which bytes count (the last word may be partial).
 struct NamePattern {
-    value: [u64; 4],
-    fold: [u64; 4],
-    care: [u64; 4],
+    value: [u64; PATTERN_WORDS],
+    fold: [u64; PATTERN_WORDS],
+    care: [u64; PATTERN_WORDS],
     /// Bytes, the colon included.
     len: usize,
 }
 
+/// Words of a [`NamePattern`]: a name and its colon fit in them.
+const PATTERN_WORDS: usize = 4;
+const _: () = assert!(PATTERN_WORDS.is_power_of_two());
+
 impl NamePattern {
     const fn of(name: &[u8]) -> NamePattern {
-        let (mut value, mut fold, mut care) = ([0; 4], [0; 4], [0; 4]);
+        let (mut value, mut fold, mut care) =
+            ([0; PATTERN_WORDS], [0; PATTERN_WORDS], [0; PATTERN_WORDS]);
         let mut k = 0;
         while k <= name.len() {
             let b = if k == name.len() { b':' } else { name[k] };
@@ -50,14 +55,14 @@ const NAME_PATTERNS: [NamePattern; NAMES.len()] = {
     let mut i = 0;
     let mut patterns = [const {
         NamePattern {
-            value: [0; 4],
-            fold: [0; 4],
-            care: [0; 4],
+            value: [0; PATTERN_WORDS],
+            fold: [0; PATTERN_WORDS],
+            care: [0; PATTERN_WORDS],
             len: 0,
         }
     }; NAMES.len()];
     while i < NAMES.len() {
-        assert!(NAMES[i].len() < 4 * WORD);
+        assert!(NAMES[i].len() < PATTERN_WORDS * WORD);
         patterns[i] = NamePattern::of(NAMES[i]);
         i += 1;
     }
@@ -177,7 +182,10 @@ pub(super) fn header_of_line(buf: &ScanBuf, at: usize, len: usize, names: u32) -
     let mut w = 0;
     while w < pattern.len.div_ceil(WORD) {
         let word = buf.word_at(at + w * WORD);
-        diff |= ((word | pattern.fold[w]) ^ pattern.value[w]) & pattern.care[w];
+        // Masked, though the lengths keep `w` in the arrays (see
+        // `NAME_PATTERNS`): the program keeps no panic path.
+        let p = w & (PATTERN_WORDS - 1);
+        diff |= ((word | pattern.fold[p]) ^ pattern.value[p]) & pattern.care[p];
         w += 1;
     }
     if diff == 0 {
