@@ -18,9 +18,9 @@ use cors_filter_common::{Counter, FilterConfig, Mode, OnIncomplete};
 use cors_filter_tests::bare_xdp::{self, BareAction};
 use cors_filter_user::{
     config::TableSizes,
-    filter::{Filter, Hook},
-    policy::{Policy, PolicyMaps, PortPolicy},
-    testrun::{test_run, xdp_program},
+    kernel::filter::{Filter, Hook},
+    kernel::policy::{Policy, PolicyMaps, PortPolicy},
+    kernel::testrun::{test_run, xdp_program},
 };
 
 use self::cases::{Allowlist, Case};

@@ -265,7 +265,7 @@ mod wakeup_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Mode, OnIncomplete};
+    use crate::settings::{Mode, OnIncomplete};
 
     #[test]
     fn reasons_follow_the_drop_rules_in_both_modes() {

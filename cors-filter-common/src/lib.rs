@@ -13,8 +13,7 @@
 #[cfg(any(test, feature = "user"))]
 extern crate std;
 
-pub mod allow;
-pub mod config;
+pub mod allow_map;
 pub mod contract;
 pub mod counters;
 pub mod event;
@@ -26,19 +25,20 @@ pub mod pinned;
 pub mod policy;
 pub mod proxy;
 pub mod reset;
+pub mod settings;
 pub mod slot;
 pub mod store;
 pub mod stream;
 pub mod verdict;
 
-pub use config::{
-    ALLOWLIST_MAX_ENTRIES, Action, FilterConfig, Generation, Http2, Mode, OnIncomplete, PortBitmap,
-    PortFlags,
-};
 pub use counters::Counter;
 pub use method::{Method, MethodSet};
 pub use origin::{OriginError, OriginKey, OriginParse};
 pub use policy::Policy;
+pub use settings::{
+    ALLOWLIST_MAX_ENTRIES, Action, FilterConfig, Generation, Http2, Mode, OnIncomplete, PortBitmap,
+    PortFlags,
+};
 pub use slot::Slot;
 pub use verdict::{Outcome, Verdict};
 

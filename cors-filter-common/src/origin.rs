@@ -7,7 +7,7 @@
 //!
 //! The key puts the scheme and port first and the host *reversed* after
 //! them, so a subdomain wildcard is a plain prefix that ends at a dot (see
-//! `crate::allow` for the lookup):
+//! `crate::allow_map` for the lookup):
 //!
 //! ```text
 //! https://app.example.com        ->  "https:///moc.elpmaxe.ppa\0"  (exact: ends in NUL)
@@ -21,7 +21,7 @@
 //! `moc.elpmaxe\0`, neither of which starts with `moc.elpmaxe.`.
 
 use crate::{
-    allow::MAX_WILDCARD_LABELS,
+    allow_map::MAX_WILDCARD_LABELS,
     http::{SCAN_BUF_LEN, SCAN_MASK},
     slot::Slot,
 };
@@ -236,7 +236,7 @@ pub struct OriginParse {
     /// of the reversed host: where a wildcard entry's prefix may end.
     dot_ends: [u32; MAX_WILDCARD_LABELS],
     dots: Slot<u32>,
-    /// Length of the key or prefix being looked up (see `crate::allow`).
+    /// Length of the key or prefix being looked up (see `crate::allow_map`).
     pub lookup_len: Slot<u32>,
     /// Offset at which the automaton last entered each state.
     entered_at: [u8; STATES],

@@ -11,7 +11,7 @@ pub trait Policy {
     fn protects_unsafe_methods(&self) -> bool;
 
     /// The methods the allowlist allows the normalised origin in `origin`
-    /// (see `crate::allow`): [`MethodSet::NONE`] when it does not hold it.
+    /// (see `crate::allow_map`): [`MethodSet::NONE`] when it does not hold it.
     /// Asked at most once per request.
     fn allowed_methods(&self, origin: &mut OriginParse) -> MethodSet;
 

@@ -35,12 +35,12 @@
 
 use crate::{
     Outcome, Scratch,
-    config::FilterConfig,
     http::{SCAN_BUF_LEN, SCAN_BYTES, SCAN_MASK, ScanBuf, WORD, is_tchar},
     method::Method,
     origin::ORIGIN_RAW_LEN,
     policy::Policy,
     proxy::{self, ProxyClient, V1Line},
+    settings::FilterConfig,
     store::{Words, copy_words, put},
 };
 

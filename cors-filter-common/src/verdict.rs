@@ -1,6 +1,6 @@
 //! From what the parser found to what the program does and counts.
 
-use crate::{config::FilterConfig, counters::Counter};
+use crate::{counters::Counter, settings::FilterConfig};
 
 pub use crate::contract::Outcome;
 
@@ -144,7 +144,7 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Action, Mode, OnIncomplete};
+    use crate::settings::{Action, Mode, OnIncomplete};
 
     const ENFORCE: FilterConfig = FilterConfig::new(Mode::Enforce, OnIncomplete::Pass);
     const ENFORCE_STRICT: FilterConfig = FilterConfig::new(Mode::Enforce, OnIncomplete::Drop);
@@ -162,8 +162,8 @@ mod tests {
 
     #[test]
     fn only_outcomes_that_may_deny_ever_drop_or_report() {
-        use crate::config::Action;
         use crate::event::DenialReason;
+        use crate::settings::Action;
         for outcome in Outcome::ALL {
             for config in [ENFORCE, ENFORCE_STRICT, MONITOR_STRICT] {
                 let config = config.with_action(Action::Reset);
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn http2_is_refused_unless_passed_and_corrupt_values_refuse() {
-        use crate::config::Http2;
+        use crate::settings::Http2;
         assert_eq!(Outcome::Http2.verdict(&ENFORCE), Verdict::Drop);
         assert_eq!(
             Outcome::Http2.verdict(&ENFORCE.with_http2(Http2::Pass)),

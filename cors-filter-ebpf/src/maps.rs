@@ -10,7 +10,7 @@ use aya_ebpf::{
 use cors_filter_common::{
     ALLOWLIST_MAX_ENTRIES, Counter, FilterConfig, Generation, MethodSet, PortBitmap, PortFlags,
     Scratch,
-    allow::{self, AllowEntryValue},
+    allow_map::{self, AllowEntryValue},
     event::DENIALS_BYTES,
     origin::OriginParse,
     pinned::ConfigEntry,
@@ -33,7 +33,7 @@ pub static PORTS_0: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
 pub static PORTS_1: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
 
 /// Allowed origins, generation 0 and 1: exact keys and wildcard-subdomain
-/// prefixes by their hash (see `cors_filter_common::allow`). Allocated per
+/// prefixes by their hash (see `cors_filter_common::allow_map`). Allocated per
 /// entry rather than up front.
 #[map(name = "ALLOWLIST_0")]
 pub static ALLOWLIST_0: HashMap<u64, AllowEntryValue> =
@@ -103,11 +103,11 @@ pub fn port_flags(generation: u32, port: u16) -> u64 {
 }
 
 /// The methods `generation`'s allowlist allows `origin` (see
-/// `cors_filter_common::allow`).
+/// `cors_filter_common::allow_map`).
 #[inline(always)]
 pub fn allowed_methods(generation: u32, origin: &mut OriginParse) -> MethodSet {
     let wildcard_depths = settings(generation).wildcard_depths;
-    allow::allowed_methods(origin, wildcard_depths, |hash| {
+    allow_map::allowed_methods(origin, wildcard_depths, |hash| {
         // SAFETY: the entry is only read, and only during this program run,
         // inside which the kernel does not free it (RCU); the policy
         // install never rewrites the generation a run may still read.

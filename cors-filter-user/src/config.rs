@@ -13,8 +13,8 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use crate::{
-    allowlist::{AllowEntry, parse_entry, parse_methods},
-    policy::{ClientHeader, Policy, PortPolicy},
+    allow_entry::{AllowEntry, parse_entry, parse_methods},
+    kernel::policy::{ClientHeader, Policy, PortPolicy},
 };
 
 #[derive(Debug)]

@@ -1,27 +1,22 @@
 //! The `cors-filter` binary's modules, as a library so that the project's
 //! benchmark (`cors-filter-bench`) loads and drives the very same program
 //! the binary does. Not a stable API: only this workspace uses it.
+//!
+//! - [`commands`]: one module per subcommand.
+//! - [`kernel`]: the plumbing to the kernel: the loaded program, its links,
+//!   its pins and their layout, the policy maps, test runs.
+//! - The rest serves both: the config file ([`config`]), allowlist entries
+//!   ([`allow_entry`]) and their recorded changes ([`state`]), denial events
+//!   ([`denials`]), metrics ([`metrics`]), and the checks that keep a root
+//!   daemon safe ([`capabilities`], [`root_only`]).
 
-pub mod allow;
-pub mod allowlist;
-pub mod capture;
+pub mod allow_entry;
+pub mod capabilities;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod denials;
-pub mod detach;
-pub mod filter;
-pub mod layout;
-pub mod links;
+pub mod kernel;
 pub mod metrics;
-pub mod metrics_exposure;
-pub mod pins;
-pub mod policy;
-pub mod private;
-pub mod privilege;
-pub mod reload;
-pub mod replay;
-pub mod reply_capture;
-pub mod run;
+pub mod root_only;
 pub mod state;
-pub mod stats;
-pub mod testrun;

@@ -6,9 +6,15 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use cors_filter_user::{
-    allow,
+    capabilities,
     cli::{AllowAction, Cli, Command},
-    detach, private, privilege, reload, replay, run, stats,
+    commands::allow,
+    commands::detach,
+    commands::reload,
+    commands::replay,
+    commands::run,
+    commands::stats,
+    root_only,
 };
 
 #[tokio::main]
@@ -16,9 +22,9 @@ async fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     // Before anything is created: files and pins are root-only.
-    private::restrict_umask();
-    let requirement = privilege::requirement(&cli);
-    if let Err(e) = privilege::check(&requirement) {
+    root_only::restrict_umask();
+    let requirement = capabilities::requirement(&cli);
+    if let Err(e) = capabilities::check(&requirement) {
         eprintln!("cors-filter: error: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -48,7 +54,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cors-filter: error: {e:#}");
-            if let Some(hint) = privilege::explain(&e, &requirement) {
+            if let Some(hint) = capabilities::explain(&e, &requirement) {
                 eprintln!("cors-filter: {hint}");
             }
             ExitCode::FAILURE

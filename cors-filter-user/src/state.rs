@@ -19,8 +19,8 @@ use cors_filter_common::{Method, MethodSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    allowlist::{AllowEntry, parse_entry, parse_methods},
-    private::{ensure_private_dir, open_private_file},
+    allow_entry::{AllowEntry, parse_entry, parse_methods},
+    root_only::{ensure_private_dir, open_private_file},
 };
 
 const CHANGES_FILE: &str = "allowlist-changes.json";

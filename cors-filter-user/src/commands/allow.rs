@@ -8,9 +8,9 @@ use anyhow::{Context, Result, anyhow};
 use cors_filter_common::{MethodSet, pinned::name};
 
 use crate::{
-    allowlist::{describe_entry, parse_entry, parse_methods},
-    pins::{pin_exists, pin_path},
-    policy::PolicyMaps,
+    allow_entry::{describe_entry, parse_entry, parse_methods},
+    kernel::pins::{pin_exists, pin_path},
+    kernel::policy::PolicyMaps,
     state::StateDir,
 };
 

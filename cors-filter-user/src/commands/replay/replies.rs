@@ -102,7 +102,7 @@ mod tests {
         }
         capture.finish().unwrap();
         let mut read = Vec::new();
-        let count = crate::capture::for_each_frame(&path, |index, frame| {
+        let count = crate::commands::replay::capture::for_each_frame(&path, |index, frame| {
             read.push((index, frame.to_vec()));
             Ok(())
         })

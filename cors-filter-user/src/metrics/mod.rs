@@ -1,6 +1,8 @@
 //! The filter's counters: read from the pinned maps, rendered for
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
+pub mod exposure;
+
 use std::{
     borrow::Borrow,
     fmt::Write as _,
@@ -28,8 +30,8 @@ use tokio::{
 
 use crate::{
     denials::{DeniedByOrigin, OTHER_ORIGINS, TopOrigins},
-    pins::{open_pinned, pin_exists, pin_path},
-    policy::PolicyMaps,
+    kernel::pins::{open_pinned, pin_exists, pin_path},
+    kernel::policy::PolicyMaps,
 };
 
 /// How full the connection maps are (`CONNS`, `OPEN_HEADS`).

@@ -15,6 +15,9 @@
 //! counters before and after each run. Nothing else runs the program, so
 //! every change is this frame's.
 
+pub mod capture;
+pub mod replies;
+
 use std::{
     io::{BufWriter, Write as _},
     path::Path,
@@ -25,12 +28,11 @@ use aya::programs::XdpMode;
 use cors_filter_common::Counter;
 
 use crate::{
-    capture,
     config::Config,
     denials::decode,
-    filter::{Filter, Hook},
-    reply_capture::ReplyCapture,
+    kernel::filter::{Filter, Hook},
 };
+use replies::ReplyCapture;
 
 /// `xdp_action` values the program returns.
 const XDP_DROP: u32 = 1;

@@ -17,13 +17,13 @@ use aya::{
 };
 use cors_filter_common::{
     FilterConfig, Generation, PortBitmap, PortFlags,
-    allow::AllowEntryValue,
+    allow_map::AllowEntryValue,
     pinned::{ConfigEntry, name},
 };
 
 use crate::{
-    allowlist::{AllowEntry, decode_entry},
-    pins::open_pinned,
+    allow_entry::{AllowEntry, decode_entry},
+    kernel::pins::open_pinned,
 };
 
 /// What the program is to enforce.
@@ -101,7 +101,7 @@ impl Policy {
 }
 
 /// An `ALLOWLIST_n` map: entries by the hash of their key (see
-/// `cors_filter_common::allow`).
+/// `cors_filter_common::allow_map`).
 pub type Allowlist = HashMap<MapData, u64, AllowEntryValue>;
 
 /// The policy maps of one loaded or pinned program.

@@ -124,7 +124,7 @@ pub struct FilterConfig {
     /// Bit `d` set when the generation's allowlist has a wildcard entry
     /// whose prefix ends at dot `d` of the reversed host (a domain of
     /// `d + 1` labels): a lookup tries only those prefixes (see
-    /// `crate::allow`). Set by the policy install from the entries.
+    /// `crate::allow_map`). Set by the policy install from the entries.
     pub wildcard_depths: u32,
     /// Bytes a judged request head may have, request line included (see
     /// `crate::stream`); a longer one is `Incomplete`.

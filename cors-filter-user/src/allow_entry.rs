@@ -6,7 +6,7 @@ use std::{fmt, net::Ipv6Addr};
 
 use cors_filter_common::{
     Method, MethodSet,
-    allow::{AllowEntryValue, MAX_WILDCARD_LABELS, key_hash},
+    allow_map::{AllowEntryValue, MAX_WILDCARD_LABELS, key_hash},
     origin::{ORIGIN_KEY_LEN, OriginError, OriginParse, OriginPart, entry_kind},
 };
 
@@ -371,7 +371,7 @@ mod tests {
         let mut parse = OriginParse::default();
         parse.load(origin.as_bytes()).unwrap();
         parse.normalize().unwrap();
-        cors_filter_common::allow::is_allowed(&mut parse, entry.wildcard_depth_bit(), |hash| {
+        cors_filter_common::allow_map::is_allowed(&mut parse, entry.wildcard_depth_bit(), |hash| {
             (hash == entry.hash()).then_some(&entry.value)
         })
     }

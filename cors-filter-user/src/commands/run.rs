@@ -18,13 +18,14 @@ use tokio::{
 
 use crate::{
     cli::{AttachArg, RunArgs, XdpModeArg},
+    commands::reload::{RunRecord, reload},
     denials::{Denials, Tracker},
-    filter::{Attached, Filter, Hook, MapPins},
-    layout::{self, Pins},
-    links::{detach_pinned, ifindex, link_pins},
-    metrics, metrics_exposure,
-    pins::{prepare_pin_dir, remove_pins},
-    reload::{RunRecord, reload},
+    kernel::filter::{Attached, Filter, Hook, MapPins},
+    kernel::layout::{self, Pins},
+    kernel::links::{detach_pinned, ifindex, link_pins},
+    kernel::pins::{prepare_pin_dir, remove_pins},
+    metrics,
+    metrics::exposure,
     state::StateDir,
 };
 
@@ -44,7 +45,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
-    metrics_exposure::warn_if_exposed(args.metrics_listen);
+    exposure::warn_if_exposed(args.metrics_listen);
 
     // Handled from before the kernel is touched, so that a signal at any
     // point after that ends in the exit path below rather than a plain exit.

@@ -20,12 +20,14 @@ use cors_filter_common::{Counter, pinned::name};
 
 use crate::{
     config::TableSizes,
-    layout::Upgrade,
-    links::{HookName, LinkPin, detach_pinned, ifindex, link_pin_path, link_pins, link_state},
+    kernel::layout::Upgrade,
+    kernel::links::{
+        HookName, LinkPin, detach_pinned, ifindex, link_pin_path, link_pins, link_state,
+    },
+    kernel::pins::{pin_path, pinned_maps},
+    kernel::policy::PolicyMaps,
+    kernel::testrun::{self, TestRun},
     metrics::sum_counters,
-    pins::{pin_path, pinned_maps},
-    policy::PolicyMaps,
-    testrun::{self, TestRun},
 };
 
 /// The eBPF object, built by this crate's build script.
@@ -170,7 +172,7 @@ impl Filter {
     }
 
     /// Runs the loaded XDP program on `frame`, `repeat` times, with
-    /// `BPF_PROG_TEST_RUN` (see [`testrun`](crate::testrun)).
+    /// `BPF_PROG_TEST_RUN` (see [`testrun`](crate::kernel::testrun)).
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<TestRun> {
         let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
         testrun::test_run(&*program, frame, repeat)

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, MapType};
 use cors_filter_common::{
     ALLOWLIST_MAX_ENTRIES, Counter, Generation, PortBitmap,
-    allow::AllowEntryValue,
+    allow_map::AllowEntryValue,
     event::DENIALS_BYTES,
     pinned::{ConfigEntry, name},
     proxy::ProxyClient,
@@ -25,8 +25,8 @@ use cors_filter_common::{
 
 use crate::{
     config::TableSizes,
-    links::{LinkPin, detach_pinned, link_pins},
-    private::ensure_private_dir,
+    kernel::links::{LinkPin, detach_pinned, link_pins},
+    root_only::ensure_private_dir,
 };
 
 /// `statfs(2)` magic of bpffs.
@@ -90,7 +90,7 @@ const fn allowlist(name: &'static str) -> MapSpec {
         name,
         shape: Shape {
             map_type: MapType::Hash,
-            // The hash of the entry's key; the entry (see `cors_filter_common::allow`).
+            // The hash of the entry's key; the entry (see `cors_filter_common::allow_map`).
             key_size: size_of::<u64>() as u32,
             value_size: size_of::<AllowEntryValue>() as u32,
             max_entries: ALLOWLIST_MAX_ENTRIES,
@@ -361,7 +361,7 @@ pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
             pin_dir.display()
         );
     }
-    crate::layout::require_current(pin_dir)?;
+    crate::kernel::layout::require_current(pin_dir)?;
     MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))
 }
 

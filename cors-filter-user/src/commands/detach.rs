@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    links::{detach_pinned, link_pins},
-    pins::{lock_dir, pin_exists, remove_pins},
+    kernel::links::{detach_pinned, link_pins},
+    kernel::pins::{lock_dir, pin_exists, remove_pins},
 };
 
 pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<()> {

@@ -22,11 +22,11 @@ use cors_filter_common::pinned::{LAYOUT, LayoutRecord, name};
 
 use crate::{
     config::TableSizes,
-    pins::{
+    kernel::pins::{
         MapSpec, STAGING_SUFFIX, Shape, array, check_pinned_maps, per_cpu_counters, pin_exists,
         pin_path, pinned_maps, pinned_shape, staging_path,
     },
-    policy::wait_for_running_programs,
+    kernel::policy::wait_for_running_programs,
 };
 
 /// This build's version, as the layout record names it.

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, TableSizes},
-    pins::pinned_max_entries,
-    policy::{Policy, PolicyMaps},
+    kernel::pins::pinned_max_entries,
+    kernel::policy::{Policy, PolicyMaps},
     state::StateDir,
 };
 

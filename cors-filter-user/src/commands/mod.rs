@@ -1,0 +1,8 @@
+//! The subcommands of `cors-filter`, one module each (see `cli`).
+
+pub mod allow;
+pub mod detach;
+pub mod reload;
+pub mod replay;
+pub mod run;
+pub mod stats;
