@@ -19,14 +19,14 @@ use std::path::Path;
 
 use anyhow::Result;
 use cors_filter_tests::{
-    bed::Bed,
-    browser::{
+    harness::bed::Bed,
+    harness::browser::{
         ALLOWED_PAGE_PORT, DENIED_PAGE_PORT, FORM_PATH, PUT_PATH, PageServer, Scenario, UPLOAD_LEN,
         long_header_names, page_origin, page_url, result_of, visit,
     },
-    filter::{FilterHome, counter},
-    netns::CLIENT_IF,
-    server::{RequestHead, Seen, ServerOptions, brief},
+    harness::filter::{FilterHome, counter},
+    harness::netns::CLIENT_IF,
+    harness::server::{RequestHead, Seen, ServerOptions, brief},
 };
 
 fn server_bin() -> &'static Path {

@@ -17,13 +17,13 @@ use std::path::Path;
 
 use anyhow::{Result, ensure};
 use cors_filter_tests::{
-    attempt::Attempt,
-    bare_xdp::{BareAction, BareXdp},
-    bed::Bed,
-    client::{self, Family, Request},
-    filter::{FilterHome, RunningFilter, counter},
-    netns::CLIENT_IF,
-    server::{PORT, RequestHead, Seen, ServerOptions},
+    frames::bare_xdp::{BareAction, BareXdp},
+    harness::attempt::Attempt,
+    harness::bed::Bed,
+    harness::client::{self, Family, Request},
+    harness::filter::{FilterHome, RunningFilter, counter},
+    harness::netns::CLIENT_IF,
+    harness::server::{PORT, RequestHead, Seen, ServerOptions},
 };
 
 const ALLOWED: &str = "https://app.example.com";

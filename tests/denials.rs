@@ -11,11 +11,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cors_filter_tests::{
-    bed::Bed,
-    client::Family,
-    filter::{FilterHome, RunningFilter},
-    metrics::{Metrics, by_label},
-    promtool, raw_client,
+    harness::bed::Bed,
+    harness::client::Family,
+    harness::filter::{FilterHome, RunningFilter},
+    harness::metrics::{Metrics, by_label},
+    harness::raw_client,
+    system::promtool,
 };
 
 const ALLOWED: &str = "https://app.example.com";

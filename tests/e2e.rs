@@ -7,13 +7,13 @@ use std::path::Path;
 use anyhow::Result;
 use cors_filter_tests::{
     TempDir,
-    bed::Bed,
-    client::{self, Family},
-    filter::{FilterHome, counter, run_expecting_exit, run_with_pins},
-    netns::{CLIENT_IF, NetnsPair, SERVER_IF},
-    replay::replay_files,
-    server::Seen,
-    tcpdump::Tcpdump,
+    frames::replay::replay_files,
+    harness::bed::Bed,
+    harness::client::{self, Family},
+    harness::filter::{FilterHome, counter, run_expecting_exit, run_with_pins},
+    harness::netns::{CLIENT_IF, NetnsPair, SERVER_IF},
+    harness::server::Seen,
+    harness::tcpdump::Tcpdump,
 };
 
 const ALLOWED: &str = "https://app.example.com";

@@ -35,18 +35,20 @@ use cors_filter_common::{
     stream::ConnKey,
 };
 use cors_filter_tests::{
-    generate::Rng,
-    packet::{
+    frames::packet::{
         DST_V4, DST_V6, ETH_P_8021AD, ETH_P_8021Q, Ipv6Ext, Packet, SRC_V4, SRC_V6, TCP_ACK,
         TCP_PSH, TCP_SYN,
     },
-    reference::Listed,
-    replay::replay,
+    frames::replay::replay,
+    oracles::generate::Rng,
+    oracles::reference::Listed,
+    oracles::stream_differential::{
+        SECOND_ORIGIN_METHODS, Seg, Tally, check, deliver, policies, report,
+    },
+    oracles::stream_generate::{self, ALLOWED},
+    oracles::stream_model::Judged,
+    oracles::stream_reference::read_stream,
     require_root,
-    stream_differential::{SECOND_ORIGIN_METHODS, Seg, Tally, check, deliver, policies, report},
-    stream_generate::{self, ALLOWED},
-    stream_model::Judged,
-    stream_reference::read_stream,
 };
 
 /// Connections the suite's run compares (about 4.6 million frames, 90 s).

@@ -11,12 +11,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cors_filter_tests::{
-    bed::Bed,
-    client::{self, Family},
-    filter::{FilterHome, RunningFilter, counter, remove_pin_dir, run_with_pins},
-    metrics::by_label,
-    netns::SERVER_IF,
-    preflight_loop::{PreflightLoop, Tally},
+    harness::bed::Bed,
+    harness::client::{self, Family},
+    harness::filter::{FilterHome, RunningFilter, counter, remove_pin_dir, run_with_pins},
+    harness::metrics::by_label,
+    harness::netns::SERVER_IF,
+    harness::preflight_loop::{PreflightLoop, Tally},
 };
 
 const ALLOWED: &str = "https://app.example.com";
@@ -517,7 +517,7 @@ fn pinned_maps_of_another_shape_are_refused() -> Result<()> {
     let cleanup = PinDirGuard(pin_dir.clone());
     // A COUNTERS map as an older build with fewer counters would have left.
     let counters = pin_dir.join("COUNTERS");
-    cors_filter_tests::process::run_ok(std::process::Command::new("bpftool").args([
+    cors_filter_tests::harness::process::run_ok(std::process::Command::new("bpftool").args([
         "map",
         "create",
         &counters.to_string_lossy(),

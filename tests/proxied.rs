@@ -32,17 +32,17 @@ use std::{
 
 use anyhow::{Result, bail};
 use cors_filter_tests::{
-    attempt::Attempt,
-    browser::{
+    harness::attempt::Attempt,
+    harness::browser::{
         ALLOWED_PAGE_PORT, ChromiumOptions, DENIED_PAGE_PORT, PageServer, Scenario, page_origin,
         page_url, result_of, visit_in,
     },
-    filter::counter,
-    proxy_bed::{
+    harness::filter::counter,
+    harness::proxy_bed::{
         self, BACKEND_PORT, Filter, Hook, PAGE_PUT_PATH, PROXY_TIMEOUT, ProxyBed, ProxyKind,
     },
-    server::Seen,
-    sockets::connections,
+    harness::server::Seen,
+    harness::sockets::connections,
 };
 
 fn server_bin() -> &'static Path {

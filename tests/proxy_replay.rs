@@ -18,10 +18,10 @@ use cors_filter_common::{
     stream::ConnKey,
 };
 use cors_filter_tests::{
-    packet::{DST_PORT, DST_V4, SRC_V4, segment_frames},
-    replay::{Replayed, assert_agrees, replay},
+    frames::packet::{DST_PORT, DST_V4, SRC_V4, segment_frames},
+    frames::replay::{Replayed, assert_agrees, replay},
+    oracles::stream_model::{Model, ModelPolicy},
     require_root,
-    stream_model::{Model, ModelPolicy},
 };
 
 const ALLOWED: &str = "https://app.example";

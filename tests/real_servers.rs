@@ -29,11 +29,11 @@ use anyhow::{Context, Result, bail};
 use cors_filter_common::{Outcome, Verdict};
 use cors_filter_tests::{
     TempDir,
-    netns::{NetnsPair, SERVER_V4},
-    process::{Guarded, die_with_parent},
-    raw_client::{enter_netns, exchange},
+    harness::netns::{NetnsPair, SERVER_V4},
+    harness::process::{Guarded, die_with_parent},
+    harness::raw_client::{enter_netns, exchange},
+    oracles::stream_model::{Judged, Model, ModelPolicy, key},
     require_root,
-    stream_model::{Judged, Model, ModelPolicy, key},
 };
 
 const NGINX: &str = "/usr/sbin/nginx";

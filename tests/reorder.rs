@@ -22,11 +22,11 @@ use std::{
 
 use anyhow::Result;
 use cors_filter_tests::{
-    bed::Bed,
-    client::{self, Family, Request},
-    filter::{FilterHome, counter},
-    netns::{CLIENT_IF, SERVER_V4},
-    server::{BODY_LENGTH_HEADER, PORT, Seen, brief},
+    harness::bed::Bed,
+    harness::client::{self, Family, Request},
+    harness::filter::{FilterHome, counter},
+    harness::netns::{CLIENT_IF, SERVER_V4},
+    harness::server::{BODY_LENGTH_HEADER, PORT, Seen, brief},
 };
 
 const ALLOWED: &str = "https://app.example.com";

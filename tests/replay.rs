@@ -9,11 +9,11 @@ use anyhow::Result;
 use cors_filter_common::{http::SCAN_BYTES, origin::ORIGIN_MAX_LEN, stream::MAX_HEAD_LINES};
 use cors_filter_tests::{
     TempDir,
-    packet::{
+    frames::packet::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Ipv6Ext, Packet, TCP_ACK, TCP_SYN,
     },
-    pcap,
-    replay::{Replayed, replay, replay_files},
+    frames::pcap,
+    frames::replay::{Replayed, replay, replay_files},
     require_root,
 };
 

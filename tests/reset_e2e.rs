@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use cors_filter_tests::{
-    attempt::{self, Attempt},
-    bare_xdp::{BareAction, BareXdp},
-    bed::Bed,
-    client::{self, Family, MAX_TIME},
-    filter::{FilterHome, RunningFilter, counter},
-    netns::{CLIENT_IF, SERVER_V4},
-    server::PORT,
-    sockets::connections,
+    frames::bare_xdp::{BareAction, BareXdp},
+    harness::attempt::{self, Attempt},
+    harness::bed::Bed,
+    harness::client::{self, Family, MAX_TIME},
+    harness::filter::{FilterHome, RunningFilter, counter},
+    harness::netns::{CLIENT_IF, SERVER_V4},
+    harness::server::PORT,
+    harness::sockets::connections,
 };
 
 const ALLOWED: &str = "https://app.example.com";

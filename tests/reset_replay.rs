@@ -7,13 +7,13 @@
 
 use anyhow::{Result, ensure};
 use cors_filter_tests::{
-    packet::{
+    frames::packet::{
         ETH_P_8021AD, ETH_P_8021Q, Ipv6Ext, Packet, TCP_ACK, TCP_ACK_NUM, TCP_FIN, TCP_PSH,
         TCP_SEQ, TCP_SYN,
     },
-    replay::{replay, replay_with_replies},
+    frames::replay::{replay, replay_with_replies},
+    frames::reset::{ResetNumbers, check_reset},
     require_root,
-    reset::{ResetNumbers, check_reset},
 };
 
 const ALLOWED: &str = "https://app.example.net";

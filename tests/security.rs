@@ -10,20 +10,19 @@ use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command, ti
 
 use anyhow::{Context, Result};
 use cors_filter_tests::{
-    TempDir,
-    bed::Bed,
-    client::{self, Family},
-    cors_filter_bin,
-    filter::{FilterHome, RunningFilter, run_with_pins},
-    netns::SERVER_IF,
-    privileges::{
+    TempDir, cors_filter_bin,
+    harness::bed::Bed,
+    harness::client::{self, Family},
+    harness::filter::{FilterHome, RunningFilter, run_with_pins},
+    harness::netns::SERVER_IF,
+    harness::process::run_bounded,
+    require_root,
+    system::privileges::{
         NOBODY, PinDir, as_nobody, capability_mask, capability_wrapper, effective_capabilities,
         not_root_only, run_with_capabilities, walk,
     },
-    process::run_bounded,
-    require_root,
-    syscalls::{Trace, TracedFilter, parse_trace},
-    unit::{self, Unit},
+    system::syscalls::{Trace, TracedFilter, parse_trace},
+    system::unit::{self, Unit},
 };
 
 const ALLOWED: &str = "https://app.example.com";

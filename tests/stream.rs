@@ -7,7 +7,7 @@ use cors_filter_common::{
     Method, Outcome, Verdict,
     stream::{DEFAULT_MAX_HEAD_BYTES, MAX_HEAD_LINES, WHOLE_LINE},
 };
-use cors_filter_tests::stream_model::{Judged, Model, ModelPolicy, key};
+use cors_filter_tests::oracles::stream_model::{Judged, Model, ModelPolicy, key};
 
 const ALLOWED: &str = "https://app.example";
 const ISN: u32 = 0xffff_ff00; // sequence numbers wrap within the tests

@@ -2,7 +2,7 @@
 //! `stream_model`) against a reference that reads whole connections
 //! (`stream_reference`), on generated keep-alive connections
 //! (`stream_generate`) cut into segments at random offsets and delivered
-//! by a simulated client TCP, as `cors_filter_tests::stream_differential`
+//! by a simulated client TCP, as `cors_filter_tests::oracles::stream_differential`
 //! describes (what is checked is listed there). No workaround: every
 //! disagreement fails the test.
 //!
@@ -12,11 +12,13 @@
 
 use cors_filter_common::{Outcome, stream::DEFAULT_MAX_HEAD_BYTES};
 use cors_filter_tests::{
-    generate::Rng,
-    stream_differential::{Run, Tally, agrees, check, deliver, policies, report, run_plan},
-    stream_generate::{self, ALLOWED},
-    stream_model::key,
-    stream_reference::read_stream,
+    oracles::generate::Rng,
+    oracles::stream_differential::{
+        Run, Tally, agrees, check, deliver, policies, report, run_plan,
+    },
+    oracles::stream_generate::{self, ALLOWED},
+    oracles::stream_model::key,
+    oracles::stream_reference::read_stream,
 };
 
 const DEFAULT_SEED: u64 = 0x5712_ea3d_1ff0_0001;

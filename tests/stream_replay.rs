@@ -7,9 +7,9 @@
 
 use anyhow::Result;
 use cors_filter_tests::{
-    packet::{DST_PORT, DST_V4, SRC_V4, segment_frames},
-    replay::{assert_agrees, replay},
-    stream_model::{Model, ModelPolicy},
+    frames::packet::{DST_PORT, DST_V4, SRC_V4, segment_frames},
+    frames::replay::{assert_agrees, replay},
+    oracles::stream_model::{Model, ModelPolicy},
 };
 
 const ALLOWED: &str = "https://app.example";

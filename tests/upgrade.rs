@@ -19,14 +19,15 @@ use std::{
 use anyhow::{Context, Result, bail};
 use cors_filter_common::pinned::{LAYOUT, LayoutRecord, name};
 use cors_filter_tests::{
-    bed::Bed,
-    client::Family,
     cors_filter_bin,
-    filter::{FilterHome, RunningFilter, counter, run_binary_with_pins},
-    metrics::by_label,
-    preflight_loop::{PreflightLoop, Tally},
-    process::run_ok,
-    raw_client, release,
+    harness::bed::Bed,
+    harness::client::Family,
+    harness::filter::{FilterHome, RunningFilter, counter, run_binary_with_pins},
+    harness::metrics::by_label,
+    harness::preflight_loop::{PreflightLoop, Tally},
+    harness::process::run_ok,
+    harness::raw_client,
+    harness::release,
 };
 
 const ALLOWED: &str = "https://app.example.com";

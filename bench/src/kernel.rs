@@ -15,7 +15,7 @@ mod consumer;
 use anyhow::{Context, Result, bail};
 use aya::programs::{Xdp, XdpMode};
 use cors_filter_common::{Counter, FilterConfig, Mode, OnIncomplete};
-use cors_filter_tests::bare_xdp::{self, BareAction};
+use cors_filter_tests::frames::bare_xdp::{self, BareAction};
 use cors_filter_user::{
     config::TableSizes,
     kernel::filter::{Filter, Hook},

@@ -7,40 +7,15 @@
 //! traffic stays between the two namespaces a test created (or on their
 //! loopback), and every request is bounded by curl's `--max-time`.
 //!
-//! For tests of the BPF program alone, `packet` builds frames byte by byte
-//! and `pcap` writes them to capture files; those are never sent anywhere.
+//! The modules: [`harness`] (namespaces, peers, the filter), [`frames`]
+//! (frames built byte by byte for the program alone, never sent anywhere),
+//! [`oracles`] (references and models the filter is compared with) and
+//! [`system`] (privileges, system calls, linters, the systemd unit).
 
-pub mod attempt;
-pub mod bare_xdp;
-pub mod bed;
-pub mod browser;
-pub mod client;
-pub mod demo;
-pub mod filter;
-pub mod generate;
-pub mod metrics;
-pub mod netns;
-pub mod packet;
-pub mod pcap;
-pub mod preflight_loop;
-pub mod privileges;
-pub mod process;
-pub mod promtool;
-pub mod proxy_bed;
-pub mod raw_client;
-pub mod reference;
-pub mod release;
-pub mod replay;
-pub mod reset;
-pub mod server;
-pub mod sockets;
-pub mod stream_differential;
-pub mod stream_generate;
-pub mod stream_model;
-pub mod stream_reference;
-pub mod syscalls;
-pub mod tcpdump;
-pub mod unit;
+pub mod frames;
+pub mod harness;
+pub mod oracles;
+pub mod system;
 
 use std::{
     path::PathBuf,

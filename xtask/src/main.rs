@@ -125,7 +125,7 @@ fn main() -> Result<()> {
             require_root("cargo xtask demo")?;
             build(&root)?;
             let release = root.join("target/release");
-            cors_filter_tests::demo::run_demo(
+            cors_filter_tests::harness::demo::run_demo(
                 &release.join("cors-filter"),
                 &release.join("cors-test-server"),
             )
@@ -535,11 +535,11 @@ fn fuzz(root: &Path, time: Duration, kind: FuzzRun) -> Result<Fuzzed> {
     }
 
     let seeds = cors_filter_tests::TempDir::new("fuzz-seeds")?;
-    let mut rng = cors_filter_tests::generate::Rng::new(0xf022_5eed_0000_0001);
+    let mut rng = cors_filter_tests::oracles::generate::Rng::new(0xf022_5eed_0000_0001);
     for i in 0..FUZZ_SEEDS {
         // The target's input: a first byte (the port, and how many cutting
         // bytes follow), the cutting bytes, the connection's stream.
-        let conn = cors_filter_tests::stream_generate::connection(&mut rng);
+        let conn = cors_filter_tests::oracles::stream_generate::connection(&mut rng);
         let cuts = rng.below(8);
         let mut input = vec![(cuts as u8) << 1 | conn.protects_unsafe as u8];
         input.extend((0..cuts).map(|_| rng.next_u64() as u8));

@@ -3,8 +3,8 @@
 
 use anyhow::{Result, bail};
 use cors_filter_tests::{
-    bare_xdp::{BareAction, BareXdp},
-    netns::{NetnsPair, SERVER_IF, SERVER_V4},
+    frames::bare_xdp::{BareAction, BareXdp},
+    harness::netns::{NetnsPair, SERVER_IF, SERVER_V4},
 };
 
 use super::{

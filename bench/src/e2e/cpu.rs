@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, fs, process::Command};
 
 use anyhow::{Context, Result, bail};
-use cors_filter_tests::process::run_ok;
+use cors_filter_tests::harness::process::run_ok;
 
 /// Run time of every thread of process `pid`, in nanoseconds: the first
 /// field of each `schedstat` (the scheduler's `sum_exec_runtime`, which

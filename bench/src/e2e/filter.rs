@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use cors_filter_tests::{
-    filter::{FilterHome, RunningFilter},
-    netns::NetnsPair,
+    harness::filter::{FilterHome, RunningFilter},
+    harness::netns::NetnsPair,
 };
 
 use super::nginx::PORT;

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use cors_filter_tests::process::run_ok;
+use cors_filter_tests::harness::process::run_ok;
 
 /// A statistics counter of `ifname` in namespace `ns`, e.g. `tx_dropped`.
 pub fn counter(ns: &str, ifname: &str, counter: &str) -> Result<u64> {

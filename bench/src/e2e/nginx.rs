@@ -10,9 +10,9 @@ use std::{
 use anyhow::{Context, Result};
 use cors_filter_tests::{
     TempDir,
-    netns::{NetnsPair, SERVER_V4},
-    process::{Guarded, die_with_parent},
-    raw_client::enter_netns,
+    harness::netns::{NetnsPair, SERVER_V4},
+    harness::process::{Guarded, die_with_parent},
+    harness::raw_client::enter_netns,
 };
 
 const NGINX: &str = "/usr/sbin/nginx";

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cors_filter_tests::{
     TempDir,
-    bare_xdp::{BareAction, BareXdp},
-    netns::{CLIENT_IF, CLIENT_V4, NetnsPair, SERVER_IF, SERVER_V4},
+    frames::bare_xdp::{BareAction, BareXdp},
+    harness::netns::{CLIENT_IF, CLIENT_V4, NetnsPair, SERVER_IF, SERVER_V4},
 };
 
 use super::{

@@ -12,8 +12,8 @@ use std::{
 use super::nginx::CLIENT_CPU;
 use anyhow::{Context, Result, bail};
 use cors_filter_tests::{
-    packet::{Packet, TCP_SYN, checksum},
-    raw_client::enter_netns,
+    frames::packet::{Packet, TCP_SYN, checksum},
+    harness::raw_client::enter_netns,
 };
 
 /// Frames per `sendmmsg` call, at most.

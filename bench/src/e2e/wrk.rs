@@ -3,7 +3,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use cors_filter_tests::process::run_bounded;
+use cors_filter_tests::harness::process::run_bounded;
 
 use super::nginx::CLIENT_CPU;
 

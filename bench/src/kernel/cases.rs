@@ -2,7 +2,9 @@
 
 use anyhow::{Result, anyhow};
 use cors_filter_common::Counter;
-use cors_filter_tests::packet::{DST_PORT, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Packet, TCP_SYN};
+use cors_filter_tests::frames::packet::{
+    DST_PORT, ETH_P_8021Q, ETH_P_ARP, IPPROTO_UDP, Packet, TCP_SYN,
+};
 use cors_filter_user::allow_entry::{AllowEntry, parse_entry};
 
 /// The inspected port: the frame builder's default destination port. It

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{Guarded, die_with_parent};
+use crate::harness::process::{Guarded, die_with_parent};
 
 const READY_LIMIT: Duration = Duration::from_secs(10);
 /// The file is taken as complete when it has not grown for this long...

@@ -3,7 +3,7 @@
 //! `stream_generate` puts in the connections it makes. The same seed gives
 //! the same origins.
 
-use crate::reference::Listed;
+use crate::oracles::reference::Listed;
 
 /// xorshift64*: small, fast, and good enough to pick test cases.
 pub struct Rng(u64);

@@ -1,6 +1,6 @@
 //! The connection tracking (`cors_filter_common::stream`, run by
-//! [`stream_model`](crate::stream_model)) against a reference that reads
-//! whole connections ([`stream_reference`](crate::stream_reference)): a
+//! [`stream_model`](crate::oracles::stream_model)) against a reference that reads
+//! whole connections ([`stream_reference`](crate::oracles::stream_reference)): a
 //! connection's bytes, cut into segments, delivered by a simulated client
 //! TCP, and what the filter did checked against the reference's reading.
 //! `tests/stream_differential.rs` runs it on generated connections, the fuzz
@@ -40,11 +40,11 @@ use std::collections::{BTreeMap, VecDeque};
 use cors_filter_common::{Method, MethodSet, Outcome, Verdict, stream::ConnKey};
 
 use crate::{
-    generate::Rng,
-    reference::{Allowlist, Expected, Listed},
-    stream_generate::ALLOWED,
-    stream_model::{Judged, Model, ModelPolicy, key},
-    stream_reference::{Reading, read_stream},
+    oracles::generate::Rng,
+    oracles::reference::{Allowlist, Expected, Listed},
+    oracles::stream_generate::ALLOWED,
+    oracles::stream_model::{Judged, Model, ModelPolicy, key},
+    oracles::stream_reference::{Reading, read_stream},
 };
 
 pub const MSS: usize = 1460;

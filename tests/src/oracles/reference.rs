@@ -1,6 +1,6 @@
 //! What the filter's judgment of one request head is compared with, shared
 //! by the whole-stream reference
-//! ([`stream_reference`](crate::stream_reference)), which reads the heads
+//! ([`stream_reference`](crate::oracles::stream_reference)), which reads the heads
 //! and bodies out of a connection's bytes and makes a [`Head`] of each;
 //! written independently of the filter's parser.
 //!
@@ -493,8 +493,9 @@ mod tests {
             Listed::only("https://get.example", &["GET"]),
         ]);
         let expect = |request: &str| {
-            crate::stream_reference::read_stream(request.as_bytes(), true, &list).requests[0]
-                .expected
+            crate::oracles::stream_reference::read_stream(request.as_bytes(), true, &list).requests
+                [0]
+            .expected
         };
         let unsafe_from = |origin: &str| format!("DELETE / HTTP/1.1\r\nOrigin: {origin}\r\n\r\n");
         assert_eq!(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::{
-    client::{CurlRun, Family, PREFLIGHT_PATH, preflight_args, run_curl},
-    netns::NetnsPair,
+    harness::client::{CurlRun, Family, PREFLIGHT_PATH, preflight_args, run_curl},
+    harness::netns::NetnsPair,
 };
 
 /// curl's exit codes.
@@ -72,7 +72,7 @@ impl Attempt {
             Some(status) => format!("HTTP {status}"),
             None if self.timed_out() => format!(
                 "no response within {}s (dropped)",
-                crate::client::MAX_TIME.as_secs()
+                crate::harness::client::MAX_TIME.as_secs()
             ),
             None if self.was_reset() => "connection reset".to_owned(),
             None => format!("no response: {}", self.error),
@@ -86,7 +86,7 @@ impl Attempt {
 }
 
 /// A CORS preflight from `origin` to the test server, as `client::preflight`
-/// sends it, bounded by [`MAX_TIME`](crate::client::MAX_TIME), whatever its
+/// sends it, bounded by [`MAX_TIME`](crate::harness::client::MAX_TIME), whatever its
 /// outcome.
 pub fn preflight(pair: &NetnsPair, family: Family, origin: &str) -> Result<Attempt> {
     let args = preflight_args(origin);

@@ -5,11 +5,11 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use crate::{
-    client::{self, Family, Reply},
-    filter::{FilterHome, RunningFilter},
-    netns::{NetnsPair, SERVER_IF, SERVER_V4},
+    harness::client::{self, Family, Reply},
+    harness::filter::{FilterHome, RunningFilter},
+    harness::netns::{NetnsPair, SERVER_IF, SERVER_V4},
+    harness::server::{PORT, TestServer},
     require_root,
-    server::{PORT, TestServer},
 };
 
 const GOOD: &str = "https://app.example.com";

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     TempDir,
-    netns::{NetnsPair, SERVER_V4, SERVER_V6},
-    process::{Guarded, die_with_parent},
+    harness::netns::{NetnsPair, SERVER_V4, SERVER_V6},
+    harness::process::{Guarded, die_with_parent},
 };
 
 pub const PORT: u16 = 8080;

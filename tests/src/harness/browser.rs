@@ -21,9 +21,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     TempDir,
-    netns::{CLIENT_V4, NetnsPair, SERVER_V4},
-    process::{die_with_parent, run_ok},
-    server::{self, TestServer},
+    harness::netns::{CLIENT_V4, NetnsPair, SERVER_V4},
+    harness::process::{die_with_parent, run_ok},
+    harness::server::{self, TestServer},
 };
 
 /// Debian's Chromium binary. The `/usr/bin/chromium` wrapper would add

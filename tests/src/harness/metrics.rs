@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::process::run_ok;
+use crate::harness::process::run_ok;
 
 /// `series -> value`, keyed by the series as written: `name` or `name{labels}`.
 pub type Metrics = BTreeMap<String, u64>;

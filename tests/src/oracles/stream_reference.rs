@@ -17,7 +17,7 @@
 //!   refuses, or both headers (which servers read differently), ends what
 //!   is expected of the connection, as does a protocol switch (`CONNECT`,
 //!   `Upgrade`) after its head (the filter stops following there).
-//! - Each head is judged with [`reference`](crate::reference)'s rules
+//! - Each head is judged with [`reference`](crate::oracles::reference)'s rules
 //!   ([`Head::expected`]): a preflight is `OPTIONS` with
 //!   `Origin` and `Access-Control-Request-Method`; an unsafe request is a
 //!   method not in [`SAFE_METHODS`] to a port that protects them; the
@@ -37,7 +37,7 @@ use cors_filter_common::{
     stream::{DEFAULT_MAX_HEAD_BYTES, MAX_HEAD_LINES},
 };
 
-use crate::reference::{Allowlist, Expected, Head, SAFE_METHODS, method_name};
+use crate::oracles::reference::{Allowlist, Expected, Head, SAFE_METHODS, method_name};
 
 /// One request of the stream, as the reference reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -534,7 +534,7 @@ fn chunked_end(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::Listed;
+    use crate::oracles::reference::Listed;
 
     #[test]
     fn a_stream_is_split_into_requests() {

@@ -8,10 +8,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    attempt::{Attempt, CURL_TIMED_OUT},
-    netns::{NetnsPair, SERVER_V4, SERVER_V6},
-    process::run_bounded,
-    server::PORT,
+    harness::attempt::{Attempt, CURL_TIMED_OUT},
+    harness::netns::{NetnsPair, SERVER_V4, SERVER_V6},
+    harness::process::run_bounded,
+    harness::server::PORT,
 };
 
 /// How long curl waits for an answer; a dropped preflight takes all of it.

@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{client::Family, netns::NetnsPair, raw_client};
+use crate::{harness::client::Family, harness::netns::NetnsPair, harness::raw_client};
 
 /// At most this many requests per loop, whatever its time bound.
 const MAX_REQUESTS: u64 = 1_000_000;

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::wait_bounded;
+use crate::harness::process::wait_bounded;
 
 /// Fails unless `promtool check metrics` accepts `text` without a word: a
 /// missing promtool, an error or a lint warning all fail.

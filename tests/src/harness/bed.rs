@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::{
-    filter::{FilterHome, RunningFilter},
-    netns::{NetnsPair, SERVER_IF},
+    harness::filter::{FilterHome, RunningFilter},
+    harness::netns::{NetnsPair, SERVER_IF},
+    harness::server::{ServerOptions, TestServer},
     require_root,
-    server::{ServerOptions, TestServer},
 };
 
 pub struct Bed {

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{process::run_ok, unique_suffix};
+use crate::{harness::process::run_ok, unique_suffix};
 
 /// Interface names inside the namespaces (each namespace has its own names).
 pub const CLIENT_IF: &str = "veth-c";

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{TempDir, cors_filter_bin, pcap, process::wait_bounded};
+use crate::{TempDir, cors_filter_bin, frames::pcap, harness::process::wait_bounded};
 
 /// Longer than any replay in the suite takes (the largest, over 100,000
 /// frames, takes a few seconds).
@@ -42,7 +42,7 @@ pub struct ReplayedEvent {
 
 /// Checks that the kernel's answer for a frame (`line`) is the model's
 /// (`judged`): the same verdict and reason; `what` names the frame.
-pub fn assert_agrees(line: &Replayed, judged: &crate::stream_model::Judged, what: &str) {
+pub fn assert_agrees(line: &Replayed, judged: &crate::oracles::stream_model::Judged, what: &str) {
     let verdict = format!("{:?}", judged.verdict).to_lowercase();
     let reason = judged.outcome.replay_reason().name();
     assert_eq!(

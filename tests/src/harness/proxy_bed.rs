@@ -32,18 +32,16 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    TempDir,
-    attempt::Attempt,
-    bare_xdp::{BareAction, BareXdp},
-    client::CurlRun,
-    cors_filter_bin,
-    filter::{FilterHome, RunningFilter},
-    netns::{CLIENT_V4, SERVER_IF, delete_stale_namespaces, offloads_off},
-    process::{Guarded, die_with_parent, run_bounded, run_ok},
-    raw_client::enter_netns,
-    require_root,
-    server::{ServerOptions, TestServer},
-    unique_suffix,
+    TempDir, cors_filter_bin,
+    frames::bare_xdp::{BareAction, BareXdp},
+    harness::attempt::Attempt,
+    harness::client::CurlRun,
+    harness::filter::{FilterHome, RunningFilter},
+    harness::netns::{CLIENT_V4, SERVER_IF, delete_stale_namespaces, offloads_off},
+    harness::process::{Guarded, die_with_parent, run_bounded, run_ok},
+    harness::raw_client::enter_netns,
+    harness::server::{ServerOptions, TestServer},
+    require_root, unique_suffix,
 };
 
 /// The browser's address: the two-namespace bed's client address, so that
@@ -722,13 +720,13 @@ pub const READY_TRIES: u32 = 20;
 /// The path the page's PUT (and so its preflight) goes to.
 pub const PAGE_PUT_PATH: &str = "/api/items/1";
 
-/// The page for [`crate::browser::PageServer::start_in`]: first it fetches
+/// The page for [`crate::harness::browser::PageServer::start_in`]: first it fetches
 /// [`PROXY_READY_PATH`] from the proxy until that works (the browser
 /// trusts the proxy's certificate, at most [`READY_TRIES`] tries); then,
 /// with `run=put`, it sends a PUT with a JSON body and an `X-Token` header
 /// (preflighted) to `https://api.proxy.test/api/items/1` and reports
 /// `status=N body=TEXT ms=N ready_tries=N` or `error=NAME ms=N
-/// ready_tries=N` as scenario `put`, the protocol of [`crate::browser`]'s
+/// ready_tries=N` as scenario `put`, the protocol of [`crate::harness::browser`]'s
 /// page (`frame=URL` loads more pages in iframes).
 pub fn page_html() -> String {
     const PAGE: &str = r#"<!doctype html>

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::run_bounded;
+use crate::harness::process::run_bounded;
 
 /// The release the upgrade tests start from: the last one before the
 /// layout record (pins of layout 1).

@@ -5,7 +5,7 @@
 //! bodies holding what looks like a request. The same seed gives the same
 //! connections.
 
-use crate::generate::{self, Rng, random_case};
+use crate::oracles::generate::{self, Rng, random_case};
 
 /// The origins the connections are judged against (any method).
 pub const ALLOWED: [&str; 2] = ["https://app.example.com", "http://localhost:8080"];

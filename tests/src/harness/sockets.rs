@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::process::run_ok;
+use crate::harness::process::run_ok;
 
 /// One TCP socket: its state (`ESTAB`, `FIN-WAIT-1`, ...) and addresses
 /// (`198.18.0.2:8080`, `[fd00:c0f::2]:8080`).

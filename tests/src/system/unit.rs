@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{TempDir, process::run_bounded};
+use crate::{TempDir, harness::process::run_bounded};
 
 /// The unit file in the source tree.
 pub fn unit_path() -> PathBuf {

@@ -14,9 +14,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    filter::{FilterHome, remove_pin_dir, run_arguments},
-    netns::NetnsPair,
-    process::run_bounded,
+    harness::filter::{FilterHome, remove_pin_dir, run_arguments},
+    harness::netns::NetnsPair,
+    harness::process::run_bounded,
     unique_suffix,
 };
 

@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     TempDir, cors_filter_bin, existing_binary,
-    metrics::{self, Metrics},
-    netns::{NetnsPair, SERVER_IF, left_by_dead_run},
-    process::{Guarded, die_with_parent, run_bounded},
+    harness::metrics::{self, Metrics},
+    harness::netns::{NetnsPair, SERVER_IF, left_by_dead_run},
+    harness::process::{Guarded, die_with_parent, run_bounded},
     unique_suffix,
 };
 

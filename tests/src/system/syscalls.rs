@@ -12,10 +12,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    filter::{FilterHome, METRICS_PORT, run_arguments},
-    metrics,
-    netns::NetnsPair,
-    process::{Guarded, die_with_parent, wait_bounded},
+    harness::filter::{FilterHome, METRICS_PORT, run_arguments},
+    harness::metrics,
+    harness::netns::NetnsPair,
+    harness::process::{Guarded, die_with_parent, wait_bounded},
 };
 
 const READY_LIMIT: Duration = Duration::from_secs(90);

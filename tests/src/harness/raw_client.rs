@@ -18,9 +18,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    client::Family,
-    netns::{NetnsPair, SERVER_V4, SERVER_V6},
-    server::PORT,
+    harness::client::Family,
+    harness::netns::{NetnsPair, SERVER_V4, SERVER_V6},
+    harness::server::PORT,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

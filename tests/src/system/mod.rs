@@ -1,0 +1,8 @@
+//! Checks of the system around the filter: privileges and capabilities, the
+//! system calls and paths of `run`, the Prometheus linter, the shipped
+//! systemd unit.
+
+pub mod privileges;
+pub mod promtool;
+pub mod syscalls;
+pub mod unit;
