@@ -415,7 +415,7 @@ fn test(root: &Path) -> Result<()> {
     let mut command = Command::new("cargo");
     command
         .current_dir(root)
-        .args(["test", "--release", "--tests"])
+        .args(["test", "--release", "--no-fail-fast", "--tests"])
         .args(&packages)
         .env("CORS_FILTER_BIN", &bin)
         .stdout(Stdio::piped());
