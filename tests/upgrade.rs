@@ -174,6 +174,31 @@ fn link_programs(pin_dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Whether one preflight from `origin` is answered.
+fn answered(bed: &Bed, origin: &str) -> Result<bool> {
+    let request = raw_client::preflight(origin.as_bytes());
+    Ok(raw_client::send(&bed.pair, Family::V4, &request, WAIT)?.is_some())
+}
+
+/// The preflights `tallies` sent since `before`, each counted once in
+/// `after`: allowed, and denied (with `more_denied` others).
+fn assert_counted(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    tallies: &BTreeMap<String, Tally>,
+    more_denied: u64,
+) -> Result<()> {
+    let allowed = tally(tallies, ALLOWED)?.sent + tally(tallies, ADDED)?.sent;
+    let denied = tally(tallies, DENIED)?.sent + more_denied;
+    for (name, sent) in [("preflight_allow", allowed), ("preflight_deny", denied)] {
+        let counted = counter(after, name) - counter(before, name);
+        if counted != sent {
+            bail!("{name}: {sent} sent, {counted} counted (before {before}, after {after})");
+        }
+    }
+    Ok(())
+}
+
 fn denied_by_origin(filter: &RunningFilter) -> Result<u64> {
     Ok(by_label(
         &filter.metric_values()?,
@@ -198,6 +223,8 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
         release::PREVIOUS
     );
     filter.cli_ok(&["allow", "add", ADDED])?;
+    // Before any preflight: the counts below are exact.
+    let before = filter.stats()?;
 
     // Two loops: the allowed preflights as fast as they are answered, the
     // denied ones each waited on.
@@ -206,10 +233,9 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
     sleep(Duration::from_millis(1500));
     let cut = CutHead::open(&bed)?;
-    let before = filter.stats()?;
     let by_origin_before = denied_by_origin(&filter)?;
-    if by_origin_before == 0 {
-        bail!("the old daemon counted no denial per origin: {before}");
+    if by_origin_before == 0 || counter(&filter.stats()?, "preflight_deny") == 0 {
+        bail!("the old program counted no denial before the upgrade");
     }
     let programs_before = link_programs(filter.pin_dir())?;
 
@@ -255,27 +281,26 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     // No pin is left under a staging name.
     assert_eq!(staged_pins(filter.pin_dir())?, Vec::<String>::new());
 
-    // Counters go on from the old program's: every preflight the loop
-    // sent was judged by one program or the other, and counted.
-    for (name, sent) in [
-        ("preflight_deny", tally(&across, DENIED)?.sent),
-        (
-            "preflight_allow",
-            tally(&across, ALLOWED)?.sent + tally(&across, ADDED)?.sent,
-        ),
-    ] {
-        assert!(
-            counter(&after, name) >= counter(&before, name).max(sent),
-            "{name}: before {before}, after {after}, sent {sent}"
-        );
-    }
+    // Counters go on from the old program's: every preflight the loops
+    // sent was judged by one program or the other and counted once, the
+    // cut head's included.
+    assert_counted(&before, &after, &across, 1)?;
     assert!(
         counter(&after, "policies_installed") > counter(&before, "policies_installed"),
         "{after}"
     );
-    // The `allow add` made with the old version is still in force.
+    // The `allow add` made with the old version is still in force, and
+    // `allow` edits the maps the new program reads.
     let listed = filter.cli_ok(&["allow", "list"])?;
     assert!(listed.contains(ADDED), "{listed}");
+    assert!(answered(&bed, ADDED)?, "{ADDED} dropped after the upgrade");
+    filter.cli_ok(&["allow", "remove", ADDED])?;
+    assert!(
+        !answered(&bed, ADDED)?,
+        "{ADDED} answered after `allow remove`"
+    );
+    filter.cli_ok(&["allow", "add", ADDED])?;
+    assert!(answered(&bed, ADDED)?, "{ADDED} dropped after `allow add`");
     // Per-origin denial counts went on, the events queued while no daemon
     // read them included: every denied preflight of the loop is counted.
     let wanted = tally(&across, DENIED)?.sent;
@@ -380,9 +405,10 @@ fn staged_pins(pin_dir: &Path) -> Result<Vec<String>> {
     Ok(staged)
 }
 
-/// An upgrade killed half-way (after the links switched; then again after
-/// the first staged map took its name) leaves the filter enforcing, and
-/// the next run finishes it.
+/// An upgrade killed half-way (after the links switched; again after the
+/// old counters were carried; again after the first staged map took its
+/// name) leaves the filter enforcing, and the next run finishes it, with
+/// every count.
 #[test]
 fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
     let previous = release::binary(release::PREVIOUS)?;
@@ -391,15 +417,20 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
     let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
     let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, &[])?;
     filter.cli_ok(&["allow", "add", ADDED])?;
+    let before = filter.stats()?;
     let limit = Duration::from_secs(90);
     let allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
     let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
     sleep(Duration::from_millis(1000));
-    let before = filter.stats()?;
     let programs_before = link_programs(filter.pin_dir())?;
     filter.stop_process()?;
 
-    for (failpoint, staged) in [("upgrade-switched", true), ("upgrade-renamed", true)] {
+    // Each run takes over what the one before left, and is killed further on.
+    for (failpoint, staged) in [
+        ("upgrade-switched", true),
+        ("upgrade-carried", true),
+        ("upgrade-renamed", true),
+    ] {
         let out = run_binary_with_pins(
             &current,
             &bed.pair,
@@ -446,12 +477,94 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
         Some(LAYOUT)
     );
     assert_eq!(staged_pins(filter.pin_dir())?, Vec::<String>::new());
-    let after = filter.stats()?;
-    assert!(
-        counter(&after, "preflight_deny") >= counter(&before, "preflight_deny"),
-        "before {before}, after {after}"
-    );
+    assert_counted(&before, &filter.stats()?, &across, 0)?;
     let listed = filter.cli_ok(&["allow", "list"])?;
     assert!(listed.contains(ADDED), "{listed}");
+    filter.stop()
+}
+
+/// `ip` in the server namespace of `bed`.
+fn server_ip(bed: &Bed, args: &[&str]) -> Result<()> {
+    run_ok(Command::new("ip").args(["-n", &bed.pair.server]).args(args)).map(drop)
+}
+
+/// The ids of the maps program `id` uses.
+fn program_maps(id: u64) -> Result<Vec<u64>> {
+    let out = run_ok(Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]))?;
+    let prog: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(prog["map_ids"]
+        .as_array()
+        .context("a program without maps")?
+        .iter()
+        .filter_map(|id| id.as_u64())
+        .collect())
+}
+
+/// The id of the map pinned at `path`.
+fn pinned_map_id(path: &Path) -> Result<u64> {
+    let out = run_ok(Command::new("bpftool").args([
+        "-j",
+        "map",
+        "show",
+        "pinned",
+        &path.to_string_lossy(),
+    ]))?;
+    let map: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    map["id"].as_u64().context("a map without an id")
+}
+
+/// The upgrade switches every link, also on interfaces the run was not
+/// given and on the other hook (it loads that program too), and removes
+/// the pin of a link whose interface is gone: here the previous release
+/// ran TC on the veth and on two more interfaces, one deleted since, and
+/// this build starts with XDP on the veth only.
+#[test]
+fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
+    let previous = release::binary(release::PREVIOUS)?;
+    let current = cors_filter_bin()?;
+    let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
+    // Veth pairs with both ends in the server namespace (this kernel may
+    // have no dummy interfaces); they go with the namespace.
+    for (name, peer) in [("cfu0", "cfu0p"), ("cfu1", "cfu1p")] {
+        server_ip(&bed, &["link", "add", name, "type", "veth", "peer", "name", peer])?;
+        server_ip(&bed, &["link", "set", name, "up"])?;
+        server_ip(&bed, &["link", "set", peer, "up"])?;
+    }
+    let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
+    let tc_everywhere = ["--attach", "tc", "--iface", "cfu0", "--iface", "cfu1"];
+    let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, &tc_everywhere)?;
+    filter.stop_process()?;
+    server_ip(&bed, &["link", "del", "cfu1"])?;
+    let programs_before = link_programs(filter.pin_dir())?;
+    assert_eq!(programs_before.len(), 3);
+
+    filter.use_binary(&current)?;
+    filter.use_args(&[]);
+    filter.restart()?;
+    let log = filter.log();
+    assert!(log.contains("upgraded the pins"), "{log}");
+    assert!(log.contains("its interface is gone"), "{log}");
+    let mut pins: Vec<String> = std::fs::read_dir(filter.pin_dir())?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .filter(|name: &Result<String>| name.as_ref().map_or(true, |n| n.starts_with("link-")))
+        .collect::<Result<_>>()?;
+    pins.sort();
+    assert_eq!(pins, ["link-cfu0-tc", "link-veth-s-xdp-native"]);
+    // Both links run a new program, and both programs use the maps now
+    // pinned: the policy that `allow` and `reload` edit.
+    let config_map = pinned_map_id(&filter.pin_dir().join(name::CONFIG))?;
+    for id in link_programs(filter.pin_dir())? {
+        assert!(
+            !programs_before.contains(&id),
+            "a link still runs the old program"
+        );
+        assert!(
+            program_maps(id)?.contains(&config_map),
+            "program {id} reads another CONFIG"
+        );
+    }
+    assert!(answered(&bed, ALLOWED)?);
+    assert!(!answered(&bed, DENIED)?);
+    assert!(!bed.server.saw_origin(DENIED)?);
     filter.stop()
 }

@@ -36,6 +36,10 @@ pub mod name {
     pub const SCRATCH: &str = "SCRATCH";
     /// The [`super::LayoutRecord`]; made and pinned by userspace only.
     pub const LAYOUT: &str = "LAYOUT";
+    /// The counters an upgrade carried from the maps before it (an array
+    /// of `Counter::SLOTS` totals), which readers add to `COUNTERS`.
+    /// Made and pinned by userspace only, by an upgrade from layout 1.
+    pub const COUNTERS_CARRIED: &str = "COUNTERS_CARRIED";
 }
 
 /// The layout of the pins this build makes and reads.

@@ -64,8 +64,11 @@ pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Res
         Change::Add(methods) => changes.record_add(&entry.origin, methods),
         Change::Remove => changes.record_remove(&entry.origin),
     }
+    // Opened first: pins of a layout this build does not read are refused
+    // before anything is saved.
+    let running = running_policy(pin_dir)?;
     state.save_changes(&changes)?;
-    let Some(mut policy) = running_policy(pin_dir)? else {
+    let Some(mut policy) = running else {
         not_running_note(pin_dir, &state);
         return Ok(());
     };

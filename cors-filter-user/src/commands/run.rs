@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::programs::XdpMode;
 use cors_filter_common::pinned::LAYOUT;
 use tokio::{
@@ -22,7 +22,7 @@ use crate::{
     denials::{Denials, Tracker},
     kernel::filter::{Attached, Filter, Hook, MapPins},
     kernel::layout::{self, Pins},
-    kernel::links::{detach_pinned, ifindex, link_pins},
+    kernel::links::{LinkPin, detach_pinned, ifindex, link_pins, link_state},
     kernel::pins::{prepare_pin_dir, remove_pins},
     metrics,
     metrics::exposure,
@@ -80,6 +80,10 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         upgrade: upgrade.as_deref(),
     };
     let (mut filter, logger) = Filter::load(hook, Some(map_pins), tables)?;
+    let elsewhere = match pins {
+        Pins::Older(_) => check_upgrade(&mut filter, &args.ifaces, pin_dir)?,
+        _ => Vec::new(),
+    };
     // Held until the links run the new program, so that no `allow` edit
     // goes to maps an upgrade is about to replace.
     let allowlist_lock = state.lock_allowlist()?;
@@ -114,50 +118,14 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             }
         );
     }
-    if let Pins::Older(upgrade) = &mut pins {
-        upgrade.copy_counters(pin_dir, &mut filter.counters_mut()?)?;
-    }
-    for iface in &args.ifaces {
-        match filter.attach(iface)? {
-            Attached::New => log::info!("attached to {iface} ({:?})", hook),
-            Attached::Adopted => log::info!(
-                "adopted the filter pinned on {iface} ({:?}): its link now runs this program",
-                hook
-            ),
-            Attached::Moved(old) => log::info!(
-                "attached to {iface} ({:?}), then detached the filter pinned there on {}",
-                hook,
-                old.as_str()
-            ),
+    let upgrading = matches!(pins, Pins::Older(_));
+    attach_all(&mut filter, &args.ifaces, hook, pin_dir, pins, elsewhere).map_err(|e| {
+        if upgrading {
+            e.context("the upgrade stopped half-way: every interface still enforces, each link with the old program or this one, each with its own maps; run `cors-filter run` again to finish it")
+        } else {
+            e
         }
-    }
-    for other in link_pins(pin_dir)?
-        .iter()
-        .filter(|p| !args.ifaces.contains(&p.iface))
-    {
-        if let Pins::Older(_) = pins {
-            // Its maps are about to go: it must run the new program too.
-            filter.switch_link(other)?;
-            log::info!(
-                "switched the filter pinned on {} ({}) to the new program",
-                other.iface,
-                other.hook.as_str()
-            );
-        }
-        log::warn!(
-            "the filter stays attached to {} ({}), which this run was not given; `cors-filter detach --iface {}` removes it",
-            other.iface,
-            other.hook.as_str(),
-            other.iface
-        );
-    }
-    if let Pins::Older(upgrade) = pins {
-        let from = upgrade.from;
-        upgrade.finish(pin_dir, &mut filter.counters_mut()?)?;
-        log::info!(
-            "upgraded the pins from layout {from} to layout {LAYOUT} in place: every link runs this program"
-        );
-    }
+    })?;
     drop(allowlist_lock);
     log::info!("maps and links pinned in {}", pin_dir.display());
 
@@ -227,6 +195,94 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         log::info!(
             "{signal}: exiting; the filter stays attached and enforcing (pinned in {}); `cors-filter detach --all` removes it",
             pin_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Before an upgrade's first link switch, checks what can be checked: the
+/// link pins of `ifaces` (see `Filter::survey`), and those of the other
+/// interfaces, which the upgrade switches too: it loads the program each
+/// needs (while it still can, see `Filter::load_program_for`) and removes
+/// those whose interface is gone. Returns the links to switch.
+fn check_upgrade(filter: &mut Filter, ifaces: &[String], pin_dir: &Path) -> Result<Vec<LinkPin>> {
+    for iface in ifaces {
+        filter.survey(iface)?;
+    }
+    let mut elsewhere = Vec::new();
+    for pin in link_pins(pin_dir)?
+        .into_iter()
+        .filter(|p| !ifaces.contains(&p.iface))
+    {
+        let state = link_state(&pin.path)?;
+        if state.ifindex == 0 {
+            log::warn!("removing {}: its interface is gone", pin.path.display());
+            detach_pinned(&pin.path)?;
+            continue;
+        }
+        if !state.is_on(pin.hook, state.ifindex) {
+            bail!(
+                "{} is a bpf link of another kind than its name says ({}); remove it with `cors-filter --pin-dir {} detach --iface {}`",
+                pin.path.display(),
+                pin.hook.as_str(),
+                pin_dir.display(),
+                pin.iface
+            );
+        }
+        filter.load_program_for(pin.hook)?;
+        elsewhere.push(pin);
+    }
+    Ok(elsewhere)
+}
+
+/// Attaches to `ifaces`; in an upgrade, switches the links `elsewhere` too
+/// (their maps are about to go) and finishes it.
+fn attach_all(
+    filter: &mut Filter,
+    ifaces: &[String],
+    hook: Hook,
+    pin_dir: &Path,
+    pins: Pins,
+    elsewhere: Vec<LinkPin>,
+) -> Result<()> {
+    for iface in ifaces {
+        match filter.attach(iface)? {
+            Attached::New => log::info!("attached to {iface} ({:?})", hook),
+            Attached::Adopted => log::info!(
+                "adopted the filter pinned on {iface} ({:?}): its link now runs this program",
+                hook
+            ),
+            Attached::Moved(old) => log::info!(
+                "attached to {iface} ({:?}), then detached the filter pinned there on {}",
+                hook,
+                old.as_str()
+            ),
+        }
+    }
+    for other in &elsewhere {
+        filter.switch_link(other)?;
+        log::info!(
+            "switched the filter pinned on {} ({}) to the new program",
+            other.iface,
+            other.hook.as_str()
+        );
+    }
+    for other in link_pins(pin_dir)?
+        .iter()
+        .filter(|p| !ifaces.contains(&p.iface))
+    {
+        log::warn!(
+            "the filter stays attached to {} ({}), which this run was not given; `cors-filter detach --iface {}` removes it",
+            other.iface,
+            other.hook.as_str(),
+            other.iface
+        );
+    }
+    if let Pins::Older(upgrade) = pins {
+        let from = upgrade.from;
+        upgrade.finish(pin_dir)?;
+        log::info!(
+            "upgraded the pins from layout {from} to layout {LAYOUT} in place: every link runs this program"
         );
     }
     Ok(())

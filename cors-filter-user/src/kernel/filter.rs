@@ -84,12 +84,26 @@ impl MapPins<'_> {
     }
 }
 
+/// A survey of one interface's link pins (see [`Filter::survey`]).
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// The link of this run's hook, to switch to the new program.
+    pub adopt: Option<LinkPin>,
+    /// Links of the other hook, to detach once this run's is in place.
+    pub others: Vec<LinkPin>,
+    /// Links whose interface is gone, to remove.
+    pub gone: Vec<LinkPin>,
+}
+
 pub struct Filter {
     ebpf: Ebpf,
     hook: Hook,
     /// Where the maps and links are pinned; `None` for a program that is
     /// only test-run.
     pin_dir: Option<PathBuf>,
+    /// Whether maps were taken out of the object (and their descriptors
+    /// closed with them): no program may be loaded after.
+    maps_taken: bool,
 }
 
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
@@ -161,6 +175,7 @@ impl Filter {
                 ebpf,
                 hook,
                 pin_dir: pins.map(|pins| pins.dir.to_owned()),
+                maps_taken: false,
             },
             logger,
         ))
@@ -168,6 +183,7 @@ impl Filter {
 
     /// The policy maps of this program, taken out of the object.
     pub fn take_policy_maps(&mut self) -> Result<PolicyMaps> {
+        self.maps_taken = true;
         PolicyMaps::take(&mut self.ebpf)
     }
 
@@ -201,23 +217,43 @@ impl Filter {
         sum_counters(&counters)
     }
 
-    /// The program's counter map, to write (an upgrade copies the old
-    /// counters into it).
-    pub fn counters_mut(&mut self) -> Result<PerCpuArray<&mut MapData, u64>> {
-        let map = self
-            .ebpf
-            .map_mut(name::COUNTERS)
-            .context("the eBPF object has no map COUNTERS")?;
-        PerCpuArray::try_from(map).context("COUNTERS is not the expected per-CPU array")
+    /// Loads (and so verifies) the program for `hook`'s kind too, besides
+    /// the one `load` did: for an upgrade, which switches every link,
+    /// whatever its hook. Only before the maps are taken out of the
+    /// object: a program gets its maps' descriptors when it loads.
+    pub fn load_program_for(&mut self, hook: HookName) -> Result<()> {
+        if self.maps_taken {
+            bail!(
+                "the program for {} must be loaded before the maps are taken",
+                hook.as_str()
+            );
+        }
+        if hook.is_xdp() {
+            let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
+            if program.fd().is_err() {
+                program
+                    .load()
+                    .context("the kernel rejected the XDP program")?;
+            }
+        } else {
+            let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
+            if program.fd().is_err() {
+                program
+                    .load()
+                    .context("the kernel rejected the TC program")?;
+            }
+        }
+        Ok(())
     }
 
     /// Switches the link pinned at `pin` to this object's program for
-    /// the link's hook (loading that program if it is not the one `load`
-    /// verified): for an upgrade, which leaves no link on the old program.
+    /// the link's hook (loaded by `load` or [`Filter::load_program_for`]):
+    /// for an upgrade, which leaves no link on the old program.
     pub fn switch_link(&mut self, pin: &LinkPin) -> Result<()> {
         let link: FdLink = PinnedLink::from_pin(&pin.path)
             .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
             .into();
+        // The mode is the link's own; BPF_LINK_UPDATE keeps it.
         let hook = if pin.hook.is_xdp() {
             Hook::Xdp(XdpMode::Driver)
         } else {
@@ -227,26 +263,18 @@ impl Filter {
             .with_context(|| format!("cannot switch {} to the new program", pin.path.display()))
     }
 
-    /// Puts the program on `iface` through a pinned link.
-    ///
-    /// If a link of this hook pinned by an earlier daemon is on the
-    /// interface, it is switched to this program (atomic: no packet goes
-    /// unfiltered). A link on the other kind of hook (XDP / TC) is detached
-    /// after the new one is attached. A link left by an interface of the
-    /// same name that no longer exists is removed.
-    pub fn attach(&mut self, iface: &str) -> Result<Attached> {
-        let pin_dir = self
-            .pin_dir
-            .clone()
-            .context("a filter without a pin directory cannot be attached")?;
+    /// What `iface`'s link pins hold, checked: the link of this run's hook
+    /// to adopt, those of the other hook (XDP / TC) to detach once this
+    /// one runs, and those whose interface is gone. Refuses a pin that is
+    /// not the link its name says, and a change of XDP mode. Acts on
+    /// nothing, so that an upgrade can check every interface before its
+    /// first switch.
+    pub fn survey(&self, iface: &str) -> Result<Survey> {
+        let pin_dir = self.pin_dir()?;
         let index = ifindex(iface)?;
         let wanted = self.hook.name();
-        let mut adopt = None;
-        let mut others = Vec::new();
-        for pin in link_pins(&pin_dir)?
-            .into_iter()
-            .filter(|p| p.iface == iface)
-        {
+        let mut survey = Survey::default();
+        for pin in link_pins(pin_dir)?.into_iter().filter(|p| p.iface == iface) {
             let state = link_state(&pin.path)?;
             if !state.is_on(pin.hook, index) {
                 if state.ifindex == index {
@@ -257,13 +285,9 @@ impl Filter {
                         pin_dir.display()
                     );
                 }
-                log::warn!(
-                    "removing {}: its interface is gone (an interface {iface} was made again since)",
-                    pin.path.display()
-                );
-                detach_pinned(&pin.path)?;
+                survey.gone.push(pin);
             } else if pin.hook == wanted {
-                adopt = Some(pin);
+                survey.adopt = Some(pin);
             } else if pin.hook.is_xdp() && wanted.is_xdp() {
                 bail!(
                     "interface {iface} has the filter attached in {} mode ({}); to change the XDP mode, detach it first with `cors-filter --pin-dir {} detach --iface {iface}`",
@@ -272,26 +296,57 @@ impl Filter {
                     pin_dir.display()
                 );
             } else {
-                others.push(pin);
+                survey.others.push(pin);
             }
         }
-        let link_path = link_pin_path(&pin_dir, iface, wanted);
-        if let Some(pin) = adopt {
-            let link: FdLink = PinnedLink::from_pin(&pin.path)
-                .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
-                .into();
-            self.replace_program(link, self.hook, iface)
-                .with_context(|| {
-                    format!("cannot switch {} to the new program", pin.path.display())
-                })?;
-            return Ok(Attached::Adopted);
+        Ok(survey)
+    }
+
+    fn pin_dir(&self) -> Result<&Path> {
+        self.pin_dir
+            .as_deref()
+            .context("a filter without a pin directory cannot be attached")
+    }
+
+    /// Puts the program on `iface` through a pinned link.
+    ///
+    /// If a link of this hook pinned by an earlier daemon is on the
+    /// interface, it is switched to this program (atomic: no packet goes
+    /// unfiltered); otherwise a new one is attached. Then a link on the
+    /// other kind of hook (XDP / TC) is detached: a move, or what a move
+    /// cut short left. A link left by an interface of the same name that
+    /// no longer exists is removed.
+    pub fn attach(&mut self, iface: &str) -> Result<Attached> {
+        let survey = self.survey(iface)?;
+        let pin_dir = self.pin_dir()?.to_owned();
+        for gone in &survey.gone {
+            log::warn!(
+                "removing {}: its interface is gone (an interface {iface} was made again since)",
+                gone.path.display()
+            );
+            detach_pinned(&gone.path)?;
         }
-        let link = self.attach_new(iface)?;
-        link.pin(&link_path).with_context(|| {
-            format!("cannot pin the link on {iface} at {}", link_path.display())
-        })?;
-        let mut attached = Attached::New;
-        for old in others {
+        let mut attached = match &survey.adopt {
+            Some(pin) => {
+                let link: FdLink = PinnedLink::from_pin(&pin.path)
+                    .with_context(|| format!("cannot open pinned link {}", pin.path.display()))?
+                    .into();
+                self.replace_program(link, self.hook, iface)
+                    .with_context(|| {
+                        format!("cannot switch {} to the new program", pin.path.display())
+                    })?;
+                Attached::Adopted
+            }
+            None => {
+                let link_path = link_pin_path(&pin_dir, iface, self.hook.name());
+                let link = self.attach_new(iface)?;
+                link.pin(&link_path).with_context(|| {
+                    format!("cannot pin the link on {iface} at {}", link_path.display())
+                })?;
+                Attached::New
+            }
+        };
+        for old in survey.others {
             detach_pinned(&old.path)?;
             attached = Attached::Moved(old.hook);
         }
@@ -334,17 +389,12 @@ impl Filter {
     }
 
     /// Makes the pinned `link` run this object's program for `hook`
-    /// instead of the one it runs; loads that program first if needed.
+    /// instead of the one it runs; that program must be loaded.
     fn replace_program(&mut self, link: FdLink, hook: Hook, iface: &str) -> Result<()> {
         match hook {
             Hook::Xdp(_) => {
                 let link = XdpLink::try_from(link).context("the pinned link is not an XDP link")?;
                 let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-                if program.fd().is_err() {
-                    program
-                        .load()
-                        .context("the kernel rejected the XDP program")?;
-                }
                 let id = program.attach_to_link(link)?;
                 // Not owned by the program: dropping it closes the
                 // descriptor only; the pin keeps the link.
@@ -354,11 +404,6 @@ impl Filter {
                 let link = SchedClassifierLink::try_from(link)
                     .context("the pinned link is not a TCX link")?;
                 let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
-                if program.fd().is_err() {
-                    program
-                        .load()
-                        .context("the kernel rejected the TC program")?;
-                }
                 let id = program.attach_to_link(link)?;
                 drop(FdLink::try_from(program.take_link(id)?));
             }

@@ -17,8 +17,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Array, Map, MapData, MapType, PerCpuArray, PerCpuValues};
-use cors_filter_common::pinned::{LAYOUT, LayoutRecord, name};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use cors_filter_common::{
+    Counter,
+    pinned::{LAYOUT, LayoutRecord, name},
+};
 
 use crate::{
     config::TableSizes,
@@ -208,29 +211,63 @@ pub struct Upgrade {
     pub from: u32,
     /// The maps made new, pinned under [`staging_path`] until [`Upgrade::finish`].
     staged: Vec<&'static str>,
-    /// The old counters and the values copied from them.
-    counters: Option<CounterCopy>,
+    /// What becomes of the old counters.
+    counters: CounterPlan,
 }
 
-struct CounterCopy {
-    old: PerCpuArray<MapData, u64>,
-    copied: Vec<Vec<u64>>,
-}
-
-fn per_cpu(values: Vec<u64>) -> Result<PerCpuValues<u64>> {
-    PerCpuValues::try_from(values).context("cannot make per-CPU values")
+/// The old counters' values are not copied into the new map, which the
+/// new program counts in from the switch on, but carried in a map of
+/// their own (`COUNTERS_CARRIED`, which readers add): written once every
+/// link runs the new program, when the old values are final. No write
+/// races the program's counting, so no count is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CounterPlan {
+    /// New counters, from zero; the old ones carried at the end.
+    Fresh,
+    /// The new counters of an interrupted upgrade (`COUNTERS_NEXT`), in
+    /// which the links it switched have counted since: taken over; the
+    /// old ones carried at the end.
+    Resume,
+    /// An interrupted upgrade got as far as pinning its counters under
+    /// the name and the carried values beside them: both kept.
+    Done,
 }
 
 impl Upgrade {
     fn from_layout_1(pin_dir: &Path, maps: &[MapSpec]) -> Result<Upgrade> {
-        // What an earlier, interrupted upgrade staged is made again.
+        let current = |map: &str| {
+            maps.iter()
+                .find(|spec| spec.name == map)
+                .map(|spec| spec.shape)
+        };
+        let counters = if pinned_shape(&pin_path(pin_dir, name::COUNTERS))?
+            == current(name::COUNTERS)
+        {
+            // Renamed last, after the carried values: both are there.
+            if !pin_exists(&pin_path(pin_dir, name::COUNTERS_CARRIED))? {
+                bail!(
+                    "{} has this layout's shape but {} is missing: not pins an upgrade left; remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
+                    pin_path(pin_dir, name::COUNTERS).display(),
+                    pin_path(pin_dir, name::COUNTERS_CARRIED).display(),
+                    pin_dir.display()
+                );
+            }
+            CounterPlan::Done
+        } else if pinned_shape(&staging_path(pin_dir, name::COUNTERS))? == current(name::COUNTERS) {
+            CounterPlan::Resume
+        } else {
+            CounterPlan::Fresh
+        };
+        // What else an interrupted upgrade staged is made again.
+        let resumed = staging_path(pin_dir, name::COUNTERS);
         for entry in std::fs::read_dir(pin_dir)
             .with_context(|| format!("cannot read pin directory {}", pin_dir.display()))?
         {
             let path = entry
                 .with_context(|| format!("cannot read {}", pin_dir.display()))?
                 .path();
-            if path.to_string_lossy().ends_with(STAGING_SUFFIX) {
+            let kept = counters == CounterPlan::Resume && path == resumed;
+            if path.to_string_lossy().ends_with(STAGING_SUFFIX) && !kept {
                 remove_if_present(&path)?;
             }
         }
@@ -238,11 +275,12 @@ impl Upgrade {
             .iter()
             .map(|spec| spec.name)
             .filter(|map| Carry::from_layout(1, map) != Carry::Keep)
+            .filter(|map| !(*map == name::COUNTERS && counters == CounterPlan::Done))
             .collect();
         Ok(Upgrade {
             from: 1,
             staged,
-            counters: None,
+            counters,
         })
     }
 
@@ -272,79 +310,25 @@ impl Upgrade {
             .with_context(|| format!("cannot read {}", path.display()))
     }
 
-    /// Copies the pinned counters into `counters`, the new program's.
-    pub fn copy_counters(
-        &mut self,
-        pin_dir: &Path,
-        counters: &mut PerCpuArray<&mut MapData, u64>,
-    ) -> Result<()> {
-        let path = pin_path(pin_dir, name::COUNTERS);
-        let Some(shape) = pinned_shape(&path)? else {
-            return Ok(());
-        };
-        if shape.map_type != MapType::PerCpuArray {
-            bail!("{} is {shape}, not counters", path.display());
-        }
-        let map = MapData::from_pin(&path)
-            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-        let old: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(map))
-            .with_context(|| format!("{} is not a per-CPU array", path.display()))?;
-        let slots = shape.max_entries.min(counters.len());
-        let mut copied = Vec::with_capacity(slots as usize);
-        for index in 0..slots {
-            let values = old
-                .get(&index, 0)
-                .with_context(|| format!("cannot read counter {index} of {}", path.display()))?;
-            let values = values.to_vec();
-            counters
-                .set(index, per_cpu(values.clone())?, 0)
-                .with_context(|| format!("cannot copy counter {index}"))?;
-            copied.push(values);
-        }
-        self.counters = Some(CounterCopy { old, copied });
-        Ok(())
-    }
-
-    /// Once every pinned link runs the new program: adds to `counters`
-    /// what the old program counted since the copy, pins the new maps
-    /// under their names, and writes this layout's record.
-    ///
-    /// The counts are added with a read and a write per counter the old
-    /// program moved: a count the new program makes between the two, on
-    /// that counter, is lost (a window of microseconds, once).
-    pub fn finish(
-        self,
-        pin_dir: &Path,
-        counters: &mut PerCpuArray<&mut MapData, u64>,
-    ) -> Result<()> {
+    /// Once every pinned link runs the new program: carries the old
+    /// counters (see [`CounterPlan`]), pins the new maps under their names,
+    /// and writes this layout's record.
+    pub fn finish(self, pin_dir: &Path) -> Result<()> {
         failpoint("upgrade-switched");
-        if let Some(copy) = &self.counters {
+        if self.counters != CounterPlan::Done {
             // Programs that started before the last switch may still be
             // counting in the old map.
-            wait_for_running_programs()?;
-            for (index, before) in copy.copied.iter().enumerate() {
-                let index = index as u32;
-                let after = copy
-                    .old
-                    .get(&index, 0)
-                    .with_context(|| format!("cannot read old counter {index}"))?;
-                if after.iter().eq(before.iter()) {
-                    continue;
-                }
-                let now = counters
-                    .get(&index, 0)
-                    .with_context(|| format!("cannot read counter {index}"))?;
-                let sum: Vec<u64> = now
-                    .iter()
-                    .zip(after.iter().zip(before.iter()))
-                    .map(|(now, (after, before))| now.wrapping_add(after.wrapping_sub(*before)))
-                    .collect();
-                counters
-                    .set(index, per_cpu(sum)?, 0)
-                    .with_context(|| format!("cannot write counter {index}"))?;
-            }
+            wait_for_running_programs().context(
+                "cannot wait for the old program's last runs before reading its counters",
+            )?;
+            carry_counters(pin_dir)?;
+            failpoint("upgrade-carried");
         }
-        for map in &self.staged {
+        // The counters last: once they have their name, the carried
+        // values beside them are whole.
+        let (counters, others): (Vec<_>, Vec<_>) =
+            self.staged.iter().partition(|map| **map == name::COUNTERS);
+        for map in others.into_iter().chain(counters) {
             let (staged, path) = (staging_path(pin_dir, map), pin_path(pin_dir, map));
             std::fs::rename(&staged, &path).with_context(|| {
                 format!("cannot rename {} to {}", staged.display(), path.display())
@@ -353,6 +337,61 @@ impl Upgrade {
         }
         write_record(pin_dir)
     }
+}
+
+/// Pins the old counters' final values, summed over CPUs, as
+/// `COUNTERS_CARRIED` (replacing what an interrupted upgrade wrote: the
+/// same values, since the old counters no longer move).
+fn carry_counters(pin_dir: &Path) -> Result<()> {
+    let path = pin_path(pin_dir, name::COUNTERS);
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let old: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(map))
+        .with_context(|| format!("{} is not a per-CPU array of counters", path.display()))?;
+    let mut carried = Array::<MapData, u64>::create(Counter::SLOTS, 0)
+        .context("cannot make the COUNTERS_CARRIED map")?;
+    for index in 0..old.len().min(Counter::SLOTS) {
+        let values = old
+            .get(&index, 0)
+            .with_context(|| format!("cannot read counter {index} of {}", path.display()))?;
+        let sum = values.iter().copied().fold(0u64, u64::wrapping_add);
+        carried
+            .set(index, sum, 0)
+            .with_context(|| format!("cannot write carried counter {index}"))?;
+    }
+    let (staged, path) = (
+        staging_path(pin_dir, name::COUNTERS_CARRIED),
+        pin_path(pin_dir, name::COUNTERS_CARRIED),
+    );
+    remove_if_present(&staged)?;
+    carried
+        .pin(&staged)
+        .with_context(|| format!("cannot pin {}", staged.display()))?;
+    std::fs::rename(&staged, &path)
+        .with_context(|| format!("cannot rename {} to {}", staged.display(), path.display()))
+}
+
+/// Adds to `values` (the counters of `pin_dir`'s `COUNTERS`, summed over
+/// CPUs) what an upgrade carried from the counters before it, if any, and
+/// derives `Packets` and `Requests` again.
+pub fn add_carried(pin_dir: &Path, values: &mut [u64; Counter::COUNT as usize]) -> Result<()> {
+    let path = pin_path(pin_dir, name::COUNTERS_CARRIED);
+    if !pin_exists(&path)? {
+        return Ok(());
+    }
+    let map = MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let carried: Array<MapData, u64> = Array::try_from(Map::Array(map))
+        .with_context(|| format!("{} is not an array of counters", path.display()))?;
+    for counter in Counter::ALL {
+        let value = carried
+            .get(&counter.index(), 0)
+            .with_context(|| format!("cannot read {} of {}", counter.name(), path.display()))?;
+        let slot = &mut values[counter.index() as usize];
+        *slot = slot.wrapping_add(value);
+    }
+    Counter::derive(values);
+    Ok(())
 }
 
 /// The environment variable that names a [`failpoint`].

@@ -30,6 +30,7 @@ use tokio::{
 
 use crate::{
     denials::{DeniedByOrigin, OTHER_ORIGINS, TopOrigins},
+    kernel::layout::add_carried,
     kernel::pins::{open_pinned, pin_exists, pin_path},
     kernel::policy::PolicyMaps,
 };
@@ -144,7 +145,8 @@ impl Snapshot {
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pin_dir, name::COUNTERS)?))
                 .context("COUNTERS is not the expected per-CPU array")?;
-        let values = sum_counters(&counters)?;
+        let mut values = sum_counters(&counters)?;
+        add_carried(pin_dir, &mut values)?;
         let mut policy = PolicyMaps::open(pin_dir)?;
         let policies_installed = policy.installed()?.into();
         let mut entries = 0;

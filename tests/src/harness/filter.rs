@@ -320,6 +320,11 @@ impl RunningFilter {
         Ok(())
     }
 
+    /// Makes the next [`RunningFilter::restart`] pass `args` to `run`.
+    pub fn use_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// The process id of `cors-filter run` (nsenter execs it in place).
     pub fn pid(&self) -> Result<u32> {
         Ok(self
