@@ -526,7 +526,10 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
     // Veth pairs with both ends in the server namespace (this kernel may
     // have no dummy interfaces); they go with the namespace.
     for (name, peer) in [("cfu0", "cfu0p"), ("cfu1", "cfu1p")] {
-        server_ip(&bed, &["link", "add", name, "type", "veth", "peer", "name", peer])?;
+        server_ip(
+            &bed,
+            &["link", "add", name, "type", "veth", "peer", "name", peer],
+        )?;
         server_ip(&bed, &["link", "set", name, "up"])?;
         server_ip(&bed, &["link", "set", peer, "up"])?;
     }

@@ -98,7 +98,7 @@ pub fn read_record(pin_dir: &Path) -> Result<Option<LayoutRecord>> {
     };
     if shape != record_spec().shape {
         bail!(
-            "{} is {shape}, not a cors-filter layout record; remove the filter with `cors-filter --pin-dir {} detach --all`",
+            "{} is {shape}, not a cors-filter layout record; remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
             path.display(),
             pin_dir.display()
         );
@@ -165,7 +165,7 @@ pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
         }
         Some(record) if record.layout > LAYOUT => Err(unreadable(pin_dir, &record)),
         Some(record) => bail!(
-            "{} says layout {}, which no cors-filter writes (layout 1 has no record); remove the filter with `cors-filter --pin-dir {} detach --all`",
+            "{} says layout {}, which no cors-filter writes (layout 1 has no record); remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
             pin_path(pin_dir, name::LAYOUT).display(),
             record.layout,
             pin_dir.display()
@@ -199,7 +199,7 @@ pub fn require_current(pin_dir: &Path) -> Result<()> {
             record.layout
         ),
         None => bail!(
-            "the pins in {} are of layout 1, left by cors-filter 0.1.0 (or by an upgrade that has not finished); this is cors-filter {VERSION} (layout {LAYOUT}), which reads them once `cors-filter run` of {VERSION} has upgraded them in place: stop the 0.1.0 daemon and start {VERSION}'s",
+            "the pins in {} are of layout 1, left by cors-filter 0.1.0 or by an upgrade that did not finish; this is cors-filter {VERSION} (layout {LAYOUT}), which reads them once `cors-filter run` of {VERSION} has upgraded them in place: start it (after stopping a 0.1.0 daemon, if one runs)",
             pin_dir.display()
         ),
     }

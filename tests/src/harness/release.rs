@@ -98,8 +98,18 @@ pub fn binary(tag: &str) -> Result<PathBuf> {
         );
     }
     let built = home.join("target/release/cors-filter");
-    std::fs::copy(&built, &binary)
-        .with_context(|| format!("cannot copy {} to {}", built.display(), binary.display()))?;
+    // Copied, then renamed: a run killed mid-copy leaves no binary that
+    // a later one would take for whole.
+    let partial = home.join(format!("cors-filter-{commit}.partial"));
+    std::fs::copy(&built, &partial)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), partial.display()))?;
+    std::fs::rename(&partial, &binary).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            partial.display(),
+            binary.display()
+        )
+    })?;
     Ok(binary)
 }
 
