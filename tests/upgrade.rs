@@ -196,6 +196,23 @@ fn assert_counted(
             bail!("{name}: {sent} sent, {counted} counted (before {before}, after {after})");
         }
     }
+    // `requests` is derived from the request outcomes, carried ones too.
+    let outcomes: u64 = [
+        "preflight_allow",
+        "preflight_deny",
+        "incomplete",
+        "unsafe_allow",
+        "unsafe_deny",
+        "no_origin",
+        "pass_not_preflight",
+        "http2",
+    ]
+    .iter()
+    .map(|name| counter(after, name))
+    .sum();
+    if counter(after, "requests") != outcomes {
+        bail!("requests is not the sum of the request outcomes: {after}");
+    }
     Ok(())
 }
 
@@ -376,10 +393,16 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     assert_enforced(&during, 5).context("while going back was refused")?;
     assert!(!bed.server.saw_origin(DENIED)?);
 
-    // With its own record back, this build adopts the pins again.
+    // With its own record back, this build adopts the pins again, and the
+    // counts (the carried ones with them) are as they were.
     set_record(filter.pin_dir(), &record)?;
+    let settled = filter.stats()?;
     filter.restart()?;
     assert!(filter.log().contains("adopted the filter pinned on"));
+    let adopted = filter.stats()?;
+    for name in ["preflight_allow", "preflight_deny", "requests"] {
+        assert_eq!(counter(&adopted, name), counter(&settled, name), "{name}");
+    }
     filter.stop()
 }
 
@@ -430,6 +453,9 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
         ("upgrade-switched", true),
         ("upgrade-carried", true),
         ("upgrade-renamed", true),
+        // Every map has its name: the run after keeps the counters and
+        // the carried totals as they are.
+        ("upgrade-renamed-all", false),
     ] {
         let out = run_binary_with_pins(
             &current,
@@ -517,7 +543,9 @@ fn pinned_map_id(path: &Path) -> Result<u64> {
 /// given and on the other hook (it loads that program too), and removes
 /// the pin of a link whose interface is gone: here the previous release
 /// ran TC on the veth and on two more interfaces, one deleted since, and
-/// this build starts with XDP on the veth only.
+/// this build starts with XDP on the veth only. A pin that is not the link
+/// its name says is refused before any link switches; a run killed after
+/// its first interface is finished by the next, every count kept.
 #[test]
 fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
     let previous = release::binary(release::PREVIOUS)?;
@@ -536,23 +564,89 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
     let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
     let tc_everywhere = ["--attach", "tc", "--iface", "cfu0", "--iface", "cfu1"];
     let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, &tc_everywhere)?;
+    filter.cli_ok(&["allow", "add", ADDED])?;
+    let before = filter.stats()?;
+    let limit = Duration::from_secs(90);
+    let allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
+    let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    sleep(Duration::from_millis(800));
     filter.stop_process()?;
     server_ip(&bed, &["link", "del", "cfu1"])?;
     let programs_before = link_programs(filter.pin_dir())?;
     assert_eq!(programs_before.len(), 3);
+    let run = |envs: &[(&str, &str)]| {
+        run_binary_with_pins(
+            &current,
+            &bed.pair,
+            &home,
+            &home.config(),
+            filter.pin_dir(),
+            &[],
+            envs,
+        )
+    };
+
+    // A pin whose name says XDP on a link that is TC: refused, and no link
+    // has switched.
+    let (tc_pin, lying_pin) = (
+        filter.pin_dir().join("link-cfu0-tc"),
+        filter.pin_dir().join("link-cfu0-xdp-native"),
+    );
+    std::fs::rename(&tc_pin, &lying_pin)?;
+    let out = run(&[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("of another kind than its name says"),
+        "{stderr}"
+    );
+    assert_eq!(link_programs(filter.pin_dir())?, programs_before);
+    std::fs::rename(&lying_pin, &tc_pin)?;
+
+    // Killed after its first interface (the veth, moved from TC to XDP).
+    let out = run(&[("CORS_FILTER_FAILPOINT", "upgrade-attached-one")])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("upgrade-attached-one: aborting"),
+        "{stderr}"
+    );
+    // It removed the pin of the deleted interface's link first.
+    assert!(stderr.contains("its interface is gone"), "{stderr}");
+    assert_eq!(pinned_record(filter.pin_dir())?, None);
 
     filter.use_binary(&current)?;
     filter.use_args(&[]);
     filter.restart()?;
+    sleep(Duration::from_millis(800));
+    let mut across = allowed.finish()?;
+    across.extend(denied.finish()?);
+    eprintln!("across a refused, a killed and a whole upgrade: {across:?}");
+    assert_enforced(&across, 5)?;
+    assert!(!bed.server.saw_origin(DENIED)?);
+    assert_counted(&before, &filter.stats()?, &across, 0)?;
     let log = filter.log();
     assert!(log.contains("upgraded the pins"), "{log}");
-    assert!(log.contains("its interface is gone"), "{log}");
+    assert_eq!(
+        pinned_record(filter.pin_dir())?.map(|r| r.layout),
+        Some(LAYOUT)
+    );
+    assert_eq!(staged_pins(filter.pin_dir())?, Vec::<String>::new());
     let mut pins: Vec<String> = std::fs::read_dir(filter.pin_dir())?
         .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .filter(|name: &Result<String>| name.as_ref().map_or(true, |n| n.starts_with("link-")))
+        .filter(|name: &Result<String>| {
+            name.as_ref().map_or(true, |n| {
+                n.starts_with("link-") || n.starts_with("COUNTERS_CARRIED")
+            })
+        })
         .collect::<Result<_>>()?;
     pins.sort();
-    assert_eq!(pins, ["link-cfu0-tc", "link-veth-s-xdp-native"]);
+    assert_eq!(
+        pins,
+        [
+            "COUNTERS_CARRIED_FROM_1",
+            "link-cfu0-tc",
+            "link-veth-s-xdp-native"
+        ]
+    );
     // Both links run a new program, and both programs use the maps now
     // pinned: the policy that `allow` and `reload` edit.
     let config_map = pinned_map_id(&filter.pin_dir().join(name::CONFIG))?;
@@ -566,8 +660,5 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
             "program {id} reads another CONFIG"
         );
     }
-    assert!(answered(&bed, ALLOWED)?);
-    assert!(!answered(&bed, DENIED)?);
-    assert!(!bed.server.saw_origin(DENIED)?);
     filter.stop()
 }

@@ -36,10 +36,11 @@ pub mod name {
     pub const SCRATCH: &str = "SCRATCH";
     /// The [`super::LayoutRecord`]; made and pinned by userspace only.
     pub const LAYOUT: &str = "LAYOUT";
-    /// The counters an upgrade carried from the maps before it (an array
-    /// of `Counter::SLOTS` totals), which readers add to `COUNTERS`.
-    /// Made and pinned by userspace only, by an upgrade from layout 1.
-    pub const COUNTERS_CARRIED: &str = "COUNTERS_CARRIED";
+    /// Followed by a layout number: the final totals of that layout's
+    /// counters, carried by the upgrade from it (an array of
+    /// `Counter::SLOTS` totals, written once), which readers add to
+    /// `COUNTERS`. Made and pinned by userspace only.
+    pub const COUNTERS_CARRIED_FROM: &str = "COUNTERS_CARRIED_FROM_";
 }
 
 /// The layout of the pins this build makes and reads.

@@ -114,7 +114,9 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             match &pins {
                 Pins::Empty => "",
                 Pins::Current => ", in the maps of the filter pinned before (counters go on)",
-                Pins::Older(_) => ", in new maps (the counters copied from the old ones)",
+                Pins::Older(_) => {
+                    ", in new maps (new counters; the old ones' totals carried once every link runs this program)"
+                }
             }
         );
     }
@@ -245,8 +247,17 @@ fn attach_all(
     pins: Pins,
     elsewhere: Vec<LinkPin>,
 ) -> Result<()> {
+    // New links first: an attach the interface refuses fails before any
+    // link was switched.
+    let mut order = Vec::with_capacity(ifaces.len());
     for iface in ifaces {
-        match filter.attach(iface)? {
+        order.push((filter.survey(iface)?.adopt.is_some(), iface));
+    }
+    order.sort_by_key(|(adopts, _)| *adopts);
+    for (_, iface) in order {
+        let attached = filter.attach(iface)?;
+        layout::failpoint("upgrade-attached-one");
+        match attached {
             Attached::New => log::info!("attached to {iface} ({:?})", hook),
             Attached::Adopted => log::info!(
                 "adopted the filter pinned on {iface} ({:?}): its link now runs this program",

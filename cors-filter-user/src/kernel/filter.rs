@@ -276,16 +276,24 @@ impl Filter {
         let mut survey = Survey::default();
         for pin in link_pins(pin_dir)?.into_iter().filter(|p| p.iface == iface) {
             let state = link_state(&pin.path)?;
-            if !state.is_on(pin.hook, index) {
-                if state.ifindex == index {
-                    bail!(
-                        "{} is a bpf link of another kind than its name says ({}); remove it with `cors-filter --pin-dir {} detach --iface {iface}`",
-                        pin.path.display(),
-                        pin.hook.as_str(),
-                        pin_dir.display()
-                    );
-                }
+            if state.ifindex == 0 {
+                // Defunct: its interface was deleted (a new one may have
+                // its name).
                 survey.gone.push(pin);
+            } else if state.ifindex != index {
+                bail!(
+                    "{} is attached to the interface of index {}, not to {iface} (index {index}): was the interface renamed? Detach it with `cors-filter --pin-dir {} detach --iface {iface}` (that interface is then unfiltered), or give it its name again",
+                    pin.path.display(),
+                    state.ifindex,
+                    pin_dir.display()
+                );
+            } else if !state.is_on(pin.hook, index) {
+                bail!(
+                    "{} is a bpf link of another kind than its name says ({}); remove it with `cors-filter --pin-dir {} detach --iface {iface}`",
+                    pin.path.display(),
+                    pin.hook.as_str(),
+                    pin_dir.display()
+                );
             } else if pin.hook == wanted {
                 survey.adopt = Some(pin);
             } else if pin.hook.is_xdp() && wanted.is_xdp() {

@@ -53,21 +53,64 @@ pub enum Carry {
     /// A new map, filled by the policy install. All the policy maps go
     /// together: the old program reads its own until its link switches.
     Refill,
-    /// A new map with the old one's values, index by index (the counters:
-    /// a counter's number never changes meaning).
-    Copy,
+    /// New counters, from zero; the old ones' final totals are carried
+    /// beside them (see [`CounterPlan`]; a counter's number never changes
+    /// meaning, so they add up index by index).
+    Carried,
 }
 
 impl Carry {
     /// What an upgrade from `layout` does with map `map` of this layout.
-    pub fn from_layout(layout: u32, map: &str) -> Carry {
-        debug_assert_eq!(layout, 1, "the only older layout");
-        match map {
-            name::CONNS | name::OPEN_HEADS | name::PROXY_CLIENTS | name::DENIALS => Carry::Keep,
-            name::COUNTERS => Carry::Copy,
-            _ => Carry::Refill,
+    pub fn from_layout(layout: u32, map: &str) -> Result<Carry> {
+        if layout != 1 {
+            bail!("no upgrade from layout {layout} is known");
         }
+        Ok(match map {
+            name::CONNS | name::OPEN_HEADS | name::PROXY_CLIENTS | name::DENIALS => Carry::Keep,
+            name::COUNTERS => Carry::Carried,
+            _ => Carry::Refill,
+        })
     }
+}
+
+/// The name of the map that carries layout `layout`'s counters.
+pub fn carried_name(layout: u32) -> String {
+    format!("{}{layout}", name::COUNTERS_CARRIED_FROM)
+}
+
+/// The shape of a carried-counters map.
+fn carried_shape() -> Shape {
+    array("", size_of::<u64>(), Counter::SLOTS).shape
+}
+
+/// The carried-counters maps pinned in `pin_dir`, checked: their names.
+fn carried_maps(pin_dir: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(pin_dir)
+        .with_context(|| format!("cannot read pin directory {}", pin_dir.display()))?
+    {
+        let file = entry
+            .with_context(|| format!("cannot read {}", pin_dir.display()))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if !file.starts_with(name::COUNTERS_CARRIED_FROM) || file.ends_with(STAGING_SUFFIX) {
+            continue;
+        }
+        let path = pin_path(pin_dir, &file);
+        let shape = pinned_shape(&path)?;
+        if shape != Some(carried_shape()) {
+            bail!(
+                "{} is not carried counters ({}); remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
+                path.display(),
+                shape.map_or("gone".to_owned(), |s| s.to_string()),
+                pin_dir.display()
+            );
+        }
+        found.push(file);
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// What the pin directory holds.
@@ -158,6 +201,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 /// a newer layout, and pins of no known layout.
 pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
     let maps = pinned_maps(tables);
+    let carried = carried_maps(pin_dir)?;
     match read_record(pin_dir)? {
         Some(record) if record.layout == LAYOUT => {
             check_pinned_maps(pin_dir, &maps, tables, |_| None)?;
@@ -173,13 +217,14 @@ pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
         None => {
             // Layout 1, or maps of this layout whose upgrade was cut short
             // before the record: each map may have either shape.
-            let older = |map: &str| {
-                LAYOUT_1_CHANGED
-                    .iter()
-                    .find(|spec| spec.name == map)
-                    .map(|spec| spec.shape)
-            };
-            if !check_pinned_maps(pin_dir, &maps, tables, older)? {
+            if !check_pinned_maps(pin_dir, &maps, tables, layout_1_shape)? {
+                if let Some(stray) = carried.first() {
+                    bail!(
+                        "{} is pinned with no filter beside it; remove it (`cors-filter --pin-dir {} detach --all`)",
+                        pin_path(pin_dir, stray).display(),
+                        pin_dir.display()
+                    );
+                }
                 return Ok(Pins::Empty);
             }
             Ok(Pins::Older(Upgrade::from_layout_1(pin_dir, &maps)?))
@@ -217,68 +262,78 @@ pub struct Upgrade {
 
 /// The old counters' values are not copied into the new map, which the
 /// new program counts in from the switch on, but carried in a map of
-/// their own (`COUNTERS_CARRIED`, which readers add): written once every
+/// their own (see [`carried_name`], which readers add): written once every
 /// link runs the new program, when the old values are final. No write
-/// races the program's counting, so no count is lost.
+/// races the program's counting, so no count is lost. What a run finds
+/// says how far an interrupted one got: it takes over from there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CounterPlan {
     /// New counters, from zero; the old ones carried at the end.
     Fresh,
     /// The new counters of an interrupted upgrade (`COUNTERS_NEXT`), in
     /// which the links it switched have counted since: taken over; the
-    /// old ones carried at the end.
+    /// old ones carried at the end (again: the same totals).
     Resume,
-    /// An interrupted upgrade got as far as pinning its counters under
-    /// the name and the carried values beside them: both kept.
+    /// An interrupted upgrade carried the old counters and gave the new
+    /// ones their name: both kept.
     Done,
 }
 
 impl Upgrade {
     fn from_layout_1(pin_dir: &Path, maps: &[MapSpec]) -> Result<Upgrade> {
-        let current = |map: &str| {
-            maps.iter()
-                .find(|spec| spec.name == map)
-                .map(|spec| spec.shape)
+        let from = 1;
+        let current = maps
+            .iter()
+            .find(|spec| spec.name == name::COUNTERS)
+            .map(|spec| spec.shape);
+        let staged_counters = staging_path(pin_dir, name::COUNTERS);
+        let counters_path = pin_path(pin_dir, name::COUNTERS);
+        let carried = pin_exists(&pin_path(pin_dir, &carried_name(from)))?;
+        let counters = match (pinned_shape(&staged_counters)?, carried) {
+            (Some(shape), _) if Some(shape) == current => CounterPlan::Resume,
+            (Some(shape), _) => bail!(
+                "{} is {shape}, not the counters an upgrade stages; remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
+                staged_counters.display(),
+                pin_dir.display()
+            ),
+            (None, true) => CounterPlan::Done,
+            (None, false) => CounterPlan::Fresh,
         };
-        let counters = if pinned_shape(&pin_path(pin_dir, name::COUNTERS))?
-            == current(name::COUNTERS)
-        {
-            // Renamed last, after the carried values: both are there.
-            if !pin_exists(&pin_path(pin_dir, name::COUNTERS_CARRIED))? {
-                bail!(
-                    "{} has this layout's shape but {} is missing: not pins an upgrade left; remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
-                    pin_path(pin_dir, name::COUNTERS).display(),
-                    pin_path(pin_dir, name::COUNTERS_CARRIED).display(),
-                    pin_dir.display()
-                );
-            }
-            CounterPlan::Done
-        } else if pinned_shape(&staging_path(pin_dir, name::COUNTERS))? == current(name::COUNTERS) {
-            CounterPlan::Resume
-        } else {
-            CounterPlan::Fresh
+        // The counters to carry, or carried, must be there: refused now
+        // rather than once the links have switched.
+        let wanted = match counters {
+            CounterPlan::Done => current,
+            _ => layout_1_shape(name::COUNTERS),
         };
+        if pinned_shape(&counters_path)? != wanted {
+            bail!(
+                "{} is missing or not of the shape an upgrade from layout {from} expects; remove the filter with `cors-filter --pin-dir {} detach --all` (the host is unfiltered until this one starts)",
+                counters_path.display(),
+                pin_dir.display()
+            );
+        }
         // What else an interrupted upgrade staged is made again.
-        let resumed = staging_path(pin_dir, name::COUNTERS);
         for entry in std::fs::read_dir(pin_dir)
             .with_context(|| format!("cannot read pin directory {}", pin_dir.display()))?
         {
             let path = entry
                 .with_context(|| format!("cannot read {}", pin_dir.display()))?
                 .path();
-            let kept = counters == CounterPlan::Resume && path == resumed;
+            let kept = counters == CounterPlan::Resume && path == staged_counters;
             if path.to_string_lossy().ends_with(STAGING_SUFFIX) && !kept {
                 remove_if_present(&path)?;
             }
         }
-        let staged = maps
-            .iter()
-            .map(|spec| spec.name)
-            .filter(|map| Carry::from_layout(1, map) != Carry::Keep)
-            .filter(|map| !(*map == name::COUNTERS && counters == CounterPlan::Done))
-            .collect();
+        let mut staged = Vec::new();
+        for spec in maps {
+            let carry = Carry::from_layout(from, spec.name)?;
+            let done = carry == Carry::Carried && counters == CounterPlan::Done;
+            if carry != Carry::Keep && !done {
+                staged.push(spec.name);
+            }
+        }
         Ok(Upgrade {
-            from: 1,
+            from,
             staged,
             counters,
         })
@@ -321,7 +376,7 @@ impl Upgrade {
             wait_for_running_programs().context(
                 "cannot wait for the old program's last runs before reading its counters",
             )?;
-            carry_counters(pin_dir)?;
+            carry_counters(pin_dir, self.from)?;
             failpoint("upgrade-carried");
         }
         // The counters last: once they have their name, the carried
@@ -335,21 +390,23 @@ impl Upgrade {
             })?;
             failpoint("upgrade-renamed");
         }
+        failpoint("upgrade-renamed-all");
         write_record(pin_dir)
     }
 }
 
-/// Pins the old counters' final values, summed over CPUs, as
-/// `COUNTERS_CARRIED` (replacing what an interrupted upgrade wrote: the
-/// same values, since the old counters no longer move).
-fn carry_counters(pin_dir: &Path) -> Result<()> {
+/// Pins the final totals of layout `from`'s counters (still pinned as
+/// `COUNTERS`) as [`carried_name`]`(from)`, replacing what an interrupted
+/// upgrade wrote there: the same totals, since they no longer move.
+fn carry_counters(pin_dir: &Path, from: u32) -> Result<()> {
     let path = pin_path(pin_dir, name::COUNTERS);
     let map = MapData::from_pin(&path)
         .with_context(|| format!("cannot open pinned map {}", path.display()))?;
     let old: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(map))
         .with_context(|| format!("{} is not a per-CPU array of counters", path.display()))?;
+    let carried_map = carried_name(from);
     let mut carried = Array::<MapData, u64>::create(Counter::SLOTS, 0)
-        .context("cannot make the COUNTERS_CARRIED map")?;
+        .with_context(|| format!("cannot make the {carried_map} map"))?;
     for index in 0..old.len().min(Counter::SLOTS) {
         let values = old
             .get(&index, 0)
@@ -360,8 +417,8 @@ fn carry_counters(pin_dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot write carried counter {index}"))?;
     }
     let (staged, path) = (
-        staging_path(pin_dir, name::COUNTERS_CARRIED),
-        pin_path(pin_dir, name::COUNTERS_CARRIED),
+        staging_path(pin_dir, &carried_map),
+        pin_path(pin_dir, &carried_map),
     );
     remove_if_present(&staged)?;
     carried
@@ -372,25 +429,27 @@ fn carry_counters(pin_dir: &Path) -> Result<()> {
 }
 
 /// Adds to `values` (the counters of `pin_dir`'s `COUNTERS`, summed over
-/// CPUs) what an upgrade carried from the counters before it, if any, and
+/// CPUs) what upgrades carried from the counters before them, if any, and
 /// derives `Packets` and `Requests` again.
 pub fn add_carried(pin_dir: &Path, values: &mut [u64; Counter::COUNT as usize]) -> Result<()> {
-    let path = pin_path(pin_dir, name::COUNTERS_CARRIED);
-    if !pin_exists(&path)? {
-        return Ok(());
+    let maps = carried_maps(pin_dir)?;
+    for map in &maps {
+        let path = pin_path(pin_dir, map);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+        let carried: Array<MapData, u64> = Array::try_from(Map::Array(data))
+            .with_context(|| format!("{} is not an array of counters", path.display()))?;
+        for counter in Counter::ALL {
+            let value = carried
+                .get(&counter.index(), 0)
+                .with_context(|| format!("cannot read {} of {}", counter.name(), path.display()))?;
+            let slot = &mut values[counter.index() as usize];
+            *slot = slot.wrapping_add(value);
+        }
     }
-    let map = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    let carried: Array<MapData, u64> = Array::try_from(Map::Array(map))
-        .with_context(|| format!("{} is not an array of counters", path.display()))?;
-    for counter in Counter::ALL {
-        let value = carried
-            .get(&counter.index(), 0)
-            .with_context(|| format!("cannot read {} of {}", counter.name(), path.display()))?;
-        let slot = &mut values[counter.index() as usize];
-        *slot = slot.wrapping_add(value);
+    if !maps.is_empty() {
+        Counter::derive(values);
     }
-    Counter::derive(values);
     Ok(())
 }
 
@@ -400,18 +459,17 @@ pub const FAILPOINT_VAR: &str = "CORS_FILTER_FAILPOINT";
 /// Aborts the process here if `$CORS_FILTER_FAILPOINT` is `name`: for the
 /// tests that kill an upgrade half-way, at the points where a crash leaves
 /// the most to recover.
-fn failpoint(name: &str) {
+pub fn failpoint(name: &str) {
     if std::env::var_os(FAILPOINT_VAR).is_some_and(|value| value == name) {
         log::error!("{FAILPOINT_VAR}={name}: aborting");
         std::process::abort();
     }
 }
 
-/// The shape of `map` in layout 1, for tests that make such pins.
-pub fn layout_1_shape(map: &str, tables: TableSizes) -> Option<Shape> {
+/// The shape of `map` in layout 1, where it differs from this layout's.
+fn layout_1_shape(map: &str) -> Option<Shape> {
     LAYOUT_1_CHANGED
         .iter()
-        .chain(pinned_maps(tables).iter())
         .find(|spec| spec.name == map)
         .map(|spec| spec.shape)
 }
@@ -423,7 +481,7 @@ mod tests {
     #[test]
     fn every_map_has_a_carry_rule_and_the_changed_ones_are_made_new() {
         for spec in pinned_maps(TableSizes::default()) {
-            let carry = Carry::from_layout(1, spec.name);
+            let carry = Carry::from_layout(1, spec.name).unwrap();
             let changed = LAYOUT_1_CHANGED.iter().any(|old| old.name == spec.name);
             // A map whose shape changed cannot be kept.
             assert!(!(changed && carry == Carry::Keep), "{}", spec.name);
@@ -434,7 +492,7 @@ mod tests {
             .chain(name::PORTS)
             .chain(name::ALLOWLISTS)
         {
-            assert_eq!(Carry::from_layout(1, map), Carry::Refill, "{map}");
+            assert_eq!(Carry::from_layout(1, map).unwrap(), Carry::Refill, "{map}");
         }
     }
 
