@@ -174,6 +174,44 @@ fn link_programs(pin_dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Two preflight loops: the allowed origins as fast as they are answered,
+/// the denied one each waited on.
+struct Loops {
+    allowed: PreflightLoop,
+    denied: PreflightLoop,
+}
+
+impl Loops {
+    fn start(bed: &Bed) -> Result<Loops> {
+        let limit = Duration::from_secs(90);
+        Ok(Loops {
+            allowed: PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?,
+            denied: PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?,
+        })
+    }
+
+    /// Stops both; what each origin got.
+    fn finish(self) -> Result<BTreeMap<String, Tally>> {
+        let mut tallies = self.allowed.finish()?;
+        tallies.extend(self.denied.finish()?);
+        Ok(tallies)
+    }
+}
+
+/// The previous release running on `bed` (`run` with `args`), with
+/// [`ADDED`] allowed by its `allow add`; its counts before any preflight.
+fn start_previous(
+    previous: &Path,
+    bed: &Bed,
+    home: &FilterHome,
+    args: &[&str],
+) -> Result<(RunningFilter, serde_json::Value)> {
+    let filter = RunningFilter::start_with(previous, &bed.pair, home, args)?;
+    filter.cli_ok(&["allow", "add", ADDED])?;
+    let before = filter.stats()?;
+    Ok((filter, before))
+}
+
 /// Whether one preflight from `origin` is answered.
 fn answered(bed: &Bed, origin: &str) -> Result<bool> {
     let request = raw_client::preflight(origin.as_bytes());
@@ -232,22 +270,15 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     let current = cors_filter_bin()?;
     let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
     let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
-    let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, attach)?;
+    // Before any preflight: the counts below are exact.
+    let (mut filter, before) = start_previous(&previous, &bed, &home, attach)?;
     assert_eq!(
         pinned_record(filter.pin_dir())?,
         None,
         "{} pinned a layout record",
         release::PREVIOUS
     );
-    filter.cli_ok(&["allow", "add", ADDED])?;
-    // Before any preflight: the counts below are exact.
-    let before = filter.stats()?;
-
-    // Two loops: the allowed preflights as fast as they are answered, the
-    // denied ones each waited on.
-    let limit = Duration::from_secs(90);
-    let allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
-    let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    let loops = Loops::start(&bed)?;
     sleep(Duration::from_millis(1500));
     let cut = CutHead::open(&bed)?;
     let by_origin_before = denied_by_origin(&filter)?;
@@ -265,8 +296,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     eprintln!("the new daemon was ready after {:?}", started.elapsed());
     let cut_answered = cut.finish()?;
     sleep(Duration::from_millis(1500));
-    let mut across = allowed.finish()?;
-    across.extend(denied.finish()?);
+    let across = loops.finish()?;
     let after = filter.stats()?;
     eprintln!("across the upgrade: {across:?}");
 
@@ -334,8 +364,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
 
     // Going back to the old release is refused; the new filter enforces on.
     filter.stop_process()?;
-    let during_allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
-    let during_denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    let during = Loops::start(&bed)?;
     let out = run_binary_with_pins(
         &previous,
         &bed.pair,
@@ -388,8 +417,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     );
     assert_eq!(link_programs(filter.pin_dir())?, programs_after);
     sleep(Duration::from_millis(1000));
-    let mut during = during_allowed.finish()?;
-    during.extend(during_denied.finish()?);
+    let during = during.finish()?;
     assert_enforced(&during, 5).context("while going back was refused")?;
     assert!(!bed.server.saw_origin(DENIED)?);
 
@@ -438,12 +466,8 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
     let current = cors_filter_bin()?;
     let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
     let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
-    let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, &[])?;
-    filter.cli_ok(&["allow", "add", ADDED])?;
-    let before = filter.stats()?;
-    let limit = Duration::from_secs(90);
-    let allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
-    let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    let (mut filter, before) = start_previous(&previous, &bed, &home, &[])?;
+    let loops = Loops::start(&bed)?;
     sleep(Duration::from_millis(1000));
     let programs_before = link_programs(filter.pin_dir())?;
     filter.stop_process()?;
@@ -489,8 +513,7 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
     filter.use_binary(&current)?;
     filter.restart()?;
     sleep(Duration::from_millis(1000));
-    let mut across = allowed.finish()?;
-    across.extend(denied.finish()?);
+    let across = loops.finish()?;
     eprintln!("across two killed upgrades and a third: {across:?}");
     assert_enforced(&across, 10).context("across the killed upgrades")?;
     assert!(
@@ -563,12 +586,8 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
     }
     let home = FilterHome::new(&format!("ports = [8080]\nallow = [\"{ALLOWED}\"]\n"))?;
     let tc_everywhere = ["--attach", "tc", "--iface", "cfu0", "--iface", "cfu1"];
-    let mut filter = RunningFilter::start_with(&previous, &bed.pair, &home, &tc_everywhere)?;
-    filter.cli_ok(&["allow", "add", ADDED])?;
-    let before = filter.stats()?;
-    let limit = Duration::from_secs(90);
-    let allowed = PreflightLoop::start(&bed.pair, &[ALLOWED, ADDED], WAIT, limit)?;
-    let denied = PreflightLoop::start(&bed.pair, &[DENIED], WAIT, limit)?;
+    let (mut filter, before) = start_previous(&previous, &bed, &home, &tc_everywhere)?;
+    let loops = Loops::start(&bed)?;
     sleep(Duration::from_millis(800));
     filter.stop_process()?;
     server_ip(&bed, &["link", "del", "cfu1"])?;
@@ -617,8 +636,7 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
     filter.use_args(&[]);
     filter.restart()?;
     sleep(Duration::from_millis(800));
-    let mut across = allowed.finish()?;
-    across.extend(denied.finish()?);
+    let across = loops.finish()?;
     eprintln!("across a refused, a killed and a whole upgrade: {across:?}");
     assert_enforced(&across, 5)?;
     assert!(!bed.server.saw_origin(DENIED)?);
