@@ -212,6 +212,42 @@ fn start_previous(
     Ok((filter, before))
 }
 
+/// `run` of `binary` on `filter`'s pins, which must be refused: `run`'s
+/// error output, which must contain every one of `expected`.
+fn refused_run(
+    binary: &Path,
+    bed: &Bed,
+    home: &FilterHome,
+    filter: &RunningFilter,
+    args: &[&str],
+    failpoint: Option<&str>,
+    expected: &[&str],
+) -> Result<String> {
+    let envs: Vec<(&str, &str)> = failpoint
+        .map(|point| ("CORS_FILTER_FAILPOINT", point))
+        .into_iter()
+        .collect();
+    let out = run_binary_with_pins(
+        binary,
+        &bed.pair,
+        home,
+        &home.config(),
+        filter.pin_dir(),
+        args,
+        &envs,
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        bail!("{} run was not refused: {stderr}", binary.display());
+    }
+    for part in expected {
+        if !stderr.contains(part) {
+            bail!("{part:?} is not in what the refused run said: {stderr}");
+        }
+    }
+    Ok(stderr)
+}
+
 /// Whether one preflight from `origin` is answered.
 fn answered(bed: &Bed, origin: &str) -> Result<bool> {
     let request = raw_client::preflight(origin.as_bytes());
@@ -365,51 +401,36 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     // Going back to the old release is refused; the new filter enforces on.
     filter.stop_process()?;
     let during = Loops::start(&bed)?;
-    let out = run_binary_with_pins(
+    let stderr = refused_run(
         &previous,
-        &bed.pair,
+        &bed,
         &home,
-        &home.config(),
-        filter.pin_dir(),
+        &filter,
         attach,
-        &[],
+        None,
+        &["another version", "detach --all"],
     )?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{} on the new pins: {stderr}", release::PREVIOUS);
-    assert!(
-        !out.status.success(),
-        "{} took over newer pins",
-        release::PREVIOUS
-    );
-    assert!(
-        stderr.contains("another version") && stderr.contains("detach --all"),
-        "{stderr}"
-    );
     assert_eq!(link_programs(filter.pin_dir())?, programs_after);
 
     // This build facing pins of a newer layout refuses them, naming both
     // versions and what to do.
     let newer = LayoutRecord::new(LAYOUT + 1, "9.9.0");
     set_record(filter.pin_dir(), &newer)?;
-    let out = run_binary_with_pins(
+    refused_run(
         &current,
-        &bed.pair,
+        &bed,
         &home,
-        &home.config(),
-        filter.pin_dir(),
+        &filter,
         attach,
-        &[],
+        None,
+        &[
+            &format!("layout {}", LAYOUT + 1),
+            "cors-filter 9.9.0",
+            &format!("cors-filter {}", env!("CARGO_PKG_VERSION")),
+            "detach --all",
+        ],
     )?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "took over pins of a newer layout");
-    for part in [
-        format!("layout {}", LAYOUT + 1),
-        "cors-filter 9.9.0".to_owned(),
-        format!("cors-filter {}", env!("CARGO_PKG_VERSION")),
-        "detach --all".to_owned(),
-    ] {
-        assert!(stderr.contains(&part), "{part} in {stderr}");
-    }
     let stats = filter.cli(&["stats", "--json"])?;
     assert!(
         !stats.status.success() && String::from_utf8_lossy(&stats.stderr).contains("9.9.0"),
@@ -481,20 +502,16 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
         // the carried totals as they are.
         ("upgrade-renamed-all", false),
     ] {
-        let out = run_binary_with_pins(
+        let aborted = format!("{failpoint}: aborting");
+        refused_run(
             &current,
-            &bed.pair,
+            &bed,
             &home,
-            &home.config(),
-            filter.pin_dir(),
+            &filter,
             &[],
-            &[("CORS_FILTER_FAILPOINT", failpoint)],
+            Some(failpoint),
+            &[&aborted],
         )?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains(&format!("{failpoint}: aborting")),
-            "{failpoint}: {stderr}"
-        );
         assert!(
             link_programs(filter.pin_dir())?
                 .iter()
@@ -593,18 +610,6 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
     server_ip(&bed, &["link", "del", "cfu1"])?;
     let programs_before = link_programs(filter.pin_dir())?;
     assert_eq!(programs_before.len(), 3);
-    let run = |envs: &[(&str, &str)]| {
-        run_binary_with_pins(
-            &current,
-            &bed.pair,
-            &home,
-            &home.config(),
-            filter.pin_dir(),
-            &[],
-            envs,
-        )
-    };
-
     // A pin whose name says XDP on a link that is TC: refused, and no link
     // has switched.
     let (tc_pin, lying_pin) = (
@@ -612,24 +617,16 @@ fn an_upgrade_switches_every_link_whatever_its_hook() -> Result<()> {
         filter.pin_dir().join("link-cfu0-xdp-native"),
     );
     std::fs::rename(&tc_pin, &lying_pin)?;
-    let out = run(&[])?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("of another kind than its name says"),
-        "{stderr}"
-    );
+    let refused = ["of another kind than its name says"];
+    refused_run(&current, &bed, &home, &filter, &[], None, &refused)?;
     assert_eq!(link_programs(filter.pin_dir())?, programs_before);
     std::fs::rename(&lying_pin, &tc_pin)?;
 
     // Killed after its first interface (the veth, moved from TC to XDP).
-    let out = run(&[("CORS_FILTER_FAILPOINT", "upgrade-attached-one")])?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("upgrade-attached-one: aborting"),
-        "{stderr}"
-    );
     // It removed the pin of the deleted interface's link first.
-    assert!(stderr.contains("its interface is gone"), "{stderr}");
+    let killed = ["upgrade-attached-one: aborting", "its interface is gone"];
+    let failpoint = Some("upgrade-attached-one");
+    refused_run(&current, &bed, &home, &filter, &[], failpoint, &killed)?;
     assert_eq!(pinned_record(filter.pin_dir())?, None);
 
     filter.use_binary(&current)?;
