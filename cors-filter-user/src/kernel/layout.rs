@@ -2,12 +2,13 @@
 //! `cors_filter_common::pinned`), and taking over the pins of an older
 //! layout in place: an upgrade with no unfiltered moment.
 //!
-//! An upgrade makes new the maps whose shape or meaning changed, fills
-//! them (the policy from the config, the counters from the old ones), then
-//! switches every pinned link to the new program, one atomic
-//! `BPF_LINK_UPDATE` each: until its switch a link runs the old program
-//! with the old maps, from it the new one with the new maps. Only then are
-//! the new maps pinned under the old names and the layout record written.
+//! An upgrade makes new the maps whose shape or meaning changed (the
+//! policy filled from the config; the counters from zero), then switches
+//! every pinned link to the new program, one atomic `BPF_LINK_UPDATE`
+//! each: until its switch a link runs the old program with the old maps,
+//! from it the new one with the new maps. Only then are the old counters'
+//! final totals carried beside the new ones, the new maps pinned under the
+//! old names and the layout record written.
 //! Maps of the same shape and meaning (connection state, pending denial
 //! events) are kept: the new program goes on where the old one was.
 //!
@@ -201,10 +202,10 @@ fn remove_if_present(path: &Path) -> Result<()> {
 /// a newer layout, and pins of no known layout.
 pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
     let maps = pinned_maps(tables);
-    let carried = carried_maps(pin_dir)?;
     match read_record(pin_dir)? {
         Some(record) if record.layout == LAYOUT => {
             check_pinned_maps(pin_dir, &maps, tables, |_| None)?;
+            carried_maps(pin_dir)?;
             Ok(Pins::Current)
         }
         Some(record) if record.layout > LAYOUT => Err(unreadable(pin_dir, &record)),
@@ -217,6 +218,7 @@ pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
         None => {
             // Layout 1, or maps of this layout whose upgrade was cut short
             // before the record: each map may have either shape.
+            let carried = carried_maps(pin_dir)?;
             if !check_pinned_maps(pin_dir, &maps, tables, layout_1_shape)? {
                 if let Some(stray) = carried.first() {
                     bail!(
