@@ -58,8 +58,8 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         (AttachArg::Tc, _) => Hook::Tc,
     };
     let _pin_lock = prepare_pin_dir(pin_dir)?;
-    let mut pins = layout::inspect(pin_dir, tables)?;
-    let upgrade = match &mut pins {
+    let pins = layout::inspect(pin_dir, tables)?;
+    let upgrade = match &pins {
         Pins::Empty => {
             // First, so that the maps pinned next are never of no layout.
             layout::write_record(pin_dir)?;
@@ -77,7 +77,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     };
     let map_pins = MapPins {
         dir: pin_dir,
-        upgrade: upgrade.as_deref(),
+        upgrade,
     };
     let (mut filter, logger) = Filter::load(hook, Some(map_pins), tables)?;
     let elsewhere = match pins {
