@@ -531,7 +531,7 @@ fn an_upgrade_killed_half_way_is_finished_by_the_next_run() -> Result<()> {
     filter.restart()?;
     sleep(Duration::from_millis(1000));
     let across = loops.finish()?;
-    eprintln!("across two killed upgrades and a third: {across:?}");
+    eprintln!("across four killed upgrades and a fifth: {across:?}");
     assert_enforced(&across, 10).context("across the killed upgrades")?;
     assert!(
         !bed.server.saw_origin(DENIED)?,
