@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use cors_filter_common::pinned::name;
 use cors_filter_tests::{
     TempDir,
     frames::replay::replay_files,
@@ -418,7 +419,7 @@ fn a_second_filter_cannot_take_over_running_pins() -> Result<()> {
             && stderr.contains(&*filter.pin_dir().to_string_lossy()),
         "{stderr}"
     );
-    assert!(filter.pin_dir().join("ACTIVE").exists());
+    assert!(filter.pin_dir().join(name::ACTIVE).exists());
     assert_eq!(
         client::preflight(&bed.pair, Family::V4, DENIED)?.status,
         None

@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use cors_filter_common::pinned::name;
 use cors_filter_tests::{
     harness::bed::Bed,
     harness::client::{self, Family},
@@ -195,7 +196,7 @@ fn sigterm_keeps_and_detach_removes(attach: &[&str]) -> Result<()> {
         Some(204)
     );
     // The maps stay (counters included) until --all.
-    assert!(filter.pin_dir().join("COUNTERS").exists());
+    assert!(filter.pin_dir().join(name::COUNTERS).exists());
     filter.cli_ok(&["detach", "--all"])?;
     assert!(!filter.pin_dir().exists(), "detach --all left the pins");
     // Nothing left: detaching again is not an error.
@@ -440,7 +441,7 @@ fn connection_maps_are_pinned_and_keep_their_size() -> Result<()> {
     let bed = bed()?;
     let home = FilterHome::new(&config("max_connections = 2048\nmax_open_heads = 512\n"))?;
     let mut filter = bed.filter(&home, &[])?;
-    for map in ["CONNS", "OPEN_HEADS"] {
+    for map in [name::CONNS, name::OPEN_HEADS] {
         assert!(filter.pin_dir().join(map).exists(), "{map} is not pinned");
     }
     let stats = filter.stats()?;
@@ -487,7 +488,7 @@ fn connection_maps_are_pinned_and_keep_their_size() -> Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started on maps of another size");
     assert!(
-        stderr.contains("OPEN_HEADS")
+        stderr.contains(name::OPEN_HEADS)
             && stderr.contains("max_open_heads = 1024")
             && stderr.contains("512 entries")
             && stderr.contains("detach --all"),
@@ -516,7 +517,7 @@ fn pinned_maps_of_another_shape_are_refused() -> Result<()> {
     std::fs::create_dir(&pin_dir)?;
     let cleanup = PinDirGuard(pin_dir.clone());
     // A COUNTERS map as an older build with fewer counters would have left.
-    let counters = pin_dir.join("COUNTERS");
+    let counters = pin_dir.join(name::COUNTERS);
     cors_filter_tests::harness::process::run_ok(std::process::Command::new("bpftool").args([
         "map",
         "create",
@@ -530,7 +531,7 @@ fn pinned_maps_of_another_shape_are_refused() -> Result<()> {
         "entries",
         "3",
         "name",
-        "COUNTERS",
+        name::COUNTERS,
     ]))?;
     let out = run_with_pins(&bed.pair, &home, &home.config(), &pin_dir, &[])?;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
+use cors_filter_common::pinned::name;
 use cors_filter_tests::{
     TempDir, cors_filter_bin,
     harness::bed::Bed,
@@ -54,7 +55,7 @@ fn pins_and_state_are_root_only() -> Result<()> {
     let pins = walk(filter.pin_dir())?;
     let state = walk(&home.state_dir())?;
     assert!(
-        pins.iter().any(|e| e.path.ends_with("ALLOWLIST_0")),
+        pins.iter().any(|e| e.path.ends_with(name::ALLOWLISTS[0])),
         "no pins: {pins:?}"
     );
     assert!(
@@ -71,7 +72,7 @@ fn pins_and_state_are_root_only() -> Result<()> {
 
     // nobody can neither list the directories nor read what is in them.
     let changes = home.state_dir().join("allowlist-changes.json");
-    let allowlist_pin = filter.pin_dir().join("ALLOWLIST_0");
+    let allowlist_pin = filter.pin_dir().join(name::ALLOWLISTS[0]);
     assert!(allowlist_pin.exists(), "no pin {}", allowlist_pin.display());
     for (program, target) in [
         ("ls", home.state_dir()),
