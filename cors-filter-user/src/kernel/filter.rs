@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        ProgramInfo, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
         xdp::XdpLink,
@@ -106,6 +106,31 @@ pub struct Filter {
     maps_taken: bool,
 }
 
+/// Loads (verifies) the program for `hook`'s kind into the kernel unless
+/// it is loaded already; what the kernel says of it.
+fn load_program(
+    ebpf: &mut Ebpf,
+    hook: HookName,
+) -> Result<Result<ProgramInfo, aya::programs::ProgramError>> {
+    if hook.is_xdp() {
+        let program: &mut Xdp = program_mut(ebpf, XDP_PROGRAM)?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .context("the kernel rejected the XDP program")?;
+        }
+        Ok(program.info())
+    } else {
+        let program: &mut SchedClassifier = program_mut(ebpf, TC_PROGRAM)?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .context("the kernel rejected the TC program")?;
+        }
+        Ok(program.info())
+    }
+}
+
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -147,22 +172,7 @@ impl Filter {
             .load(EBPF_OBJECT)
             .context("cannot load the eBPF object")?;
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
-        let info = match hook {
-            Hook::Xdp(_) => {
-                let program: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?;
-                program
-                    .load()
-                    .context("the kernel rejected the XDP program")?;
-                program.info()
-            }
-            Hook::Tc => {
-                let program: &mut SchedClassifier = program_mut(&mut ebpf, TC_PROGRAM)?;
-                program
-                    .load()
-                    .context("the kernel rejected the TC program")?;
-                program.info()
-            }
-        };
+        let info = load_program(&mut ebpf, hook.name())?;
         match info.map(|i| i.verified_instruction_count()) {
             Ok(Some(count)) => {
                 log::info!("program verified: {count} instructions processed by the verifier")
@@ -228,22 +238,7 @@ impl Filter {
                 hook.as_str()
             );
         }
-        if hook.is_xdp() {
-            let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-            if program.fd().is_err() {
-                program
-                    .load()
-                    .context("the kernel rejected the XDP program")?;
-            }
-        } else {
-            let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
-            if program.fd().is_err() {
-                program
-                    .load()
-                    .context("the kernel rejected the TC program")?;
-            }
-        }
-        Ok(())
+        load_program(&mut self.ebpf, hook).map(drop)
     }
 
     /// Switches the link pinned at `pin` to this object's program for
