@@ -147,10 +147,7 @@ pub fn read_record(pin_dir: &Path) -> Result<Option<LayoutRecord>> {
             pin_dir.display()
         );
     }
-    let map = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    let record: Array<MapData, LayoutRecord> = Array::try_from(Map::Array(map))
-        .with_context(|| format!("{} is not an array", path.display()))?;
+    let record: Array<MapData, LayoutRecord> = open_array(&path)?;
     record
         .get(&0, 0)
         .map(Some)
@@ -187,6 +184,14 @@ pub fn write_record(pin_dir: &Path) -> Result<()> {
     let path = pin_path(pin_dir, name::LAYOUT);
     std::fs::rename(&staged, &path)
         .with_context(|| format!("cannot rename {} to {}", staged.display(), path.display()))
+}
+
+/// The array map pinned at `path`, of `V` values.
+fn open_array<V: aya::Pod>(path: &Path) -> Result<Array<MapData, V>> {
+    let map = MapData::from_pin(path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    Array::try_from(Map::Array(map))
+        .with_context(|| format!("{} is not the expected array", path.display()))
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
@@ -358,10 +363,7 @@ impl Upgrade {
         if !pin_exists(&path)? {
             return Ok(0);
         }
-        let map = MapData::from_pin(&path)
-            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-        let active: Array<MapData, u32> = Array::try_from(Map::Array(map))
-            .with_context(|| format!("{} is not the expected array", path.display()))?;
+        let active: Array<MapData, u32> = open_array(&path)?;
         active
             .get(&0, 0)
             .with_context(|| format!("cannot read {}", path.display()))
@@ -437,10 +439,7 @@ pub fn add_carried(pin_dir: &Path, values: &mut [u64; Counter::COUNT as usize]) 
     let maps = carried_maps(pin_dir)?;
     for map in &maps {
         let path = pin_path(pin_dir, map);
-        let data = MapData::from_pin(&path)
-            .with_context(|| format!("cannot open pinned map {}", path.display()))?;
-        let carried: Array<MapData, u64> = Array::try_from(Map::Array(data))
-            .with_context(|| format!("{} is not an array of counters", path.display()))?;
+        let carried: Array<MapData, u64> = open_array(&path)?;
         for counter in Counter::ALL {
             let value = carried
                 .get(&counter.index(), 0)
