@@ -15,7 +15,6 @@ use cors_filter_tests::{
     harness::bed::Bed,
     harness::client::{self, Family},
     harness::filter::{FilterHome, RunningFilter, counter, remove_pin_dir, run_with_pins},
-    harness::metrics::by_label,
     harness::netns::SERVER_IF,
     harness::preflight_loop::{PreflightLoop, Tally},
 };
@@ -120,23 +119,11 @@ fn kill_9_keeps_enforcing(attach: &[&str]) -> Result<()> {
     // new daemon, which counts them per origin. (Events the killed daemon
     // had read but not yet saved, at most 2 s of them, may be lost.)
     let window_denials = tally(&in_window, DENIED)?.sent;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let by_origin = by_label(
-            &filter.metric_values()?,
-            "cors_filter_denied_by_origin_total",
-            "origin",
-        );
-        if by_origin.get(DENIED).copied().unwrap_or(0) >= window_denials {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the window's {window_denials} denials are not counted per origin: {by_origin:?}"
-            );
-        }
-        sleep(Duration::from_millis(100));
-    }
+    filter
+        .wait_denied_by_origin(Duration::from_secs(10), |by_origin| {
+            by_origin.get(DENIED).copied().unwrap_or(0) >= window_denials
+        })
+        .with_context(|| format!("the window's {window_denials} denials"))?;
     filter.stop()
 }
 
@@ -339,21 +326,11 @@ fn reloads_drop_no_allowed_preflight(attach: &[&str]) -> Result<()> {
     // would pass for answered above; but every denial is an event with its
     // origin, and once the daemon has read them all, none is the allowed
     // origin's.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let by_origin = loop {
-        let by_origin = by_label(
-            &filter.metric_values()?,
-            "cors_filter_denied_by_origin_total",
-            "origin",
-        );
-        if by_origin.values().sum::<u64>() >= delta("preflight_deny") {
-            break by_origin;
-        }
-        if Instant::now() > deadline {
-            bail!("the daemon did not read every denial event: {by_origin:?}, {end}");
-        }
-        sleep(Duration::from_millis(100));
-    };
+    let by_origin = filter
+        .wait_denied_by_origin(Duration::from_secs(10), |by_origin| {
+            by_origin.values().sum::<u64>() >= delta("preflight_deny")
+        })
+        .with_context(|| format!("the daemon did not read every denial event: {end}"))?;
     assert_eq!(
         by_origin.get(ALLOWED).copied().unwrap_or(0),
         0,

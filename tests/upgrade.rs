@@ -23,7 +23,6 @@ use cors_filter_tests::{
     harness::bed::Bed,
     harness::client::Family,
     harness::filter::{FilterHome, RunningFilter, counter, run_binary_with_pins},
-    harness::metrics::by_label,
     harness::preflight_loop::{PreflightLoop, Tally},
     harness::process::run_ok,
     harness::raw_client,
@@ -290,15 +289,12 @@ fn assert_counted(
     Ok(())
 }
 
-fn denied_by_origin(filter: &RunningFilter) -> Result<u64> {
-    Ok(by_label(
-        &filter.metric_values()?,
-        "cors_filter_denied_by_origin_total",
-        "origin",
-    )
-    .get(DENIED)
-    .copied()
-    .unwrap_or(0))
+/// The daemon's count of denials of [`DENIED`], once it is `at_least`.
+fn denied_by_origin(filter: &RunningFilter, at_least: u64) -> Result<u64> {
+    let by_origin = filter.wait_denied_by_origin(Duration::from_secs(10), |by_origin| {
+        by_origin.get(DENIED).copied().unwrap_or(0) >= at_least
+    })?;
+    Ok(by_origin.get(DENIED).copied().unwrap_or(0))
 }
 
 fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
@@ -317,7 +313,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     let loops = Loops::start(&bed)?;
     sleep(Duration::from_millis(1500));
     let cut = CutHead::open(&bed)?;
-    let by_origin_before = denied_by_origin(&filter)?;
+    let by_origin_before = denied_by_origin(&filter, 0)?;
     if by_origin_before == 0 || counter(&filter.stats()?, "preflight_deny") == 0 {
         bail!("the old program counted no denial before the upgrade");
     }
@@ -387,16 +383,9 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     // Per-origin denial counts went on, the events queued while no daemon
     // read them included: every denied preflight of the loop is counted.
     let wanted = tally(&across, DENIED)?.sent;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while denied_by_origin(&filter)? < wanted.max(by_origin_before) {
-        if Instant::now() > deadline {
-            bail!(
-                "per-origin counts lost: before {by_origin_before}, now {}, {wanted} denied",
-                denied_by_origin(&filter)?
-            );
-        }
-        sleep(Duration::from_millis(100));
-    }
+    denied_by_origin(&filter, wanted.max(by_origin_before)).with_context(|| {
+        format!("per-origin counts lost: before {by_origin_before}, {wanted} denied")
+    })?;
 
     // Going back to the old release is refused; the new filter enforces on.
     filter.stop_process()?;

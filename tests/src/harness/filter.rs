@@ -2,10 +2,11 @@
 //! its CLI pointed at the same pins and state.
 
 use std::{
+    collections::BTreeMap,
     ffi::OsString,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -374,6 +375,32 @@ impl RunningFilter {
     /// `/metrics` as `series -> value` (`name{labels}` keys).
     pub fn metric_values(&self) -> Result<Metrics> {
         Ok(metrics::parse(&self.metrics()?))
+    }
+
+    /// The denials the daemon has counted per origin
+    /// (`cors_filter_denied_by_origin_total`), once `done` holds of them:
+    /// it reads the events after the program wrote them. Fails after
+    /// `limit`, showing the counts.
+    pub fn wait_denied_by_origin(
+        &self,
+        limit: Duration,
+        done: impl Fn(&BTreeMap<String, u64>) -> bool,
+    ) -> Result<BTreeMap<String, u64>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let by_origin = metrics::by_label(
+                &self.metric_values()?,
+                "cors_filter_denied_by_origin_total",
+                "origin",
+            );
+            if done(&by_origin) {
+                return Ok(by_origin);
+            }
+            if Instant::now() > deadline {
+                bail!("the per-origin denial counts stay at {by_origin:?} after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Stops the daemon with SIGTERM; fails unless it exits cleanly. The
