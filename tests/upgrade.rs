@@ -308,7 +308,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
         pinned_record(filter.pin_dir())?,
         None,
         "{} pinned a layout record",
-        release::PREVIOUS
+        release::PREVIOUS.tag
     );
     let loops = Loops::start(&bed)?;
     sleep(Duration::from_millis(1500));
@@ -399,7 +399,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
         None,
         &["another version", "detach --all"],
     )?;
-    eprintln!("{} on the new pins: {stderr}", release::PREVIOUS);
+    eprintln!("{} on the new pins: {stderr}", release::PREVIOUS.tag);
     assert_eq!(link_programs(filter.pin_dir())?, programs_after);
 
     // This build facing pins of a newer layout refuses them, naming both

@@ -1,9 +1,13 @@
-//! A released `cors-filter`, built from its git tag, for the tests that
+//! A released `cors-filter`, built from its source, for the tests that
 //! upgrade from it and downgrade to it.
 //!
-//! The tag's tree is exported with `git archive` and built with its own
-//! lock file under `target/releases/<tag>/`; the binary is kept there,
-//! under the commit it was built from, so that later runs reuse it.
+//! A release's source travels in the repository as
+//! `tests/releases/<tag>.tar.gz` (`git archive --format=tar.gz <tag>`),
+//! because a clone need not carry tags or history (CI's does not). The
+//! archive is checked against the digest recorded here, unpacked and built
+//! with its own lock file under `target/releases/<tag>/`; the binary is
+//! kept there, under the commit it was built from, so that later runs
+//! reuse it.
 
 use std::{
     path::{Path, PathBuf},
@@ -15,9 +19,26 @@ use anyhow::{Context, Result, bail};
 
 use crate::harness::process::run_bounded;
 
+/// A release whose source is in `tests/releases/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    /// Its tag, and the archive's file name without `.tar.gz`.
+    pub tag: &'static str,
+    /// The commit the tag names (the archive says so too:
+    /// `git get-tar-commit-id`).
+    pub commit: &'static str,
+    /// SHA-256 of the archive, so that a changed archive is refused rather
+    /// than taken for the release.
+    pub sha256: &'static str,
+}
+
 /// The release the upgrade tests start from: the last one before the
 /// layout record (pins of layout 1).
-pub const PREVIOUS: &str = "v0.1.0";
+pub const PREVIOUS: Release = Release {
+    tag: "v0.1.0",
+    commit: "b342d44646bebea0f11bf128eab25987a7587996",
+    sha256: "4d091fd8a57f8539e31eba33a8992c2904a177fbf5e763acb2af8061b49f0415",
+};
 
 /// Long enough for a cold build (dependencies and the eBPF object) on two CPUs.
 const BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -29,29 +50,20 @@ fn workspace() -> PathBuf {
         .expect("the workspace exists")
 }
 
-fn git(args: &[&str]) -> Result<String> {
-    let out = run_bounded(
-        Command::new("git").arg("-C").arg(workspace()).args(args),
-        Duration::from_secs(60),
-    )?;
+fn run(command: &mut Command, what: &str) -> Result<String> {
+    let out = run_bounded(command, Duration::from_secs(60))?;
     if !out.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The `cors-filter` binary of release `tag`, built on first use.
-pub fn binary(tag: &str) -> Result<PathBuf> {
-    let commit =
-        git(&["rev-parse", "--verify", &format!("{tag}^{{commit}}")]).with_context(|| {
-            format!(
-                "the repository has no tag {tag} (a shallow or tagless clone? `git fetch --tags`)"
-            )
-        })?;
+/// The `cors-filter` binary of `release`, built on first use.
+pub fn binary(release: Release) -> Result<PathBuf> {
+    let Release { tag, commit, .. } = release;
+    let archive = workspace()
+        .join("tests/releases")
+        .join(format!("{tag}.tar.gz"));
     let home = workspace().join("target").join("releases").join(tag);
     let binary = home.join(format!("cors-filter-{commit}"));
     std::fs::create_dir_all(&home)?;
@@ -67,7 +79,7 @@ pub fn binary(tag: &str) -> Result<PathBuf> {
         std::fs::remove_dir_all(&source)?;
     }
     std::fs::create_dir_all(&source)?;
-    export(&commit, &source)?;
+    unpack(release, &archive, &source)?;
     eprintln!(
         "building cors-filter {tag} ({commit}) under {}",
         home.display()
@@ -113,24 +125,26 @@ pub fn binary(tag: &str) -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// Writes the tree of `commit` into `dir`.
-fn export(commit: &str, dir: &Path) -> Result<()> {
-    let archive = dir.join("../src.tar");
-    git(&["archive", "--output", &archive.to_string_lossy(), commit])?;
-    let out = run_bounded(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(dir),
-        Duration::from_secs(60),
+/// Checks `archive` against `release` and unpacks it into `dir`.
+fn unpack(release: Release, archive: &Path, dir: &Path) -> Result<()> {
+    let digest = run(
+        Command::new("sha256sum").arg(archive),
+        &format!("sha256sum {}", archive.display()),
     )?;
-    std::fs::remove_file(&archive)?;
-    if !out.status.success() {
+    let digest = digest.split_whitespace().next().unwrap_or_default();
+    if digest != release.sha256 {
         bail!(
-            "cannot unpack the tree of {commit}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{} has SHA-256 {digest}, not the {} recorded for {}: \
+             remake it with `git archive --format=tar.gz {}` and record its digest",
+            archive.display(),
+            release.sha256,
+            release.tag,
+            release.tag
         );
     }
+    run(
+        Command::new("tar").arg("-xzf").arg(archive).arg("-C").arg(dir),
+        &format!("unpacking {}", archive.display()),
+    )?;
     Ok(())
 }
