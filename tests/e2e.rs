@@ -176,6 +176,8 @@ fn allow_rejects_invalid_origins_naming_the_bad_part() -> Result<()> {
         ("https://evil.example:0", "bad port"),
         ("evil.example", "scheme://host"),
         ("https://a.*.example", "wildcard"),
+        ("http://2130706433", "write the host as 127.0.0.1"),
+        ("https://*.github.io", "public suffix github.io"),
     ] {
         let out = filter.cli(&["allow", "add", origin])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -186,6 +188,25 @@ fn allow_rejects_invalid_origins_naming_the_bad_part() -> Result<()> {
         );
     }
     assert_eq!(filter.stats()?["allowlist_entries"], 2);
+    // Meant: allowed, with a warning.
+    let out = filter.cli(&[
+        "allow",
+        "add",
+        "https://*.github.io",
+        "--force-public-suffix",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("public suffix github.io"),
+        "{stderr}"
+    );
+    let out = filter.cli(&["allow", "add", "null"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("sandboxed iframe"),
+        "{stderr}"
+    );
+    assert_eq!(filter.stats()?["allowlist_entries"], 4);
     filter.stop()
 }
 

@@ -4,6 +4,11 @@
 
 use std::{fmt, net::Ipv6Addr};
 
+use crate::{
+    browser_host::{self, NumericHost, numeric_host},
+    shown::Shown,
+};
+
 use cors_filter_common::{
     Method, MethodSet,
     allow_map::{AllowEntryValue, MAX_WILDCARD_LABELS, key_hash},
@@ -41,6 +46,18 @@ impl AllowEntry {
 
     pub fn methods(&self) -> MethodSet {
         MethodSet(self.value.methods)
+    }
+
+    /// The domain of a wildcard entry when that domain is a public suffix
+    /// (`com` for `https://*.com`, `github.io` for `https://*.github.io`):
+    /// anyone can register a site under it, so the entry allows sites of
+    /// strangers. From the public suffix list of the `psl` crate.
+    pub fn wildcard_public_suffix(&self) -> Option<&str> {
+        let (_, rest) = self.origin.split_once("://*.")?;
+        // The port, if any, follows the last ':' (a domain has none).
+        let domain = rest.split(':').next().unwrap_or(rest);
+        let suffix = psl::suffix(domain.as_bytes())?;
+        (suffix.is_known() && suffix.as_bytes() == domain.as_bytes()).then_some(domain)
     }
 
     /// The entry, allowing only `methods` (`MethodSet::ANY`: every method).
@@ -94,12 +111,13 @@ pub fn parse_methods<S: AsRef<str>>(names: &[S]) -> Result<MethodSet, String> {
         let Some(method) = Method::KNOWN.into_iter().find(|m| m.name() == name) else {
             let known: Vec<&str> = Method::KNOWN.iter().map(|m| m.name()).collect();
             return Err(format!(
-                "unknown method {name:?} (methods are case-sensitive; known: {})",
+                "unknown method {} (methods are case-sensitive; known: {})",
+                Shown(name),
                 known.join(" ")
             ));
         };
         if set.contains(method) {
-            return Err(format!("method {name:?} is listed twice"));
+            return Err(format!("method {} is listed twice", Shown(name)));
         }
         set = set.with(method);
     }
@@ -115,7 +133,7 @@ pub struct EntryError {
 
 impl fmt::Display for EntryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid origin {:?}: {}", self.entry, self.reason)
+        write!(f, "invalid origin {}: {}", Shown(&self.entry), self.reason)
     }
 }
 
@@ -198,12 +216,39 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
         .and_then(|()| parse.normalize())
         .map_err(|e| describe(text, e))?;
     let key_bytes = parse.key();
-    let (len, kind, wildcard_depth_bit) = if wildcard {
-        let host = parse.host();
-        let last_label = host.rsplit(|&b| b == b'.').next().unwrap_or_default();
-        if last_label.iter().all(u8::is_ascii_digit) {
+    let host = parse.host();
+    // Hosts that end in a number are IPv4 addresses to a browser (or
+    // refused): only the one spelling browsers send can ever match.
+    let numeric = if rest.starts_with('[') {
+        None
+    } else {
+        numeric_host(&String::from_utf8_lossy(host))
+    };
+    match numeric {
+        Some(_) if wildcard => {
             return Err(error(text, "a wildcard cannot apply to an IP address"));
         }
+        Some(NumericHost::Ipv4(address)) if address.to_string().as_bytes() != host => {
+            return Err(error(
+                text,
+                format!(
+                    "bad host: browsers read {} as the IPv4 address {address} and send that in Origin; write the host as {address}",
+                    Shown(&String::from_utf8_lossy(host))
+                ),
+            ));
+        }
+        Some(NumericHost::Refused) => {
+            return Err(error(
+                text,
+                format!(
+                    "bad host: {} ends in a number but is not an IPv4 address, and browsers refuse such a URL",
+                    Shown(&String::from_utf8_lossy(host))
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let (len, kind, wildcard_depth_bit) = if wildcard {
         // The kernel tries prefixes ending at the first MAX_WILDCARD_LABELS
         // dots of the reversed host; the dot after the domain's last label
         // must be one of them.
@@ -231,8 +276,8 @@ pub fn parse_entry(text: &str) -> Result<AllowEntry, EntryError> {
     })
 }
 
-/// Rewrites an IPv6 literal host in its canonical (RFC 5952) form, which is
-/// what browsers send.
+/// Rewrites an IPv6 literal host in the form browsers send (RFC 5952, but
+/// an IPv4-mapped address in hexadecimal: [`browser_host::ipv6`]).
 fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryError> {
     let Some(close) = rest.find(']') else {
         return Err(error(text, "bad host: IPv6 address without a closing ']'"));
@@ -246,7 +291,11 @@ fn canonical_ipv6(text: &str, scheme: &str, rest: &str) -> Result<String, EntryE
             ),
         )
     })?;
-    Ok(format!("{scheme}://[{address}]{}", &rest[close + 1..]))
+    Ok(format!(
+        "{scheme}://[{}]{}",
+        browser_host::ipv6(address),
+        &rest[close + 1..]
+    ))
 }
 
 /// A map entry as `allow list` prints it: its origin (see [`decode_entry`])
@@ -363,6 +412,75 @@ mod tests {
         assert!(reason("https://*.[::1]").contains("bad host"));
         assert!(reason("http://[::g]").contains("not an IPv6 address"));
         assert!(reason("").contains("empty"));
+    }
+
+    /// An entry in a spelling browsers never send would never match:
+    /// refused, naming the form they do send.
+    #[test]
+    fn ip_hosts_only_as_browsers_send_them() {
+        let reason = |t: &str| parse_entry(t).unwrap_err().to_string();
+        for (text, address) in [
+            ("http://2130706433", "127.0.0.1"),
+            ("http://0x7f.0.0.1:8080", "127.0.0.1"),
+            ("http://0177.0.0.1", "127.0.0.1"),
+            ("http://10.1", "10.0.0.1"),
+        ] {
+            let e = reason(text);
+            assert!(
+                e.contains(&format!("write the host as {address}")),
+                "{text}: {e}"
+            );
+        }
+        for text in ["http://1.2.3.256", "https://app.123", "https://app.0x1f"] {
+            let e = reason(text);
+            assert!(e.contains("not an IPv4 address"), "{text}: {e}");
+        }
+        assert!(reason("https://*.0x7f").contains("IP address"));
+        assert_eq!(canonical("http://10.0.0.1:8080"), "http://10.0.0.1:8080");
+        assert_eq!(canonical("https://0xg.example"), "https://0xg.example");
+        // IPv4-mapped IPv6: browsers write it in hexadecimal.
+        assert_eq!(
+            canonical("http://[::ffff:1.2.3.4]"),
+            "http://[::ffff:102:304]"
+        );
+        assert_eq!(
+            canonical("http://[::FFFF:102:304]:81"),
+            "http://[::ffff:102:304]:81"
+        );
+        assert!(matches(
+            "http://[::ffff:1.2.3.4]",
+            "http://[::ffff:102:304]"
+        ));
+    }
+
+    #[test]
+    fn wildcards_over_public_suffixes_are_named() {
+        let suffix = |t: &str| {
+            parse_entry(t)
+                .unwrap()
+                .wildcard_public_suffix()
+                .map(str::to_owned)
+        };
+        assert_eq!(suffix("https://*.com").as_deref(), Some("com"));
+        assert_eq!(suffix("https://*.co.uk:8443").as_deref(), Some("co.uk"));
+        assert_eq!(suffix("https://*.github.io").as_deref(), Some("github.io"));
+        for text in [
+            "https://*.example.com",
+            "https://*.example.co.uk",
+            "https://app.com",
+            "https://*.localhost",
+            "null",
+        ] {
+            assert_eq!(suffix(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_cut_long_values() {
+        let long = format!("https://{}.example/path", "a".repeat(10 << 20));
+        let e = parse_entry(&long).unwrap_err().to_string();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        assert!(e.contains(&format!("({} bytes)", long.len())), "{e}");
     }
 
     /// What the kernel's lookup answers for an allowlist of one entry.

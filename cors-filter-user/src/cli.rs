@@ -105,6 +105,10 @@ pub enum AllowAction {
         /// request with another, is denied. Methods are case-sensitive.
         #[arg(long, value_name = "METHODS", value_delimiter = ',')]
         methods: Option<Vec<String>>,
+        /// Allow a wildcard over a public suffix (`https://*.github.io`):
+        /// every site anyone registers there. Refused without it.
+        #[arg(long)]
+        force_public_suffix: bool,
     },
     /// Stop allowing ORIGIN.
     Remove { origin: String },

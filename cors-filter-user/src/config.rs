@@ -2,7 +2,7 @@
 //! the offending value; nothing is attached until the whole file is valid.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     path::{Path, PathBuf},
 };
@@ -15,6 +15,7 @@ use toml::Spanned;
 use crate::{
     allow_entry::{AllowEntry, parse_entry, parse_methods},
     kernel::policy::{ClientHeader, Policy, PortPolicy},
+    shown::{Cut, Shown},
 };
 
 #[derive(Debug)]
@@ -35,6 +36,10 @@ pub struct Config {
     pub http2: Http2,
     /// Sizes of the connection maps, fixed when the program is loaded.
     pub tables: TableSizes,
+    /// What is valid but rarely meant (`null` allowed, a forced wildcard
+    /// over a public suffix), one line each naming file and line;
+    /// [`Config::load`] logs them.
+    pub warnings: Vec<String>,
 }
 
 /// Defaults of `max_connections` and `max_open_heads`: the sizes the
@@ -144,6 +149,9 @@ impl<'de> Deserialize<'de> for RawAllowEntry {
 struct RawAllowTable {
     origin: String,
     methods: Option<Vec<String>>,
+    /// Allows a wildcard over a public suffix (`https://*.github.io`).
+    #[serde(default)]
+    force_public_suffix: bool,
 }
 
 #[derive(Deserialize)]
@@ -171,8 +179,67 @@ impl fmt::Display for LineError {
 
 impl std::error::Error for LineError {}
 
+/// toml's own error shows the line, the column and the line's text, which
+/// is what is wanted unless the line is long: then the file, line and
+/// toml's message, cut (a message may quote the whole value).
+fn toml_error(path: &Path, source: &str, e: toml::de::Error) -> anyhow::Error {
+    const LONGEST_LINE_SHOWN: usize = 200;
+    let offset = e.span().map_or(0, |span| span.start).min(source.len());
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_len = source[line_start..]
+        .find('\n')
+        .unwrap_or(source.len() - line_start);
+    if line_len <= LONGEST_LINE_SHOWN {
+        return anyhow::Error::new(e).context(format!("invalid config file {}", path.display()));
+    }
+    LineError {
+        path: path.to_owned(),
+        line: line_of(source, offset),
+        message: format!(
+            "invalid TOML at column {}: {}",
+            offset - line_start + 1,
+            Cut(e.message())
+        ),
+    }
+    .into()
+}
+
 fn line_of(source: &str, offset: usize) -> usize {
     source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+/// Checks an entry being added (from the config, or with `allow add`) for
+/// what is valid but rarely meant: a wildcard over a public suffix is
+/// refused unless `forced` (`how_to_force` says how); `null`, a forced
+/// wildcard, and a `forced` that forces nothing are allowed with the
+/// warnings returned.
+pub fn vet_entry(entry: &AllowEntry, forced: bool, how_to_force: &str) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    match entry.wildcard_public_suffix() {
+        Some(suffix) if !forced => bail!(
+            "{} allows every site under the public suffix {suffix}, where anyone can register one; \
+             list the sites instead, or set {how_to_force} if that is meant",
+            entry.origin
+        ),
+        Some(suffix) => warnings.push(format!(
+            "{} allows every site under the public suffix {suffix} ({how_to_force})",
+            entry.origin
+        )),
+        None if forced => warnings.push(format!(
+            "{}: {how_to_force} has no effect: it is not a wildcard over a public suffix",
+            entry.origin
+        )),
+        None => {}
+    }
+    if entry.origin == "null" {
+        warnings.push(
+            "`null` is allowed: browsers send `Origin: null` from sandboxed iframes, data: and \
+             file: documents and after cross-origin redirects, so any site can send requests \
+             with it (by framing itself in a sandboxed iframe)"
+                .to_owned(),
+        );
+    }
+    Ok(warnings)
 }
 
 /// What a config that still has `on_incomplete` or `unsafe_on_incomplete`
@@ -192,13 +259,15 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let source = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(path, &source)
+        let config = Self::parse(path, &source)?;
+        for warning in &config.warnings {
+            log::warn!("{warning}");
+        }
+        Ok(config)
     }
 
     pub fn parse(path: &Path, source: &str) -> Result<Config> {
-        // toml's own errors already show the line, the column and the text.
-        let raw: RawConfig = toml::from_str(source)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let raw: RawConfig = toml::from_str(source).map_err(|e| toml_error(path, source, e))?;
         let at = |offset: usize, message: String| LineError {
             path: path.to_owned(),
             line: line_of(source, offset),
@@ -317,25 +386,38 @@ impl Config {
                 DEFAULT_MAX_OPEN_HEADS,
             )?,
         };
-        let mut allow: Vec<AllowEntry> = Vec::new();
+        let mut allow: Vec<AllowEntry> = Vec::with_capacity(raw.allow.len());
+        // Canonical origin -> its index in `allow`: a duplicate is found in
+        // constant time, so a long allowlist loads in linear time.
+        let mut listed: HashMap<String, usize> = HashMap::with_capacity(raw.allow.len());
+        let mut warnings = Vec::new();
         for item in &raw.allow {
-            let (origin, methods) = match item.get_ref() {
-                RawAllowEntry::Origin(origin) => (origin, None),
-                RawAllowEntry::WithMethods(table) => (&table.origin, table.methods.as_deref()),
+            let (origin, methods, force_public_suffix) = match item.get_ref() {
+                RawAllowEntry::Origin(origin) => (origin, None, false),
+                RawAllowEntry::WithMethods(table) => (
+                    &table.origin,
+                    table.methods.as_deref(),
+                    table.force_public_suffix,
+                ),
             };
             let line = |message: String| at(item.span().start, message);
             let mut parsed = parse_entry(origin).map_err(|e| line(e.to_string()))?;
             if let Some(methods) = methods {
-                let methods =
-                    parse_methods(methods).map_err(|e| line(format!("origin {origin:?}: {e}")))?;
+                let methods = parse_methods(methods)
+                    .map_err(|e| line(format!("origin {}: {e}", Shown(origin))))?;
                 parsed = parsed.with_methods(methods);
             }
-            if let Some(first) = allow.iter().find(|a| a.origin == parsed.origin) {
+            if let Some(&first) = listed.get(&parsed.origin) {
                 bail!(line(format!(
-                    "{origin:?} is listed twice (as {:?})",
-                    first.origin
+                    "{} is listed twice (as {:?})",
+                    Shown(origin),
+                    allow[first].origin
                 )));
             }
+            let vetted = vet_entry(&parsed, force_public_suffix, "force_public_suffix = true")
+                .map_err(|e| line(e.to_string()))?;
+            warnings.extend(vetted.into_iter().map(|w| line(w).to_string()));
+            listed.insert(parsed.origin.clone(), allow.len());
             allow.push(parsed);
         }
         Ok(Config {
@@ -349,6 +431,7 @@ impl Config {
             action: raw.action.unwrap_or(Action::ResetProxied),
             http2: raw.http2.unwrap_or(Http2::Drop),
             tables,
+            warnings,
         })
     }
 
@@ -744,6 +827,95 @@ mod tests {
         assert!(e.contains("protect"), "{e}");
         let e = err("ports = [80]\nprotect_unsafe_methods = \"yes\"\n");
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn wildcards_over_public_suffixes_only_when_forced() {
+        let e = err("ports = [80]\nallow = [\n  \"https://*.github.io\",\n]\n");
+        assert!(
+            e.contains("/etc/cf.toml:3:")
+                && e.contains("public suffix github.io")
+                && e.contains("force_public_suffix = true"),
+            "{e}"
+        );
+        let forced = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80]\nallow = [{ origin = \"https://*.github.io\", force_public_suffix = true }]\n",
+        )
+        .unwrap();
+        assert_eq!(forced.allow[0].origin, "https://*.github.io");
+        assert!(
+            forced.warnings.len() == 1 && forced.warnings[0].contains("x.toml:2:"),
+            "{:?}",
+            forced.warnings
+        );
+        let pointless = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80]\nallow = [{ origin = \"https://*.example.com\", force_public_suffix = true }]\n",
+        )
+        .unwrap();
+        assert!(pointless.warnings[0].contains("has no effect"));
+    }
+
+    #[test]
+    fn null_is_allowed_with_a_warning() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80]\nallow = [\"https://a.example\", \"null\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.allow[1].origin, "null");
+        assert!(
+            c.warnings.len() == 1 && c.warnings[0].contains("sandboxed iframe"),
+            "{:?}",
+            c.warnings
+        );
+        let quiet = Config::parse(
+            Path::new("x.toml"),
+            "ports = [80]\nallow = [\"https://a.example\"]\n",
+        );
+        assert!(quiet.unwrap().warnings.is_empty());
+    }
+
+    /// A 10 MB value is named, not echoed, wherever the error comes from.
+    #[test]
+    fn errors_cut_long_values() {
+        let huge = "a".repeat(10 << 20);
+        for source in [
+            format!("ports = [80]\nallow = [\"https://{huge}.example/\"]\n"),
+            format!(
+                "ports = [80]\nallow = [\"https://a.example\", \"https://A.example\"]\nmode = \"{huge}\"\n"
+            ),
+            format!(
+                "ports = [80]\nallow = [{{ origin = \"https://{huge}.example\", methods = [\"get\"] }}]\n"
+            ),
+            format!(
+                "ports = [80]\nallow = [{{ origin = \"https://b.example\", methods = [\"{huge}\"] }}]\n"
+            ),
+            format!("ports = [80]\nallow = [\"https://{huge}"),
+            format!("ports = [80]\n{huge} = 1\n"),
+        ] {
+            let e = err(&source);
+            assert!(e.len() < 1000, "{} bytes: {}", e.len(), &e[..300]);
+        }
+    }
+
+    /// Duplicates are found by a map, not a scan: 100,000 entries load in
+    /// well under a second (a scan took 27 s).
+    #[test]
+    fn a_long_allowlist_loads_in_linear_time() {
+        let entries = 100_000;
+        let mut source = String::from("ports = [80]\nallow = [\n");
+        for i in 0..entries {
+            source.push_str(&format!("  \"https://app{i}.example{}.com\",\n", i % 97));
+        }
+        source.push_str("]\n");
+        let started = std::time::Instant::now();
+        let c = Config::parse(Path::new("x.toml"), &source).unwrap();
+        let took = started.elapsed();
+        assert_eq!(c.allow.len(), entries);
+        eprintln!("{entries} entries parsed in {took:?}");
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
     #[test]

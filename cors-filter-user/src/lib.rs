@@ -11,6 +11,7 @@
 //!   daemon safe ([`capabilities`], [`root_only`]).
 
 pub mod allow_entry;
+pub mod browser_host;
 pub mod capabilities;
 pub mod cli;
 pub mod commands;
@@ -19,4 +20,5 @@ pub mod denials;
 pub mod kernel;
 pub mod metrics;
 pub mod root_only;
+pub mod shown;
 pub mod state;

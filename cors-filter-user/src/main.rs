@@ -31,9 +31,17 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args, &cli.pin_dir, &cli.state_dir).await,
         Command::Allow { action } => match action {
-            AllowAction::Add { origin, methods } => {
-                allow::add(&cli.pin_dir, &cli.state_dir, &origin, methods.as_deref())
-            }
+            AllowAction::Add {
+                origin,
+                methods,
+                force_public_suffix,
+            } => allow::add(
+                &cli.pin_dir,
+                &cli.state_dir,
+                &origin,
+                methods.as_deref(),
+                force_public_suffix,
+            ),
             AllowAction::Remove { origin } => {
                 allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Remove, &origin)
             }

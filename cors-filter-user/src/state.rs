@@ -8,7 +8,7 @@
 //! added with (overriding the config's for the same origin).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs::{self, File, TryLockError},
     io::Write as _,
     path::{Path, PathBuf},
@@ -95,15 +95,24 @@ impl AllowlistChanges {
             .filter(|e| !self.removed.contains(&e.origin))
             .cloned()
             .collect();
+        // Origin -> index in `out`, so that the merge stays linear.
+        let mut at: HashMap<String, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(index, e)| (e.origin.clone(), index))
+            .collect();
         for origin in &self.added {
             let entry = self.added_entry(origin, path)?;
             if self.removed.contains(&entry.origin) {
                 continue;
             }
-            match out.iter_mut().find(|e| e.origin == entry.origin) {
+            match at.get(&entry.origin) {
                 // Added again, maybe with other methods: the later word.
-                Some(listed) => *listed = entry,
-                None => out.push(entry),
+                Some(&index) => out[index] = entry,
+                None => {
+                    at.insert(entry.origin.clone(), out.len());
+                    out.push(entry);
+                }
             }
         }
         Ok(out)

@@ -9,8 +9,10 @@ use cors_filter_common::{MethodSet, pinned::name};
 
 use crate::{
     allow_entry::{describe_entry, parse_entry, parse_methods},
+    config::vet_entry,
     kernel::pins::{pin_exists, pin_path},
     kernel::policy::PolicyMaps,
+    shown::Shown,
     state::StateDir,
 };
 
@@ -38,12 +40,28 @@ pub enum Change {
     Remove,
 }
 
-/// `allow add TEXT [--methods M,...]`: every method when none are given.
-pub fn add(pin_dir: &Path, state_dir: &Path, text: &str, methods: Option<&[String]>) -> Result<()> {
+/// `allow add TEXT [--methods M,...] [--force-public-suffix]`: every
+/// method when none are given; checked by [`vet_entry`] first.
+pub fn add(
+    pin_dir: &Path,
+    state_dir: &Path,
+    text: &str,
+    methods: Option<&[String]>,
+    force_public_suffix: bool,
+) -> Result<()> {
     let methods = match methods {
-        Some(names) => parse_methods(names).map_err(|e| anyhow!("--methods for {text}: {e}"))?,
+        Some(names) => {
+            parse_methods(names).map_err(|e| anyhow!("--methods for {}: {e}", Shown(text)))?
+        }
         None => MethodSet::ANY,
     };
+    for warning in vet_entry(
+        &parse_entry(text)?,
+        force_public_suffix,
+        "--force-public-suffix",
+    )? {
+        log::warn!("{warning}");
+    }
     edit(pin_dir, state_dir, Change::Add(methods), text)
 }
 

@@ -3,13 +3,17 @@
 //! policy generation (see `policy`). A config that does not load is
 //! refused and the running policy stays as it was.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use cors_filter_common::{Action, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    allow_entry::AllowEntry,
     config::{Config, TableSizes},
     kernel::pins::pinned_max_entries,
     kernel::policy::{Policy, PolicyMaps},
@@ -90,10 +94,12 @@ impl RunRecord {
             );
         }
         let allow = changes.apply(&policy.allow, &state.changes_path())?;
+        let applied_by_origin: HashMap<&str, &AllowEntry> =
+            allow.iter().map(|a| (a.origin.as_str(), a)).collect();
         // An `allow add` made before the config listed the origin (or
         // changed its methods) still decides its methods: say so.
         for (listed, applied) in policy.allow.iter().filter_map(|listed| {
-            let applied = allow.iter().find(|a| a.origin == listed.origin)?;
+            let applied = *applied_by_origin.get(listed.origin.as_str())?;
             (applied.methods() != listed.methods()).then_some((listed, applied))
         }) {
             log::warn!(

@@ -8,7 +8,10 @@
 //! drops no allowed request. Every writer of the policy maps (`run`,
 //! `reload`, `allow`) holds the state directory's allowlist lock.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    path::Path,
+};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -253,8 +256,21 @@ impl PolicyMaps {
                 .remove(key)
                 .with_context(|| format!("cannot clear ALLOWLIST_{spare}"))?;
         }
+        // The spare map is empty now: an entry can only collide with
+        // another of the policy, which this finds without a lookup in the
+        // map per entry.
+        let mut by_hash: StdHashMap<u64, &AllowEntry> =
+            StdHashMap::with_capacity(policy.allow.len());
         for entry in &policy.allow {
-            insert_entry(allowlist, entry)
+            let hash = entry.hash();
+            if let Some(other) = by_hash.insert(hash, entry)
+                && !other.value.same_key(&entry.value)
+            {
+                bail!(collision(entry, &other.origin, hash));
+            }
+            allowlist
+                .insert(hash, entry.value, 0)
+                .with_context(|| format!("cannot add origin {}", entry.origin))
                 .with_context(|| format!("cannot fill ALLOWLIST_{spare}"))?;
         }
         let settings = FilterConfig {
@@ -283,11 +299,11 @@ impl PolicyMaps {
 fn insert_entry(map: &mut Allowlist, entry: &AllowEntry) -> Result<()> {
     let hash = entry.hash();
     match map.get(&hash, 0) {
-        Ok(existing) if !existing.same_key(&entry.value) => bail!(
-            "origin {} has the same allowlist hash ({hash:#018x}) as origin {}; the allowlist cannot hold both",
-            entry.origin,
-            decode_entry(&existing).unwrap_or_else(|e| format!("<unreadable entry: {e}>"))
-        ),
+        Ok(existing) if !existing.same_key(&entry.value) => bail!(collision(
+            entry,
+            &decode_entry(&existing).unwrap_or_else(|e| format!("<unreadable entry: {e}>")),
+            hash
+        )),
         Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
         Err(e) => {
             return Err(e).with_context(|| format!("cannot look up origin {}", entry.origin));
@@ -295,6 +311,13 @@ fn insert_entry(map: &mut Allowlist, entry: &AllowEntry) -> Result<()> {
     }
     map.insert(hash, entry.value, 0)
         .with_context(|| format!("cannot add origin {}", entry.origin))
+}
+
+fn collision(entry: &AllowEntry, other: &str, hash: u64) -> String {
+    format!(
+        "origin {} has the same allowlist hash ({hash:#018x}) as origin {other}; the allowlist cannot hold both",
+        entry.origin
+    )
 }
 
 /// `MEMBARRIER_CMD_GLOBAL` from `linux/membarrier.h`.
