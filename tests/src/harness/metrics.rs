@@ -107,3 +107,13 @@ mod tests {
         assert_eq!(m.len(), 3);
     }
 }
+
+/// The metric families of an exposition, from their `# TYPE NAME KIND`
+/// lines.
+pub fn families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
