@@ -94,7 +94,7 @@ fn stage_and_archive(binary: &Path, stage: &Path, out_dir: &Path) -> Result<Path
     std::fs::set_permissions(stage, std::fs::Permissions::from_mode(0o755))?;
     for entry in FILES {
         let bytes = match entry.source {
-            Source::Binary => read(binary)?,
+            Source::Binary => stripped(binary, stage)?,
             Source::Packaging(name) => read(&packaging_dir().join(name))?,
             Source::RootGzipped(name) => gzip(&read(&packaging_dir().join("..").join(name))?)?,
         };
@@ -148,8 +148,10 @@ fn stage_and_archive(binary: &Path, stage: &Path, out_dir: &Path) -> Result<Path
     place(stage, "DEBIAN/control", control.as_bytes(), 0o644)?;
 
     let deb = out_dir.join(format!("{PACKAGE}_{version}_{arch}.deb"));
+    // gzip rather than dpkg-deb's default xz: every dpkg reads it, and it
+    // builds in a quarter of the time (xz saves about a fifth of the size).
     run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
+        .args(["--root-owner-group", "-Zgzip", "-z9", "--build"])
         .arg(stage)
         .arg(&deb))?;
     Ok(deb)
@@ -190,6 +192,26 @@ fn shlib_depends(binary: &Path, scratch: &Path) -> Result<String> {
         .find_map(|l| l.strip_prefix("shlibs:Depends="))
         .map(str::to_owned)
         .with_context(|| format!("dpkg-shlibdeps printed no shlibs:Depends: {out}"))
+}
+
+/// The binary without its symbols and debug information, as Debian ships
+/// binaries (`strip`, binutils); the eBPF object inside it is data, kept.
+fn stripped(binary: &Path, stage: &Path) -> Result<Vec<u8>> {
+    let scratch = stage.with_extension("stripped");
+    run(Command::new("strip")
+        .args([
+            "--strip-unneeded",
+            "--remove-section=.comment",
+            "--remove-section=.note",
+            "-o",
+        ])
+        .arg(&scratch)
+        .arg(binary))
+    .context("cannot strip the binary (strip: Debian package binutils)")?;
+    let bytes = read(&scratch);
+    std::fs::remove_file(&scratch)
+        .with_context(|| format!("cannot remove {}", scratch.display()))?;
+    bytes
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
