@@ -285,7 +285,18 @@ fn the_package_installs_works_detaches_on_removal_and_purges_without_a_trace() -
     );
     let mut defaults = std::fs::read_to_string("/etc/default/cors-filter")?;
     defaults.push_str(&format!("CORS_FILTER_PIN_DIR={}\n", pins.display()));
-    std::fs::write("/etc/default/cors-filter", defaults)?;
+    std::fs::write("/etc/default/cors-filter", &defaults)?;
+    // Installed again (as an upgrade is): the edited conffile is kept, and
+    // the first-install note is not repeated.
+    let said = debian::dpkg_ok(&["-i", deb.to_str().context("the .deb's path is not UTF-8")?])?;
+    assert!(
+        !said.contains("installed, not started"),
+        "dpkg -i again said:\n{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/etc/default/cors-filter")?,
+        defaults
+    );
     std::fs::create_dir(STATE_DIR)?;
     std::fs::write(Path::new(STATE_DIR).join("allowlist-changes.json"), "[]")?;
 
