@@ -38,7 +38,7 @@ pub const DOC_DIR: &str = "usr/share/doc/cors-filter";
 /// generated, come on top ([`generated`]).
 pub const FILES: &[Entry] = &[
     Entry {
-        path: "usr/bin/cors-filter",
+        path: BINARY,
         source: Source::Binary,
         mode: 0o755,
     },
@@ -82,8 +82,9 @@ pub const FILES: &[Entry] = &[
     ),
 ];
 
-/// The installed binary, as the unit names it.
-pub const BINARY: &str = "/usr/bin/cors-filter";
+/// The installed binary, as a path of the package (the unit runs it as
+/// `/usr/bin/cors-filter`).
+pub const BINARY: &str = "usr/bin/cors-filter";
 
 /// The example config the package installs, which must load.
 pub const EXAMPLE_CONFIG: &str = "cors-filter.toml";

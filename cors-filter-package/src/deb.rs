@@ -79,9 +79,9 @@ fn check_inputs(binary: &Path) -> Result<()> {
             .split_whitespace()
             .next()
             .unwrap_or_default();
-        if program.ends_with("/cors-filter") && program != BINARY {
+        if program.ends_with("/cors-filter") && program.strip_prefix('/') != Some(BINARY) {
             bail!(
-                "{} runs {program}, but the package installs the binary as {BINARY}: {line}",
+                "{} runs {program}, but the package installs the binary as /{BINARY}: {line}",
                 unit_source.display()
             );
         }
@@ -126,7 +126,7 @@ fn stage_and_archive(binary: &Path, stage: &Path, out_dir: &Path) -> Result<Path
     let version = version()?;
     let arch = architecture()?;
     let depends = shlib_depends(
-        &stage.join(FILES[0].path),
+        &stage.join(BINARY),
         &out_dir.join(format!("{PACKAGE}.shlibdeps")),
     )?;
     let control = format!(
