@@ -416,10 +416,10 @@ fn the_unit_starts_reloads_and_confines_as_documented() -> Result<()> {
         values[0].clone()
     };
     assert!(
-        one("ExecStart").starts_with("/usr/local/bin/cors-filter run ")
+        one("ExecStart").starts_with("/usr/bin/cors-filter run ")
             && one("ExecStart").contains("--config /etc/cors-filter.toml")
     );
-    assert_eq!(one("ExecReload"), "/usr/local/bin/cors-filter reload");
+    assert_eq!(one("ExecReload"), "/usr/bin/cors-filter reload");
     for (key, value) in [
         ("Type", "simple"),
         ("KillSignal", "SIGTERM"),

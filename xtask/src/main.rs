@@ -1,4 +1,4 @@
-//! The project's jobs: `cargo xtask setup | build | test | demo | fuzz | bench`.
+//! The project's jobs: `cargo xtask setup | build | test | demo | fuzz | bench | package`.
 //!
 //! Every job first installs what is missing (Debian packages, the nightly
 //! toolchain with rust-src, bpf-linker, cargo-fuzz), once and idempotently,
@@ -25,7 +25,8 @@ struct Cli {
 enum Job {
     /// Install what building and testing need (idempotent).
     Setup,
-    /// Build the `cors-filter` binary (with its eBPF object) and the test server.
+    /// Build the `cors-filter` binary (with its eBPF object), the test server
+    /// and the packager (`cors-filter-package`).
     Build,
     /// Run the whole test suite: unit, differential, end-to-end (root), and
     /// a short fuzz run.
@@ -48,6 +49,13 @@ enum Job {
         #[arg(long, value_delimiter = ',')]
         parts: Vec<String>,
     },
+    /// Build the Debian package into target/debian/: the binary at
+    /// /usr/bin, the unit, /etc/cors-filter.toml and /etc/default/cors-filter
+    /// as conffiles, man pages and bash/zsh/fish completions generated from
+    /// the CLI, the alert rules, dashboard and DaemonSet as examples.
+    /// Installing it starts nothing; removing it stops the daemon and
+    /// detaches the filter; purging it also removes /var/lib/cors-filter.
+    Package,
 }
 
 /// Debian packages: LLVM for bpf-linker, iproute2/util-linux/curl for the
@@ -63,7 +71,10 @@ enum Job {
 /// haproxy, openssl and libnss3-tools (certutil) for the tests behind a TLS
 /// proxy, which run their own HAProxy and nginx in test namespaces with a
 /// test CA that openssl makes and Chromium trusts through an NSS database
-/// (haproxy's service is not started, as nginx's is not).
+/// (haproxy's service is not started, as nginx's is not); dpkg-dev for
+/// `dpkg-shlibdeps` (the package's dependencies), and for the tests of the
+/// package groff-base and man-db (the man pages render without warnings)
+/// and zsh and fish (their completions load).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -86,13 +97,19 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     "openssl",
     "libnss3-tools",
+    "dpkg-dev",
+    "groff-base",
+    "man-db",
+    "zsh",
+    "fish",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The crates built for the host: formatted, linted and tested by `test`.
 /// (`cors-filter-ebpf` builds for the BPF target only.)
-const HOST_PACKAGES: [&str; 5] = [
+const HOST_PACKAGES: [&str; 6] = [
     "cors-filter-bench",
     "cors-filter-common",
+    "cors-filter-package",
     "cors-filter-user",
     "cors-filter-tests",
     "xtask",
@@ -145,7 +162,36 @@ fn main() -> Result<()> {
             build(&root)?;
             bench(&root, &parts)
         }
+        Job::Package => {
+            setup()?;
+            build(&root)?;
+            package(&root).map(|deb| println!("{}", deb.display()))
+        }
     }
+}
+
+/// Where `package` writes the `.deb`.
+const DEB_DIR: &str = "target/debian";
+
+/// Runs `cors-filter-package` (built by [`build`]) on the release binary:
+/// the same program the package test runs.
+fn package(root: &Path) -> Result<PathBuf> {
+    let release = root.join("target/release");
+    let mut command = Command::new(release.join("cors-filter-package"));
+    command
+        .arg("--binary")
+        .arg(release.join("cors-filter"))
+        .arg("--out")
+        .arg(root.join(DEB_DIR))
+        .stderr(Stdio::inherit());
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {}", shown(&command)))?;
+    if !out.status.success() {
+        bail!("building the package failed: {}", shown(&command));
+    }
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(PathBuf::from(deb))
 }
 
 /// Builds and runs `cors-filter-bench`, which writes `BENCHMARKS.md` at the
@@ -375,7 +421,7 @@ fn package_args() -> Vec<&'static str> {
 fn build(root: &Path) -> Result<()> {
     cargo(
         root,
-        "build cors-filter and the test server",
+        "build cors-filter, the test server and the packager",
         &[
             "build",
             "--release",
@@ -383,6 +429,8 @@ fn build(root: &Path) -> Result<()> {
             "cors-filter-user",
             "-p",
             "cors-filter-tests",
+            "-p",
+            "cors-filter-package",
             "--bins",
         ],
     )

@@ -72,6 +72,16 @@ fn unescape_label(escaped: &str) -> String {
     out
 }
 
+/// The metric families of an exposition, from their `# TYPE NAME KIND`
+/// lines.
+pub fn families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{by_label, parse};

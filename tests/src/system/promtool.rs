@@ -46,3 +46,37 @@ pub fn check_metrics(text: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// `promtool check rules FILE`: the rule file parses, every expression is
+/// valid PromQL. Fails on an error, or if promtool finds no rule.
+pub fn check_rules(file: &std::path::Path) -> Result<String> {
+    promtool(&["check", "rules"], file)
+}
+
+/// `promtool test rules FILE`: the unit tests of a rule file pass.
+pub fn test_rules(file: &std::path::Path) -> Result<String> {
+    promtool(&["test", "rules"], file)
+}
+
+/// `promtool ARGS FILE`, bounded; what it printed, or an error with it.
+fn promtool(args: &[&str], file: &std::path::Path) -> Result<String> {
+    let out = crate::harness::process::run_bounded(
+        Command::new("promtool").args(args).arg(file),
+        Duration::from_secs(60),
+    )
+    .context("cannot run promtool (Debian package prometheus; `cargo xtask setup` installs it)")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !said.contains("SUCCESS") {
+        bail!(
+            "promtool {} {} ({}) says:\n{said}",
+            args.join(" "),
+            file.display(),
+            out.status
+        );
+    }
+    Ok(said)
+}
