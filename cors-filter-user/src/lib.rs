@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod denials;
+pub mod drift;
 pub mod kernel;
 pub mod metrics;
 pub mod root_only;
