@@ -109,7 +109,21 @@ pub enum AllowAction {
     /// Stop allowing ORIGIN.
     Remove { origin: String },
     /// Print the allowed origins, one per line.
-    List,
+    List {
+        /// One JSON array: `origin`, `methods` (null: every method),
+        /// `allowed`, and with --source `source`.
+        #[arg(long)]
+        json: bool,
+        /// Show where each entry comes from: `config`, `local` (`allow
+        /// add`), or `local-removal` (listed by the config, removed with
+        /// `allow remove`, not allowed).
+        #[arg(long)]
+        source: bool,
+    },
+    /// Drop every local change made with `allow add` and `allow remove`:
+    /// the running filter switches atomically to exactly the config's
+    /// allowlist. Prints what was dropped.
+    Reset,
 }
 
 #[derive(clap::Args, Debug)]

@@ -65,6 +65,14 @@ impl RunRecord {
             .with_context(|| format!("corrupt run record {}", path.display()))
     }
 
+    /// The record, or `None` if no `run` has saved one.
+    pub fn load_if_any(state: &StateDir) -> Result<Option<RunRecord>> {
+        if !state.path(RUN_RECORD_FILE).try_exists().unwrap_or(true) {
+            return Ok(None);
+        }
+        Self::load(state).map(Some)
+    }
+
     /// The policy this record makes now: the config file as it is on
     /// disk, `--mode` over it, and the `allow` changes over its allowlist.
     pub fn policy(&self, state: &StateDir) -> Result<Policy> {
