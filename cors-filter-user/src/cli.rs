@@ -163,6 +163,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 20, value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub metrics_top_origins: u16,
+    /// Do not watch the config file: without it, a change to the file (in
+    /// place, renamed over, or a Kubernetes ConfigMap's symlink swap) is
+    /// reloaded as SIGHUP does, within a second.
+    #[arg(long)]
+    pub no_watch_config: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

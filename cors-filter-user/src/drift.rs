@@ -106,8 +106,8 @@ mod tests {
         changes.record_remove("https://b.example"); // removed
         changes.record_remove("https://gone.example"); // not listed: none
         let path = Path::new("/state/allowlist-changes.json");
-        let local = LocalChanges::of(&config, &changes, AllowlistSource::ConfigAndLocal, path)
-            .unwrap();
+        let local =
+            LocalChanges::of(&config, &changes, AllowlistSource::ConfigAndLocal, path).unwrap();
         let added: Vec<String> = local.added.iter().map(ToString::to_string).collect();
         let removed: Vec<String> = local.removed.iter().map(ToString::to_string).collect();
         assert_eq!(added, ["https://c.example", "https://new.example"]);

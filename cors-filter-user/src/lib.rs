@@ -15,6 +15,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_watch;
 pub mod denials;
 pub mod drift;
 pub mod kernel;

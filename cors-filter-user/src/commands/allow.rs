@@ -342,7 +342,10 @@ pub fn reset(pin_dir: &Path, state_dir: &Path) -> Result<()> {
     };
     for origin in &before.added {
         match before.methods.get(origin) {
-            Some(methods) => println!("dropped local addition {origin} methods={}", methods.join(",")),
+            Some(methods) => println!(
+                "dropped local addition {origin} methods={}",
+                methods.join(",")
+            ),
             None => println!("dropped local addition {origin}"),
         }
     }
