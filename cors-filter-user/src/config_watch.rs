@@ -72,6 +72,15 @@ pub struct ConfigWatch {
 impl ConfigWatch {
     /// Starts watching `path` (absolute, as the run record has it).
     pub fn start(path: &Path) -> Result<ConfigWatch> {
+        Self::start_watching(path).with_context(|| {
+            format!(
+                "cannot watch the config file {} for changes (`run --no-watch-config` does without; SIGHUP and `cors-filter reload` then reload it)",
+                path.display()
+            )
+        })
+    }
+
+    fn start_watching(path: &Path) -> Result<ConfigWatch> {
         let mut watcher = Watcher::new(path)?;
         watcher.rearm()?;
         watcher.seen = content_hash(path);
@@ -239,13 +248,15 @@ impl Watcher {
     /// Whether an event matters: one on an entry of the lookups, or one
     /// that says watches or events were lost.
     fn matters(&self, wd: i32, mask: u32, name: &OsStr) -> bool {
-        if mask & (libc::IN_Q_OVERFLOW | libc::IN_IGNORED) != 0 {
+        if mask & libc::IN_Q_OVERFLOW != 0 {
             return true;
         }
+        // Events of a watch dropped by `rearm` (its IN_IGNORED last) are
+        // of no directory on the way any more.
         let Some(dir) = self.dirs.get(&wd) else {
             return false;
         };
-        if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
+        if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED) != 0 {
             return true;
         }
         if !self.relevant.contains(&(dir.clone(), name.to_owned())) {
