@@ -4,13 +4,9 @@
 //! --source`, `allow reset`, `allowlist_source = "config"` and the drift
 //! gauge.
 
-use std::{
-    path::Path,
-    thread::sleep,
-    time::{Duration, Instant},
-};
+use std::{path::Path, thread::sleep, time::Duration};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use cors_filter_tests::{
     harness::bed::Bed,
     harness::client::{self, Family},
@@ -52,23 +48,16 @@ fn allowed(filter: &RunningFilter) -> Result<Vec<String>> {
 /// Waits until `allow list` is `expected`, at most [`PICKUP_LIMIT`] and
 /// a second more (to say how late it came); returns how long it took.
 fn wait_allowed(filter: &RunningFilter, expected: &[&str]) -> Result<Duration> {
-    let began = Instant::now();
     let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     expected.sort();
-    loop {
-        let now = allowed(filter)?;
-        if now == expected {
-            return Ok(began.elapsed());
-        }
-        if began.elapsed() > PICKUP_LIMIT + Duration::from_secs(1) {
-            bail!(
-                "allow list is {now:?}, not {expected:?}, {:?} after the change:\n{}",
-                began.elapsed(),
-                filter.log()
-            );
-        }
-        sleep(Duration::from_millis(20));
-    }
+    let mut now = Vec::new();
+    let limit = PICKUP_LIMIT + Duration::from_secs(1);
+    filter
+        .wait_until(limit, "the allowlist in force", || {
+            now = allowed(filter)?;
+            Ok(now == expected)
+        })
+        .with_context(|| format!("allow list is {now:?}, not {expected:?}"))
 }
 
 /// A series of `/metrics`, 0 when absent.
@@ -120,13 +109,9 @@ fn a_configmap_swap_is_picked_up_within_two_seconds_and_a_bad_file_is_refused() 
 
     // A bad new file: refused, logged, counted; the policy stays.
     mount.update("ports = [8080, 0]\nallow = [\"https://evil.example\"]\n")?;
-    let began = Instant::now();
-    while metric(&filter, FAILURES)? < 1 {
-        if began.elapsed() > PICKUP_LIMIT {
-            bail!("no reload failure counted:\n{}", filter.log());
-        }
-        sleep(Duration::from_millis(20));
-    }
+    filter.wait_until(PICKUP_LIMIT, "a reload failure counted", || {
+        Ok(metric(&filter, FAILURES)? >= 1)
+    })?;
     let log = filter.log();
     ensure!(
         log.contains("config file changed: reload refused") && log.contains("port 0"),
@@ -179,13 +164,9 @@ fn an_editor_rename_and_a_write_in_place_are_picked_up_and_sighup_still_reloads(
 
     // SIGHUP still reloads.
     filter.signal(libc::SIGHUP)?;
-    let began = Instant::now();
-    while counter(&filter.stats()?, "policies_installed") < installed + 1 {
-        if began.elapsed() > PICKUP_LIMIT {
-            bail!("SIGHUP installed nothing:\n{}", filter.log());
-        }
-        sleep(Duration::from_millis(20));
-    }
+    filter.wait_until(PICKUP_LIMIT, "a policy installed by SIGHUP", || {
+        Ok(counter(&filter.stats()?, "policies_installed") > installed)
+    })?;
     ensure!(metric(&filter, FAILURES)? == 0);
     filter.stop()
 }
