@@ -357,3 +357,44 @@ pub fn reset(pin_dir: &Path, state_dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_entries_print_their_source_column_and_json() {
+        let entry = |source, allowed, methods: Option<Vec<&'static str>>| Listed {
+            origin: "https://a.example".into(),
+            methods,
+            allowed,
+            source,
+        };
+        let plain = entry(None, true, Some(vec!["GET", "PUT"]));
+        assert_eq!(plain.to_string(), "https://a.example methods=GET,PUT");
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            serde_json::json!({"origin": "https://a.example", "methods": ["GET", "PUT"], "allowed": true})
+        );
+        let removed = entry(Some(Source::LocalRemoval), false, None);
+        assert_eq!(removed.to_string(), "local-removal https://a.example");
+        assert_eq!(
+            serde_json::to_value(&removed).unwrap(),
+            serde_json::json!({"origin": "https://a.example", "methods": null, "allowed": false, "source": "local-removal"})
+        );
+        for source in [
+            Source::Config,
+            Source::Local,
+            Source::LocalRemoval,
+            Source::Unrecorded,
+        ] {
+            // One spelling for the text and the JSON.
+            assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
+        }
+        assert_eq!(
+            method_names(MethodSet::NONE.with(Method::Get)),
+            Some(vec!["GET"])
+        );
+        assert_eq!(method_names(MethodSet::ANY), None);
+    }
+}
