@@ -267,7 +267,14 @@ fn wait_for_policy(filter: &RunningFilter, installed: u64) -> Result<()> {
 fn reloads_drop_no_allowed_preflight(attach: &[&str]) -> Result<()> {
     let bed = bed()?;
     let home = FilterHome::new(&swap_config(0))?;
-    let mut filter = bed.filter(&home, attach)?;
+    // Each swap is reloaded by the command or the signal alone, so that
+    // the policies are counted exactly (`tests/fleet.rs` tests the watch).
+    let args: Vec<&str> = attach
+        .iter()
+        .copied()
+        .chain(["--no-watch-config"])
+        .collect();
+    let mut filter = bed.filter(&home, &args)?;
     let start = filter.stats()?;
     let allowed = PreflightLoop::start(
         &bed.pair,
@@ -356,7 +363,8 @@ fn a_thousand_reloads_drop_no_allowed_preflight_tc() -> Result<()> {
 fn a_bad_reload_is_refused_and_the_policy_stays() -> Result<()> {
     let bed = bed()?;
     let home = FilterHome::new(&config(""))?;
-    let mut filter = bed.filter(&home, &[])?;
+    // `reload` and SIGHUP alone (`tests/fleet.rs` tests the watch).
+    let mut filter = bed.filter(&home, &["--no-watch-config"])?;
     let before = filter.stats()?;
     std::fs::write(
         home.config(),

@@ -120,7 +120,10 @@ pub fn requirement(cli: &Cli) -> Requirement {
         Command::Allow { action } => match action {
             AllowAction::Add { .. } => ("allow add", &[], vec![pins, state]),
             AllowAction::Remove { .. } => ("allow remove", &[], vec![pins, state]),
-            AllowAction::List => ("allow list", &[], vec![pins]),
+            // The sources are read from the config and the state directory.
+            AllowAction::List { source: true, .. } => ("allow list", &[], vec![pins, state]),
+            AllowAction::List { source: false, .. } => ("allow list", &[], vec![pins]),
+            AllowAction::Reset => ("allow reset", &[], vec![pins, state]),
         },
     };
     Requirement {

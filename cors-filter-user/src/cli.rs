@@ -113,7 +113,21 @@ pub enum AllowAction {
     /// Stop allowing ORIGIN.
     Remove { origin: String },
     /// Print the allowed origins, one per line.
-    List,
+    List {
+        /// One JSON array: `origin`, `methods` (null: every method),
+        /// `allowed`, and with --source `source`.
+        #[arg(long)]
+        json: bool,
+        /// Show where each entry comes from: `config`, `local` (`allow
+        /// add`), or `local-removal` (listed by the config, removed with
+        /// `allow remove`, not allowed).
+        #[arg(long)]
+        source: bool,
+    },
+    /// Drop every local change made with `allow add` and `allow remove`:
+    /// the running filter switches atomically to exactly the config's
+    /// allowlist. Prints what was dropped.
+    Reset,
 }
 
 #[derive(clap::Args, Debug)]
@@ -153,6 +167,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 20, value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub metrics_top_origins: u16,
+    /// Do not watch the config file: without it, a change to the file (in
+    /// place, renamed over, or a Kubernetes ConfigMap's symlink swap) is
+    /// reloaded as SIGHUP does, within a second.
+    #[arg(long)]
+    pub no_watch_config: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

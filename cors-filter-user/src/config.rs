@@ -37,9 +37,36 @@ pub struct Config {
     /// Sizes of the connection maps, fixed when the program is loaded.
     pub tables: TableSizes,
     /// What is valid but rarely meant (`null` allowed, a forced wildcard
-    /// over a public suffix), one line each naming file and line;
-    /// [`Config::load`] logs them.
+    /// over a public suffix), one line each naming file and line: logged
+    /// where the policy is installed, printed by `check`.
     pub warnings: Vec<String>,
+    /// Whether `cors-filter allow` edits count (`allowlist_source`).
+    pub allowlist_source: AllowlistSource,
+}
+
+/// Where the allowlist comes from (`allowlist_source`).
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllowlistSource {
+    /// The config's `allow`, with the changes made by `cors-filter allow`
+    /// over it: the behaviour from before the setting, kept as the default
+    /// so that an upgrade does not drop a host's recorded edits.
+    #[default]
+    ConfigAndLocal,
+    /// The config's `allow` alone: `allow add` and `allow remove` are
+    /// refused and recorded changes are not applied (a fleet whose config
+    /// is the one truth, e.g. from a ConfigMap).
+    Config,
+}
+
+impl AllowlistSource {
+    /// The setting as the file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowlistSource::ConfigAndLocal => "config-and-local",
+            AllowlistSource::Config => "config",
+        }
+    }
 }
 
 /// Defaults of `max_connections` and `max_open_heads`: the sizes the
@@ -111,6 +138,8 @@ struct RawConfig {
     action: Option<Action>,
     #[serde(default)]
     http2: Option<Http2>,
+    #[serde(default)]
+    allowlist_source: Option<AllowlistSource>,
 }
 
 /// An `allow` item: an origin, or a table with its methods.
@@ -259,11 +288,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let source = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let config = Self::parse(path, &source)?;
-        for warning in &config.warnings {
-            log::warn!("{warning}");
-        }
-        Ok(config)
+        Self::parse(path, &source)
     }
 
     pub fn parse(path: &Path, source: &str) -> Result<Config> {
@@ -432,6 +457,7 @@ impl Config {
             http2: raw.http2.unwrap_or(Http2::Drop),
             tables,
             warnings,
+            allowlist_source: raw.allowlist_source.unwrap_or_default(),
         })
     }
 
@@ -925,5 +951,20 @@ mod tests {
             Config::load(Path::new("/nonexistent/cf.toml")).unwrap_err()
         );
         assert!(e.contains("/nonexistent/cf.toml"), "{e}");
+    }
+
+    #[test]
+    fn allowlist_source_defaults_to_config_and_local_and_names_a_bad_value() {
+        let parse = |s: &str| Config::parse(Path::new("/etc/cf.toml"), s);
+        assert_eq!(
+            parse("ports = [80]\n").unwrap().allowlist_source,
+            AllowlistSource::ConfigAndLocal
+        );
+        let only = parse("ports = [80]\nallowlist_source = \"config\"\n").unwrap();
+        assert_eq!(only.allowlist_source, AllowlistSource::Config);
+        let both = parse("ports = [80]\nallowlist_source = \"config-and-local\"\n").unwrap();
+        assert_eq!(both.allowlist_source, AllowlistSource::ConfigAndLocal);
+        let e = err("ports = [80]\nallowlist_source = \"local\"\n");
+        assert!(e.contains("local") && e.contains("config-and-local"), "{e}");
     }
 }

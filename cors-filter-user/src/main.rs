@@ -45,7 +45,10 @@ async fn main() -> ExitCode {
             AllowAction::Remove { origin } => {
                 allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Remove, &origin)
             }
-            AllowAction::List => allow::list(&cli.pin_dir),
+            AllowAction::List { json, source } => {
+                allow::list(&cli.pin_dir, &cli.state_dir, json, source)
+            }
+            AllowAction::Reset => allow::reset(&cli.pin_dir, &cli.state_dir),
         },
         Command::Reload => {
             reload::reload(&cli.pin_dir, &cli.state_dir).map(|done| println!("{done}"))

@@ -58,7 +58,7 @@ impl AllowlistChanges {
     }
 
     /// The entry `origin` of `added` stands for, with its methods.
-    fn added_entry(&self, origin: &str, path: &Path) -> Result<AllowEntry> {
+    pub fn added_entry(&self, origin: &str, path: &Path) -> Result<AllowEntry> {
         let in_file = || format!("in {}", path.display());
         let entry = parse_entry(origin).with_context(in_file)?;
         Ok(match self.methods.get(origin) {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     allow_entry::AllowEntry,
-    config::{Config, TableSizes},
+    config::{AllowlistSource, Config, TableSizes},
     kernel::pins::pinned_max_entries,
     kernel::policy::{Policy, PolicyMaps},
     state::StateDir,
@@ -68,6 +68,14 @@ impl RunRecord {
             .with_context(|| format!("corrupt run record {}", path.display()))
     }
 
+    /// The record, or `None` if no `run` has saved one.
+    pub fn load_if_any(state: &StateDir) -> Result<Option<RunRecord>> {
+        if !state.path(RUN_RECORD_FILE).try_exists().unwrap_or(true) {
+            return Ok(None);
+        }
+        Self::load(state).map(Some)
+    }
+
     /// The policy this record makes now: the config file as it is on
     /// disk, `--mode` over it, and the `allow` changes over its allowlist.
     pub fn policy(&self, state: &StateDir) -> Result<Policy> {
@@ -76,9 +84,34 @@ impl RunRecord {
 
     /// [`Self::policy`], and the sizes the file gives the connection maps.
     pub fn policy_and_tables(&self, state: &StateDir) -> Result<(Policy, TableSizes)> {
+        let resolved = self.resolve(state)?;
+        Ok((resolved.policy, resolved.tables))
+    }
+
+    /// The policy this record makes now, the sizes of the connection maps,
+    /// and the config's own allowlist (for the drift, see `drift`). With
+    /// `allowlist_source = "config"` the recorded `allow` changes are not
+    /// applied, and a warning says how many there are.
+    pub fn resolve(&self, state: &StateDir) -> Result<Resolved> {
         let config = Config::load(&self.config)?;
+        for warning in &config.warnings {
+            log::warn!("{warning}");
+        }
         let tables = config.tables;
+        let source = config.allowlist_source;
         let mut policy = config.policy(self.mode, self.action);
+        let base = AllowBase {
+            allow: policy.allow.clone(),
+            source,
+        };
+        if source == AllowlistSource::Config {
+            self.warn_ignored_changes(state);
+            return Ok(Resolved {
+                policy,
+                tables,
+                base,
+            });
+        }
         let changes = state.load_changes()?;
         for entry in policy
             .allow
@@ -110,7 +143,33 @@ impl RunRecord {
             );
         }
         policy.allow = allow;
-        Ok((policy, tables))
+        Ok(Resolved {
+            policy,
+            tables,
+            base,
+        })
+    }
+
+    /// Under `allowlist_source = "config"`: warns of the changes recorded
+    /// with `allow` that are not applied, naming how to remove them.
+    fn warn_ignored_changes(&self, state: &StateDir) {
+        let path = state.changes_path();
+        match state.load_changes() {
+            Ok(changes) => {
+                let ignored = changes.added.len() + changes.removed.len();
+                if ignored > 0 {
+                    log::warn!(
+                        "{}: allowlist_source = \"config\": {ignored} local allowlist change(s) recorded in {} are not applied; `cors-filter allow reset` removes them",
+                        self.config.display(),
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => log::warn!(
+                "{}: allowlist_source = \"config\": the local allowlist changes are not applied, and cannot be read ({e:#}); `cors-filter allow reset` removes them",
+                self.config.display()
+            ),
+        }
     }
 
     /// Refuses sizes of the connection maps other than those of the maps
@@ -130,28 +189,64 @@ impl RunRecord {
     }
 }
 
+/// What [`RunRecord::resolve`] makes of the config and the state.
+pub struct Resolved {
+    pub policy: Policy,
+    pub tables: TableSizes,
+    pub base: AllowBase,
+}
+
+/// The config's own allowlist and where the allowlist comes from: what
+/// the local changes are measured against (see `drift`).
+#[derive(Debug, Clone, Default)]
+pub struct AllowBase {
+    pub allow: Vec<AllowEntry>,
+    pub source: AllowlistSource,
+}
+
+/// A reload done: a line saying what is now enforced, and the base of
+/// the policy installed.
+pub struct Reloaded {
+    pub message: String,
+    pub base: AllowBase,
+}
+
 /// Installs the recorded config's policy in the filter pinned in `pin_dir`.
 /// Returns a line saying what is now enforced.
 pub fn reload(pin_dir: &Path, state_dir: &Path) -> Result<String> {
+    reload_reporting(pin_dir, state_dir).map(|done| done.message)
+}
+
+/// [`reload`], with the base of the policy it installed.
+pub fn reload_reporting(pin_dir: &Path, state_dir: &Path) -> Result<Reloaded> {
     let state = StateDir::open(state_dir)?;
     // Serialises with `allow` edits and other reloads.
     let _lock = state.lock_allowlist()?;
     let record = RunRecord::load(&state)?;
-    let policy = record
-        .policy_and_tables(&state)
-        .and_then(|(policy, tables)| {
-            record.check_tables(pin_dir, tables)?;
-            Ok(policy)
+    install_locked(pin_dir, &state, &record)
+}
+
+/// Installs `record`'s policy; the caller holds the allowlist lock.
+pub fn install_locked(pin_dir: &Path, state: &StateDir, record: &RunRecord) -> Result<Reloaded> {
+    let resolved = record
+        .resolve(state)
+        .and_then(|resolved| {
+            record.check_tables(pin_dir, resolved.tables)?;
+            Ok(resolved)
         })
         .context("reload refused; the running policy is unchanged")?;
+    let policy = resolved.policy;
     let mut maps = PolicyMaps::open(pin_dir)?;
     let installed = maps.install(&policy)?;
-    Ok(format!(
-        "reloaded {}: policy {installed} installed, {}, {} allowed origin(s)",
-        record.config.display(),
-        policy.describe_ports(),
-        policy.allow.len()
-    ))
+    Ok(Reloaded {
+        message: format!(
+            "reloaded {}: policy {installed} installed, {}, {} allowed origin(s)",
+            record.config.display(),
+            policy.describe_ports(),
+            policy.allow.len()
+        ),
+        base: resolved.base,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! attached and enforcing, and the next one adopts it (same maps, counters
 //! going on; the links switched to the new program atomically).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use aya::programs::XdpMode;
@@ -18,7 +18,8 @@ use tokio::{
 
 use crate::{
     cli::{AttachArg, RunArgs, XdpModeArg},
-    commands::reload::{RunRecord, reload},
+    commands::reload::{Resolved, RunRecord, reload_reporting},
+    config_watch::{ConfigWatch, Notice},
     denials::{Denials, Tracker},
     kernel::filter::{Attached, Filter, Hook, MapPins},
     kernel::layout::{self, Pins},
@@ -26,6 +27,7 @@ use crate::{
     kernel::pins::{prepare_pin_dir, remove_pins},
     metrics,
     metrics::exposure,
+    metrics::fleet::FleetState,
     state::StateDir,
 };
 
@@ -42,6 +44,13 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // is seen.
     let (_, tables) = record.policy_and_tables(&state)?;
     let denial_tracker = Tracker::load(state_dir)?;
+    // Before the policy is read under the lock below: a change made after
+    // that read is then seen.
+    let mut config_watch = if args.no_watch_config {
+        None
+    } else {
+        Some(ConfigWatch::start(&record.config)?)
+    };
     let listener = TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
@@ -87,10 +96,14 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // Held until the links run the new program, so that no `allow` edit
     // goes to maps an upgrade is about to replace.
     let allowlist_lock = state.lock_allowlist()?;
-    {
+    let base = {
         // The file may have changed since it was read above: its table
         // sizes are checked against the maps now in use.
-        let (policy, now) = record.policy_and_tables(&state)?;
+        let Resolved {
+            policy,
+            tables: now,
+            base,
+        } = record.resolve(&state)?;
         record.check_tables(pin_dir, now)?;
         // Installed before any attach, so that a new program never runs
         // with an empty policy; an adopted filter switches to it atomically.
@@ -119,7 +132,8 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                 }
             }
         );
-    }
+        base
+    };
     let upgrading = matches!(pins, Pins::Older(_));
     attach_all(&mut filter, &args.ifaces, hook, pin_dir, pins, elsewhere).map_err(|e| {
         if upgrading {
@@ -137,24 +151,42 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         .map_err(|e| anyhow::anyhow!("cannot poll the eBPF log ring buffer: {e}"))?;
     let denied_by_origin = denial_tracker.exported(args.metrics_top_origins.into())?;
     let mut denials = Denials::start(filter.take_denials()?, denial_tracker)?;
+    let fleet = Arc::new(FleetState::new(StateDir::open(state_dir)?, base));
     let mut metrics = tokio::spawn(metrics::serve(
         listener,
         pin_dir.to_owned(),
         denied_by_origin,
+        fleet.clone(),
     ));
+    if config_watch.is_some() {
+        log::info!(
+            "watching {} for changes (`run --no-watch-config` turns it off)",
+            record.config.display()
+        );
+    }
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => {
-                // Off the event loop: a reload waits for a lock and an RCU
-                // grace period and rewrites a whole generation, while the
-                // denial events keep coming.
-                let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
-                match tokio::task::spawn_blocking(move || reload(&pins, &state)).await {
-                    Ok(Ok(done)) => log::info!("SIGHUP: {done}"),
-                    Ok(Err(e)) => log::error!("SIGHUP: {e:#}"),
-                    Err(e) => break Err(e).context("reload panicked"),
+                if let Err(e) = reload_in_daemon("SIGHUP", pin_dir, state_dir, &fleet).await {
+                    break Err(e);
+                }
+            },
+            notice = next_notice(&mut config_watch) => match notice {
+                Some(Notice::Changed) => {
+                    let trigger = "config file changed";
+                    if let Err(e) = reload_in_daemon(trigger, pin_dir, state_dir, &fleet).await {
+                        break Err(e);
+                    }
+                }
+                Some(Notice::Failed(e)) => {
+                    log::error!("the config watch stopped: {e}; SIGHUP and `cors-filter reload` still reload");
+                    config_watch = None;
+                }
+                None => {
+                    log::error!("the config watch stopped; SIGHUP and `cors-filter reload` still reload");
+                    config_watch = None;
                 }
             },
             served = &mut metrics => break match served {
@@ -200,6 +232,40 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// Reloads the config as `cors-filter reload` does, for `trigger` (SIGHUP,
+/// a changed file), off the event loop: a reload waits for a lock and an
+/// RCU grace period and rewrites a whole generation, while the denial
+/// events keep coming. A refused reload is logged and counted; only a
+/// panic is an error.
+async fn reload_in_daemon(
+    trigger: &str,
+    pin_dir: &Path,
+    state_dir: &Path,
+    fleet: &FleetState,
+) -> Result<()> {
+    let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
+    match tokio::task::spawn_blocking(move || reload_reporting(&pins, &state)).await {
+        Ok(Ok(done)) => {
+            log::info!("{trigger}: {}", done.message);
+            fleet.installed(done.base);
+        }
+        Ok(Err(e)) => {
+            log::error!("{trigger}: {e:#}");
+            fleet.reload_failed();
+        }
+        Err(e) => return Err(e).context("reload panicked"),
+    }
+    Ok(())
+}
+
+/// The watch's next notice; never, without a watch.
+async fn next_notice(watch: &mut Option<ConfigWatch>) -> Option<Notice> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Before an upgrade's first link switch, checks what can be checked: the

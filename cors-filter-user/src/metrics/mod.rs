@@ -2,6 +2,7 @@
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
 pub mod exposure;
+pub mod fleet;
 
 use std::{
     borrow::Borrow,
@@ -33,6 +34,7 @@ use crate::{
     kernel::layout::add_carried,
     kernel::pins::{open_pinned, pin_exists, pin_path},
     kernel::policy::PolicyMaps,
+    metrics::fleet::FleetState,
 };
 
 /// How full the connection maps are (`CONNS`, `OPEN_HEADS`).
@@ -347,11 +349,13 @@ const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` until the listener fails: the counters read from
-/// the maps pinned in `pin_dir` and the denials per origin.
+/// the maps pinned in `pin_dir`, the denials per origin and the daemon's
+/// own series (`fleet`).
 pub async fn serve(
     listener: TcpListener,
     pin_dir: std::path::PathBuf,
     denied: DeniedByOrigin,
+    fleet: Arc<FleetState>,
 ) -> Result<()> {
     let tables = TableUsageCache::default();
     loop {
@@ -359,8 +363,9 @@ pub async fn serve(
         let pin_dir = pin_dir.clone();
         let denied = denied.clone();
         let tables = tables.clone();
+        let fleet = fleet.clone();
         tokio::spawn(async move {
-            let answered = answer(stream, &pin_dir, &denied, &tables);
+            let answered = answer(stream, &pin_dir, &denied, &tables, &fleet);
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answered).await {
                 log::debug!("metrics request from {peer} timed out: {e}");
             }
@@ -373,6 +378,7 @@ async fn answer(
     pin_dir: &Path,
     denied: &DeniedByOrigin,
     tables: &TableUsageCache,
+    fleet: &Arc<FleetState>,
 ) {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut filled = 0;
@@ -390,11 +396,15 @@ async fn answer(
                 // a count of the connection maps up to a quarter million.
                 let method = request.method.map(str::to_owned);
                 let path = request.path.map(str::to_owned);
-                let (pin_dir, denied, tables) =
-                    (pin_dir.to_owned(), denied.clone(), tables.clone());
+                let (pin_dir, denied, tables, fleet) = (
+                    pin_dir.to_owned(),
+                    denied.clone(),
+                    tables.clone(),
+                    fleet.clone(),
+                );
                 let responded = tokio::task::spawn_blocking(move || {
                     let (method, path) = (method.as_deref(), path.as_deref());
-                    respond(method, path, &pin_dir, &denied, &tables)
+                    respond(method, path, &pin_dir, &denied, &tables, &fleet)
                 });
                 break match responded.await {
                     Ok(response) => response,
@@ -415,9 +425,10 @@ fn respond(
     pin_dir: &Path,
     denied: &DeniedByOrigin,
     tables: &TableUsageCache,
+    fleet: &FleetState,
 ) -> String {
     match (method, path) {
-        (Some("GET"), Some("/metrics")) => match exposition(pin_dir, denied, tables) {
+        (Some("GET"), Some("/metrics")) => match exposition(pin_dir, denied, tables, fleet) {
             Ok(body) => format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 prometheus::TEXT_FORMAT,
@@ -433,8 +444,14 @@ fn respond(
     }
 }
 
-fn exposition(pin_dir: &Path, denied: &DeniedByOrigin, tables: &TableUsageCache) -> Result<String> {
-    Snapshot::read_cached(pin_dir, tables)?.prometheus(&denied.top_origins()?)
+fn exposition(
+    pin_dir: &Path,
+    denied: &DeniedByOrigin,
+    tables: &TableUsageCache,
+    fleet: &FleetState,
+) -> Result<String> {
+    let counters = Snapshot::read_cached(pin_dir, tables)?.prometheus(&denied.top_origins()?)?;
+    Ok(counters + &fleet.prometheus()?)
 }
 
 fn plain(code: u16, reason: &str, body: &str) -> String {

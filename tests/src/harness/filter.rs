@@ -403,6 +403,27 @@ impl RunningFilter {
         }
     }
 
+    /// Waits until `done` holds, checking every 20 ms; returns how long it
+    /// took. Fails after `limit`, saying `what` was awaited and showing the
+    /// daemon's log.
+    pub fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
+        let began = Instant::now();
+        loop {
+            if done()? {
+                return Ok(began.elapsed());
+            }
+            if began.elapsed() > limit {
+                bail!("{what}: not after {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the daemon with SIGTERM; fails unless it exits cleanly. The
     /// pins (and so the attached program) stay until this is dropped.
     pub fn stop_process(&mut self) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod bed;
 pub mod browser;
 pub mod client;
+pub mod configmap;
 pub mod demo;
 pub mod filter;
 pub mod metrics;
