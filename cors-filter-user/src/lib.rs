@@ -16,6 +16,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod denials;
+pub mod drift;
+pub mod exit;
 pub mod kernel;
 pub mod metrics;
 pub mod root_only;

@@ -159,7 +159,15 @@ impl StateDir {
     pub fn lock_daemon(&self) -> Result<FileLock> {
         let path = self.dir.join(DAEMON_LOCK_FILE);
         match lock(&path, false)? {
-            Some(l) => Ok(l),
+            Some(l) => {
+                // The holder's pid, for `status`; the lock, not the
+                // file, says whether it is alive.
+                l._file
+                    .set_len(0)
+                    .and_then(|()| writeln!(&l._file, "{}", std::process::id()))
+                    .with_context(|| format!("cannot write the pid in {}", path.display()))?;
+                Ok(l)
+            }
             None => bail!(
                 "another cors-filter is running with state directory {} (it holds {})",
                 self.dir.display(),
@@ -199,6 +207,46 @@ impl StateDir {
     pub fn write_atomically(&self, file_name: &str, text: &str) -> Result<()> {
         write_private_atomically(&self.dir, file_name, text.as_bytes())
     }
+}
+
+/// What the state directory `dir` says of the daemon (see
+/// [`StateDir::lock_daemon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonProbe {
+    /// A process holds the daemon lock.
+    pub alive: bool,
+    /// The pid the last daemon recorded; `None` if none did.
+    pub pid: Option<u32>,
+}
+
+/// Whether a `run` holds `dir`'s daemon lock, tried without waiting and
+/// released at once; nothing is created. A daemon starting in that
+/// instant finds the lock taken and refuses to start.
+pub fn probe_daemon(dir: &Path) -> Result<DaemonProbe> {
+    let path = dir.join(DAEMON_LOCK_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(DaemonProbe {
+                alive: false,
+                pid: None,
+            });
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let alive = match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot try the lock {}", path.display()));
+        }
+    };
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(DaemonProbe {
+        alive,
+        pid: text.trim().parse().ok(),
+    })
 }
 
 /// Replaces `dir/name` with `contents`, atomically and durably: a 0600

@@ -9,6 +9,7 @@ use cors_filter_common::{MethodSet, pinned::name};
 
 use crate::{
     allow_entry::{describe_entry, parse_entry, parse_methods},
+    exit::{Classify as _, Kind},
     kernel::pins::{pin_exists, pin_path},
     kernel::policy::PolicyMaps,
     state::StateDir,
@@ -41,7 +42,9 @@ pub enum Change {
 /// `allow add TEXT [--methods M,...]`: every method when none are given.
 pub fn add(pin_dir: &Path, state_dir: &Path, text: &str, methods: Option<&[String]>) -> Result<()> {
     let methods = match methods {
-        Some(names) => parse_methods(names).map_err(|e| anyhow!("--methods for {text}: {e}"))?,
+        Some(names) => parse_methods(names)
+            .map_err(|e| anyhow!("--methods for {text}: {e}"))
+            .kind(Kind::Config)?,
         None => MethodSet::ANY,
     };
     edit(pin_dir, state_dir, Change::Add(methods), text)
@@ -52,7 +55,7 @@ pub fn add(pin_dir: &Path, state_dir: &Path, text: &str, methods: Option<&[Strin
 /// running filter reads now (the next reload builds its policy from the
 /// record); if the map refuses it, the record is rolled back.
 pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Result<()> {
-    let mut entry = parse_entry(text)?;
+    let mut entry = parse_entry(text).kind(Kind::Config)?;
     if let Change::Add(methods) = change {
         entry = entry.with_methods(methods);
     }
