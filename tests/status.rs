@@ -213,6 +213,22 @@ fn status_on_xdp_follows_reloads_edits_and_the_daemon() -> Result<()> {
         assert!(table.contains(&needle), "no {needle:?} in:\n{table}");
     }
 
+    // A config that does not load is refused with the config code, and
+    // the policy stays.
+    std::fs::write(home.config(), format!("{CONFIG}mode = \"loud\"\n"))?;
+    let out = filter.cli(&["reload"])?;
+    assert_exit(&out, Kind::Config, "reload of a bad config");
+    let out = filter.cli(&["allow", "add", "https://bad example"])?;
+    assert_exit(&out, Kind::Config, "allow add of a bad origin");
+    let refused = status(&filter)?;
+    assert_eq!(refused["policy"], reloaded["policy"], "{refused}");
+    assert!(
+        refused["drift_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("loud")),
+        "{refused}"
+    );
+
     // Killed: the filter stays, the daemon is gone.
     let pid = filter.pid()?;
     filter.kill()?;
