@@ -16,7 +16,7 @@ use cors_filter_tests::{
     harness::client::{self, Family},
     harness::filter::{FilterHome, RunningFilter, run_with_pins},
     harness::netns::SERVER_IF,
-    harness::process::run_bounded,
+    harness::process::{run_bounded, stderr_of},
     require_root,
     system::privileges::{
         NOBODY, PinDir, as_nobody, capability_mask, capability_wrapper, effective_capabilities,
@@ -31,10 +31,6 @@ const DENIED: &str = "https://evil.example";
 /// The exit code of a refusal for want of privilege.
 const PRIVILEGE_CODE: i32 = cors_filter_user::exit::Kind::Privilege.code() as i32;
 const CONFIG: &str = "ports = [8080]\nallow = [\"https://app.example.com\"]\n";
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// No panic, no backtrace, whatever the outcome.
 fn assert_no_panic(stderr: &str, what: &str) {

@@ -16,7 +16,7 @@ use cors_filter_tests::{
     harness::bed::Bed,
     harness::filter::{FilterHome, RunningFilter, run_expecting_exit},
     harness::netns::SERVER_IF,
-    harness::process::run_bounded,
+    harness::process::{run_bounded, stderr_of, stdout_of},
     require_root,
     system::privileges::{PinDir, as_nobody},
 };
@@ -30,14 +30,6 @@ const CONFIG: &str =
 fn bed() -> Result<Bed> {
     require_root()?;
     Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Fails unless `out` exited with `kind`'s code.

@@ -140,7 +140,11 @@ pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
         });
     }
     let tables = TableUsage::read(pin_dir)?;
-    let (config, daemon, drift) = read_state(state_dir)?;
+    let StateView {
+        config,
+        daemon,
+        drift,
+    } = read_state(state_dir)?;
     let (drift, drift_error) = match drift {
         Some(Ok(drift)) => (Some(drift), None),
         Some(Err(e)) => (None, Some(format!("{e:#}"))),
@@ -167,40 +171,50 @@ pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
     })
 }
 
-/// What the state directory says: the config of the run record, the
-/// daemon, and the drift (`None`: no run record). Nothing is created
-/// where no state directory exists.
-#[allow(clippy::type_complexity)]
-fn read_state(state_dir: &Path) -> Result<(Option<String>, DaemonStatus, Option<Result<Drift>>)> {
-    let none = DaemonStatus {
-        alive: false,
-        pid: None,
+/// What the state directory says.
+struct StateView {
+    /// The config of the run record.
+    config: Option<String>,
+    daemon: DaemonStatus,
+    /// `None`: no run record, hence no config to compare with.
+    drift: Option<Result<Drift>>,
+}
+
+/// Reads the state directory; nothing is created where none exists.
+fn read_state(state_dir: &Path) -> Result<StateView> {
+    let mut view = StateView {
+        config: None,
+        daemon: DaemonStatus {
+            alive: false,
+            pid: None,
+        },
+        drift: None,
     };
     if !state_dir
         .try_exists()
         .with_context(|| format!("cannot look for {}", state_dir.display()))?
     {
-        return Ok((None, none, None));
+        return Ok(view);
     }
     let state = StateDir::open(state_dir)?;
     let probe = probe_daemon(state_dir)?;
-    let daemon = DaemonStatus {
+    view.daemon = DaemonStatus {
         alive: probe.alive,
         pid: probe.pid,
     };
     let record = match RunRecord::load(&state) {
         Ok(record) => record,
-        Err(_) if !state.path(RunRecord::FILE).exists() => return Ok((None, daemon, None)),
-        Err(e) => return Ok((None, daemon, Some(Err(e)))),
+        Err(_) if !state.path(RunRecord::FILE).exists() => return Ok(view),
+        Err(e) => {
+            view.drift = Some(Err(e));
+            return Ok(view);
+        }
     };
-    let drift = Config::load(&record.config).and_then(|config| {
+    view.drift = Some(Config::load(&record.config).and_then(|config| {
         drift_of_changes(&config.allow, &state.load_changes()?, &state.changes_path())
-    });
-    Ok((
-        Some(record.config.display().to_string()),
-        daemon,
-        Some(drift),
-    ))
+    }));
+    view.config = Some(record.config.display().to_string());
+    Ok(view)
 }
 
 fn table(status: &Status) -> String {
@@ -294,4 +308,80 @@ fn table(status: &Status) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(drift: Option<Drift>) -> Status {
+        let policy = PolicyStatus {
+            generation: 3,
+            mode: "enforce",
+            action: "drop",
+        };
+        Status {
+            pin_dir: "/sys/fs/bpf/cors-filter".into(),
+            state_dir: "/var/lib/cors-filter".into(),
+            interfaces: vec![InterfaceStatus {
+                iface: "eth0".into(),
+                hook: "xdp",
+                xdp_mode: Some("native"),
+                link_id: 12,
+                program_id: 345,
+                attached: true,
+                ifindex: 2,
+                policy: policy.clone(),
+            }],
+            policy,
+            config: Some("/etc/cors-filter.toml".into()),
+            daemon: DaemonStatus {
+                alive: false,
+                pid: Some(4242),
+            },
+            connections: Connections {
+                conns_in_use: 12,
+                conns_capacity: 262144,
+                open_heads_in_use: 0,
+                open_heads_capacity: 16384,
+            },
+            drift_error: drift.is_none().then(|| "bad config".to_owned()),
+            drift,
+        }
+    }
+
+    #[test]
+    fn the_table_says_what_json_says() {
+        let drift = Drift {
+            added: vec!["https://new.example".into()],
+            ..Drift::default()
+        };
+        let text = table(&sample(Some(drift)));
+        for needle in [
+            "daemon:      not running (last pid 4242); the pinned filter keeps enforcing",
+            "policy:      generation 3, enforce mode, action drop\n",
+            "config:      /etc/cors-filter.toml\n",
+            "connections: 12 of 262144 followed; 0 of 16384 open request heads\n",
+            "drift:       1 local `allow` edit(s): added https://new.example\n",
+            "eth0             xdp   native         12      345  yes\n",
+        ] {
+            assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+        }
+        let unknown = table(&sample(None));
+        assert!(
+            unknown.contains("drift:       unknown (bad config)\n"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn json_puts_the_policy_on_every_interface() {
+        let v = serde_json::to_value(sample(Some(Drift::default()))).unwrap();
+        assert_eq!(v["interfaces"][0]["generation"], 3);
+        assert_eq!(v["interfaces"][0]["mode"], "enforce");
+        assert_eq!(v["interfaces"][0]["link_id"], 12);
+        assert_eq!(v["daemon"]["pid"], 4242);
+        assert_eq!(v["drift"]["added"], serde_json::json!([]));
+        assert_eq!(v["drift_error"], serde_json::Value::Null);
+    }
 }
