@@ -16,7 +16,7 @@ use cors_filter_tests::{
     harness::client::{self, Family},
     harness::filter::{FilterHome, RunningFilter, run_with_pins},
     harness::netns::SERVER_IF,
-    harness::process::run_bounded,
+    harness::process::{run_bounded, stderr_of},
     require_root,
     system::privileges::{
         NOBODY, PinDir, as_nobody, capability_mask, capability_wrapper, effective_capabilities,
@@ -28,11 +28,9 @@ use cors_filter_tests::{
 
 const ALLOWED: &str = "https://app.example.com";
 const DENIED: &str = "https://evil.example";
+/// The exit code of a refusal for want of privilege.
+const PRIVILEGE_CODE: i32 = cors_filter_user::exit::Kind::Privilege.code() as i32;
 const CONFIG: &str = "ports = [8080]\nallow = [\"https://app.example.com\"]\n";
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// No panic, no backtrace, whatever the outcome.
 fn assert_no_panic(stderr: &str, what: &str) {
@@ -119,7 +117,7 @@ fn unprivileged_cli_is_refused_with_one_clear_line() -> Result<()> {
     let fresh_state_dir = fresh_state.path().join("state").display().to_string();
     let fresh_pin_dir = fresh_pins.path().display().to_string();
 
-    let cases: [(&str, &[&str], [&str; 2]); 7] = [
+    let cases: [(&str, &[&str], [&str; 2]); 9] = [
         (
             "run",
             &["run", "--iface", SERVER_IF, "--config", &config],
@@ -138,6 +136,8 @@ fn unprivileged_cli_is_refused_with_one_clear_line() -> Result<()> {
         ("allow list", &["allow", "list"], [&pin_dir, &state_dir]),
         ("stats", &["stats"], [&pin_dir, &state_dir]),
         ("stats", &["stats", "--json"], [&pin_dir, &state_dir]),
+        ("status", &["status"], [&pin_dir, &state_dir]),
+        ("status", &["status", "--json"], [&pin_dir, &state_dir]),
         (
             "replay",
             &["replay", "--config", &config, "/nonexistent.pcap"],
@@ -150,10 +150,23 @@ fn unprivileged_cli_is_refused_with_one_clear_line() -> Result<()> {
             .args(["--pin-dir", pins, "--state-dir", state])
             .args(args);
         let out = run_bounded(&mut command, Duration::from_secs(30))?;
-        let stderr = stderr_of(&out);
         let what = format!("nobody: cors-filter {}", args.join(" "));
-        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
-        assert_no_panic(&stderr, &what);
+        assert_eq!(out.status.code(), Some(PRIVILEGE_CODE), "{what}: {out:?}");
+        assert_no_panic(&stderr_of(&out), &what);
+        // A --json command says it in JSON on stdout, the others on stderr.
+        let stderr = if args.contains(&"--json") {
+            assert!(out.stderr.is_empty(), "{what}: {}", stderr_of(&out));
+            let error: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("{what}: printed {:?}", out.stdout))?;
+            assert_eq!(error["kind"], "privilege", "{what}: {error}");
+            format!(
+                "cors-filter: error: {}\n",
+                error["error"].as_str().unwrap_or("")
+            )
+        } else {
+            assert!(out.stdout.is_empty(), "{what}: printed {:?}", out.stdout);
+            stderr_of(&out)
+        };
         assert_eq!(stderr.lines().count(), 1, "{what}: not one line:\n{stderr}");
         let expected = format!("cors-filter: error: cors-filter {subcommand} needs root (");
         assert!(
@@ -173,7 +186,6 @@ fn unprivileged_cli_is_refused_with_one_clear_line() -> Result<()> {
                 "{what}: {stderr}"
             );
         }
-        assert!(out.stdout.is_empty(), "{what}: printed {:?}", out.stdout);
     }
     // Nothing was touched: no new directories, the state and the running
     // allowlist as they were.
@@ -210,7 +222,7 @@ fn permission_errors_from_the_system_are_explained() -> Result<()> {
         .arg("stats");
     let out = run_bounded(&mut command, Duration::from_secs(30))?;
     let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(PRIVILEGE_CODE), "{out:?}");
     assert_no_panic(&stderr, "stats");
     assert!(
         stderr.contains("Permission denied")
@@ -355,7 +367,7 @@ fn the_units_capabilities_are_enough_and_each_is_needed() -> Result<()> {
                 run_with_capabilities(&bed.pair, &binary, &home, pins.path(), &fewer, skip_check)?;
             let stderr = stderr_of(&out);
             let what = format!("without {dropped} (check skipped: {skip_check})");
-            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+            assert_eq!(out.status.code(), Some(PRIVILEGE_CODE), "{what}: {stderr}");
             assert_no_panic(&stderr, &what);
             assert!(
                 stderr.contains(&format!("this process lacks {dropped}")),

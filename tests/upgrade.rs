@@ -422,7 +422,8 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     )?;
     let stats = filter.cli(&["stats", "--json"])?;
     assert!(
-        !stats.status.success() && String::from_utf8_lossy(&stats.stderr).contains("9.9.0"),
+        // `--json`: the error is a JSON object on stdout.
+        !stats.status.success() && String::from_utf8_lossy(&stats.stdout).contains("9.9.0"),
         "stats read pins of a newer layout"
     );
     assert_eq!(link_programs(filter.pin_dir())?, programs_after);

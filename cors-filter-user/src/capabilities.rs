@@ -113,6 +113,10 @@ pub fn requirement(cli: &Cli) -> Requirement {
         Command::Replay { .. } => ("replay", &LOAD_CAPABILITIES, vec![]),
         // The per-origin denial counts are in the state directory.
         Command::Stats { .. } => ("stats", &[], vec![pins, state]),
+        // Reads the pins and the state; no capability since Linux 6.5.
+        Command::Status { .. } => ("status", &[], vec![pins, state]),
+        // The config file alone: no kernel, no pins, no state.
+        Command::Check { .. } => ("check", &[], vec![]),
         // Pinned maps and links need only access to their pins (Linux 6.5+);
         // the membarrier of a reload and BPF_LINK_DETACH need no capability.
         Command::Reload => ("reload", &[], vec![pins, state]),
@@ -218,7 +222,10 @@ pub fn check(requirement: &Requirement) -> Result<()> {
     let privileges = Privileges::current()?;
     match Shortfall::of(requirement, &privileges) {
         None => Ok(()),
-        Some(shortfall) => bail!("{}", requirement.refusal(&shortfall)),
+        Some(shortfall) => Err(crate::exit::mark(
+            anyhow::anyhow!("{}", requirement.refusal(&shortfall)),
+            crate::exit::Kind::Privilege,
+        )),
     }
 }
 
@@ -274,6 +281,8 @@ mod tests {
             &["replay", "--config", "c.toml", "x.pcap"],
             &["stats"],
             &["stats", "--json"],
+            &["status"],
+            &["status", "--json"],
             &["allow", "add", "https://a.example"],
             &["allow", "remove", "https://a.example"],
             &["allow", "list"],
@@ -288,6 +297,16 @@ mod tests {
             assert!(r.refusal(&shortfall).contains("run it as root"));
             assert_eq!(Shortfall::of(&r, &ROOT_ALL), None, "{args:?}");
         }
+    }
+
+    #[test]
+    fn check_needs_nothing() {
+        let r = requirement(&cli(&["check", "--config", "c.toml", "--json"]));
+        let nobody = Privileges {
+            euid: 65534,
+            effective: 0,
+        };
+        assert_eq!(Shortfall::of(&r, &nobody), None);
     }
 
     #[test]

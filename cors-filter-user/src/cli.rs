@@ -71,6 +71,27 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_name = "N")]
         top: usize,
     },
+    /// Show whether the filter is on, from its pins and state alone (no
+    /// daemon needed): per interface the hook, XDP mode, link and program
+    /// ids; the policy generation, mode and action; the config `run` was
+    /// started with; whether the daemon is alive; how full the connection
+    /// maps are; and the local `allow` edits that differ from the config.
+    Status {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file as `run` and `reload` would, and print the
+    /// policy it makes, normalised. Needs no privilege, no kernel and no
+    /// running filter; exits with the config-error code if it is invalid.
+    Check {
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the real XDP program on every frame of a capture (pcap or pcapng,
     /// Ethernet) with BPF_PROG_TEST_RUN, attached nowhere, and print one JSON
     /// object per frame:
@@ -91,6 +112,19 @@ pub enum Command {
         /// The capture.
         pcap: PathBuf,
     },
+}
+
+impl Command {
+    /// It prints JSON (`--json`): its errors are printed as JSON too, on
+    /// stdout (see `exit::error_json`).
+    pub fn wants_json(&self) -> bool {
+        matches!(
+            self,
+            Command::Stats { json: true, .. }
+                | Command::Status { json: true }
+                | Command::Check { json: true, .. }
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]

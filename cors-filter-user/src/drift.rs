@@ -3,9 +3,13 @@
 //! `/metrics` (`cors_filter_allowlist_local_changes`), `allow list
 //! --source` and `status`.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use anyhow::Result;
+use serde::Serialize;
 
 use crate::{allow_entry::AllowEntry, config::AllowlistSource, state::AllowlistChanges};
 
@@ -67,6 +71,55 @@ impl LocalChanges {
             added: self.added.len(),
             removed: self.removed.len(),
         }
+    }
+}
+
+/// The origins of [`LocalChanges`], as `status` shows them: an origin
+/// added that the config lists with other methods is `methods_changed`.
+#[derive(Serialize, Debug, Default, Clone, PartialEq, Eq)]
+pub struct DriftOrigins {
+    /// Allowed, but not listed by the config.
+    pub added: Vec<String>,
+    /// Listed by the config, but not allowed.
+    pub removed: Vec<String>,
+    /// Listed by the config, and allowed with other methods than it gives.
+    pub methods_changed: Vec<String>,
+}
+
+impl DriftOrigins {
+    /// No origin differs.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.methods_changed.is_empty()
+    }
+
+    /// How many origins differ.
+    pub fn len(&self) -> usize {
+        self.added.len() + self.removed.len() + self.methods_changed.len()
+    }
+}
+
+impl LocalChanges {
+    /// The origins of these changes to `config`'s allowlist, sorted.
+    pub fn origins(&self, config: &[AllowEntry]) -> DriftOrigins {
+        let listed: HashSet<&str> = config.iter().map(|e| e.origin.as_str()).collect();
+        let mut origins = DriftOrigins::default();
+        for entry in &self.added {
+            let to = if listed.contains(entry.origin.as_str()) {
+                &mut origins.methods_changed
+            } else {
+                &mut origins.added
+            };
+            to.push(entry.origin.clone());
+        }
+        origins.removed = self.removed.iter().map(|e| e.origin.clone()).collect();
+        for list in [
+            &mut origins.added,
+            &mut origins.removed,
+            &mut origins.methods_changed,
+        ] {
+            list.sort();
+        }
+        origins
     }
 }
 

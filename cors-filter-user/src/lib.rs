@@ -19,6 +19,7 @@ pub mod config;
 pub mod config_watch;
 pub mod denials;
 pub mod drift;
+pub mod exit;
 pub mod kernel;
 pub mod metrics;
 pub mod root_only;

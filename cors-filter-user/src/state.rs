@@ -26,6 +26,10 @@ use crate::{
 const CHANGES_FILE: &str = "allowlist-changes.json";
 const LOCK_FILE: &str = "allowlist.lock";
 const DAEMON_LOCK_FILE: &str = "daemon.lock";
+/// How often, and how far apart, `run` tries the daemon lock again
+/// before it gives up (see [`StateDir::lock_daemon`]).
+const DAEMON_LOCK_TRIES: u32 = 10;
+const DAEMON_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -167,8 +171,27 @@ impl StateDir {
     /// Held by `run` for its lifetime: one filter per state directory.
     pub fn lock_daemon(&self) -> Result<FileLock> {
         let path = self.dir.join(DAEMON_LOCK_FILE);
-        match lock(&path, false)? {
-            Some(l) => Ok(l),
+        // `status` takes the lock for an instant to see whether a daemon
+        // holds it: tried again for a while before concluding that
+        // another daemon does.
+        let mut held = lock(&path, false)?;
+        for _ in 0..DAEMON_LOCK_TRIES {
+            if held.is_some() {
+                break;
+            }
+            std::thread::sleep(DAEMON_LOCK_RETRY);
+            held = lock(&path, false)?;
+        }
+        match held {
+            Some(l) => {
+                // The holder's pid, for `status`; the lock, not the
+                // file, says whether it is alive.
+                l._file
+                    .set_len(0)
+                    .and_then(|()| writeln!(&l._file, "{}", std::process::id()))
+                    .with_context(|| format!("cannot write the pid in {}", path.display()))?;
+                Ok(l)
+            }
             None => bail!(
                 "another cors-filter is running with state directory {} (it holds {})",
                 self.dir.display(),
@@ -208,6 +231,46 @@ impl StateDir {
     pub fn write_atomically(&self, file_name: &str, text: &str) -> Result<()> {
         write_private_atomically(&self.dir, file_name, text.as_bytes())
     }
+}
+
+/// What the state directory `dir` says of the daemon (see
+/// [`StateDir::lock_daemon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonProbe {
+    /// A process holds the daemon lock.
+    pub alive: bool,
+    /// The pid the last daemon recorded; `None` if none did.
+    pub pid: Option<u32>,
+}
+
+/// Whether a `run` holds `dir`'s daemon lock, tried without waiting and
+/// released at once (a daemon starting in that instant tries again, see
+/// [`StateDir::lock_daemon`]); nothing is created.
+pub fn probe_daemon(dir: &Path) -> Result<DaemonProbe> {
+    let path = dir.join(DAEMON_LOCK_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(DaemonProbe {
+                alive: false,
+                pid: None,
+            });
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let alive = match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot try the lock {}", path.display()));
+        }
+    };
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(DaemonProbe {
+        alive,
+        pid: text.trim().parse().ok(),
+    })
 }
 
 /// Replaces `dir/name` with `contents`, atomically and durably: a 0600
@@ -388,6 +451,49 @@ mod tests {
         assert!(state.lock_daemon().is_err());
         drop(held);
         assert!(state.lock_daemon().is_ok());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_probe_sees_the_daemon_and_its_pid() {
+        let dir = tmpdir("probe");
+        let gone = DaemonProbe {
+            alive: false,
+            pid: None,
+        };
+        assert_eq!(probe_daemon(&dir).unwrap(), gone);
+        assert!(!dir.exists(), "the probe made {}", dir.display());
+        let state = StateDir::open(&dir).unwrap();
+        assert_eq!(probe_daemon(&dir).unwrap(), gone);
+        let held = state.lock_daemon().unwrap();
+        let me = Some(std::process::id());
+        assert_eq!(
+            probe_daemon(&dir).unwrap(),
+            DaemonProbe {
+                alive: true,
+                pid: me
+            }
+        );
+        // The probe leaves the lock with its holder.
+        assert!(state.lock_daemon().is_err());
+        drop(held);
+        assert_eq!(
+            probe_daemon(&dir).unwrap(),
+            DaemonProbe {
+                alive: false,
+                pid: me
+            }
+        );
+        // A daemon taking the lock while a probe holds it waits the probe out.
+        let path = dir.join(DAEMON_LOCK_FILE);
+        let probing = File::open(&path).unwrap();
+        probing.try_lock_shared().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(DAEMON_LOCK_RETRY * 2);
+            drop(probing);
+        });
+        assert!(state.lock_daemon().is_ok());
+        release.join().unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     commands::reload::{RunRecord, install_locked},
     config::{AllowlistSource, Config, vet_entry},
     drift::LocalChanges,
+    exit::{Classify as _, Kind},
     kernel::pins::{pin_exists, pin_path},
     kernel::policy::PolicyMaps,
     shown::Shown,
@@ -96,9 +97,9 @@ pub fn add(
     force_public_suffix: bool,
 ) -> Result<()> {
     let methods = match methods {
-        Some(names) => {
-            parse_methods(names).map_err(|e| anyhow!("--methods for {}: {e}", Shown(text)))?
-        }
+        Some(names) => parse_methods(names)
+            .map_err(|e| anyhow!("--methods for {}: {e}", Shown(text)))
+            .kind(Kind::Config)?,
         None => MethodSet::ANY,
     };
     for warning in vet_entry(
@@ -116,7 +117,7 @@ pub fn add(
 /// running filter reads now (the next reload builds its policy from the
 /// record); if the map refuses it, the record is rolled back.
 pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Result<()> {
-    let mut entry = parse_entry(text)?;
+    let mut entry = parse_entry(text).kind(Kind::Config)?;
     if let Change::Add(methods) = change {
         entry = entry.with_methods(methods);
     }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     allow_entry::AllowEntry,
     config::{AllowlistSource, Config, TableSizes},
+    exit::{Classify as _, Kind, mark},
     kernel::pins::pinned_max_entries,
     kernel::policy::{Policy, PolicyMaps},
     state::StateDir,
@@ -38,6 +39,9 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Its file in the state directory.
+    pub const FILE: &str = RUN_RECORD_FILE;
+
     pub fn new(config: &Path, mode: Option<Mode>, action: Option<Action>) -> Result<RunRecord> {
         let config = std::path::absolute(config)
             .with_context(|| format!("cannot resolve the path {}", config.display()))?;
@@ -58,10 +62,15 @@ impl RunRecord {
         let path = state.path(RUN_RECORD_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
-                "nothing to reload: {} does not exist (no `cors-filter run` has started with this --state-dir)",
-                path.display()
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(mark(
+                    anyhow::anyhow!(
+                        "nothing to reload: {} does not exist (no `cors-filter run` has started with this --state-dir)",
+                        path.display()
+                    ),
+                    Kind::NotRunning,
+                ));
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         serde_json::from_str(&text)
@@ -93,7 +102,7 @@ impl RunRecord {
     /// `allowlist_source = "config"` the recorded `allow` changes are not
     /// applied, and a warning says how many there are.
     pub fn resolve(&self, state: &StateDir) -> Result<Resolved> {
-        let config = Config::load(&self.config)?;
+        let config = Config::load(&self.config).kind(Kind::Config)?;
         for warning in &config.warnings {
             log::warn!("{warning}");
         }
@@ -178,10 +187,15 @@ impl RunRecord {
     pub fn check_tables(&self, pin_dir: &Path, tables: TableSizes) -> Result<()> {
         for (map, setting, size) in tables.maps() {
             match pinned_max_entries(pin_dir, map)? {
-                Some(pinned) if pinned != size => anyhow::bail!(
-                    "{}: {setting} = {size}, but the running filter's {map} map has {pinned} entries, and the size of a pinned map cannot change; set {setting} = {pinned} again, or apply it with `cors-filter detach --all` and a restart of `cors-filter run` (the host is unfiltered in between, and the connections followed are forgotten)",
-                    self.config.display()
-                ),
+                Some(pinned) if pinned != size => {
+                    return Err(mark(
+                        anyhow::anyhow!(
+                            "{}: {setting} = {size}, but the running filter's {map} map has {pinned} entries, and the size of a pinned map cannot change; set {setting} = {pinned} again, or apply it with `cors-filter detach --all` and a restart of `cors-filter run` (the host is unfiltered in between, and the connections followed are forgotten)",
+                            self.config.display()
+                        ),
+                        Kind::Config,
+                    ));
+                }
                 _ => {}
             }
         }

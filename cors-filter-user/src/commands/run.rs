@@ -21,6 +21,7 @@ use crate::{
     commands::reload::{Resolved, RunRecord, reload_reporting},
     config_watch::{ConfigWatch, Notice},
     denials::{Denials, Tracker},
+    exit::{Classify as _, Kind},
     kernel::filter::{Attached, Filter, Hook, MapPins},
     kernel::layout::{self, Pins},
     kernel::links::{LinkPin, detach_pinned, ifindex, link_pins, link_state},
@@ -35,7 +36,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     // Everything that can be checked is checked before the kernel is touched.
     let record = RunRecord::new(&args.config, args.mode, args.action)?;
     for iface in &args.ifaces {
-        ifindex(iface)?;
+        ifindex(iface).kind(Kind::Config)?;
     }
     let state = StateDir::open(state_dir)?;
     let _daemon_lock = state.lock_daemon()?;

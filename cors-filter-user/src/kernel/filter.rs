@@ -20,6 +20,7 @@ use cors_filter_common::{Counter, pinned::name};
 
 use crate::{
     config::TableSizes,
+    exit::{Classify as _, Kind},
     kernel::layout::Upgrade,
     kernel::links::{
         HookName, LinkPin, detach_pinned, ifindex, link_pin_path, link_pins, link_state,
@@ -117,7 +118,8 @@ fn load_program(
         if program.fd().is_err() {
             program
                 .load()
-                .context("the kernel rejected the XDP program")?;
+                .context("the kernel rejected the XDP program")
+                .kind(Kind::KernelRefused)?;
         }
         Ok(program.info())
     } else {
@@ -125,7 +127,8 @@ fn load_program(
         if program.fd().is_err() {
             program
                 .load()
-                .context("the kernel rejected the TC program")?;
+                .context("the kernel rejected the TC program")
+                .kind(Kind::KernelRefused)?;
         }
         Ok(program.info())
     }
@@ -170,7 +173,8 @@ impl Filter {
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
-            .context("cannot load the eBPF object")?;
+            .context("cannot load the eBPF object")
+            .kind(Kind::KernelRefused)?;
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
         let info = load_program(&mut ebpf, hook.name())?;
         match info.map(|i| i.verified_instruction_count()) {
@@ -373,16 +377,20 @@ impl Filter {
         let link = match self.hook {
             Hook::Xdp(mode) => {
                 let program: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-                let id = program.attach(iface, mode).with_context(|| {
-                    format!("cannot attach XDP ({mode:?} mode) to interface {iface}")
-                })?;
+                let id = program
+                    .attach(iface, mode)
+                    .with_context(|| {
+                        format!("cannot attach XDP ({mode:?} mode) to interface {iface}")
+                    })
+                    .kind(Kind::KernelRefused)?;
                 FdLink::try_from(program.take_link(id)?)
             }
             Hook::Tc => {
                 let program: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
                 let id = program
                     .attach(iface, TcAttachType::Ingress)
-                    .with_context(|| format!("cannot attach TC ingress to interface {iface}"))?;
+                    .with_context(|| format!("cannot attach TC ingress to interface {iface}"))
+                    .kind(Kind::KernelRefused)?;
                 FdLink::try_from(program.take_link(id)?)
             }
         };

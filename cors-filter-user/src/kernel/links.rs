@@ -141,6 +141,10 @@ pub struct LinkState {
     /// The interface the link is attached to; 0 once the interface is gone
     /// (the link is then defunct and attaches nothing).
     pub ifindex: u32,
+    /// The link's id (what `bpftool link` shows).
+    pub id: u32,
+    /// The id of the program the link runs (`bpftool prog`).
+    pub prog_id: u32,
 }
 
 impl LinkState {
@@ -181,6 +185,8 @@ pub fn link_state(path: &Path) -> Result<LinkState> {
     Ok(LinkState {
         link_type: info.type_,
         ifindex,
+        id: info.id,
+        prog_id: info.prog_id,
     })
 }
 

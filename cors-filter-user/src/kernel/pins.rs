@@ -355,11 +355,14 @@ pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
 pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
     let path = pin_path(pin_dir, name);
     if !pin_exists(&path)? {
-        bail!(
-            "no running cors-filter: {} does not exist (is `cors-filter run` running with --pin-dir {}?)",
-            path.display(),
-            pin_dir.display()
-        );
+        return Err(crate::exit::mark(
+            anyhow::anyhow!(
+                "no running cors-filter: {} does not exist (is `cors-filter run` running with --pin-dir {}?)",
+                path.display(),
+                pin_dir.display()
+            ),
+            crate::exit::Kind::NotRunning,
+        ));
     }
     crate::kernel::layout::require_current(pin_dir)?;
     MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))

@@ -170,6 +170,16 @@ impl PolicyMaps {
         self.active.get(&0, 0).context("cannot read ACTIVE")
     }
 
+    /// The settings of the generation the program reads now.
+    pub fn active_settings(&self) -> Result<FilterConfig> {
+        let generation = Generation::of(self.installed()?);
+        let entry = self
+            .config
+            .get(&generation, 0)
+            .with_context(|| format!("cannot read CONFIG[{generation}]"))?;
+        Ok(entry.settings)
+    }
+
     /// The allowlist the program reads now.
     pub fn active_allowlist(&mut self) -> Result<&mut Allowlist> {
         let generation = Generation::of(self.installed()?) as usize;

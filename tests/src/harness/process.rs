@@ -9,6 +9,16 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+/// What a finished command printed on stdout, as text.
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a finished command printed on stderr, as text.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs `command` to completion, failing if it takes longer than `limit`.
 pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<Output> {
     let shown = format!("{command:?}");
