@@ -15,17 +15,18 @@ use cors_filter_user::{
     commands::run,
     commands::stats,
     root_only,
+    systemd::journal,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    journal::init_logger();
     let cli = Cli::parse();
     // Before anything is created: files and pins are root-only.
     root_only::restrict_umask();
     let requirement = capabilities::requirement(&cli);
     if let Err(e) = capabilities::check(&requirement) {
-        eprintln!("cors-filter: error: {e:#}");
+        journal::print_error(&format!("cors-filter: error: {e:#}"));
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
@@ -53,9 +54,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cors-filter: error: {e:#}");
+            journal::print_error(&format!("cors-filter: error: {e:#}"));
             if let Some(hint) = capabilities::explain(&e, &requirement) {
-                eprintln!("cors-filter: {hint}");
+                journal::print_error(&format!("cors-filter: {hint}"));
             }
             ExitCode::FAILURE
         }

@@ -4,6 +4,11 @@
 //! are pinned, so a daemon that exits or is killed leaves the program
 //! attached and enforcing, and the next one adopts it (same maps, counters
 //! going on; the links switched to the new program atomically).
+//!
+//! Under systemd (`Type=notify`) it says `READY=1` once attached, and
+//! keeps `STATUS=` and the watchdog informed ([`service_status`]).
+
+mod service_status;
 
 use std::path::Path;
 
@@ -27,11 +32,14 @@ use crate::{
     metrics,
     metrics::exposure,
     state::StateDir,
+    systemd::notify::Notifier,
 };
+use service_status::ServiceStatus;
 
 pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     // Everything that can be checked is checked before the kernel is touched.
     let record = RunRecord::new(&args.config, args.mode, args.action)?;
+    let notifier = Notifier::from_env()?;
     for iface in &args.ifaces {
         ifindex(iface)?;
     }
@@ -142,20 +150,53 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         pin_dir.to_owned(),
         denied_by_origin,
     ));
+    // Every program attached, the policy installed, metrics and denials
+    // served: only now is the service up.
+    let mut status = ServiceStatus::read(&args.ifaces, hook.name(), pin_dir)?;
+    notifier.ready(&status.line());
+    // From the main loop: if it wedges, the pings stop and systemd
+    // restarts the daemon (the filter stays attached meanwhile).
+    let mut watchdog = notifier.ping_every().map(tokio::time::interval);
+    let mut status_check = tokio::time::interval(service_status::CHECK_EVERY);
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => {
+                notifier.reloading();
                 // Off the event loop: a reload waits for a lock and an RCU
                 // grace period and rewrites a whole generation, while the
                 // denial events keep coming.
                 let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
-                match tokio::task::spawn_blocking(move || reload(&pins, &state)).await {
-                    Ok(Ok(done)) => log::info!("SIGHUP: {done}"),
-                    Ok(Err(e)) => log::error!("SIGHUP: {e:#}"),
+                let refused = match tokio::task::spawn_blocking(move || reload(&pins, &state)).await {
+                    Ok(Ok(done)) => {
+                        log::info!("SIGHUP: {done}");
+                        None
+                    }
+                    Ok(Err(e)) => {
+                        log::error!("SIGHUP: {e:#}");
+                        Some(e)
+                    }
                     Err(e) => break Err(e).context("reload panicked"),
+                };
+                if let Err(e) = status.refresh() {
+                    log::warn!("cannot read the policy for systemd's status: {e:#}");
                 }
+                notifier.ready(&match refused {
+                    None => status.line(),
+                    Some(_) => format!("{}; the last reload was refused (see the log)", status.line()),
+                });
+            },
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(every) => every.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => notifier.watchdog(),
+            _ = status_check.tick(), if notifier.enabled() => match status.refresh() {
+                Ok(true) => notifier.status(&status.line()),
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot read the policy for systemd's status: {e:#}"),
             },
             served = &mut metrics => break match served {
                 Ok(Err(e)) => Err(e),
@@ -174,6 +215,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             },
         }
     };
+    notifier.stopping();
     drop(filter);
     // The events queued so far are read and the counts saved; later ones
     // wait in the pinned ring buffer for the next daemon.
