@@ -156,8 +156,14 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     notifier.ready(&status.line());
     // From the main loop: if it wedges, the pings stop and systemd
     // restarts the daemon (the filter stays attached meanwhile).
-    let mut watchdog = notifier.ping_every().map(tokio::time::interval);
-    let mut status_check = tokio::time::interval(service_status::CHECK_EVERY);
+    // After a stall, one ping at once, not a burst of the missed ones.
+    let every = |period| {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    };
+    let mut watchdog = notifier.ping_every().map(every);
+    let mut status_check = every(service_status::CHECK_EVERY);
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),

@@ -328,4 +328,17 @@ mod tests {
         n.watchdog();
         assert!(n.target.as_ref().unwrap().failing.load(Ordering::Relaxed));
     }
+
+    #[test]
+    fn abstract_addresses_are_reached() {
+        use std::os::linux::net::SocketAddrExt as _;
+        let name = format!("cors-filter-notify-test-{}", std::process::id());
+        let listener =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        let n = Notifier::from_vars(vars(&[(NOTIFY_SOCKET, &format!("@{name}"))]), 7).unwrap();
+        n.stopping();
+        let mut buf = [0u8; 64];
+        let len = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"STOPPING=1\nSTATUS=stopping");
+    }
 }

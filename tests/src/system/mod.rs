@@ -1,8 +1,10 @@
 //! Checks of the system around the filter: privileges and capabilities, the
 //! system calls and paths of `run`, the Prometheus linter, the shipped
-//! systemd unit.
+//! systemd unit, and what systemd gives a service (notification and journal
+//! sockets).
 
 pub mod privileges;
 pub mod promtool;
 pub mod syscalls;
+pub mod systemd;
 pub mod unit;

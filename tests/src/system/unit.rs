@@ -18,7 +18,7 @@ pub fn unit_path() -> PathBuf {
 }
 
 /// Where the unit expects the binary.
-pub const INSTALLED_BINARY: &str = "usr/local/bin/cors-filter";
+pub const INSTALLED_BINARY: &str = "usr/bin/cors-filter";
 
 pub struct Unit {
     pub path: PathBuf,
