@@ -31,6 +31,11 @@ pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
 /// zero, and a watchdog of under 2 ms could not be kept anyway.
 const MIN_PING_EVERY: Duration = Duration::from_millis(1);
 
+/// How long a notification may wait for room in systemd's queue: systemd
+/// reads it at once, so only a wedged systemd makes one wait; READY=1 must
+/// not be lost to a full queue, nor the daemon's loop held long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Where the notifications go, if anywhere, and how often the watchdog
 /// wants a ping.
 pub struct Notifier {
@@ -65,7 +70,7 @@ impl Notifier {
         };
         let addr = parse_address(value.as_bytes())?;
         let socket = UnixDatagram::unbound()
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(|s| s.set_write_timeout(Some(SEND_TIMEOUT)).map(|()| s))
             .context("cannot make a socket for systemd's notifications")?;
         let watchdog = watchdog_interval(get(WATCHDOG_USEC), get(WATCHDOG_PID), pid)?;
         Ok(Notifier {
