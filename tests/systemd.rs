@@ -117,7 +117,8 @@ fn freeze_at_ready(notify: &DatagramListener, bed: &Bed) -> Result<AtReady> {
 
 /// READY=1 arrives only once the program is attached and enforcing; then
 /// STATUS, the watchdog's rate, a SIGHUP reload (RELOADING=1 with the
-/// monotonic clock, then READY=1 with the new status), a reload by the CLI
+/// monotonic clock, then READY=1 with the new status; a refused one said
+/// so in STATUS), a reload by the CLI
 /// (as `systemctl reload` runs it) in STATUS, and STOPPING=1 on SIGTERM;
 /// every message from the daemon's own process (`NotifyAccess=main`).
 #[test]
@@ -217,6 +218,24 @@ fn ready_comes_once_enforcing_and_the_service_state_follows() -> Result<()> {
     assert_eq!(
         fields(ready)["STATUS"],
         format!("filtering {SERVER_IF} (xdp-native): policy 2, 2 allowed origin(s)")
+    );
+
+    // A refused reload: READY=1 again (the daemon runs on with its
+    // policy), and STATUS says it was refused.
+    std::fs::write(home.config(), config(&["not an origin"]))?;
+    filter.signal(libc::SIGHUP)?;
+    let refused = notify.until(Duration::from_secs(20), |d| has(d, "READY", "1"))?;
+    assert!(
+        refused.iter().any(|d| has(d, "RELOADING", "1")),
+        "{}",
+        show(&refused)
+    );
+    let status = fields(refused.last().context("no READY")?)["STATUS"].clone();
+    assert_eq!(
+        status,
+        format!(
+            "filtering {SERVER_IF} (xdp-native): policy 2, 2 allowed origin(s); the last reload was refused (see the log)"
+        )
     );
 
     // A reload by the CLI (ExecReload=) shows in STATUS too.

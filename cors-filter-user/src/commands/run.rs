@@ -177,20 +177,23 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                 let refused = match tokio::task::spawn_blocking(move || reload(&pins, &state)).await {
                     Ok(Ok(done)) => {
                         log::info!("SIGHUP: {done}");
-                        None
+                        false
                     }
                     Ok(Err(e)) => {
                         log::error!("SIGHUP: {e:#}");
-                        Some(e)
+                        true
                     }
                     Err(e) => break Err(e).context("reload panicked"),
                 };
                 if let Err(e) = status.refresh() {
                     log::warn!("cannot read the policy for systemd's status: {e:#}");
                 }
-                notifier.ready(&match refused {
-                    None => status.line(),
-                    Some(_) => format!("{}; the last reload was refused (see the log)", status.line()),
+                // READY=1 either way: the daemon runs on, with the policy
+                // it had if the new one was refused.
+                notifier.ready(&if refused {
+                    format!("{}; the last reload was refused (see the log)", status.line())
+                } else {
+                    status.line()
                 });
             },
             _ = async {

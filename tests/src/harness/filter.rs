@@ -56,8 +56,18 @@ pub struct FilterEnv {
 }
 
 impl FilterEnv {
-    /// Sets the variables on `command`, whose stderr is `stderr`.
+    /// Sets the variables on `command`, whose stderr is `stderr`. Those
+    /// systemd sets are removed first: a test run as a service must not
+    /// pass its own on.
     pub fn apply(&self, command: &mut Command, stderr: &std::fs::File) -> Result<()> {
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            command.env_remove(var);
+        }
         command.envs(self.vars.iter().map(|(k, v)| (k, v)));
         if self.journal_stream {
             command.env("JOURNAL_STREAM", stream_id(stderr)?);
