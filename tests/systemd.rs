@@ -191,6 +191,11 @@ fn ready_comes_once_enforcing_and_the_service_state_follows() -> Result<()> {
         "a gap past the watchdog interval: {gaps:?}"
     );
     let mean = gaps.iter().sum::<Duration>() / gaps.len().max(1) as u32;
+    eprintln!(
+        "watchdog: {} pings in {window:?}, every {mean:?} on average, at most {:?}",
+        pings.len(),
+        gaps.iter().max().copied().unwrap_or_default()
+    );
     assert!(
         mean > WATCHDOG * 2 / 5 && mean < WATCHDOG * 3 / 5,
         "pings every {mean:?} on average, not every {:?}: {gaps:?}",
