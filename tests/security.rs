@@ -14,7 +14,7 @@ use cors_filter_tests::{
     TempDir, cors_filter_bin,
     harness::bed::Bed,
     harness::client::{self, Family},
-    harness::filter::{FilterHome, RunningFilter, run_with_pins},
+    harness::filter::{FilterEnv, FilterHome, RunningFilter, run_with_pins},
     harness::netns::SERVER_IF,
     harness::process::{run_bounded, stderr_of},
     require_root,
@@ -23,7 +23,8 @@ use cors_filter_tests::{
         not_root_only, run_with_capabilities, walk,
     },
     system::syscalls::{Trace, TracedFilter, parse_trace},
-    system::unit::{self, Unit},
+    system::systemd::DatagramListener,
+    system::unit::{self, INSTALLED_BINARY, Unit},
 };
 
 const ALLOWED: &str = "https://app.example.com";
@@ -428,12 +429,19 @@ fn the_unit_starts_reloads_and_confines_as_documented() -> Result<()> {
         values[0].clone()
     };
     assert!(
-        one("ExecStart").starts_with("/usr/bin/cors-filter run ")
+        one("ExecStart").starts_with(&format!("/{INSTALLED_BINARY} run "))
             && one("ExecStart").contains("--config /etc/cors-filter.toml")
     );
-    assert_eq!(one("ExecReload"), "/usr/bin/cors-filter reload");
+    assert_eq!(
+        one("ExecStartPre"),
+        format!("/{INSTALLED_BINARY} check --config /etc/cors-filter.toml")
+    );
+    assert_eq!(one("ExecReload"), format!("/{INSTALLED_BINARY} reload"));
     for (key, value) in [
-        ("Type", "simple"),
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("WatchdogSec", "30s"),
+        ("LimitNOFILE", "4096"),
         ("KillSignal", "SIGTERM"),
         ("Restart", "on-failure"),
         ("NoNewPrivileges", "yes"),
@@ -473,6 +481,8 @@ fn the_unit_starts_reloads_and_confines_as_documented() -> Result<()> {
 /// system call by `SystemCallFilter=`, each path written to by
 /// `ProtectSystem=strict` with `ReadWritePaths=` and `StateDirectory=`
 /// (here: the test's pin and state directories). And the CLI's calls too.
+/// The daemon runs as under systemd: notifying (with a watchdog) and
+/// logging to the journal, denials through its native socket.
 #[test]
 fn the_daemon_stays_within_the_units_system_calls_and_paths() -> Result<()> {
     let bed = bed()?;
@@ -482,15 +492,44 @@ fn the_daemon_stays_within_the_units_system_calls_and_paths() -> Result<()> {
     let home = FilterHome::new(CONFIG)?;
     let pins = PinDir::new();
     let traces = TempDir::new("strace")?;
+    let notify = DatagramListener::bind("notify")?;
+    let journal = DatagramListener::bind("journal")?;
+    let env = FilterEnv {
+        vars: vec![
+            ("NOTIFY_SOCKET".into(), notify.path().display().to_string()),
+            ("WATCHDOG_USEC".into(), "200000".into()),
+            (
+                "CORS_FILTER_JOURNAL_SOCKET".into(),
+                journal.path().display().to_string(),
+            ),
+        ],
+        journal_stream: true,
+    };
 
     let mut daemon = Trace::default();
     let mut cli_trace_text = String::new();
     for hook in [&[][..], &["--attach", "tc"]] {
         let trace_file = traces.path().join(format!("run{}.trace", hook.len()));
-        let traced =
-            TracedFilter::start(&bed.pair, &binary, &home, pins.path(), &trace_file, hook)?;
+        // The last daemon's pings: systemd would have read them.
+        notify.drain()?;
+        let traced = TracedFilter::start(
+            &bed.pair,
+            &binary,
+            &home,
+            pins.path(),
+            &trace_file,
+            hook,
+            &env,
+        )?;
         assert_eq!(bed.xdp_attached()?, hook.is_empty(), "{hook:?}");
+        notify.until(Duration::from_secs(10), |d| {
+            d.fields().is_ok_and(|f| f.contains_key("READY"))
+        })?;
         assert!(!client::preflight(&bed.pair, Family::V4, DENIED)?.answered());
+        journal.until(Duration::from_secs(10), |d| {
+            d.fields()
+                .is_ok_and(|f| f.get("CORS_FILTER_ORIGIN").map(String::as_str) == Some(DENIED))
+        })?;
         if hook.is_empty() {
             // The CLI, traced too (ExecReload runs under the same filter).
             let cli_trace = traces.path().join("cli.trace");

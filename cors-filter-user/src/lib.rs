@@ -8,7 +8,8 @@
 //! - The rest serves both: the config file ([`config`]), allowlist entries
 //!   ([`allow_entry`]) and their recorded changes ([`state`]), denial events
 //!   ([`denials`]), metrics ([`metrics`]), and the checks that keep a root
-//!   daemon safe ([`capabilities`], [`root_only`]).
+//!   daemon safe ([`capabilities`], [`root_only`]), and what running under
+//!   systemd adds ([`systemd`]: readiness, the journal).
 
 pub mod allow_entry;
 pub mod browser_host;
@@ -25,3 +26,4 @@ pub mod metrics;
 pub mod root_only;
 pub mod shown;
 pub mod state;
+pub mod systemd;

@@ -18,11 +18,12 @@ use cors_filter_user::{
     commands::status,
     exit::{self, Kind},
     root_only,
+    systemd::journal,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    journal::init_logger();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -93,9 +94,9 @@ fn failed(error: &anyhow::Error, json: bool, requirement: &Requirement) -> ExitC
         };
         println!("{}", exit::error_json(&message, kind));
     } else {
-        eprintln!("cors-filter: error: {error:#}");
+        journal::print_error(&format!("cors-filter: error: {error:#}"));
         if let Some(hint) = hint {
-            eprintln!("cors-filter: {hint}");
+            journal::print_error(&format!("cors-filter: {hint}"));
         }
     }
     ExitCode::from(kind.code())

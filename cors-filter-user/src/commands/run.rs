@@ -4,6 +4,11 @@
 //! are pinned, so a daemon that exits or is killed leaves the program
 //! attached and enforcing, and the next one adopts it (same maps, counters
 //! going on; the links switched to the new program atomically).
+//!
+//! Under systemd (`Type=notify`) it says `READY=1` once attached, and
+//! keeps `STATUS=` and the watchdog informed ([`service_status`]).
+
+mod service_status;
 
 use std::{path::Path, sync::Arc};
 
@@ -30,11 +35,14 @@ use crate::{
     metrics::exposure,
     metrics::fleet::FleetState,
     state::StateDir,
+    systemd::notify::Notifier,
 };
+use service_status::ServiceStatus;
 
 pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     // Everything that can be checked is checked before the kernel is touched.
     let record = RunRecord::new(&args.config, args.mode, args.action)?;
+    let notifier = Notifier::from_env()?;
     for iface in &args.ifaces {
         ifindex(iface).kind(Kind::Config)?;
     }
@@ -165,19 +173,33 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             record.config.display()
         );
     }
+    // Every program attached, the policy installed, metrics and denials
+    // served: only now is the service up.
+    let mut status = ServiceStatus::read(&args.ifaces, hook.name(), pin_dir)?;
+    notifier.ready(&status.line());
+    // From the main loop: if it wedges, the pings stop and systemd
+    // restarts the daemon (the filter stays attached meanwhile).
+    // After a stall, one ping at once, not a burst of the missed ones.
+    let every = |period| {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    };
+    let mut watchdog = notifier.ping_every().map(every);
+    let mut status_check = every(service_status::CHECK_EVERY);
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => {
-                if let Err(e) = reload_in_daemon("SIGHUP", pin_dir, state_dir, &fleet).await {
+                if let Err(e) = reload_in_daemon("SIGHUP", pin_dir, state_dir, &fleet, &notifier, &mut status).await {
                     break Err(e);
                 }
             },
             notice = next_notice(&mut config_watch) => match notice {
                 Some(Notice::Changed) => {
                     let trigger = "config file changed";
-                    if let Err(e) = reload_in_daemon(trigger, pin_dir, state_dir, &fleet).await {
+                    if let Err(e) = reload_in_daemon(trigger, pin_dir, state_dir, &fleet, &notifier, &mut status).await {
                         break Err(e);
                     }
                 }
@@ -189,6 +211,17 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                     log::error!("the config watch stopped; SIGHUP and `cors-filter reload` still reload");
                     config_watch = None;
                 }
+            },
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(every) => every.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => notifier.watchdog(),
+            _ = status_check.tick(), if notifier.enabled() => match status.refresh() {
+                Ok(true) => notifier.status(&status.line()),
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot read the policy for systemd's status: {e:#}"),
             },
             served = &mut metrics => break match served {
                 Ok(Err(e)) => Err(e),
@@ -207,6 +240,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
             },
         }
     };
+    notifier.stopping();
     drop(filter);
     // The events queued so far are read and the counts saved; later ones
     // wait in the pinned ring buffer for the next daemon.
@@ -245,19 +279,40 @@ async fn reload_in_daemon(
     pin_dir: &Path,
     state_dir: &Path,
     fleet: &FleetState,
+    notifier: &Notifier,
+    status: &mut ServiceStatus,
 ) -> Result<()> {
+    notifier.reloading();
+    // Off the event loop: a reload waits for a lock and an RCU grace
+    // period and rewrites a whole generation, while the denial events keep
+    // coming.
     let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
-    match tokio::task::spawn_blocking(move || reload_reporting(&pins, &state)).await {
+    let refused = match tokio::task::spawn_blocking(move || reload_reporting(&pins, &state)).await {
         Ok(Ok(done)) => {
             log::info!("{trigger}: {}", done.message);
             fleet.installed(done.base);
+            false
         }
         Ok(Err(e)) => {
             log::error!("{trigger}: {e:#}");
             fleet.reload_failed();
+            true
         }
         Err(e) => return Err(e).context("reload panicked"),
+    };
+    if let Err(e) = status.refresh() {
+        log::warn!("cannot read the policy for systemd's status: {e:#}");
     }
+    // READY=1 either way: the daemon runs on, with the policy it had if
+    // the new one was refused.
+    notifier.ready(&if refused {
+        format!(
+            "{}; the last reload was refused (see the log)",
+            status.line()
+        )
+    } else {
+        status.line()
+    });
     Ok(())
 }
 

@@ -123,10 +123,22 @@ impl fmt::Display for Denial {
             None => write!(f, "{}", self.source)?,
         }
         write!(f, " to port {}", self.dest_port)?;
-        if let Reason::Known(DenialReason::Http2 | DenialReason::ProxyMalformed) = self.reason {
+        if !self.judged_by_origin() {
             return Ok(());
         }
         write!(f, ", origin \"{}\", {}", self.origin, self.request)
+    }
+}
+
+impl Denial {
+    /// Whether the request was judged by its origin, so that its origin
+    /// and request mean something (not for HTTP/2 or a bad PROXY header,
+    /// which are refused before any request is read).
+    pub fn judged_by_origin(&self) -> bool {
+        !matches!(
+            self.reason,
+            Reason::Known(DenialReason::Http2 | DenialReason::ProxyMalformed)
+        )
     }
 }
 

@@ -2,10 +2,12 @@
 //! they come, logged (at most [`LOG_LINES_PER_WINDOW`] lines a second, plus
 //! a line saying how many were not), counted per origin for `/metrics` and
 //! `stats`, and saved in the state directory every [`SAVE_EVERY`] and at
-//! exit, so that the counts survive restarts.
+//! exit, so that the counts survive restarts. Under systemd the lines go to
+//! the journal with fields of their own ([`journal`]).
 
 mod counts;
 mod event;
+pub mod journal;
 mod ratelimit;
 
 use std::{
@@ -28,6 +30,7 @@ pub use event::{Denial, OTHER_ORIGINS, decode};
 use crate::state::StateDir;
 use counts::SharedCounts;
 use event::Reason;
+use journal::DenialLog;
 use ratelimit::LogLimiter;
 
 /// Denial lines logged per [`LOG_WINDOW`] at most.
@@ -70,6 +73,8 @@ impl PerPortLimit {
 pub struct Tracker {
     counts: SharedCounts,
     limiter: LogLimiter,
+    /// Where the lines go: stderr, or the journal with fields.
+    lines: DenialLog,
     /// When each port's last HTTP/2 line was logged.
     http2_logged: PerPortLimit,
     state: StateDir,
@@ -86,6 +91,7 @@ impl Tracker {
         Ok(Tracker {
             counts: SharedCounts::new(counts),
             limiter: LogLimiter::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),
+            lines: DenialLog::from_env()?,
             http2_logged: PerPortLimit::default(),
             state,
             unsaved: false,
@@ -110,9 +116,10 @@ impl Tracker {
                 // Every HTTP/2 connection reports one: a line per port a
                 // minute says it, the `http2` counter counts them all.
                 if self.http2_logged.admit(denial.dest_port, now) {
-                    log::warn!(
+                    let line = format!(
                         "{denial}: the filter cannot read HTTP/2 frames; refused unless the config says http2 = \"pass\" (this line at most once a minute per port; see the http2 counter)"
                     );
+                    self.lines.log(log::Level::Warn, &denial, &line);
                 }
             }
             Ok(denial) => {
@@ -121,7 +128,8 @@ impl Tracker {
                     self.unsaved = true;
                 }
                 if self.limiter.admit(now) {
-                    log::info!("{denial}");
+                    self.lines
+                        .log(log::Level::Info, &denial, &denial.to_string());
                 }
             }
             Err(e) => {

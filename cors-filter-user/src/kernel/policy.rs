@@ -186,6 +186,17 @@ impl PolicyMaps {
         Ok(&mut self.allowlists[generation])
     }
 
+    /// Entries (exact and wildcard origins) in the allowlist the program
+    /// reads now: one `bpf(2)` call each.
+    pub fn count_active(&mut self) -> Result<u64> {
+        let mut entries = 0;
+        for key in self.active_allowlist()?.keys() {
+            key.context("cannot iterate the allowlist")?;
+            entries += 1;
+        }
+        Ok(entries)
+    }
+
     /// Adds `entry` to the allowlist the program reads now (or changes its
     /// methods, if the origin is there already), and makes the
     /// program try wildcard prefixes at its depth (a bit set by an entry

@@ -151,11 +151,7 @@ impl Snapshot {
         add_carried(pin_dir, &mut values)?;
         let mut policy = PolicyMaps::open(pin_dir)?;
         let policies_installed = policy.installed()?.into();
-        let mut entries = 0;
-        for key in policy.active_allowlist()?.keys() {
-            key.context("cannot iterate the allowlist")?;
-            entries += 1;
-        }
+        let entries = policy.count_active()?;
         Ok(Snapshot {
             counters: values,
             allowlist_entries: entries,

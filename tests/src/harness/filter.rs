@@ -16,6 +16,7 @@ use crate::{
     harness::metrics::{self, Metrics},
     harness::netns::{NetnsPair, SERVER_IF, left_by_dead_run},
     harness::process::{Guarded, die_with_parent, run_bounded},
+    system::systemd::stream_id,
     unique_suffix,
 };
 
@@ -44,6 +45,37 @@ impl FilterHome {
     }
 }
 
+/// What a filter's environment gets besides the test's own, as systemd
+/// would set it for a service.
+#[derive(Clone, Debug, Default)]
+pub struct FilterEnv {
+    pub vars: Vec<(String, String)>,
+    /// `JOURNAL_STREAM` set to the device and inode of the file that is the
+    /// daemon's stderr, as when stderr is the journal.
+    pub journal_stream: bool,
+}
+
+impl FilterEnv {
+    /// Sets the variables on `command`, whose stderr is `stderr`. Those
+    /// systemd sets are removed first: a test run as a service must not
+    /// pass its own on.
+    pub fn apply(&self, command: &mut Command, stderr: &std::fs::File) -> Result<()> {
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(self.vars.iter().map(|(k, v)| (k, v)));
+        if self.journal_stream {
+            command.env("JOURNAL_STREAM", stream_id(stderr)?);
+        }
+        Ok(())
+    }
+}
+
 /// A running `cors-filter run`, stopped and its pins removed on drop
 /// (which detaches the program: a link goes once its last pin does).
 pub struct RunningFilter {
@@ -56,6 +88,7 @@ pub struct RunningFilter {
     server_ns: String,
     server_ns_path: String,
     args: Vec<String>,
+    env: FilterEnv,
     log: PathBuf,
 }
 
@@ -213,6 +246,17 @@ impl RunningFilter {
         home: &FilterHome,
         args: &[&str],
     ) -> Result<RunningFilter> {
+        RunningFilter::start_with_env(binary, server_ns, home, args, FilterEnv::default())
+    }
+
+    /// [`RunningFilter::start_in`] with `env` added to its environment.
+    pub fn start_with_env(
+        binary: &Path,
+        server_ns: &str,
+        home: &FilterHome,
+        args: &[&str],
+        env: FilterEnv,
+    ) -> Result<RunningFilter> {
         let binary = existing_binary(binary.to_owned())?;
         let log = home
             .dir
@@ -227,6 +271,7 @@ impl RunningFilter {
             server_ns: server_ns.to_owned(),
             server_ns_path: format!("/run/netns/{server_ns}"),
             args: args.iter().map(|a| a.to_string()).collect(),
+            env,
             log,
         };
         filter.spawn()?;
@@ -255,6 +300,7 @@ impl RunningFilter {
         if !self.args.iter().any(|a| a == "--metrics-listen") {
             command.args(["--metrics-listen", &metrics]);
         }
+        self.env.apply(&mut command, &log_file)?;
         command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

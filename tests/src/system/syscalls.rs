@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    harness::filter::{FilterHome, METRICS_PORT, run_arguments},
+    harness::filter::{FilterEnv, FilterHome, METRICS_PORT, run_arguments},
     harness::metrics,
     harness::netns::NetnsPair,
     harness::process::{Guarded, die_with_parent, wait_bounded},
@@ -42,8 +42,8 @@ pub struct Trace {
 
 impl TracedFilter {
     /// Starts `binary` (`run` on the server interface, with `home`'s config
-    /// and state, `pin_dir`, and `args`) under strace, writing the trace to `trace`,
-    /// and waits until its metrics answer.
+    /// and state, `pin_dir`, and `args`, with `env`) under strace, writing
+    /// the trace to `trace`, and waits until its metrics answer.
     pub fn start(
         pair: &NetnsPair,
         binary: &Path,
@@ -51,6 +51,7 @@ impl TracedFilter {
         pin_dir: &Path,
         trace: &Path,
         args: &[&str],
+        env: &FilterEnv,
     ) -> Result<TracedFilter> {
         let log = trace.with_extension("log");
         let log_file = std::fs::File::create(&log)?;
@@ -64,7 +65,9 @@ impl TracedFilter {
             .arg(binary)
             .args(run_arguments(pin_dir, &home.state_dir(), &home.config()))
             .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
-            .args(args)
+            .args(args);
+        env.apply(&mut command, &log_file)?;
+        command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
