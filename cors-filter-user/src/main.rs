@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
             AllowAction::Remove { origin } => {
                 allow::edit(&cli.pin_dir, &cli.state_dir, allow::Change::Remove, &origin)
             }
-            AllowAction::List => allow::list(&cli.pin_dir),
+            AllowAction::List => allow::list(&cli.pin_dir, &cli.state_dir),
         },
         Command::Reload => {
             reload::reload(&cli.pin_dir, &cli.state_dir).map(|done| println!("{done}"))

@@ -102,7 +102,11 @@ pub fn edit(pin_dir: &Path, state_dir: &Path, change: Change, text: &str) -> Res
     }
 }
 
-pub fn list(pin_dir: &Path) -> Result<()> {
+/// `allow list`: the running allowlist, which the state directory's
+/// changes made; a state directory others could have written is refused
+/// first, as `run` refuses it.
+pub fn list(pin_dir: &Path, state_dir: &Path) -> Result<()> {
+    StateDir::existing(state_dir)?;
     let mut policy = PolicyMaps::open(pin_dir)?;
     let map = policy.active_allowlist()?;
     let mut origins = Vec::new();
