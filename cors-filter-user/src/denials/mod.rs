@@ -6,7 +6,7 @@
 
 mod counts;
 mod event;
-mod ratelimit;
+pub(crate) mod ratelimit;
 
 use std::{
     collections::BTreeMap,

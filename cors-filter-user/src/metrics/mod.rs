@@ -2,6 +2,7 @@
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
 pub mod exposure;
+pub mod listener;
 
 use std::{
     borrow::Borrow,
@@ -344,28 +345,23 @@ pub fn sum_counters<T: Borrow<MapData>>(
 }
 
 const MAX_REQUEST: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `GET /metrics` until the listener fails: the counters read from
-/// the maps pinned in `pin_dir` and the denials per origin.
+/// Serves `GET /metrics` for as long as the daemon runs: the counters read
+/// from the maps pinned in `pin_dir` and the denials per origin. The
+/// listener holds whatever its clients do (see [`listener`]): this never
+/// returns.
 pub async fn serve(
     listener: TcpListener,
     pin_dir: std::path::PathBuf,
     denied: DeniedByOrigin,
 ) -> Result<()> {
     let tables = TableUsageCache::default();
-    loop {
-        let (stream, peer) = listener.accept().await.context("metrics listener failed")?;
-        let pin_dir = pin_dir.clone();
-        let denied = denied.clone();
-        let tables = tables.clone();
-        tokio::spawn(async move {
-            let answered = answer(stream, &pin_dir, &denied, &tables);
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answered).await {
-                log::debug!("metrics request from {peer} timed out: {e}");
-            }
-        });
-    }
+    listener::accept_forever(listener, move |stream| {
+        let (pin_dir, denied, tables) = (pin_dir.clone(), denied.clone(), tables.clone());
+        async move { answer(stream, &pin_dir, &denied, &tables).await }
+    })
+    .await;
+    Ok(())
 }
 
 async fn answer(
