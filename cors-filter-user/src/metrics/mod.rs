@@ -1,6 +1,7 @@
 //! The filter's counters: read from the pinned maps, rendered for
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
+pub mod attached;
 pub mod exposure;
 pub mod listener;
 
@@ -34,6 +35,7 @@ use crate::{
     kernel::layout::add_carried,
     kernel::pins::{open_pinned, pin_exists, pin_path},
     kernel::policy::PolicyMaps,
+    metrics::attached::build_info_labels,
 };
 
 /// How full the connection maps are (`CONNS`, `OPEN_HEADS`).
@@ -128,6 +130,8 @@ pub struct Snapshot {
     pub allowlist_entries: u64,
     pub policies_installed: u64,
     pub tables: TableUsage,
+    /// The links the filter enforces on, per their pins.
+    pub attached: Vec<attached::AttachedLink>,
 }
 
 impl Snapshot {
@@ -156,6 +160,7 @@ impl Snapshot {
             entries += 1;
         }
         Ok(Snapshot {
+            attached: attached::read(pin_dir)?,
             counters: values,
             allowlist_entries: entries,
             policies_installed,
@@ -299,6 +304,31 @@ impl Snapshot {
             "Entries OPEN_HEADS can hold (max_open_heads).",
             self.tables.open_heads_capacity,
         )?;
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "cors_filter_build_info",
+                "Always 1: the version of the daemon serving these metrics and the layout of the pins it reads.",
+            ),
+            &build_info_labels().map(|(name, _)| name),
+        )?;
+        build_info
+            .get_metric_with_label_values(&build_info_labels().each_ref().map(|(_, v)| v.as_str()))?
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        let links = IntGaugeVec::new(
+            Opts::new(
+                "cors_filter_attached",
+                "1 for each link the filter enforces on (read from the link pins at each scrape): interface, hook (xdp or tc), xdp_mode (native, skb, none for tc).",
+            ),
+            &["interface", "hook", "xdp_mode"],
+        )?;
+        for link in &self.attached {
+            links
+                .get_metric_with_label_values(&link.labels().map(|(_, v)| v))?
+                .set(1);
+        }
+        registry.register(Box::new(links))?;
 
         TextEncoder::new()
             .encode_to_string(&registry.gather())
@@ -464,6 +494,16 @@ mod tests {
         counters[Counter::HeadLost.index() as usize] = 17;
         counters[Counter::ConnsLearned.index() as usize] = 1000;
         Snapshot {
+            attached: vec![
+                attached::AttachedLink {
+                    interface: "eth0".into(),
+                    hook: crate::kernel::links::HookName::XdpNative,
+                },
+                attached::AttachedLink {
+                    interface: "eth1".into(),
+                    hook: crate::kernel::links::HookName::Tc,
+                },
+            ],
             counters,
             allowlist_entries: 5,
             policies_installed: 1,
@@ -536,6 +576,11 @@ mod tests {
             "# TYPE cors_filter_open_heads gauge",
             "# TYPE cors_filter_open_heads_capacity gauge",
             "# TYPE cors_filter_connections_evicted_total counter",
+            "cors_filter_build_info{layout=\"2\",version=\"0.2.0\"} 1",
+            "# TYPE cors_filter_build_info gauge",
+            "cors_filter_attached{hook=\"xdp\",interface=\"eth0\",xdp_mode=\"native\"} 1",
+            "cors_filter_attached{hook=\"tc\",interface=\"eth1\",xdp_mode=\"none\"} 1",
+            "# TYPE cors_filter_attached gauge",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
