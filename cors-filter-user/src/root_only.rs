@@ -62,10 +62,11 @@ fn untrusted(meta: &Metadata, path: &Path, what: &str, sticky_ok: bool) -> Resul
         "not owned by root"
     };
     bail!(
-        "refusing {what} {}: it is owned by uid {} with mode {mode:04o}, {why}, so another user \
-         could have put or changed what cors-filter would trust there. cors-filter never changes \
-         the owner or mode of an existing directory or file: check its contents, then fix it \
-         (`chown root:root {0}` and `chmod go-w {0}`), or remove it, or choose another path",
+        "{what} {} belongs to uid {} and has mode {mode:04o}: it is {why}, so another user \
+         could have put or changed what cors-filter would trust there. cors-filter never \
+         changes the owner or mode of an existing directory or file: check what it holds, \
+         then fix it (`chown root:root {0}` and `chmod go-w {0}`), or remove it, or choose \
+         another path",
         path.display(),
         meta.uid()
     )
@@ -95,7 +96,7 @@ fn check_ancestors(dir: &Path, what: &str) -> Result<()> {
         untrusted(
             &meta,
             ancestor,
-            &format!("directory above {what} {}:", dir.display()),
+            &format!("directory above {what} {}, ", dir.display()),
             true,
         )?;
         seen.push(ancestor.to_owned());
