@@ -300,6 +300,11 @@ impl RunningFilter {
         self.spawn()
     }
 
+    /// Whether the daemon is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| p.exited().is_none())
+    }
+
     /// Sends the daemon a signal.
     pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
         self.process_mut()?.signal(signal)
