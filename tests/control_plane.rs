@@ -21,10 +21,10 @@ use cors_filter_tests::{
     cors_filter_bin,
     harness::bed::Bed,
     harness::client::{self, Family},
-    harness::filter::{FilterHome, METRICS_PORT, RunningFilter, run_with_pins},
+    harness::filter::{FilterHome, METRICS_PORT, RunningFilter, cli_at, run_with_pins},
     harness::metrics,
     harness::netns::SERVER_IF,
-    harness::process::{Guarded, run_bounded},
+    harness::process::{Guarded, run_ok},
     system::privileges::{NOBODY, PinDir, as_nobody_in_netns},
 };
 
@@ -51,15 +51,11 @@ fn config(allow: &[&str]) -> String {
 
 /// Sets both limits of open files of process `pid`.
 fn limit_open_files(pid: u32, limit: u64) -> Result<()> {
-    let out = run_bounded(
+    run_ok(
         Command::new("prlimit")
             .arg(format!("--pid={pid}"))
             .arg(format!("--nofile={limit}:{limit}")),
-        Duration::from_secs(10),
     )?;
-    if !out.status.success() {
-        bail!("prlimit failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
     let line = limits
         .lines()
@@ -245,15 +241,7 @@ fn mode_and_owner(path: &Path) -> Result<(u32, u32)> {
 
 /// `cors-filter --pin-dir P --state-dir S ARGS` run to its end.
 fn cli(pins: &Path, state: &Path, args: &[&str]) -> Result<std::process::Output> {
-    run_bounded(
-        Command::new(cors_filter_bin()?)
-            .arg("--pin-dir")
-            .arg(pins)
-            .arg("--state-dir")
-            .arg(state)
-            .args(args),
-        Duration::from_secs(30),
-    )
+    cli_at(&cors_filter_bin()?, pins, state, args)
 }
 
 /// A root-owned state directory of mode 1777, in which `nobody` planted an
