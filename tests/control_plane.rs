@@ -49,12 +49,13 @@ fn config(allow: &[&str]) -> String {
     format!("ports = [8080]\nallow = [{}]\n", quoted.join(", "))
 }
 
-/// Sets both limits of open files of process `pid`.
-fn limit_open_files(pid: u32, limit: u64) -> Result<()> {
+/// Sets the limits of open files of process `pid` (the hard one cannot
+/// go up again without CAP_SYS_RESOURCE, which the test may lack).
+fn limit_open_files(pid: u32, soft: u64, hard: u64) -> Result<()> {
     run_ok(
         Command::new("prlimit")
             .arg(format!("--pid={pid}"))
-            .arg(format!("--nofile={limit}:{limit}")),
+            .arg(format!("--nofile={soft}:{hard}")),
     )?;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
     let line = limits
@@ -62,7 +63,7 @@ fn limit_open_files(pid: u32, limit: u64) -> Result<()> {
         .find(|l| l.starts_with("Max open files"))
         .context("no open-files line in /proc/PID/limits")?;
     let fields: Vec<&str> = line.split_whitespace().collect();
-    if fields.get(3) != Some(&&*limit.to_string()) || fields.get(4) != Some(&&*limit.to_string()) {
+    if fields.get(3) != Some(&&*soft.to_string()) || fields.get(4) != Some(&&*hard.to_string()) {
         bail!("the daemon's limit did not change: {line}");
     }
     Ok(())
@@ -82,6 +83,25 @@ fn first_scrape(ns: &str, limit: Duration) -> Result<Duration> {
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no try")))
         .with_context(|| format!("/metrics did not answer within {limit:?}"))
+}
+
+/// `cors-test-flood` as `nobody` in the server's namespace, aimed at the
+/// metrics port with `count` connections; they are held until its stdin
+/// closes (at most a minute).
+fn start_flood(bed: &Bed, count: usize) -> Result<Guarded> {
+    let flood_binary = Path::new(env!("CARGO_BIN_EXE_cors-test-flood"));
+    let mut command = as_nobody_in_netns(&bed.pair.server, count as u64 + 500, flood_binary);
+    command
+        .args(["--connect", &format!("127.0.0.1:{METRICS_PORT}")])
+        .args(["--count", &count.to_string()])
+        .args(["--hold-secs", "60", "--open-limit-ms", "30000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    Ok(Guarded {
+        child: command.spawn().context("cannot start cors-test-flood")?,
+        name: "cors-test-flood".into(),
+    })
 }
 
 /// The flood's JSON lines, read as they come.
@@ -142,21 +162,9 @@ fn a_metrics_flood_from_a_local_user_leaves_the_daemon_serving() -> Result<()> {
     );
 
     let pid = filter.pid()?;
-    limit_open_files(pid, DAEMON_NOFILE)?;
-    let flood_binary = Path::new(env!("CARGO_BIN_EXE_cors-test-flood"));
-    let mut command = as_nobody_in_netns(&bed.pair.server, FLOOD as u64 + 500, flood_binary);
-    command
-        .args(["--connect", &format!("127.0.0.1:{METRICS_PORT}")])
-        .args(["--count", &FLOOD.to_string()])
-        .args(["--hold-secs", "60", "--open-limit-ms", "30000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    limit_open_files(pid, DAEMON_NOFILE, DAEMON_NOFILE)?;
     let flood_started = Instant::now();
-    let mut flood = Guarded {
-        child: command.spawn().context("cannot start cors-test-flood")?,
-        name: "cors-test-flood".into(),
-    };
+    let mut flood = start_flood(&bed, FLOOD)?;
     let lines = read_lines(&mut flood)?;
     let opened = lines
         .recv_timeout(Duration::from_secs(45))
@@ -222,7 +230,57 @@ fn a_metrics_flood_from_a_local_user_leaves_the_daemon_serving() -> Result<()> {
          /metrics answered {during:?} after the flood was open, {after:?} after it ended"
     );
     assert!(filter.is_running(), "{}", filter.log());
+
+    // The accept errors themselves: with 8 descriptors to spare (the soft
+    // limit lowered), the daemon
+    // runs out of them before its bound on connections. It says so, goes
+    // on, and serves again once the flood is gone.
+    let in_use = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    limit_open_files(pid, in_use + 8, DAEMON_NOFILE)?;
+    let t2 = Instant::now();
+    let mut flood = start_flood(&bed, 40)?;
+    let lines = read_lines(&mut flood)?;
+    let opened = lines
+        .recv_timeout(Duration::from_secs(45))
+        .context("the second flood did not say what it opened")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !filter.log().contains("Too many open files") {
+        if Instant::now() > deadline {
+            bail!(
+                "no accept error logged with {} descriptors ({opened}):\n{}",
+                in_use + 8,
+                filter.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(filter.is_running(), "{}", filter.log());
+    drop(flood.child.stdin.take());
+    flood.stop(Duration::from_secs(10));
+    let phase = t2.elapsed();
+    limit_open_files(pid, DAEMON_NOFILE, DAEMON_NOFILE)?;
+    let recovered = first_scrape(&bed.pair.server, SCRAPE_LIMIT)?;
     let log = filter.log();
+    let error_lines = log
+        .lines()
+        .filter(|l| l.contains("cannot accept a connection"))
+        .count();
+    eprintln!(
+        "out of descriptors ({} allowed) for {phase:?}: {error_lines} accept-error line(s) logged; /metrics answered {recovered:?} after the flood ended",
+        in_use + 8
+    );
+    assert!(
+        log.contains("metrics listener cannot accept a connection: Too many open files"),
+        "{log}"
+    );
+    // Rate-limited: one line per 10 s, not one per failed accept (ten a
+    // second while the descriptors are out).
+    assert!(
+        error_lines as u64 <= 1 + phase.as_secs() / 10,
+        "{error_lines} lines in {phase:?}:\n{log}"
+    );
+    assert!(filter.is_running(), "{log}");
     assert!(
         !log.contains("metrics server stopped") && !log.contains("panicked"),
         "{log}"
