@@ -6,8 +6,9 @@
 //! - At most [`MAX_CONNECTIONS`] connections are served at once; one over
 //!   the bound is accepted and closed at once, so that the kernel's accept
 //!   queue drains and a scrape that comes later finds a slot.
-//! - Each connection has [`CONNECTION_DEADLINE`] to send its request and
-//!   take its answer (slowloris), after which it is closed.
+//! - Each connection has [`REQUEST_DEADLINE`] to send its request and
+//!   [`CONNECTION_DEADLINE`] in all to take its answer (slowloris), after
+//!   which it is closed.
 //! - An accept error (EMFILE when the process is out of file descriptors,
 //!   ENFILE, ENOBUFS...) is logged, at most [`ERROR_LINES_PER_WINDOW`]
 //!   lines per [`ERROR_WINDOW`] with a count of the rest, and accepting
@@ -30,6 +31,9 @@ use crate::denials::ratelimit::LogLimiter;
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a connection may take to send its request and read the answer.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
+/// How long it may take to send its request: a scraper sends it at once,
+/// and a client that sends nothing gives its slot back sooner.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// How long the listener waits after an accept error before trying again:
 /// EMFILE does not clear by itself at once, and retrying at once would spin.
 pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -38,6 +42,7 @@ pub const ERROR_LINES_PER_WINDOW: u32 = 1;
 pub const ERROR_WINDOW: Duration = Duration::from_secs(10);
 
 const _: () = assert!(MAX_CONNECTIONS > 0 && MAX_CONNECTIONS < 1024);
+const _: () = assert!(REQUEST_DEADLINE.as_millis() < CONNECTION_DEADLINE.as_millis());
 
 /// Accepts connections on `listener` for ever, each answered by `serve`
 /// within [`CONNECTION_DEADLINE`] with at most [`MAX_CONNECTIONS`] at once.

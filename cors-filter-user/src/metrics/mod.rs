@@ -402,10 +402,14 @@ async fn answer(
 ) {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut filled = 0;
+    // A client that has not sent its whole request by then gives its slot
+    // back (the whole connection has `listener::CONNECTION_DEADLINE`).
+    let read_deadline = tokio::time::Instant::now() + listener::REQUEST_DEADLINE;
     let response = loop {
-        let n = match stream.read(&mut buf[filled..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let read = stream.read(&mut buf[filled..]);
+        let n = match tokio::time::timeout_at(read_deadline, read).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => n,
         };
         filled += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
