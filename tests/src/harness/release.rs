@@ -53,10 +53,7 @@ fn workspace() -> PathBuf {
 fn run(command: &mut Command, what: &str) -> Result<String> {
     let out = run_bounded(command, Duration::from_secs(60))?;
     if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -146,11 +143,7 @@ fn unpack(release: Release, archive: &Path, dir: &Path) -> Result<()> {
         );
     }
     run(
-        Command::new("tar")
-            .arg("-xzf")
-            .arg(archive)
-            .arg("-C")
-            .arg(dir),
+        Command::new("tar").arg("-xzf").arg(archive).arg("-C").arg(dir),
         &format!("unpacking {}", archive.display()),
     )?;
     Ok(())
