@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     allow_entry::{AllowEntry, parse_entry, parse_methods},
-    root_only::{ensure_private_dir, open_private_file},
+    root_only::{check_private_dir_and_files, ensure_private_dir, open_private_file},
 };
 
 const CHANGES_FILE: &str = "allowlist-changes.json";
@@ -123,7 +123,8 @@ impl AllowlistChanges {
     }
 }
 
-/// The state directory: root-only (0700, see [`ensure_private_dir`]).
+/// The state directory: root-only (made 0700; an existing one is checked,
+/// never chmod-ed, and so is every file in it: see `root_only`).
 pub struct StateDir {
     dir: PathBuf,
 }
@@ -152,11 +153,25 @@ fn lock(path: &Path, blocking: bool) -> Result<Option<FileLock>> {
 }
 
 impl StateDir {
+    /// Opens the state directory, creating it if needed; refuses one that
+    /// root does not own or others can write, or that holds such a file.
     pub fn open(dir: &Path) -> Result<StateDir> {
         ensure_private_dir(dir, "state directory", true)?;
+        check_private_dir_and_files(dir, "state directory")?;
         Ok(StateDir {
             dir: dir.to_owned(),
         })
+    }
+
+    /// Checks the state directory as [`open`](Self::open) does, without
+    /// creating it: for commands that only read what it holds (`None` when
+    /// there is none).
+    pub fn existing(dir: &Path) -> Result<Option<StateDir>> {
+        Ok(
+            check_private_dir_and_files(dir, "state directory")?.then(|| StateDir {
+                dir: dir.to_owned(),
+            }),
+        )
     }
 
     pub fn changes_path(&self) -> PathBuf {
@@ -423,7 +438,8 @@ mod tests {
         state.save_changes(&AllowlistChanges::default()).unwrap();
         write_private_atomically(&dir, "other.json", b"{}").unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
-        assert_eq!(mode(&dir), 0o700);
+        // An existing directory is not chmod-ed (0755 is root's only to write).
+        assert_eq!(mode(&dir), 0o755);
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

@@ -230,7 +230,10 @@ impl fmt::Display for Listed {
 
 /// `allow list [--json] [--source]`: the running allowlist, sorted; with
 /// `sources`, each entry's source and the config's entries removed locally.
+/// A state directory others could have written is refused first, as `run`
+/// refuses it.
 pub fn list(pin_dir: &Path, state_dir: &Path, json: bool, sources: bool) -> Result<()> {
+    StateDir::existing(state_dir)?;
     let mut policy = PolicyMaps::open(pin_dir)?;
     let map = policy.active_allowlist()?;
     let mut listed = Vec::new();

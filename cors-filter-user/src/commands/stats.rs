@@ -10,10 +10,12 @@ use serde_json::json;
 use crate::{
     denials::{COUNTS_FILE, OriginCounts, TopOrigins},
     metrics::Snapshot,
+    state::StateDir,
 };
 
 pub fn stats(pin_dir: &Path, state_dir: &Path, json: bool, top: usize) -> Result<()> {
     let snapshot = Snapshot::read(pin_dir)?;
+    StateDir::existing(state_dir)?;
     let path = state_dir.join(COUNTS_FILE);
     let origins = OriginCounts::load(&path)?.map(|counts| counts.top(top));
     if json {

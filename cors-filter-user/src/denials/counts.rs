@@ -189,10 +189,63 @@ impl OriginCounts {
         }
     }
 
+    /// The counts saved at `path` for the daemon: as [`load`](Self::load),
+    /// except that a file that cannot be read as counts (truncated by a
+    /// full disk, edited by hand) does not stop the filter: it is renamed
+    /// `denied-origins.json.corrupt-<unix time>` beside it, with a warning
+    /// naming both paths, and counting starts afresh. An error reading the
+    /// file (other than its absence) is still one.
+    pub fn load_or_set_aside(path: &Path) -> Result<Option<OriginCounts>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Not UTF-8: corrupt too.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                set_aside(path, &anyhow!(e))?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        match OriginCounts::from_json(&text, &path.display().to_string()) {
+            Ok(counts) => Ok(Some(counts)),
+            Err(e) => {
+                set_aside(path, &e)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Saves the counts in `state`, atomically, mode 0600.
     pub fn save(&self, state: &StateDir) -> Result<()> {
         state.write_atomically(COUNTS_FILE, &self.to_json()?)
     }
+}
+
+/// Where a corrupt counts file at `path` is moved, at `unix_time`.
+pub fn set_aside_path(path: &Path, unix_time: u64) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{unix_time}"));
+    name.into()
+}
+
+/// Renames the corrupt counts file at `path` aside and warns.
+fn set_aside(path: &Path, why: &anyhow::Error) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = set_aside_path(path, now);
+    std::fs::rename(path, &aside).with_context(|| {
+        format!(
+            "{why:#}; and it cannot be moved aside to {}",
+            aside.display()
+        )
+    })?;
+    log::warn!(
+        "{why:#}: moved it aside to {} and counting denials per origin afresh in {}",
+        aside.display(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// The counts, shared by the daemon's reader and the metrics server.
@@ -392,6 +445,50 @@ mod tests {
                 "{text}: {e:#}"
             );
         }
+    }
+
+    /// A truncated file does not stop the daemon: it is moved aside,
+    /// whole, and the counts start from nothing; a good file loads.
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = std::env::temp_dir().join(format!("cors-filter-corrupt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir).unwrap();
+        let path = state.path(COUNTS_FILE);
+        let good = counts(MAX_TRACKED_ORIGINS, &[("https://a", 3)]);
+        good.save(&state).unwrap();
+        assert_eq!(
+            OriginCounts::load_or_set_aside(&path).unwrap(),
+            Some(good.clone())
+        );
+        let json = good.to_json().unwrap();
+        for (i, bad) in [&json.as_bytes()[..json.len() / 2], b"\xff\xfe{"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(&path, bad).unwrap();
+            assert!(OriginCounts::load(&path).is_err(), "case {i}");
+            assert_eq!(
+                OriginCounts::load_or_set_aside(&path).unwrap(),
+                None,
+                "case {i}"
+            );
+            assert!(!path.exists(), "case {i}");
+            let aside: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().contains("denied-origins.json.corrupt-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "case {i}: {aside:?}");
+            assert_eq!(std::fs::read(&aside[0]).unwrap(), *bad, "case {i}");
+            std::fs::remove_file(&aside[0]).unwrap();
+        }
+        assert_eq!(OriginCounts::load_or_set_aside(&path).unwrap(), None);
+        assert_eq!(
+            set_aside_path(&path, 1_700_000_000),
+            dir.join("denied-origins.json.corrupt-1700000000")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod counts;
 mod event;
 pub mod journal;
-mod ratelimit;
+pub(crate) mod ratelimit;
 
 use std::{
     collections::BTreeMap,
@@ -83,11 +83,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Loads the counts saved in `state_dir`, if any; a corrupt file is an
-    /// error naming it.
+    /// Loads the counts saved in `state_dir`, if any; a corrupt file is
+    /// moved aside (see [`OriginCounts::load_or_set_aside`]).
     pub fn load(state_dir: &Path) -> Result<Tracker> {
         let state = StateDir::open(state_dir)?;
-        let counts = OriginCounts::load(&state.path(COUNTS_FILE))?.unwrap_or_default();
+        let counts = OriginCounts::load_or_set_aside(&state.path(COUNTS_FILE))?.unwrap_or_default();
         Ok(Tracker {
             counts: SharedCounts::new(counts),
             limiter: LogLimiter::new(LOG_LINES_PER_WINDOW, LOG_WINDOW),

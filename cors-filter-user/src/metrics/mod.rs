@@ -1,8 +1,10 @@
 //! The filter's counters: read from the pinned maps, rendered for
 //! Prometheus, `stats` and `stats --json`, and served over HTTP.
 
+pub mod attached;
 pub mod exposure;
 pub mod fleet;
+pub mod listener;
 
 use std::{
     borrow::Borrow,
@@ -34,6 +36,7 @@ use crate::{
     kernel::layout::add_carried,
     kernel::pins::{open_pinned, pin_exists, pin_path},
     kernel::policy::PolicyMaps,
+    metrics::attached::build_info_labels,
     metrics::fleet::FleetState,
 };
 
@@ -129,6 +132,8 @@ pub struct Snapshot {
     pub allowlist_entries: u64,
     pub policies_installed: u64,
     pub tables: TableUsage,
+    /// The links the filter enforces on, per their pins.
+    pub attached: Vec<attached::AttachedLink>,
 }
 
 impl Snapshot {
@@ -153,6 +158,7 @@ impl Snapshot {
         let policies_installed = policy.installed()?.into();
         let entries = policy.count_active()?;
         Ok(Snapshot {
+            attached: attached::read(pin_dir)?,
             counters: values,
             allowlist_entries: entries,
             policies_installed,
@@ -297,6 +303,31 @@ impl Snapshot {
             self.tables.open_heads_capacity,
         )?;
 
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "cors_filter_build_info",
+                "Always 1: the version of the daemon serving these metrics and the layout of the pins it reads.",
+            ),
+            &build_info_labels().map(|(name, _)| name),
+        )?;
+        build_info
+            .get_metric_with_label_values(&build_info_labels().each_ref().map(|(_, v)| v.as_str()))?
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        let links = IntGaugeVec::new(
+            Opts::new(
+                "cors_filter_attached",
+                "1 for each link the filter enforces on (read from the link pins at each scrape): interface, hook (xdp or tc), xdp_mode (native, skb, none for tc).",
+            ),
+            &["interface", "hook", "xdp_mode"],
+        )?;
+        for link in &self.attached {
+            links
+                .get_metric_with_label_values(&link.labels().map(|(_, v)| v))?
+                .set(1);
+        }
+        registry.register(Box::new(links))?;
+
         TextEncoder::new()
             .encode_to_string(&registry.gather())
             .context("cannot encode the metrics")
@@ -342,11 +373,11 @@ pub fn sum_counters<T: Borrow<MapData>>(
 }
 
 const MAX_REQUEST: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `GET /metrics` until the listener fails: the counters read from
-/// the maps pinned in `pin_dir`, the denials per origin and the daemon's
-/// own series (`fleet`).
+/// Serves `GET /metrics` for as long as the daemon runs: the counters read
+/// from the maps pinned in `pin_dir`, the denials per origin and the
+/// daemon's own series (`fleet`). The listener holds whatever its clients
+/// do (see [`listener`]): this never returns.
 pub async fn serve(
     listener: TcpListener,
     pin_dir: std::path::PathBuf,
@@ -354,19 +385,13 @@ pub async fn serve(
     fleet: Arc<FleetState>,
 ) -> Result<()> {
     let tables = TableUsageCache::default();
-    loop {
-        let (stream, peer) = listener.accept().await.context("metrics listener failed")?;
-        let pin_dir = pin_dir.clone();
-        let denied = denied.clone();
-        let tables = tables.clone();
-        let fleet = fleet.clone();
-        tokio::spawn(async move {
-            let answered = answer(stream, &pin_dir, &denied, &tables, &fleet);
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, answered).await {
-                log::debug!("metrics request from {peer} timed out: {e}");
-            }
-        });
-    }
+    listener::accept_forever(listener, move |stream| {
+        let (pin_dir, denied, tables, fleet) =
+            (pin_dir.clone(), denied.clone(), tables.clone(), fleet.clone());
+        async move { answer(stream, &pin_dir, &denied, &tables, &fleet).await }
+    })
+    .await;
+    Ok(())
 }
 
 async fn answer(
@@ -378,10 +403,14 @@ async fn answer(
 ) {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut filled = 0;
+    // A client that has not sent its whole request by then gives its slot
+    // back (the whole connection has `listener::CONNECTION_DEADLINE`).
+    let read_deadline = tokio::time::Instant::now() + listener::REQUEST_DEADLINE;
     let response = loop {
-        let n = match stream.read(&mut buf[filled..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let read = stream.read(&mut buf[filled..]);
+        let n = match tokio::time::timeout_at(read_deadline, read).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => n,
         };
         filled += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -481,6 +510,16 @@ mod tests {
         counters[Counter::HeadLost.index() as usize] = 17;
         counters[Counter::ConnsLearned.index() as usize] = 1000;
         Snapshot {
+            attached: vec![
+                attached::AttachedLink {
+                    interface: "eth0".into(),
+                    hook: crate::kernel::links::HookName::XdpNative,
+                },
+                attached::AttachedLink {
+                    interface: "eth1".into(),
+                    hook: crate::kernel::links::HookName::Tc,
+                },
+            ],
             counters,
             allowlist_entries: 5,
             policies_installed: 1,
@@ -553,6 +592,11 @@ mod tests {
             "# TYPE cors_filter_open_heads gauge",
             "# TYPE cors_filter_open_heads_capacity gauge",
             "# TYPE cors_filter_connections_evicted_total counter",
+            "cors_filter_build_info{layout=\"2\",version=\"0.2.0\"} 1",
+            "# TYPE cors_filter_build_info gauge",
+            "cors_filter_attached{hook=\"xdp\",interface=\"eth0\",xdp_mode=\"native\"} 1",
+            "cors_filter_attached{hook=\"tc\",interface=\"eth1\",xdp_mode=\"none\"} 1",
+            "# TYPE cors_filter_attached gauge",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

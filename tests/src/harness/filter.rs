@@ -207,6 +207,20 @@ pub fn run_binary_with_pins(
     run_bounded(&mut command, Duration::from_secs(30))
 }
 
+/// Runs `binary --pin-dir PIN_DIR --state-dir STATE_DIR ARGS` to its end
+/// (bounded): a subcommand against those pins and state, with or without
+/// a filter running.
+pub fn cli_at(binary: &Path, pin_dir: &Path, state_dir: &Path, args: &[&str]) -> Result<Output> {
+    let mut command = Command::new(binary);
+    command
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(args);
+    run_bounded(&mut command, Duration::from_secs(30))
+}
+
 /// Removes a test pin directory and whatever is pinned in it; a link whose
 /// last pin goes is detached.
 pub fn remove_pin_dir(pin_dir: &Path) -> Result<()> {
@@ -346,6 +360,11 @@ impl RunningFilter {
         self.spawn()
     }
 
+    /// Whether the daemon is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| p.exited().is_none())
+    }
+
     /// Sends the daemon a signal.
     pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
         self.process_mut()?.signal(signal)
@@ -384,14 +403,7 @@ impl RunningFilter {
 
     /// Runs a `cors-filter` subcommand against this filter's pins and state.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(args);
-        run_bounded(&mut command, Duration::from_secs(30))
+        cli_at(&self.binary, &self.pin_dir, &self.state_dir, args)
     }
 
     /// Runs a subcommand that must succeed; returns its stdout.

@@ -112,6 +112,27 @@ impl NetnsPair {
         Ok(pair)
     }
 
+    /// Adds a veth pair `a`-`b` with both ends in namespace `ns` (one of
+    /// this pair's), up: more interfaces for a filter to attach to; they
+    /// go with the namespace.
+    pub fn add_inner_veth(&self, ns: &str, a: &str, b: &str) -> Result<()> {
+        ip(&[
+            "-n", ns, "link", "add", a, "type", "veth", "peer", "name", b,
+        ])
+        .with_context(|| format!("cannot create veth pair {a}-{b} in namespace {ns}"))?;
+        for ifname in [a, b] {
+            ip(&["-n", ns, "link", "set", ifname, "up"])
+                .with_context(|| format!("cannot bring {ifname} up in namespace {ns}"))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes interface `ifname` of namespace `ns` (and its veth peer).
+    pub fn delete_link(&self, ns: &str, ifname: &str) -> Result<()> {
+        ip(&["-n", ns, "link", "del", ifname])
+            .with_context(|| format!("cannot delete {ifname} in namespace {ns}"))
+    }
+
     /// `ip -n NS link show dev IF`, e.g. to see whether a program is attached.
     pub fn link_show(&self, ns: &str, ifname: &str) -> Result<String> {
         let out = run_ok(Command::new("ip").args(["-n", ns, "-d", "link", "show", "dev", ifname]))

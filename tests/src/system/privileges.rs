@@ -110,10 +110,32 @@ pub fn root_with_capabilities(names: &[String]) -> Vec<String> {
 pub fn as_nobody(program: &Path) -> Command {
     let mut command = Command::new("setpriv");
     command
-        .arg(format!("--reuid={NOBODY}"))
-        .arg(format!("--regid={NOBODY}"))
-        .arg("--clear-groups")
-        .arg("--")
+        .args(nobody_setpriv_args())
+        .arg(program)
+        .env("RUST_BACKTRACE", "1");
+    command
+}
+
+/// `setpriv`'s arguments that run the next program as `nobody`.
+fn nobody_setpriv_args() -> [String; 4] {
+    [
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".to_owned(),
+        "--".to_owned(),
+    ]
+}
+
+/// `program` run as `nobody` in network namespace `ns`, with `nofile` as
+/// both its limits of open files (set by root before the privileges go,
+/// as an administrator could have given that user).
+pub fn as_nobody_in_netns(ns: &str, nofile: u64, program: &Path) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", ns, "prlimit"])
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("setpriv")
+        .args(nobody_setpriv_args())
         .arg(program)
         .env("RUST_BACKTRACE", "1");
     command
