@@ -6,14 +6,17 @@
 
 use std::{
     path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
 use cors_filter_tests::{
+    cors_filter_bin,
     harness::bed::Bed,
     harness::client::{self, Family},
     harness::filter::FilterHome,
+    harness::process::run_bounded,
 };
 
 const ENTRIES: usize = 100_000;
@@ -63,6 +66,22 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn a_hundred_thousand_origins_load_and_reload_in_under_two_seconds() -> Result<()> {
     let bed = Bed::new(Path::new(env!("CARGO_BIN_EXE_cors-test-server")))?;
     let home = FilterHome::new(&config(0..ENTRIES))?;
+    // The file alone, as `ExecStartPre=` checks it: no kernel.
+    let checked = timed(&format!("check of {ENTRIES} origins"), || {
+        run_bounded(
+            Command::new(cors_filter_bin()?)
+                .args(["check", "--json", "--config"])
+                .arg(home.config()),
+            Duration::from_secs(60),
+        )
+    })?;
+    let normalised: serde_json::Value = serde_json::from_slice(&checked.stdout)?;
+    if normalised["allow"].as_array().map(Vec::len) != Some(ENTRIES) {
+        bail!(
+            "check did not list {ENTRIES} origins: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
     let started = Instant::now();
     let filter = bed.filter(&home, &[])?;
     // Loading the program (the verifier) is most of a start: printed, and

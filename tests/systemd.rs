@@ -22,6 +22,7 @@ use cors_filter_tests::{
     harness::process::wait_bounded,
     system::systemd::{Datagram, DatagramListener, show, stream_id, wait_stopped},
 };
+use cors_filter_user::exit::Kind;
 
 const ALLOWED: &str = "https://app.example.com";
 const DENIED: &str = "https://evil.example";
@@ -138,8 +139,15 @@ fn ready_comes_once_enforcing_and_the_service_state_follows() -> Result<()> {
     let binary = cors_filter_bin()?;
     let (mut filter, at_ready) = std::thread::scope(|scope| -> Result<_> {
         let watcher = scope.spawn(|| freeze_at_ready(&notify, &bed));
-        let filter =
-            RunningFilter::start_with_env(&binary, &bed.pair.server, &home, &[], env.clone());
+        // The reloads below are SIGHUP's and the CLI's, one at a time: the
+        // config watch, which would reload each edit of the file too, is off.
+        let filter = RunningFilter::start_with_env(
+            &binary,
+            &bed.pair.server,
+            &home,
+            &["--no-watch-config"],
+            env.clone(),
+        );
         let at_ready = watcher
             .join()
             .map_err(|_| anyhow::anyhow!("the READY watcher panicked"))?;
@@ -393,7 +401,8 @@ fn errors_have_a_priority_only_in_the_journal_and_bad_variables_are_named() -> R
             .stderr(stderr)
             .spawn()?;
         let status = wait_bounded(&mut child, Duration::from_secs(30), "cors-filter run")?;
-        assert_eq!(status.code(), Some(1));
+        // An unknown interface and a bad variable are config errors.
+        assert_eq!(status.code(), Some(Kind::Config.code().into()));
         Ok(std::fs::read_to_string(&stderr_path)?)
     };
     let journal = run(&[], true)?;

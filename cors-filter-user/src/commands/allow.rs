@@ -55,10 +55,11 @@ fn check_local_changes_allowed(state: &StateDir) -> Result<()> {
         "cannot tell whether the config allows local allowlist changes (allowlist_source)",
     )?;
     if config.allowlist_source == AllowlistSource::Config {
+        // What the config says, hence the config's exit code.
         return Err(LocalChangesRefused {
             config: record.config,
-        }
-        .into());
+        })
+        .kind(Kind::Config);
     }
     Ok(())
 }
@@ -102,11 +103,10 @@ pub fn add(
             .kind(Kind::Config)?,
         None => MethodSet::ANY,
     };
-    for warning in vet_entry(
-        &parse_entry(text)?,
-        force_public_suffix,
-        "--force-public-suffix",
-    )? {
+    let entry = parse_entry(text).kind(Kind::Config)?;
+    for warning in
+        vet_entry(&entry, force_public_suffix, "--force-public-suffix").kind(Kind::Config)?
+    {
         log::warn!("{warning}");
     }
     edit(pin_dir, state_dir, Change::Add(methods), text)

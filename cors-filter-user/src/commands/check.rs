@@ -21,10 +21,20 @@ use crate::{
 
 pub fn check(config_path: &Path, json: bool) -> Result<()> {
     let config = Config::load(config_path).kind(Kind::Config)?;
+    // Valid but rarely meant (`null`, a forced public-suffix wildcard): on
+    // stderr either way, and in the JSON object.
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
+    let warnings = config.warnings.clone();
+    let source = config.allowlist_source.as_str();
     let tables = config.tables;
     let policy = config.policy(None, None);
     if json {
-        println!("{}", policy_json(config_path, &policy, tables));
+        let mut out = policy_json(config_path, &policy, tables);
+        out["warnings"] = json!(warnings);
+        out["allowlist_source"] = json!(source);
+        println!("{out}");
     } else {
         print!("{}", policy_text(config_path, &policy, tables));
     }

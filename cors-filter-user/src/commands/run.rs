@@ -42,7 +42,8 @@ use service_status::ServiceStatus;
 pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     // Everything that can be checked is checked before the kernel is touched.
     let record = RunRecord::new(&args.config, args.mode, args.action)?;
-    let notifier = Notifier::from_env()?;
+    // A bad NOTIFY_SOCKET or WATCHDOG_USEC is the service's configuration.
+    let notifier = Notifier::from_env().kind(Kind::Config)?;
     for iface in &args.ifaces {
         ifindex(iface).kind(Kind::Config)?;
     }

@@ -386,8 +386,12 @@ pub async fn serve(
 ) -> Result<()> {
     let tables = TableUsageCache::default();
     listener::accept_forever(listener, move |stream| {
-        let (pin_dir, denied, tables, fleet) =
-            (pin_dir.clone(), denied.clone(), tables.clone(), fleet.clone());
+        let (pin_dir, denied, tables, fleet) = (
+            pin_dir.clone(),
+            denied.clone(),
+            tables.clone(),
+            fleet.clone(),
+        );
         async move { answer(stream, &pin_dir, &denied, &tables, &fleet).await }
     })
     .await;
