@@ -11,7 +11,11 @@ use std::{
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::{allow_entry::AllowEntry, config::AllowlistSource, state::AllowlistChanges};
+use crate::{
+    allow_entry::AllowEntry,
+    config::{AllowlistSource, Config},
+    state::{AllowlistChanges, StateDir},
+};
 
 /// The recorded changes that make a difference now.
 #[derive(Debug, Default, Clone)]
@@ -64,6 +68,17 @@ impl LocalChanges {
             }
         }
         Ok(local)
+    }
+
+    /// [`LocalChanges::of`] the changes recorded in `state` to `config`.
+    pub fn recorded(config: &Config, state: &StateDir) -> Result<LocalChanges> {
+        let changes = state.load_changes()?;
+        LocalChanges::of(
+            &config.allow,
+            &changes,
+            config.allowlist_source,
+            &state.changes_path(),
+        )
     }
 
     pub fn drift(&self) -> Drift {

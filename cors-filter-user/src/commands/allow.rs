@@ -267,13 +267,7 @@ fn add_sources(state_dir: &Path, listed: &mut Vec<Listed>) -> Result<()> {
     let state = StateDir::open(state_dir)?;
     let record = RunRecord::load(&state).context("cannot tell where the entries come from")?;
     let config = Config::load(&record.config)?;
-    let changes = state.load_changes()?;
-    let local = LocalChanges::of(
-        &config.allow,
-        &changes,
-        config.allowlist_source,
-        &state.changes_path(),
-    )?;
+    let local = LocalChanges::recorded(&config, &state)?;
     let in_config: BTreeMap<&str, MethodSet> = config
         .allow
         .iter()

@@ -210,16 +210,10 @@ fn read_state(state_dir: &Path) -> Result<StateView> {
             return Ok(view);
         }
     };
-    view.drift = Some(Config::load(&record.config).and_then(|config| {
-        let changes = state.load_changes()?;
-        let local = LocalChanges::of(
-            &config.allow,
-            &changes,
-            config.allowlist_source,
-            &state.changes_path(),
-        )?;
-        Ok(local.origins(&config.allow))
-    }));
+    view.drift =
+        Some(Config::load(&record.config).and_then(|config| {
+            Ok(LocalChanges::recorded(&config, &state)?.origins(&config.allow))
+        }));
     view.config = Some(record.config.display().to_string());
     Ok(view)
 }
