@@ -270,7 +270,11 @@ fn cli_without_filter(args: &[&str]) -> Result<(Output, PinDir, TempDir)> {
 #[test]
 fn nothing_running_has_its_code() -> Result<()> {
     require_root()?;
-    for args in [&["status", "--json"][..], &["stats", "--json"]] {
+    for args in [
+        &["status", "--json"][..],
+        &["stats", "--json"],
+        &["allow", "list", "--json"],
+    ] {
         let (out, pins, state) = cli_without_filter(args)?;
         let what = args.join(" ");
         let message = assert_json_error(&out, Kind::NotRunning, &what)?;

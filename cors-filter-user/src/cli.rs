@@ -123,6 +123,9 @@ impl Command {
             Command::Stats { json: true, .. }
                 | Command::Status { json: true }
                 | Command::Check { json: true, .. }
+                | Command::Allow {
+                    action: AllowAction::List { json: true, .. }
+                }
         )
     }
 }
