@@ -181,6 +181,15 @@ fn with_no_watch_config_a_change_waits_for_a_reload() -> Result<()> {
     ensure!(allowed(&filter)? == [APP], "reloaded without being asked");
     filter.cli_ok(&["reload"])?;
     ensure!(allowed(&filter)? == [NEW]);
+    // The drift is measured against the config the CLI's reload read, once
+    // the daemon sees the new generation (it looks every 5 s): removing
+    // NEW is drift from [NEW], none from the [APP] it started with.
+    filter.cli_ok(&["allow", "remove", NEW])?;
+    filter.wait_until(
+        Duration::from_secs(8),
+        "the drift measured against the reloaded config",
+        || Ok(drift(&filter)? == (0, 1)),
+    )?;
     filter.stop()
 }
 

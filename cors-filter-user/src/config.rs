@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use crate::{
     allow_entry::{AllowEntry, parse_entry, parse_methods},
+    exit::{Classify as _, Kind},
     kernel::policy::{ClientHeader, Policy, PortPolicy},
     shown::{Cut, Shown},
 };
@@ -285,10 +286,13 @@ fn retired(key: &str) -> String {
 }
 
 impl Config {
+    /// Reads and parses `path`; every error is a config error
+    /// ([`Kind::Config`]), whichever command meets it.
     pub fn load(path: &Path) -> Result<Config> {
         let source = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(path, &source)
+            .with_context(|| format!("cannot read config file {}", path.display()))
+            .kind(Kind::Config)?;
+        Self::parse(path, &source).kind(Kind::Config)
     }
 
     pub fn parse(path: &Path, source: &str) -> Result<Config> {

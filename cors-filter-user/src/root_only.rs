@@ -168,8 +168,13 @@ pub fn check_private_dir_and_files(dir: &Path, what: &str) -> Result<bool> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {what} {}", dir.display()))?;
         let path = entry.path();
-        let meta = fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot stat {}", path.display()))?;
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Renamed away between the listing and now: the daemon and
+            // `allow` replace files by renaming a temporary one over them.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+        };
         // A link's own mode is always 0777 and means nothing: its owner does.
         if meta.file_type().is_symlink() && (meta.uid() == 0 || meta.uid() == euid()) {
             continue;

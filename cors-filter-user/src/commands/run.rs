@@ -19,11 +19,12 @@ use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
     signal::unix::{SignalKind, signal},
+    task::{JoinError, JoinHandle},
 };
 
 use crate::{
     cli::{AttachArg, RunArgs, XdpModeArg},
-    commands::reload::{Resolved, RunRecord, reload_reporting},
+    commands::reload::{Reloaded, Resolved, RunRecord, reload_reporting},
     config_watch::{ConfigWatch, Notice},
     denials::{Denials, Tracker},
     exit::{Classify as _, Kind},
@@ -59,7 +60,18 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     let mut config_watch = if args.no_watch_config {
         None
     } else {
-        Some(ConfigWatch::start(&record.config)?)
+        // The watch is a convenience; the filter is not: a host out of
+        // inotify instances or watches is filtered, reloaded by SIGHUP.
+        match ConfigWatch::start(&record.config) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                log::error!(
+                    "cannot watch {} for changes: {e:#}; running without the watch (SIGHUP and `cors-filter reload` reload)",
+                    record.config.display()
+                );
+                None
+            }
+        }
     };
     let listener = TcpListener::bind(args.metrics_listen)
         .await
@@ -188,21 +200,23 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     };
     let mut watchdog = notifier.ping_every().map(every);
     let mut status_check = every(service_status::CHECK_EVERY);
+    let mut reloads = Reloads::default();
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
-            _ = sighup.recv() => {
-                if let Err(e) = reload_in_daemon("SIGHUP", pin_dir, state_dir, &fleet, &notifier, &mut status).await {
+            _ = sighup.recv() => reloads.request("SIGHUP", pin_dir, state_dir, &notifier),
+            (trigger, result) = reloads.finished() => {
+                if let Err(e) = reloaded(trigger, result, &fleet, &notifier, &mut status) {
                     break Err(e);
+                }
+                if let Some(next) = reloads.pending.take() {
+                    reloads.request(next, pin_dir, state_dir, &notifier);
                 }
             },
             notice = next_notice(&mut config_watch) => match notice {
                 Some(Notice::Changed) => {
-                    let trigger = "config file changed";
-                    if let Err(e) = reload_in_daemon(trigger, pin_dir, state_dir, &fleet, &notifier, &mut status).await {
-                        break Err(e);
-                    }
+                    reloads.request("config file changed", pin_dir, state_dir, &notifier);
                 }
                 Some(Notice::Failed(e)) => {
                     log::error!("the config watch stopped: {e}; SIGHUP and `cors-filter reload` still reload");
@@ -219,8 +233,18 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                     None => std::future::pending().await,
                 }
             } => notifier.watchdog(),
-            _ = status_check.tick(), if notifier.enabled() => match status.refresh() {
-                Ok(true) => notifier.status(&status.line()),
+            // Not while a reload of its own runs: that one reports itself.
+            _ = status_check.tick(), if reloads.running.is_none() => match status.refresh() {
+                Ok(true) => {
+                    notifier.status(&status.line());
+                    // Installed by another process (`cors-filter reload`,
+                    // `allow reset`): the drift is measured against the
+                    // config that one read.
+                    match record.resolve(&state) {
+                        Ok(resolved) => fleet.installed(resolved.base),
+                        Err(e) => log::warn!("cannot read the config for the drift series: {e:#}"),
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => log::warn!("cannot read the policy for systemd's status: {e:#}"),
             },
@@ -275,20 +299,56 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
 /// RCU grace period and rewrites a whole generation, while the denial
 /// events keep coming. A refused reload is logged and counted; only a
 /// panic is an error.
-async fn reload_in_daemon(
+/// The daemon's reloads (SIGHUP, a changed config file), one at a time on
+/// a thread of their own: a reload waits for a lock and an RCU grace
+/// period and rewrites a whole generation, while the loop goes on draining
+/// denial events, pinging the watchdog and answering signals. A trigger
+/// during a reload makes one more after it.
+#[derive(Default)]
+struct Reloads {
+    running: Option<(&'static str, JoinHandle<Result<Reloaded>>)>,
+    pending: Option<&'static str>,
+}
+
+impl Reloads {
+    fn request(
+        &mut self,
+        trigger: &'static str,
+        pin_dir: &Path,
+        state_dir: &Path,
+        notifier: &Notifier,
+    ) {
+        if self.running.is_some() {
+            self.pending = Some(trigger);
+            return;
+        }
+        notifier.reloading();
+        let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
+        let reload = tokio::task::spawn_blocking(move || reload_reporting(&pins, &state));
+        self.running = Some((trigger, reload));
+    }
+
+    /// The reload running, once it ends; never, without one. Cancel-safe:
+    /// the task goes on, and a later call waits for it again.
+    async fn finished(&mut self) -> (&'static str, Result<Result<Reloaded>, JoinError>) {
+        let Some((trigger, reload)) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let (trigger, result) = (*trigger, reload.await);
+        self.running = None;
+        (trigger, result)
+    }
+}
+
+/// Reports a reload that ended: the log, the fleet series, and systemd.
+fn reloaded(
     trigger: &str,
-    pin_dir: &Path,
-    state_dir: &Path,
+    result: Result<Result<Reloaded>, JoinError>,
     fleet: &FleetState,
     notifier: &Notifier,
     status: &mut ServiceStatus,
 ) -> Result<()> {
-    notifier.reloading();
-    // Off the event loop: a reload waits for a lock and an RCU grace
-    // period and rewrites a whole generation, while the denial events keep
-    // coming.
-    let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
-    let refused = match tokio::task::spawn_blocking(move || reload_reporting(&pins, &state)).await {
+    let refused = match result {
         Ok(Ok(done)) => {
             log::info!("{trigger}: {}", done.message);
             fleet.installed(done.base);
