@@ -1,8 +1,8 @@
 //! Fleet mode, with a real daemon on a namespace pair: the config file
 //! watched and reloaded by itself (a ConfigMap's symlink swap, an editor's
 //! rename, a write in place; a bad file refused and counted), `allow list
-//! --source`, `allow reset`, `allowlist_source = "config"` and the drift
-//! gauge.
+//! --source`, `allow reset`, `allowlist_source = "config"`, the drift
+//! gauge, and a reload refused for a passing reason tried again.
 
 use std::{path::Path, thread::sleep, time::Duration};
 
@@ -322,5 +322,29 @@ fn allowlist_source_config_refuses_edits_and_ignores_recorded_ones() -> Result<(
     // `allow reset` removes the recorded changes: no more warning.
     filter.cli_ok(&["allow", "reset"])?;
     ensure!(std::fs::read_to_string(&changes_path)?.contains("\"added\": []"));
+    filter.stop()
+}
+
+/// A reload refused for a reason other than the config (here the state
+/// directory holding a file others could write, as a half-done repair
+/// might leave it) is tried again: the file's change is put in force once
+/// the reason is gone, with no new change to the file.
+#[test]
+fn a_reload_refused_for_a_passing_reason_is_tried_again() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bed = bed()?;
+    let home = FilterHome::new(&config(&[APP], ""))?;
+    let filter = bed.filter(&home, &[])?;
+    let planted = home.state_dir().join("planted");
+    std::fs::write(&planted, "")?;
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::write(home.config(), config(&[NEW], ""))?;
+    filter.wait_until(PICKUP_LIMIT, "the refused reload counted", || {
+        Ok(metric(&filter, FAILURES)? >= 1)
+    })?;
+    ensure!(filter.log().contains("trying again"), "{}", filter.log());
+    std::fs::remove_file(&planted)?;
+    let took = wait_allowed(&filter, &[NEW])?;
+    eprintln!("in force {took:?} after the reason went");
     filter.stop()
 }

@@ -8,6 +8,7 @@
 //! Under systemd (`Type=notify`) it says `READY=1` once attached, and
 //! keeps `STATUS=` and the watchdog informed ([`service_status`]).
 
+mod reloads;
 mod service_status;
 
 use std::{path::Path, sync::Arc};
@@ -19,12 +20,11 @@ use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    task::{JoinError, JoinHandle},
 };
 
 use crate::{
     cli::{AttachArg, RunArgs, XdpModeArg},
-    commands::reload::{Reloaded, Resolved, RunRecord, reload_reporting},
+    commands::reload::{Resolved, RunRecord},
     config_watch::{ConfigWatch, Notice},
     denials::{Denials, Tracker},
     exit::{Classify as _, Kind},
@@ -38,6 +38,7 @@ use crate::{
     state::StateDir,
     systemd::notify::Notifier,
 };
+use reloads::{ReloadEvent, Reloads};
 use service_status::ServiceStatus;
 
 pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
@@ -200,23 +201,23 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
     };
     let mut watchdog = notifier.ping_every().map(every);
     let mut status_check = every(service_status::CHECK_EVERY);
-    let mut reloads = Reloads::default();
+    let mut reloads = Reloads::new(pin_dir, state_dir);
     let outcome = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
-            _ = sighup.recv() => reloads.request("SIGHUP", pin_dir, state_dir, &notifier),
-            (trigger, result) = reloads.finished() => {
-                if let Err(e) = reloaded(trigger, result, &fleet, &notifier, &mut status) {
-                    break Err(e);
+            _ = sighup.recv() => reloads.request("SIGHUP", &notifier),
+            event = reloads.next() => match event {
+                ReloadEvent::Ended(trigger, result) => {
+                    if let Err(e) = reloads.report(trigger, result, &fleet, &notifier, &mut status) {
+                        break Err(e);
+                    }
                 }
-                if let Some(next) = reloads.pending.take() {
-                    reloads.request(next, pin_dir, state_dir, &notifier);
-                }
+                ReloadEvent::RetryDue(trigger) => reloads.request(trigger, &notifier),
             },
             notice = next_notice(&mut config_watch) => match notice {
                 Some(Notice::Changed) => {
-                    reloads.request("config file changed", pin_dir, state_dir, &notifier);
+                    reloads.request("config file changed", &notifier);
                 }
                 Some(Notice::Failed(e)) => {
                     log::error!("the config watch stopped: {e}; SIGHUP and `cors-filter reload` still reload");
@@ -234,7 +235,7 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
                 }
             } => notifier.watchdog(),
             // Not while a reload of its own runs: that one reports itself.
-            _ = status_check.tick(), if reloads.running.is_none() => match status.refresh() {
+            _ = status_check.tick(), if !reloads.running() => match status.refresh() {
                 Ok(true) => {
                     notifier.status(&status.line());
                     // Installed by another process (`cors-filter reload`,
@@ -299,84 +300,6 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
 /// RCU grace period and rewrites a whole generation, while the denial
 /// events keep coming. A refused reload is logged and counted; only a
 /// panic is an error.
-/// The daemon's reloads (SIGHUP, a changed config file), one at a time on
-/// a thread of their own: a reload waits for a lock and an RCU grace
-/// period and rewrites a whole generation, while the loop goes on draining
-/// denial events, pinging the watchdog and answering signals. A trigger
-/// during a reload makes one more after it.
-#[derive(Default)]
-struct Reloads {
-    running: Option<(&'static str, JoinHandle<Result<Reloaded>>)>,
-    pending: Option<&'static str>,
-}
-
-impl Reloads {
-    fn request(
-        &mut self,
-        trigger: &'static str,
-        pin_dir: &Path,
-        state_dir: &Path,
-        notifier: &Notifier,
-    ) {
-        if self.running.is_some() {
-            self.pending = Some(trigger);
-            return;
-        }
-        notifier.reloading();
-        let (pins, state) = (pin_dir.to_owned(), state_dir.to_owned());
-        let reload = tokio::task::spawn_blocking(move || reload_reporting(&pins, &state));
-        self.running = Some((trigger, reload));
-    }
-
-    /// The reload running, once it ends; never, without one. Cancel-safe:
-    /// the task goes on, and a later call waits for it again.
-    async fn finished(&mut self) -> (&'static str, Result<Result<Reloaded>, JoinError>) {
-        let Some((trigger, reload)) = self.running.as_mut() else {
-            return std::future::pending().await;
-        };
-        let (trigger, result) = (*trigger, reload.await);
-        self.running = None;
-        (trigger, result)
-    }
-}
-
-/// Reports a reload that ended: the log, the fleet series, and systemd.
-fn reloaded(
-    trigger: &str,
-    result: Result<Result<Reloaded>, JoinError>,
-    fleet: &FleetState,
-    notifier: &Notifier,
-    status: &mut ServiceStatus,
-) -> Result<()> {
-    let refused = match result {
-        Ok(Ok(done)) => {
-            log::info!("{trigger}: {}", done.message);
-            fleet.installed(done.base);
-            false
-        }
-        Ok(Err(e)) => {
-            log::error!("{trigger}: {e:#}");
-            fleet.reload_failed();
-            true
-        }
-        Err(e) => return Err(e).context("reload panicked"),
-    };
-    if let Err(e) = status.refresh() {
-        log::warn!("cannot read the policy for systemd's status: {e:#}");
-    }
-    // READY=1 either way: the daemon runs on, with the policy it had if
-    // the new one was refused.
-    notifier.ready(&if refused {
-        format!(
-            "{}; the last reload was refused (see the log)",
-            status.line()
-        )
-    } else {
-        status.line()
-    });
-    Ok(())
-}
-
 /// The watch's next notice; never, without a watch.
 async fn next_notice(watch: &mut Option<ConfigWatch>) -> Option<Notice> {
     match watch {
