@@ -116,7 +116,7 @@ pub fn mark(error: impl Into<anyhow::Error>, kind: Kind) -> anyhow::Error {
     })
 }
 
-/// [`mark`] for results: `Config::load(path).kind(Kind::Config)`.
+/// [`mark`] for results: `parse_entry(text).kind(Kind::Config)`.
 pub trait Classify<T> {
     fn kind(self, kind: Kind) -> anyhow::Result<T>;
 }

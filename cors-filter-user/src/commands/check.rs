@@ -15,12 +15,11 @@ use serde_json::json;
 use crate::{
     allow_entry::AllowEntry,
     config::{Config, TableSizes},
-    exit::{Classify as _, Kind},
     kernel::policy::Policy,
 };
 
 pub fn check(config_path: &Path, json: bool) -> Result<()> {
-    let config = Config::load(config_path).kind(Kind::Config)?;
+    let config = Config::load(config_path)?;
     // Valid but rarely meant (`null`, a forced public-suffix wildcard): on
     // stderr either way, and in the JSON object.
     for warning in &config.warnings {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     allow_entry::AllowEntry,
     config::{AllowlistSource, Config, TableSizes},
-    exit::{Classify as _, Kind, mark},
+    exit::{Kind, mark},
     kernel::pins::pinned_max_entries,
     kernel::policy::{Policy, PolicyMaps},
     state::StateDir,
@@ -102,7 +102,7 @@ impl RunRecord {
     /// `allowlist_source = "config"` the recorded `allow` changes are not
     /// applied, and a warning says how many there are.
     pub fn resolve(&self, state: &StateDir) -> Result<Resolved> {
-        let config = Config::load(&self.config).kind(Kind::Config)?;
+        let config = Config::load(&self.config)?;
         for warning in &config.warnings {
             log::warn!("{warning}");
         }

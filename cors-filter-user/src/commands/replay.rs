@@ -30,7 +30,6 @@ use cors_filter_common::Counter;
 use crate::{
     config::Config,
     denials::decode,
-    exit::{Classify as _, Kind},
     kernel::filter::{Filter, Hook},
 };
 use replies::ReplyCapture;
@@ -41,7 +40,7 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
 pub fn replay(config_path: &Path, capture_path: &Path, replies_path: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path).kind(Kind::Config)?;
+    let config = Config::load(config_path)?;
     let mut replies = replies_path.map(ReplyCapture::create).transpose()?;
     // The attach mode is irrelevant: the program is never attached. The
     // connections' state lives in its maps, which one load keeps for the
