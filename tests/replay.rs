@@ -599,6 +599,124 @@ fn transport_variants() -> Result<()> {
     check(&config(INCOMPLETE_PASSES), cases)
 }
 
+/// Packets the filter does not inspect take a short path (plain IPv4 or
+/// IPv6, one bounds check); everything it leaves to the full header walk
+/// must get the outcome the walk gives, on both sides of each of its
+/// conditions.
+#[test]
+fn the_short_path_and_the_full_walk_agree() -> Result<()> {
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let frame = |name: &str, packet: Packet, reason| case(name, packet.build(), "pass", reason);
+    let cut = |name: &str, packet: Packet, keep: usize, reason| {
+        let mut bytes = packet.build();
+        bytes.truncate(keep);
+        case(name, bytes, "pass", reason)
+    };
+    let options = [0x01, 0x01, 0x01, 0x01];
+    let other = |p: Packet| p.dst_port(8081);
+    let cases = vec![
+        frame(
+            "another port",
+            other(Packet::ipv4(get)),
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "another port, IPv4 options",
+            other(Packet::ipv4(get).ipv4_options(&options)),
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "another port, TCP options",
+            other(Packet::ipv4(get).tcp_options(&[1, 1, 1, 1])),
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "another port, VLAN",
+            other(Packet::ipv4(get).vlan(ETH_P_8021Q, 7)),
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "another port, IPv6",
+            other(Packet::ipv6(get)),
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "another port, IPv6 hop-by-hop",
+            other(Packet::ipv6(get).ext(Ipv6Ext::HopByHop { len: 8 })),
+            "pass_port_not_inspected",
+        ),
+        frame(
+            "another port, a later IPv4 fragment",
+            other(Packet::ipv4(get).ipv4_fragment(185, false)),
+            "pass_ip_fragment",
+        ),
+        frame(
+            "UDP with IPv4 options",
+            Packet::ipv4(get)
+                .ipv4_options(&options)
+                .protocol(IPPROTO_UDP),
+            "pass_not_tcp",
+        ),
+        frame(
+            "a UDP fragment",
+            Packet::ipv4(get)
+                .ipv4_fragment(0, true)
+                .protocol(IPPROTO_UDP),
+            "pass_ip_fragment",
+        ),
+        frame(
+            "UDP over IPv6",
+            Packet::ipv6(get).protocol(IPPROTO_UDP),
+            "pass_not_tcp",
+        ),
+        frame(
+            "UDP behind a VLAN tag",
+            Packet::ipv4(get).protocol(IPPROTO_UDP).vlan(ETH_P_8021Q, 7),
+            "pass_not_tcp",
+        ),
+        frame(
+            "ARP behind a VLAN tag",
+            Packet::non_ip(ETH_P_ARP, &[0; 28]).vlan(ETH_P_8021Q, 7),
+            "pass_not_ip",
+        ),
+        frame(
+            "an acknowledgment over IPv6",
+            Packet::ipv6(b"").tcp_flags(TCP_ACK),
+            "pass_no_payload",
+        ),
+        frame(
+            "an acknowledgment with TCP options",
+            Packet::ipv4(b"")
+                .tcp_flags(TCP_ACK)
+                .tcp_options(&[1, 1, 1, 1]),
+            "pass_no_payload",
+        ),
+        frame(
+            "an acknowledgment, IPv4 options",
+            Packet::ipv4(b"").tcp_flags(TCP_ACK).ipv4_options(&options),
+            "pass_no_payload",
+        ),
+        frame(
+            "a SYN over IPv6",
+            Packet::ipv6(b"").tcp_flags(TCP_SYN),
+            "pass_no_payload",
+        ),
+        cut(
+            "IPv4, TCP header cut after the ports",
+            other(Packet::ipv4(b"")),
+            14 + 20 + 4,
+            "pass_truncated",
+        ),
+        cut(
+            "IPv6, TCP header cut after the ports",
+            other(Packet::ipv6(b"")),
+            14 + 40 + 4,
+            "pass_truncated",
+        ),
+    ];
+    check(&config(""), cases)
+}
+
 /// A judged head past the bounds (`max_head_bytes`, `MAX_HEAD_LINES`
 /// header lines) is `incomplete`, dropped or passed as `on_oversized_head`
 /// says; heads that are only not whole yet, or longer than the first chunk

@@ -10,7 +10,10 @@
 //! record, not for a full buffer's refusal.
 
 mod cases;
+mod compare;
 mod consumer;
+
+pub use self::compare::run as compare;
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{Xdp, XdpMode};
@@ -19,6 +22,7 @@ use cors_filter_tests::frames::bare_xdp::{self, BareAction};
 use cors_filter_user::{
     config::TableSizes,
     kernel::filter::{Filter, Hook},
+    kernel::links::HookName,
     kernel::policy::{Policy, PolicyMaps, PortPolicy},
     kernel::testrun::{test_run, xdp_program},
 };
@@ -39,15 +43,29 @@ const ROUND_SECONDS: f64 = 0.04;
 struct Program {
     filter: Filter,
     policy: PolicyMaps,
+    /// Instructions the verifier processed: XDP and TC programs.
+    verified: [Option<u32>; 2],
 }
 
 impl Program {
-    fn load() -> Result<Program> {
+    /// This build's program, or the one in `object` (another build's).
+    fn load(object: Option<&[u8]>) -> Result<Program> {
         // The attach mode does not matter: the program is never attached.
-        let (mut filter, _logger) =
-            Filter::load(Hook::Xdp(XdpMode::Skb), None, TableSizes::default())?;
+        let hook = Hook::Xdp(XdpMode::Skb);
+        let (mut filter, _logger) = match object {
+            None => Filter::load(hook, None, TableSizes::default())?,
+            Some(object) => Filter::load_object(object, hook, None, TableSizes::default())?,
+        };
+        let verified = [
+            filter.verified_instructions(HookName::XdpSkb)?,
+            filter.verified_instructions(HookName::Tc)?,
+        ];
         let policy = filter.take_policy_maps()?;
-        Ok(Program { filter, policy })
+        Ok(Program {
+            filter,
+            policy,
+            verified,
+        })
     }
 
     fn install(&mut self, allowlist: &Allowlist) -> Result<()> {
@@ -97,24 +115,72 @@ impl Program {
     }
 }
 
-/// Nanoseconds per run of `program` on `frame`, as the kernel measures it:
-/// the fastest of [`ROUNDS`] rounds, each of enough runs to last about
-/// [`ROUND_SECONDS`].
-///
-/// The kernel's figure, a whole number of nanoseconds, is the only usable
-/// one: each call with more than one run also re-targets the kernel's XDP
-/// dispatcher and waits for an RCU grace period, milliseconds that the wall
-/// clock around the call would spread over the runs.
-fn time_per_run(program: &Xdp, frame: &[u8]) -> Result<f64> {
-    let round = |repeat: u32| -> Result<f64> {
-        Ok(f64::from(test_run(program, frame, repeat)?.duration_ns))
+/// The time of one run in the fastest round of a case.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// This thread's CPU time over the call, per run: the figure used.
+    ns: f64,
+    /// The kernel's own figure for the same call, whole nanoseconds
+    /// (truncated), kept as a cross-check.
+    kernel_ns: u32,
+}
+
+/// This thread's CPU time so far, in nanoseconds.
+fn thread_cpu_ns() -> Result<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let probe = round(10_000)?.max(1.0);
+    // SAFETY: `now` is a valid timespec to write; the clock id is a constant.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    }
+    Ok(now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
+}
+
+/// Time per run of `program` on `frame`: the fastest of [`ROUNDS`] rounds,
+/// each one call of enough runs to last about [`ROUND_SECONDS`].
+///
+/// The figure is this thread's CPU time over the call divided by the runs.
+/// The kernel's own figure truncates to whole nanoseconds, a sixth of a
+/// bare program's time here, too coarse for a 1.3x target. The thread's
+/// CPU time also holds the call's fixed work (the XDP dispatcher is
+/// re-targeted for a call of many runs; its wait for an RCU grace period
+/// sleeps, which CPU time leaves out): a few microseconds in a round of
+/// 40 ms, under 0.1 ns per run. The wall clock would count the sleep.
+fn time_per_run(program: &Xdp, frame: &[u8]) -> Result<Timing> {
+    let round = |repeat: u32| -> Result<Timing> {
+        let before = thread_cpu_ns()?;
+        let run = test_run(program, frame, repeat)?;
+        let spent = thread_cpu_ns()?.saturating_sub(before);
+        Ok(Timing {
+            ns: spent as f64 / f64::from(repeat),
+            kernel_ns: run.duration_ns,
+        })
+    };
+    let probe = round(10_000)?.ns.max(1.0);
     let repeat = ((ROUND_SECONDS * 1e9 / probe) as u32).clamp(10_000, 10_000_000);
-    let rounds = (0..ROUNDS)
-        .map(|_| round(repeat))
-        .collect::<Result<Vec<f64>>>()?;
-    Ok(rounds.into_iter().fold(f64::INFINITY, f64::min))
+    let mut fastest = round(repeat)?;
+    for _ in 1..ROUNDS {
+        let timing = round(repeat)?;
+        if timing.ns < fastest.ns {
+            fastest = timing;
+        }
+    }
+    // The two clocks time the same loop. The CPU figure may exceed the
+    // kernel's by its truncation and the call's fixed work; it is also read
+    // off another clock (the scheduler's, where the kernel's figure is
+    // ktime), seen here up to about 1% below it. A few percent, not more.
+    let kernel = f64::from(fastest.kernel_ns);
+    if fastest.ns < kernel * 0.95 - 0.5 || fastest.ns > kernel * 1.1 + 1.5 {
+        bail!(
+            "this thread's CPU time ({:.2} ns per run) and the kernel's figure ({} ns) disagree",
+            fastest.ns,
+            fastest.kernel_ns
+        );
+    }
+    Ok(fastest)
 }
 
 /// Connections run for each sequence: each segment's figure is the mean of
@@ -152,7 +218,7 @@ fn time_single_runs(program: &Xdp, frame: &[u8]) -> Result<f64> {
 pub fn run() -> Result<Part> {
     // The thread `main` starts for this part: nothing else inherits the pin.
     pin_to_cpu(0, "benchmark thread")?;
-    let mut program = Program::load()?;
+    let mut program = Program::load(None)?;
     let consumer = consumer::Consumer::start(program.filter.take_denials()?, 1)?;
     let filter_xdp = program.filter.xdp_program()?;
     // Loaded by hand (two instructions, no object): aya handles them by id.
@@ -175,6 +241,7 @@ pub fn run() -> Result<Part> {
             "packet",
             "verdict",
             "ns / packet",
+            "kernel's figure (whole ns)",
             "vs bare XDP_PASS",
             "vs bare XDP_DROP",
         ],
@@ -182,58 +249,62 @@ pub fn run() -> Result<Part> {
     per_packet.note(
         "The program is loaded with a one-entry allowlist (`https://app.example.com`) and \
          port 8080 inspected, and runs on each frame in rounds of many runs per \
-         `BPF_PROG_TEST_RUN` call; the figure is the kernel's mean time per run in the \
-         fastest of 7 rounds (whole nanoseconds). Bare programs are \
-         `r0 = XDP_PASS | XDP_DROP; exit`, loaded in the same run and timed the same way on \
-         the same frame: their time is the test harness's own cost per run. Each case is \
-         first run once and its verdict and counter checked.",
+         `BPF_PROG_TEST_RUN` call (about 40 ms each); the figure is the benchmark thread's \
+         CPU time over the call divided by the runs, in the fastest of 7 rounds. The kernel's \
+         own figure for that call, which truncates to whole nanoseconds (and is read off \
+         another clock), is shown beside it as a cross-check: the run stops if the two \
+         disagree by more than 5% one way or 10% the other. Bare programs are `r0 = XDP_PASS | XDP_DROP; exit`, loaded in the same run and \
+         timed the same way on the same frame: their time is the floor, the test harness's \
+         own cost per run, and every ratio is to that floor. Each case is first run once and \
+         its verdict and counter checked.",
     );
-    per_packet.row(vec![
-        "bare XDP_PASS program".into(),
-        "pass".into(),
-        format!("{floor_pass:.1}"),
-        ratio(1.0),
-        ratio(floor_pass / floor_drop),
-    ]);
-    per_packet.row(vec![
-        "bare XDP_DROP program".into(),
-        "drop".into(),
-        format!("{floor_drop:.1}"),
-        ratio(floor_drop / floor_pass),
-        ratio(1.0),
-    ]);
+    let row = |name: &str, verdict: &str, t: Timing| {
+        vec![
+            name.to_owned(),
+            verdict.to_owned(),
+            format!("{:.1}", t.ns),
+            t.kernel_ns.to_string(),
+            ratio(t.ns / floor_pass.ns),
+            ratio(t.ns / floor_drop.ns),
+        ]
+    };
+    per_packet.row(row("bare XDP_PASS program", "pass", floor_pass));
+    per_packet.row(row("bare XDP_DROP program", "drop", floor_drop));
     let mut timed = Vec::new();
     for case in cases::all() {
         program.check(&case)?;
-        let ns = time_per_run(&filter_xdp, &case.frame)?;
-        per_packet.row(vec![
-            case.name.to_owned(),
-            case.verdict.name().into(),
-            format!("{ns:.1}"),
-            ratio(ns / floor_pass),
-            ratio(ns / floor_drop),
-        ]);
-        timed.push((case, ns));
+        let t = time_per_run(&filter_xdp, &case.frame)?;
+        per_packet.row(row(&case.name, case.verdict.name(), t));
+        timed.push((case.name, t.ns));
     }
 
     let mut connections = Section::new(
         "Segments of one connection (BPF_PROG_TEST_RUN, one run per call)",
         &[
             "segment",
-            "ns / packet",
+            "ns / packet, one run per call",
+            "less the one-run overhead",
             "vs bare XDP_PASS",
             "vs bare XDP_DROP",
         ],
     );
-    connections.note(
+    let single_pass = time_single_runs(&bare_pass, &reference.frame)?;
+    let single_drop = time_single_runs(&bare_drop, &reference.frame)?;
+    // A call of one run costs the kernel's timer and its set-up beyond what
+    // a run in a long round does; the bare programs show how much.
+    let one_run_overhead = ((single_pass - floor_pass.ns) + (single_drop - floor_drop.ns)) / 2.0;
+    connections.note(format!(
         "Each segment of a connection finds the state the segments before it left, so it \
          cannot be repeated within one call: every connection (20,000 of each, each from \
          its own source port) is run segment by segment, one run per call, and a figure is \
-         the mean of the kernel's times for that segment. The bare programs are timed the \
-         same way, one run per call, on the denied browser preflight.",
-    );
-    let single_pass = time_single_runs(&bare_pass, &reference.frame)?;
-    let single_drop = time_single_runs(&bare_drop, &reference.frame)?;
+         the mean of the kernel's times for that segment. A call of one run carries the \
+         kernel's timer and set-up: the bare programs take {single_pass:.1} and \
+         {single_drop:.1} ns that way against {:.1} and {:.1} ns in long rounds. That \
+         difference ({one_run_overhead:.1} ns, their mean) is taken off every figure before \
+         it is compared with the floor of the table above.",
+        floor_pass.ns, floor_drop.ns
+    ));
+    let corrected = |ns: f64| ns - one_run_overhead;
     for (name, ns) in [
         ("bare XDP_PASS program", single_pass),
         ("bare XDP_DROP program", single_drop),
@@ -241,10 +312,12 @@ pub fn run() -> Result<Part> {
         connections.row(vec![
             name.into(),
             format!("{ns:.1}"),
-            ratio(ns / single_pass),
-            ratio(ns / single_drop),
+            format!("{:.1}", corrected(ns)),
+            ratio(corrected(ns) / floor_pass.ns),
+            ratio(corrected(ns) / floor_drop.ns),
         ]);
     }
+    let mut segments = Vec::new();
     for sequence in cases::sequences() {
         // Checked on a connection of its own first, segment by segment.
         for ((frame, (segment, _)), counter) in sequence
@@ -262,12 +335,15 @@ pub fn run() -> Result<Part> {
             .iter()
             .zip(time_sequence(&filter_xdp, &sequence)?)
         {
+            let name = format!("{}: {segment}", sequence.name);
             connections.row(vec![
-                format!("{}: {segment}", sequence.name),
+                name.clone(),
                 format!("{ns:.1}"),
-                ratio(ns / single_pass),
-                ratio(ns / single_drop),
+                format!("{:.1}", corrected(ns)),
+                ratio(corrected(ns) / floor_pass.ns),
+                ratio(corrected(ns) / floor_drop.ns),
             ]);
+            segments.push((name, corrected(ns)));
         }
     }
 
@@ -285,7 +361,7 @@ pub fn run() -> Result<Part> {
          entries, 1% of them wildcard-subdomain entries (`https://*.tenantN.example.net`, \
          matched here by `https://eu.tenantN.example.net` in two lookups: the exact key, \
          then the prefix at the host's third dot, the one depth where the allowlist has \
-         wildcards).",
+         wildcards). Timed as the table above.",
     );
     let mut by_size = Vec::new();
     for size in [1, 1_000, 100_000] {
@@ -295,7 +371,7 @@ pub fn run() -> Result<Part> {
         let mut figures = Vec::new();
         for case in allowlist.cases() {
             program.check(&case)?;
-            let ns = time_per_run(&filter_xdp, &case.frame)?;
+            let ns = time_per_run(&filter_xdp, &case.frame)?.ns;
             row.push(format!("{ns:.1}"));
             figures.push(ns);
         }
@@ -310,17 +386,61 @@ pub fn run() -> Result<Part> {
     per_packet.note(format!(
         "Denial events read by the consumer thread: {read}; lost to a full ring buffer: {lost}."
     ));
+    let show = |n: Option<u32>| n.map_or("(not reported)".to_owned(), |n| n.to_string());
+    per_packet.note(format!(
+        "The verifier processed {} instructions for the XDP program and {} for the TC one.",
+        show(program.verified[0]),
+        show(program.verified[1])
+    ));
 
-    let worst = |pick: &dyn Fn(&Case) -> bool| {
+    let figure = |table: &[(String, f64)], name: &str| -> Result<f64> {
+        table
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ns)| *ns)
+            .with_context(|| format!("the benchmark has no case named {name:?}"))
+    };
+    let worst = |prefix: &str| -> Result<(String, f64)> {
         timed
             .iter()
-            .filter(|(c, _)| pick(c))
-            .map(|(c, ns)| (c.name.clone(), *ns))
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, ns)| (n.clone(), *ns))
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .context("no case of that kind")
+            .with_context(|| format!("the benchmark has no case named {prefix:?}…"))
     };
-    let (denied_name, denied) = worst(&|c| c.counter == Counter::PreflightDeny)?;
-    let (other_name, other) = worst(&|c| c.not_http)?;
+    let mut targets = Vec::new();
+    for name in cases::NOT_INSPECTED {
+        targets.push(Target::ratio_at_most(
+            format!("{name} vs bare XDP_PASS"),
+            figure(&timed, name)? / floor_pass.ns,
+            1.3,
+        ));
+    }
+    targets.push(Target::ratio_at_most(
+        format!("{} vs bare XDP_PASS", cases::GET),
+        figure(&timed, cases::GET)? / floor_pass.ns,
+        3.0,
+    ));
+    for name in [cases::GET_OPEN, cases::BODY_SEGMENT] {
+        targets.push(Target::ratio_at_most(
+            format!("{name} vs bare XDP_PASS (one run per call, less its overhead)"),
+            figure(&segments, name)? / floor_pass.ns,
+            3.0,
+        ));
+    }
+    for name in [cases::ALLOWED_PREFLIGHT, cases::DENIED_PREFLIGHT] {
+        targets.push(Target::ratio_at_most(
+            format!("{name} vs bare XDP_DROP"),
+            figure(&timed, name)? / floor_drop.ns,
+            25.0,
+        ));
+    }
+    let (forty_name, forty) = worst(cases::FORTY_HEADERS)?;
+    targets.push(Target::ratio_at_most(
+        format!("slowest preflight with 40 headers ({forty_name}) vs bare XDP_DROP"),
+        forty / floor_drop.ns,
+        40.0,
+    ));
     // 100,000 entries against 1, and for the wildcard column (the
     // one-entry list has no wildcard) against 1,000.
     let size_ratio = by_size[2]
@@ -329,27 +449,11 @@ pub fn run() -> Result<Part> {
         .map(|(large, one)| large / one)
         .chain(by_size[2].get(2).zip(by_size[1].get(2)).map(|(l, s)| l / s))
         .fold(0.0, f64::max);
-    let targets = vec![
-        Target {
-            what: format!("slowest denied preflight ({denied_name}) vs bare XDP_DROP"),
-            bound: "<= 4x".into(),
-            measured: ratio(denied / floor_drop),
-            met: denied / floor_drop <= 4.0,
-        },
-        Target {
-            what: format!("slowest non-HTTP packet ({other_name}) vs bare XDP_PASS"),
-            bound: "<= 1.3x".into(),
-            measured: ratio(other / floor_pass),
-            met: other / floor_pass <= 1.3,
-        },
-        Target {
-            what: "preflights with 100,000 allowlist entries vs 1 entry (wildcard: vs 1,000; worst case)"
-                .into(),
-            bound: "<= 1.2x".into(),
-            measured: ratio(size_ratio),
-            met: size_ratio <= 1.2,
-        },
-    ];
+    targets.push(Target::ratio_at_most(
+        "preflights with 100,000 allowlist entries vs 1 entry (wildcard: vs 1,000; worst case)",
+        size_ratio,
+        1.2,
+    ));
     Ok(Part {
         sections: vec![per_packet, connections, sizes],
         targets,

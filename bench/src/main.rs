@@ -42,11 +42,29 @@ struct Cli {
     /// written: its block always holds one whole run.
     #[arg(long, value_delimiter = ',')]
     parts: Vec<PartName>,
+    /// Instead of the parts: time other builds' eBPF objects (NAME=PATH,
+    /// e.g. `before=target/release/build/cors-filter-user-*/out/cors-filter-ebpf`
+    /// of an earlier commit) beside this build's program, on the kernel
+    /// part's cases, for the history in `BENCHMARKS.md`. The objects must
+    /// have this build's maps.
+    #[arg(long, value_name = "NAME=PATH", conflicts_with = "parts")]
+    compare: Vec<String>,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     cors_filter_tests::require_root()?;
+    if !cli.compare.is_empty() {
+        let builds = cli.compare.clone();
+        let part = std::thread::spawn(move || kernel::compare(&builds))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the comparison panicked"))??;
+        for section in &part.sections {
+            println!("{}", section.text());
+            println!("{}", section.markdown());
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let all = [PartName::Kernel, PartName::Reject, PartName::Allowed];
     let parts = if cli.parts.is_empty() {

@@ -86,6 +86,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// A ratio that must not exceed `bound`.
+    pub fn ratio_at_most(what: impl Into<String>, measured: f64, bound: f64) -> Target {
+        Target {
+            what: what.into(),
+            bound: format!("<= {bound}x"),
+            measured: ratio(measured),
+            met: measured <= bound,
+        }
+    }
+
     pub fn line(&self) -> String {
         format!(
             "{}: {} (target {}): {}",

@@ -11,6 +11,7 @@ mod events;
 mod maps;
 mod net;
 mod reset;
+mod short_path;
 mod stream;
 
 use core::mem::MaybeUninit;
@@ -126,11 +127,15 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
 /// Inspects one packet, counts what it was, and says what to do with it.
 ///
 /// Most packets are not TCP to an inspected port; their path is kept
-/// short: no policy generation unless the packet is TCP, no connection
-/// lookup unless its port is inspected, no settings and no event unless
-/// the outcome may drop.
+/// short (`short_path`): one bounds check, the port, one counter. On the
+/// full path: no connection lookup unless the port is inspected, no
+/// settings and no event unless the outcome may drop.
 #[inline(always)]
 fn filter<F: StepFrame>(ctx: &F) -> Verdict {
+    if let Some(outcome) = short_path::outcome(ctx) {
+        count(outcome.counters().0);
+        return Verdict::Pass;
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         error!(ctx, "cors-filter: per-CPU scratch map has no entry");
         count(Counter::PassNotHttp);

@@ -36,8 +36,6 @@ pub struct Case {
     pub frame: Vec<u8>,
     pub verdict: XdpVerdict,
     pub counter: Counter,
-    /// Not HTTP to an inspected port: what the filter should barely touch.
-    pub not_http: bool,
     /// Timed on the second and later runs, whose counter this is: the first
     /// run leaves connection state they find.
     pub again: Option<Counter>,
@@ -50,16 +48,26 @@ impl Case {
             frame: packet.build(),
             verdict,
             counter,
-            not_http: false,
             again: None,
         }
     }
-
-    fn not_http(mut self) -> Case {
-        self.not_http = true;
-        self
-    }
 }
+
+/// The cases the targets name (see `kernel::run`): traffic the filter does
+/// not inspect, which every packet of a host pays for.
+pub const NOT_INSPECTED: [&str; 3] = [
+    "ARP (not IP)",
+    "UDP, 64 bytes",
+    "TCP to port 443 (not inspected)",
+];
+pub const GET: &str = "GET without Origin (a connection's first request)";
+pub const ALLOWED_PREFLIGHT: &str = "allowed preflight (browser, 13 headers)";
+pub const DENIED_PREFLIGHT: &str = "denied preflight (browser, 13 headers)";
+/// The start of the names of the 40-header cases.
+pub const FORTY_HEADERS: &str = "denied preflight, 40 headers";
+/// Segments of `sequences()`, by their names there.
+pub const GET_OPEN: &str = "GET without Origin on an open connection: the request, one segment";
+pub const BODY_SEGMENT: &str = "POST with Content-Length: 100000: body segment, 1448 bytes";
 
 /// The frame of a connection's first segment carrying `payload`: in its
 /// SYN, as with TCP Fast Open. Every run then starts the connection afresh
@@ -114,7 +122,7 @@ fn browser_form_post(origin: Option<&str>) -> Vec<u8> {
 /// The denied browser preflight: the frame the bare programs are timed on.
 pub fn denied_preflight() -> Case {
     Case::new(
-        "denied preflight (browser, 13 headers)",
+        DENIED_PREFLIGHT,
         &first_segment(Packet::ipv4(&browser_preflight(DENIED))),
         XdpVerdict::Drop,
         Counter::PreflightDeny,
@@ -130,35 +138,36 @@ fn allowed_preflight(origin: &str, what: &str) -> Case {
     )
 }
 
+/// A `GET` as curl sends it.
+const GET_REQUEST: &[u8] =
+    b"GET /index.html HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+
 /// Every case of the per-packet table.
 pub fn all() -> Vec<Case> {
     use XdpVerdict::{Drop, Pass};
-    let get = b"GET /index.html HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+    let get = GET_REQUEST;
     let tls = [
         0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
     ];
     let mut cases = vec![
         Case::new(
-            "ARP (not IP)",
+            NOT_INSPECTED[0],
             &Packet::non_ip(ETH_P_ARP, &[0; 28]),
             Pass,
             Counter::PassNotIp,
-        )
-        .not_http(),
+        ),
         Case::new(
-            "UDP, 64 bytes",
+            NOT_INSPECTED[1],
             &Packet::ipv4(&[0x55; 64]).protocol(IPPROTO_UDP),
             Pass,
             Counter::PassNotTcp,
-        )
-        .not_http(),
+        ),
         Case::new(
-            "TCP to port 443 (not inspected)",
+            NOT_INSPECTED[2],
             &Packet::ipv4(&tls).dst_port(443),
             Pass,
             Counter::PassPortNotInspected,
-        )
-        .not_http(),
+        ),
         Case::new(
             "TCP ACK without payload, port 8080",
             &Packet::ipv4(&[]),
@@ -182,7 +191,7 @@ pub fn all() -> Vec<Case> {
             again
         },
         Case::new(
-            "GET without Origin",
+            GET,
             &first_segment(Packet::ipv4(get)),
             Pass,
             Counter::PassNotPreflight,
@@ -341,6 +350,11 @@ pub fn sequences() -> Vec<Sequence> {
             "allowed browser preflight (13 headers) on an open connection",
             browser_preflight(ALLOWED),
             Counter::PreflightAllow,
+        ),
+        open(
+            "GET without Origin on an open connection",
+            GET_REQUEST.to_vec(),
+            Counter::PassNotPreflight,
         ),
         Sequence {
             name: "denied preflight, 3,000-byte URL, in 3 segments",

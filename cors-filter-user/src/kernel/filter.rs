@@ -157,6 +157,18 @@ impl Filter {
         pins: Option<MapPins>,
         tables: TableSizes,
     ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
+        Filter::load_object(EBPF_OBJECT, hook, pins, tables)
+    }
+
+    /// As [`Filter::load`], with another build's eBPF object: the benchmark
+    /// times earlier builds of the program beside this one. The object
+    /// must have this build's maps and programs.
+    pub fn load_object(
+        object: &[u8],
+        hook: Hook,
+        pins: Option<MapPins>,
+        tables: TableSizes,
+    ) -> Result<(Filter, EbpfLogger<&'static dyn log::Log>)> {
         let mut loader = EbpfLoader::new();
         for (map, _, size) in tables.maps() {
             loader.map_max_entries(map, size);
@@ -172,7 +184,7 @@ impl Filter {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
-            .load(EBPF_OBJECT)
+            .load(object)
             .context("cannot load the eBPF object")
             .kind(Kind::KernelRefused)?;
         let logger = EbpfLogger::init(&mut ebpf).context("cannot set up eBPF logging")?;
@@ -218,6 +230,14 @@ impl Filter {
         let attach = aya_obj::programs::XdpAttachType::Interface;
         Xdp::from_program_info(info, XDP_PROGRAM.into(), attach)
             .with_context(|| format!("cannot get a handle on program {XDP_PROGRAM}"))
+    }
+
+    /// The instructions the verifier processed for the program of `hook`'s
+    /// kind, which is loaded if it was not (so only before maps are taken).
+    pub fn verified_instructions(&mut self, hook: HookName) -> Result<Option<u32>> {
+        let info = load_program(&mut self.ebpf, hook)?
+            .with_context(|| format!("the {hook:?} program's info is unreadable"))?;
+        Ok(info.verified_instruction_count())
     }
 
     /// The program's counters, summed over CPUs.
