@@ -166,15 +166,23 @@ impl Setup {
         self.napi.iter().map(|&tid| cpu::process_ns(tid)).collect()
     }
 
+    fn queue_runs(&self) -> Result<Vec<u64>> {
+        self.napi
+            .iter()
+            .map(|&tid| cpu::process_runs(tid))
+            .collect()
+    }
+
     /// One measured round: the preflights sent at [`RATE`] for
     /// [`SEND_SECONDS`], what each queue got and what it cost.
     fn measure(&self, round: usize) -> Result<Round> {
         let name = self.name();
         let daemon = self.filter.running.pid()?;
-        let (deny_before, frames_before, ns_before, daemon_before, machine_before) = (
+        let (deny_before, frames_before, ns_before, runs_before, daemon_before, machine_before) = (
             self.filter.counter("preflight_deny")?,
             self.queue_frames()?,
             self.queue_ns()?,
+            self.queue_runs()?,
             cpu::process_ns(daemon)?,
             MachineCpu::now()?,
         );
@@ -191,6 +199,12 @@ impl Setup {
             .queue_ns()?
             .iter()
             .zip(&ns_before)
+            .map(|(after, before)| after.saturating_sub(*before))
+            .collect();
+        let queue_runs: Vec<u64> = self
+            .queue_runs()?
+            .iter()
+            .zip(&runs_before)
             .map(|(after, before)| after.saturating_sub(*before))
             .collect();
         let daemon_ns = cpu::process_ns(daemon)?.saturating_sub(daemon_before);
@@ -213,6 +227,7 @@ impl Setup {
             rejections,
             queue_frames,
             queue_ns,
+            queue_runs,
             daemon_s: daemon_ns as f64 / 1e9,
             machine_s,
         };
@@ -260,6 +275,8 @@ struct Round {
     queue_frames: Vec<u64>,
     /// Run time of each queue's NAPI kthread, ns.
     queue_ns: Vec<u64>,
+    /// Times each queue's kthread was switched onto its CPU.
+    queue_runs: Vec<u64>,
     daemon_s: f64,
     machine_s: f64,
 }
@@ -299,6 +316,13 @@ impl Round {
             .map(|(&ns, &frames)| format!("{:.3}", ns as f64 / 1e3 / frames.max(1) as f64))
             .collect::<Vec<_>>()
             .join(" / ");
+        let per_run = self
+            .queue_frames
+            .iter()
+            .zip(&self.queue_runs)
+            .map(|(&frames, &runs)| format!("{:.1}", frames as f64 / runs.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(" / ");
         let shares = self
             .shares()
             .iter()
@@ -313,6 +337,7 @@ impl Round {
             shares,
             self.queue_seconds(),
             per_queue_us,
+            per_run,
             format!(
                 "{:.3}",
                 self.busiest_s() * 1e6 / self.rejections.max(1) as f64
@@ -383,6 +408,7 @@ pub fn run() -> Result<Part> {
             "frames share per queue",
             "kthread CPU s per queue",
             "µs per rejection per queue",
+            "frames per kthread run per queue",
             "µs per rejection, busiest queue",
             "capacity rejections/s",
             "daemon CPU s",
@@ -412,7 +438,10 @@ pub fn run() -> Result<Part> {
          would handle with each queue's kthread saturating a CPU of its own. Frames share per \
          queue: `ethtool -S` `rx_queue_<i>_xdp_packets` of the server end (a round fails if a \
          queue gets under {:.0}%); µs per rejection per queue: that kthread's run time over \
-         its queue's frames. Every round checks that the setup kept up (rejections >= 99% of \
+         its queue's frames; frames per kthread run: its queue's frames over the times the \
+         kthread was switched onto its CPU (schedstat), about the frames each NAPI poll \
+         found (fewer a poll cost more each: the wake-up and poll are shared by fewer). \
+         Every round checks that the setup kept up (rejections >= 99% of \
          the frames sent). Daemon CPU: the `cors-filter run` process (it reads a denial event \
          per rejection; not part of the capacity). Machine CPU per rejection: busy time of \
          the whole machine (/proc/stat, sender and daemon included) over the rejections.",
