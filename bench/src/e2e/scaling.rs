@@ -427,9 +427,12 @@ pub fn run() -> Result<Part> {
          picks each frame's transmit queue from its flow hash (with `PACKET_QDISC_BYPASS` it \
          would pick it from the sending CPU: all on one queue); veth hands each frame to the \
          server's receive queue of the same number. The setups run alternately, {ROUNDS} \
-         rounds each.",
+         rounds each. Queue 0's kthread (the only one with 1 queue) shares CPU {} with the \
+         sender, which has just written the frames it polls into that CPU's cache; queue 1's \
+         come from the other CPU: the µs per rejection per queue show what that costs.",
         super::nginx::CLIENT_CPU,
-        sender::FLOWS
+        sender::FLOWS,
+        super::nginx::CLIENT_CPU,
     ));
     section.note(format!(
         "This machine has {} CPUs and the sender needs CPU too, so a saturation rate cannot be \
