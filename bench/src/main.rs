@@ -7,6 +7,9 @@
 //!    namespaces, cors-filter (XDP drop) against nginx answering 403.
 //! 3. `allowed`: wrk against nginx through the veth pair, with and without
 //!    cors-filter attached.
+//! 4. `scaling`: rejections per second of cors-filter on a veth pair with 2
+//!    receive queues (a NAPI kthread on each CPU) against 1 queue, from the
+//!    receive CPU time of the busiest queue.
 //!
 //! Prints every table and target line, and writes them into the generated
 //! block of `BENCHMARKS.md` (the rest of that file is kept as it is).
@@ -30,6 +33,7 @@ enum PartName {
     Kernel,
     Reject,
     Allowed,
+    Scaling,
 }
 
 #[derive(Parser)]
@@ -66,7 +70,12 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let all = [PartName::Kernel, PartName::Reject, PartName::Allowed];
+    let all = [
+        PartName::Kernel,
+        PartName::Reject,
+        PartName::Allowed,
+        PartName::Scaling,
+    ];
     let parts = if cli.parts.is_empty() {
         all.to_vec()
     } else {
@@ -83,6 +92,7 @@ fn main() -> Result<()> {
                 .map_err(|_| anyhow::anyhow!("the kernel part panicked"))??,
             PartName::Reject => e2e::reject_cost()?,
             PartName::Allowed => e2e::allowed_traffic()?,
+            PartName::Scaling => e2e::rejection_scaling()?,
         };
         for section in &result.sections {
             println!("{}", section.text());

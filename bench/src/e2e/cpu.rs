@@ -35,6 +35,29 @@ pub fn process_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// Times the threads of process `pid` were switched onto a CPU so far: the
+/// third field of each `schedstat` (for a NAPI kthread, about the number of
+/// times it woke up to poll).
+pub fn process_runs(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+        let path = entry
+            .with_context(|| format!("cannot list {dir}"))?
+            .path()
+            .join("schedstat");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let runs: u64 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("{} holds {text:?}, not a run count", path.display()))?;
+        total += runs;
+    }
+    Ok(total)
+}
+
 /// Sum of [`process_ns`] over `pids`.
 pub fn processes_ns(pids: &[u32]) -> Result<u64> {
     pids.iter().map(|&p| process_ns(p)).sum()

@@ -1,7 +1,7 @@
 //! What the kernel says of an interface in a namespace: its MAC address
 //! and its statistics counters (read from the namespace's own /sys).
 
-use std::process::Command;
+use std::{collections::BTreeMap, process::Command};
 
 use anyhow::{Context, Result};
 use cors_filter_tests::harness::process::run_ok;
@@ -31,4 +31,18 @@ pub fn mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("{path} in namespace {ns} holds {text:?}, not 6 bytes"))
+}
+
+/// The driver's statistics of `ifname` in namespace `ns` (`ethtool -S`),
+/// by name: for veth, per queue, e.g. `rx_queue_0_xdp_packets`.
+pub fn driver_stats(ns: &str, ifname: &str) -> Result<BTreeMap<String, u64>> {
+    let out = run_ok(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-S", ifname]))
+        .with_context(|| format!("cannot read the driver statistics of {ifname} in {ns}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
 }

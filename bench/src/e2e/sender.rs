@@ -96,12 +96,42 @@ pub fn send(
     count: u64,
     limit: Duration,
 ) -> Result<Sent> {
+    send_inner(ns_path, ifname, frames, rate, count, limit, true)
+}
+
+/// [`send`] through the client's queueing layer (`dev_queue_xmit`; veth's
+/// qdisc is `noqueue`), so that the kernel picks each frame's transmit
+/// queue from its flow hash. `PACKET_QDISC_BYPASS`, which [`send`] uses,
+/// picks the queue from the sending CPU instead (`packet_pick_tx_queue`
+/// records CPU % queues as the skb's queue), so one pinned sender fills
+/// one queue of a multi-queue veth. veth hands a frame to the peer's
+/// receive queue of the same number.
+pub fn send_hashed(
+    ns_path: &str,
+    ifname: &str,
+    frames: Vec<Vec<u8>>,
+    rate: u64,
+    count: u64,
+    limit: Duration,
+) -> Result<Sent> {
+    send_inner(ns_path, ifname, frames, rate, count, limit, false)
+}
+
+fn send_inner(
+    ns_path: &str,
+    ifname: &str,
+    frames: Vec<Vec<u8>>,
+    rate: u64,
+    count: u64,
+    limit: Duration,
+    qdisc_bypass: bool,
+) -> Result<Sent> {
     let (ns_path, ifname) = (ns_path.to_owned(), ifname.to_owned());
     // setns moves the calling thread only: a thread of its own sends.
     std::thread::spawn(move || {
         enter_netns(&ns_path)?;
         crate::affinity::pin_to_cpu(CLIENT_CPU, "sending thread")?;
-        let socket = packet_socket(&ifname)
+        let socket = packet_socket(&ifname, qdisc_bypass)
             .with_context(|| format!("cannot open an AF_PACKET socket on {ifname} in {ns_path}"))?;
         paced(&socket, &frames, rate, count, limit)
             .with_context(|| format!("cannot send on {ifname} in {ns_path}"))
@@ -113,7 +143,7 @@ pub fn send(
 /// An `AF_PACKET` raw socket bound to `ifname` for sending only: protocol 0
 /// hooks no receive path, so the socket costs nothing on the frames other
 /// traffic brings.
-fn packet_socket(ifname: &str) -> Result<OwnedFd> {
+fn packet_socket(ifname: &str, qdisc_bypass: bool) -> Result<OwnedFd> {
     let name = std::ffi::CString::new(ifname).context("bad interface name")?;
     // SAFETY: `name` is a valid C string.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -141,6 +171,9 @@ fn packet_socket(ifname: &str) -> Result<OwnedFd> {
     };
     if bound != 0 {
         return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
+    }
+    if !qdisc_bypass {
+        return Ok(socket);
     }
     // The frames go straight to the driver, as a packet generator's would:
     // the client's qdisc layer is none of the server's cost.

@@ -71,6 +71,17 @@ impl NetnsPair {
     /// Creates both namespaces, the veth pair between them, its addresses
     /// (IPv4 /30, IPv6 ULA without duplicate address detection) and `lo`.
     pub fn create() -> Result<NetnsPair> {
+        NetnsPair::create_inner(None)
+    }
+
+    /// [`NetnsPair::create`] with `queues` transmit and receive queues on
+    /// both ends of the veth pair (`numtxqueues`/`numrxqueues`), where
+    /// `create` leaves veth its default of one in use.
+    pub fn create_with_queues(queues: u16) -> Result<NetnsPair> {
+        NetnsPair::create_inner(Some(queues))
+    }
+
+    fn create_inner(queues: Option<u16>) -> Result<NetnsPair> {
         sweep_stale_namespaces();
         let suffix = unique_suffix();
         let pair = NetnsPair {
@@ -83,11 +94,17 @@ impl NetnsPair {
         ip(&["netns", "add", &pair.server])
             .with_context(|| format!("cannot create network namespace {}", pair.server))?;
         let (c, s) = (pair.client.as_str(), pair.server.as_str());
-        ip(&[
-            "link", "add", CLIENT_IF, "netns", c, "type", "veth", "peer", "name", SERVER_IF,
-            "netns", s,
-        ])
-        .with_context(|| format!("cannot create the veth pair between {c} and {s}"))?;
+        let count = queues.map(|q| q.to_string());
+        let queue_args: Vec<&str> = match &count {
+            Some(q) => vec!["numtxqueues", q, "numrxqueues", q],
+            None => Vec::new(),
+        };
+        let mut args = vec!["link", "add", CLIENT_IF];
+        args.extend(&queue_args);
+        args.extend(["netns", c, "type", "veth", "peer", "name", SERVER_IF]);
+        args.extend(&queue_args);
+        args.extend(["netns", s]);
+        ip(&args).with_context(|| format!("cannot create the veth pair between {c} and {s}"))?;
         for (ns, ifname, v4, v6) in [
             (c, CLIENT_IF, CLIENT_V4, CLIENT_V6),
             (s, SERVER_IF, SERVER_V4, SERVER_V6),
