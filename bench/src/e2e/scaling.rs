@@ -1,6 +1,8 @@
 //! Part 4: whether rejections per second scale with cores: cors-filter on
 //! a veth pair with 2 receive queues, each drained by its own NAPI kthread
-//! on a CPU of its own, against the same pair with 1 queue.
+//! on a CPU of its own, against the same pair with 1 queue; and a bare
+//! `XDP_DROP` measured the same way in the same run, the floor: how far the
+//! veth pair and its kthreads scale with no filter at all.
 //!
 //! This machine has 2 CPUs and the sender needs one too, so the rate at
 //! which a setup saturates cannot be read directly. Each setup's capacity
@@ -11,7 +13,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use cors_filter_tests::harness::netns::{CLIENT_IF, CLIENT_V4, NetnsPair, SERVER_IF, SERVER_V4};
+use cors_filter_tests::{
+    frames::bare_xdp::{BareAction, BareXdp},
+    harness::netns::{CLIENT_IF, CLIENT_V4, NetnsPair, SERVER_IF, SERVER_V4},
+};
 
 use super::{
     cpu::{self, MachineCpu, NapiWatch},
@@ -32,8 +37,9 @@ const RATE: u64 = 300_000;
 const SEND_SECONDS: u64 = 4;
 /// Rounds of each setup, run alternately.
 const ROUNDS: usize = 3;
-/// The setups' queue counts (receive and transmit, both ends).
-const SETUPS: [u16; 2] = [1, 2];
+/// The setups' queue counts (receive and transmit, both ends), for each
+/// program.
+const QUEUES: [u16; 2] = [1, 2];
 /// The least share of the frames each queue must get with 2 queues: below
 /// it the flows did not spread and the figures say nothing of scaling.
 const MIN_SHARE: f64 = 0.25;
@@ -45,14 +51,34 @@ const TARGET: f64 = 1.7;
 
 const EVIL: &str = "https://evil.example";
 
-/// One setup: a veth pair with `queues` queues, cors-filter on its server
-/// end, each queue's NAPI kthread pinned to the CPU of its number. Fields
-/// drop in order: the pins are undone, the filter detached, then the
-/// namespaces deleted.
+/// What drops the preflights on the server end.
+enum Dropper {
+    CorsFilter(Filter),
+    /// The floor: `r0 = XDP_DROP; exit`, detached when dropped.
+    Bare {
+        _attached: BareXdp,
+    },
+}
+
+impl Dropper {
+    /// Rejections so far: the filter's `preflight_deny`, or for the bare
+    /// program every frame its queues ran through XDP (`frames`).
+    fn rejections(&self, frames: &[u64]) -> Result<u64> {
+        match self {
+            Dropper::CorsFilter(filter) => filter.counter("preflight_deny"),
+            Dropper::Bare { .. } => Ok(frames.iter().sum()),
+        }
+    }
+}
+
+/// One setup: a veth pair with `queues` queues, cors-filter or the bare
+/// program on its server end, each queue's NAPI kthread pinned to the CPU
+/// of its number. Fields drop in order: the pins are undone, the program
+/// detached, then the namespaces deleted.
 struct Setup {
     queues: u16,
     _pins: Pins,
-    filter: Filter,
+    dropper: Dropper,
     /// The NAPI kthread of each receive queue, by queue number.
     napi: Vec<u32>,
     frames: Vec<Vec<u8>>,
@@ -89,7 +115,7 @@ fn napi_id(tid: u32) -> Result<u64> {
 }
 
 impl Setup {
-    fn new(queues: u16) -> Result<Setup> {
+    fn new(queues: u16, bare: bool) -> Result<Setup> {
         let pair = NetnsPair::create_with_queues(queues)?;
         let ends = Ends {
             src_mac: link::mac(&pair.client, CLIENT_IF)?,
@@ -103,7 +129,13 @@ impl Setup {
             &preflight::request(EVIL, &format!("{SERVER_V4}:{PORT}")),
         );
         let watch = NapiWatch::before(&pair.server, SERVER_IF);
-        let filter = Filter::start(&pair)?;
+        let dropper = if bare {
+            Dropper::Bare {
+                _attached: BareXdp::attach(BareAction::Drop, &pair.server_ns_path(), SERVER_IF)?,
+            }
+        } else {
+            Dropper::CorsFilter(Filter::start(&pair)?)
+        };
         let mut napi = watch.threaded()?;
         if napi.len() != usize::from(queues) {
             bail!(
@@ -134,7 +166,7 @@ impl Setup {
         Ok(Setup {
             queues,
             _pins: pins,
-            filter,
+            dropper,
             napi,
             frames,
             pair,
@@ -142,9 +174,13 @@ impl Setup {
     }
 
     fn name(&self) -> String {
+        let program = match self.dropper {
+            Dropper::CorsFilter(_) => "cors-filter",
+            Dropper::Bare { .. } => "bare XDP_DROP",
+        };
         match self.queues {
-            1 => "1 queue".to_owned(),
-            n => format!("{n} queues"),
+            1 => format!("{program}, 1 queue"),
+            n => format!("{program}, {n} queues"),
         }
     }
 
@@ -177,13 +213,17 @@ impl Setup {
     /// [`SEND_SECONDS`], what each queue got and what it cost.
     fn measure(&self, round: usize) -> Result<Round> {
         let name = self.name();
-        let daemon = self.filter.running.pid()?;
-        let (deny_before, frames_before, ns_before, runs_before, daemon_before, machine_before) = (
-            self.filter.counter("preflight_deny")?,
-            self.queue_frames()?,
+        let daemon = match &self.dropper {
+            Dropper::CorsFilter(filter) => Some(filter.running.pid()?),
+            Dropper::Bare { .. } => None,
+        };
+        let daemon_ns = || daemon.map_or(Ok(0), cpu::process_ns);
+        let frames_before = self.queue_frames()?;
+        let (deny_before, ns_before, runs_before, daemon_before, machine_before) = (
+            self.dropper.rejections(&frames_before)?,
             self.queue_ns()?,
             self.queue_runs()?,
-            cpu::process_ns(daemon)?,
+            daemon_ns()?,
             MachineCpu::now()?,
         );
         let sent = sender::send_hashed(
@@ -207,17 +247,17 @@ impl Setup {
             .zip(&runs_before)
             .map(|(after, before)| after.saturating_sub(*before))
             .collect();
-        let daemon_ns = cpu::process_ns(daemon)?.saturating_sub(daemon_before);
+        let daemon_ns = daemon_ns()?.saturating_sub(daemon_before);
         let machine_s = MachineCpu::now()?.busy_since(&machine_before);
-        let queue_frames: Vec<u64> = self
-            .queue_frames()?
+        let frames_after = self.queue_frames()?;
+        let queue_frames: Vec<u64> = frames_after
             .iter()
             .zip(&frames_before)
             .map(|(after, before)| after.saturating_sub(*before))
             .collect();
         let rejections = self
-            .filter
-            .counter("preflight_deny")?
+            .dropper
+            .rejections(&frames_after)?
             .saturating_sub(deny_before);
         let run = Round {
             setup: name.clone(),
@@ -366,17 +406,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub fn run() -> Result<Part> {
-    if cpus() < usize::from(SETUPS[1]) {
+    if cpus() < usize::from(QUEUES[1]) {
         bail!(
             "the scaling part pins {} NAPI kthreads to CPUs of their own: this machine has {}",
-            SETUPS[1],
+            QUEUES[1],
             cpus()
         );
     }
     let busy = cpu::busy_before()?;
-    let setups: Vec<Setup> = SETUPS
+    // cors-filter with 1 and 2 queues, then the bare program likewise.
+    let setups: Vec<Setup> = [false, true]
         .iter()
-        .map(|&q| Setup::new(q))
+        .flat_map(|&bare| QUEUES.iter().map(move |&q| Setup::new(q, bare)))
         .collect::<Result<_>>()?;
     // rounds[s][r]: round r of setup s, the setups taking turns.
     let mut rounds: Vec<Vec<Round>> = setups.iter().map(|_| Vec::new()).collect();
@@ -387,12 +428,18 @@ pub fn run() -> Result<Part> {
     }
     drop(setups);
 
-    let ratios: Vec<f64> = rounds[0]
-        .iter()
-        .zip(&rounds[1])
-        .map(|(one, two)| two.capacity() / one.capacity())
-        .collect();
-    let ratio_value = median(ratios.clone());
+    // 2 queues / 1 queue, per round: cors-filter's (rounds 0 and 1) and
+    // the bare program's (rounds 2 and 3).
+    let ratios = |one: &[Round], two: &[Round]| -> Vec<f64> {
+        one.iter()
+            .zip(two)
+            .map(|(one, two)| two.capacity() / one.capacity())
+            .collect()
+    };
+    let filter_ratios = ratios(&rounds[0], &rounds[1]);
+    let bare_ratios = ratios(&rounds[2], &rounds[3]);
+    let ratio_value = median(filter_ratios.clone());
+    let bare_value = median(bare_ratios.clone());
     let medians: Vec<f64> = rounds
         .iter()
         .map(|runs| median(runs.iter().map(Round::capacity).collect()))
@@ -416,8 +463,10 @@ pub fn run() -> Result<Part> {
         ],
     );
     section.note(format!(
-        "Two setups in one run, each a veth pair between two namespaces with cors-filter \
-         (XDP native, enforce, drop) on the server end, switched to threaded NAPI: (a) 1 \
+        "Four setups in one run, each a veth pair between two namespaces with cors-filter \
+         (XDP native, enforce, drop) or a bare XDP_DROP program (the floor; its rejections \
+         are the frames its queues ran through XDP) on the server end, switched to threaded \
+         NAPI: (a) 1 \
          receive and transmit queue, (b) 2 (`numtxqueues 2 numrxqueues 2`, both ends). Each \
          receive queue has its own `napi/veth-s-<id>` kthread (queue order = NAPI id order); \
          queue i's kthread is pinned to CPU i, so with 2 queues they run in parallel. The \
@@ -451,22 +500,34 @@ pub fn run() -> Result<Part> {
         cpus(),
         MIN_SHARE * 100.0
     ));
-    for (one, two) in rounds[0].iter().zip(&rounds[1]) {
-        section.row(one.row());
-        section.row(two.row());
+    for r in 0..ROUNDS {
+        for runs in &rounds {
+            section.row(runs[r].row());
+        }
     }
-    section.note(format!(
-        "2 queues / 1 queue, capacity per round: {}; median {} (ratio of the median \
-         capacities, {:.0} and {:.0} rejections/s: {}).",
-        ratios
+    let list = |values: &[f64]| {
+        values
             .iter()
             .map(|r| ratio(*r))
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+    };
+    section.note(format!(
+        "2 queues / 1 queue, capacity per round: cors-filter {}, median {} (ratio of the \
+         median capacities, {:.0} and {:.0} rejections/s: {}); bare XDP_DROP {}, median {} \
+         ({:.0} and {:.0} frames/s: {}). The bare program's ratio is what the veth pair, its \
+         kthreads and this machine allow with no filter: cors-filter scales {} as well as it.",
+        list(&filter_ratios),
         ratio(ratio_value),
         medians[0],
         medians[1],
         ratio(medians[1] / medians[0]),
+        list(&bare_ratios),
+        ratio(bare_value),
+        medians[2],
+        medians[3],
+        ratio(medians[3] / medians[2]),
+        ratio(ratio_value / bare_value),
     ));
     section.note(cpu::busy_note(busy));
     if busy > 0.05 {
@@ -475,8 +536,11 @@ pub fn run() -> Result<Part> {
     Ok(Part {
         sections: vec![section],
         targets: vec![Target {
-            what: "rejections per second, 2 queues vs 1 queue (receive CPU of the busiest queue)"
-                .into(),
+            what: format!(
+                "rejections per second, 2 queues vs 1 queue (receive CPU of the busiest queue; \
+                 bare XDP_DROP, the floor: {})",
+                ratio(bare_value)
+            ),
             bound: format!(">= {TARGET}x"),
             measured: ratio(ratio_value),
             met: ratio_value >= TARGET,
