@@ -53,7 +53,7 @@ const EVIL: &str = "https://evil.example";
 
 /// What drops the preflights on the server end.
 enum Dropper {
-    CorsFilter(Filter),
+    CorsFilter(Box<Filter>),
     /// The floor: `r0 = XDP_DROP; exit`, detached when dropped.
     Bare {
         _attached: BareXdp,
@@ -134,7 +134,7 @@ impl Setup {
                 _attached: BareXdp::attach(BareAction::Drop, &pair.server_ns_path(), SERVER_IF)?,
             }
         } else {
-            Dropper::CorsFilter(Filter::start(&pair)?)
+            Dropper::CorsFilter(Box::new(Filter::start(&pair)?))
         };
         let mut napi = watch.threaded()?;
         if napi.len() != usize::from(queues) {
