@@ -124,26 +124,34 @@ impl DenialReason {
     }
 }
 
-/// Size of the `DENIALS` ring buffer: 256 KiB hold about 1600 events. The
-/// reader is woken when 32 KiB wait (see [`WAKEUP_BYTES`]), so a flood fills
-/// the rest only if the daemon takes longer to answer its wake-up than the
-/// flood takes to write 1400 more events; what finds no room counts in
-/// `events_lost`.
+/// Size of the `DENIALS` ring buffer: 256 KiB hold 992 records (see
+/// [`RECORD_BYTES`]). The reader is woken when half of it waits (see
+/// [`WAKEUP_BYTES`]), so a flood fills the rest only if the daemon takes
+/// longer to answer its wake-up than the flood takes to write 496 more
+/// events (1.2 ms at 400,000 denials a second); what finds no room counts
+/// in `events_lost`.
 pub const DENIALS_BYTES: u32 = 256 * 1024;
 /// The reader of `DENIALS` is woken by the records that bring what waits
 /// in it from below this many bytes to [`WAKEUP_WINDOW`] records above:
-/// at most twice per batch of about 190 records, not once per record,
-/// which in a flood of denials would cost a wake-up (an interrupt) each. Fewer
+/// at most twice per batch of 496 records, not once per record, which in
+/// a flood of denials would cost a wake-up (an interrupt) each. Fewer
 /// records wait for the reader's timer (see the daemon's `denials`
-/// module). The window is two records wide because a record reserved at
+/// module). Half the buffer rather than less: each wake-up is a
+/// self-interrupt (`irq_work`), a trap to the hypervisor in a virtual
+/// machine, and at an eighth of the buffer it cost a denied preflight
+/// 40 to 80 ns under `BPF_PROG_TEST_RUN` (issue 17, BENCHMARKS.md), for no
+/// fewer events lost in a flood. The window is two records wide because a record reserved at
 /// the same time on another CPU counts in what waits; should both miss it,
 /// the timer reads the records (each wake-up is an interrupt, so the
 /// window is kept narrow).
-pub const WAKEUP_BYTES: u64 = DENIALS_BYTES as u64 / 8;
+pub const WAKEUP_BYTES: u64 = DENIALS_BYTES as u64 / 2;
 pub const WAKEUP_WINDOW: u64 = 2;
 /// Bytes one record takes in the ring buffer: its 8-byte header and the
 /// event, rounded up to 8.
 pub const RECORD_BYTES: u64 = (8 + size_of::<DenialEvent>() as u64).next_multiple_of(8);
+const _: () = assert!(DENIALS_BYTES as u64 / RECORD_BYTES == 992);
+// The window lies inside the buffer, so a batch does wake the reader.
+const _: () = assert!(WAKEUP_BYTES + WAKEUP_WINDOW * RECORD_BYTES < DENIALS_BYTES as u64);
 
 /// Whether the record that brought the bytes waiting in `DENIALS` to
 /// `pending` should wake the reader (see [`WAKEUP_BYTES`]).

@@ -46,7 +46,7 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// timer.
 const TICK: Duration = Duration::from_millis(100);
 /// Records read in one go before the daemon's other work gets a turn: a
-/// full 256 KiB buffer holds about 1600.
+/// full 256 KiB buffer holds 992.
 const MAX_RECORDS_PER_READ: usize = 4096;
 
 /// One line per port per [`HTTP2_LOG_EVERY`] at most.
