@@ -44,7 +44,7 @@ enum Job {
     /// Measure cors-filter side by side with bare XDP programs and nginx
     /// (root), print the figures and write them to BENCHMARKS.md.
     Bench {
-        /// Parts to run (`kernel`, `reject`, `allowed`; all by default).
+        /// Parts to run (`kernel`, `reject`, `allowed`, `scaling`; all by default).
         /// BENCHMARKS.md is only written by a run of all of them.
         #[arg(long, value_delimiter = ',')]
         parts: Vec<String>,
@@ -67,7 +67,8 @@ enum Job {
 /// system call filter; nginx and wrk for the benchmark (nginx's own service
 /// is not started: the benchmark runs its own nginx in a namespace);
 /// chromium for the real-browser tests, which run it headless in a test
-/// namespace; ethtool to turn a test veth's segmentation offloads off;
+/// namespace; ethtool to turn a test veth's segmentation offloads off (and
+/// for the benchmark's per-queue statistics);
 /// haproxy, openssl and libnss3-tools (certutil) for the tests behind a TLS
 /// proxy, which run their own HAProxy and nginx in test namespaces with a
 /// test CA that openssl makes and Chromium trusts through an NSS database
