@@ -93,3 +93,66 @@ fn machine() -> Result<String> {
         (mem_kib + (1 << 19)) >> 20
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Section, Target};
+
+    fn part() -> Part {
+        let mut section = Section::new("Figures", &["a", "b"]);
+        section.row(vec!["1".into(), "2".into()]);
+        Part {
+            sections: vec![section],
+            targets: vec![Target::ratio_at_most("t", 2.0, 1.5)],
+        }
+    }
+
+    #[test]
+    fn the_block_is_replaced_and_the_history_around_it_kept() {
+        let dir = std::env::temp_dir().join(format!("cf-bench-md-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("BENCHMARKS.md");
+        fs::write(
+            &path,
+            format!(
+                "# Benchmarks\n\nhistory before\n\n{BEGIN}\nold figures\n{END}\n\nhistory after\n"
+            ),
+        )
+        .unwrap();
+        write(&path, &[part()], Duration::from_secs(3)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            text.starts_with("# Benchmarks\n\nhistory before\n\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!("{END}\n\nhistory after\n")),
+            "{text}"
+        );
+        assert!(!text.contains("old figures"), "{text}");
+        assert!(
+            text.contains("- t: 2.00x (target <= 1.5x): NOT MET"),
+            "{text}"
+        );
+        assert!(text.contains("| 1 | 2 |"), "{text}");
+    }
+
+    #[test]
+    fn a_broken_block_is_refused_and_the_file_left_alone() {
+        let dir = std::env::temp_dir().join(format!("cf-bench-md-broken-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("BENCHMARKS.md");
+        let broken = format!("history\n{END}\nfigures\n{BEGIN}\n");
+        fs::write(&path, &broken).unwrap();
+        let error = write(&path, &[part()], Duration::from_secs(3)).unwrap_err();
+        let text = fs::read_to_string(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            error.to_string().contains("broken generated block"),
+            "{error}"
+        );
+        assert_eq!(text, broken);
+    }
+}

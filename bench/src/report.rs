@@ -118,3 +118,18 @@ pub struct Part {
 pub fn ratio(x: f64) -> String {
     format!("{x:.2}x")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ratio_target_is_met_up_to_its_bound_and_not_past_it() {
+        let at = Target::ratio_at_most("x vs bare", 1.3, 1.3);
+        assert!(at.met);
+        assert_eq!(at.line(), "x vs bare: 1.30x (target <= 1.3x): met");
+        let past = Target::ratio_at_most("x vs bare", 1.301, 1.3);
+        assert!(!past.met);
+        assert!(past.line().ends_with("NOT MET"), "{}", past.line());
+    }
+}
