@@ -232,8 +232,25 @@ pub fn run() -> Result<Part> {
     let one = Allowlist::of_size(1)?;
     program.install(&one)?;
     let reference = cases::denied_preflight();
-    let floor_pass = time_per_run(&bare_pass, &reference.frame)?;
-    let floor_drop = time_per_run(&bare_drop, &reference.frame)?;
+    // The floor is timed before the cases and after them; the faster of
+    // the two is kept, so that it never flatters a ratio.
+    let floors = || -> Result<(Timing, Timing)> {
+        Ok((
+            time_per_run(&bare_pass, &reference.frame)?,
+            time_per_run(&bare_drop, &reference.frame)?,
+        ))
+    };
+    let floors_before = floors()?;
+    let mut timed_cases = Vec::new();
+    for case in cases::all() {
+        program.check(&case)?;
+        let t = time_per_run(&filter_xdp, &case.frame)?;
+        timed_cases.push((case, t));
+    }
+    let floors_after = floors()?;
+    let faster = |a: Timing, b: Timing| if b.ns < a.ns { b } else { a };
+    let floor_pass = faster(floors_before.0, floors_after.0);
+    let floor_drop = faster(floors_before.1, floors_after.1);
 
     let mut per_packet = Section::new(
         "In-kernel cost per packet (BPF_PROG_TEST_RUN)",
@@ -258,6 +275,11 @@ pub fn run() -> Result<Part> {
          own cost per run, and every ratio is to that floor. Each case is first run once and \
          its verdict and counter checked.",
     );
+    per_packet.note(format!(
+        "The floor was timed before the cases and after them: bare XDP_PASS {:.1} and \
+         {:.1} ns, bare XDP_DROP {:.1} and {:.1} ns; the faster of each pair is the floor.",
+        floors_before.0.ns, floors_after.0.ns, floors_before.1.ns, floors_after.1.ns
+    ));
     let row = |name: &str, verdict: &str, t: Timing| {
         vec![
             name.to_owned(),
@@ -271,9 +293,7 @@ pub fn run() -> Result<Part> {
     per_packet.row(row("bare XDP_PASS program", "pass", floor_pass));
     per_packet.row(row("bare XDP_DROP program", "drop", floor_drop));
     let mut timed = Vec::new();
-    for case in cases::all() {
-        program.check(&case)?;
-        let t = time_per_run(&filter_xdp, &case.frame)?;
+    for (case, t) in timed_cases {
         per_packet.row(row(&case.name, case.verdict.name(), t));
         timed.push((case.name, t.ns));
     }
