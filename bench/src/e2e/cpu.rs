@@ -16,29 +16,19 @@ use cors_filter_tests::harness::process::run_ok;
 /// `utime + stime` of `/proc/PID/stat` are derived from, with nanosecond
 /// rather than clock-tick resolution).
 pub fn process_ns(pid: u32) -> Result<u64> {
-    let dir = format!("/proc/{pid}/task");
-    let mut total = 0;
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
-        let path = entry
-            .with_context(|| format!("cannot list {dir}"))?
-            .path()
-            .join("schedstat");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let ns: u64 = text
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("{} holds {text:?}, not a run time", path.display()))?;
-        total += ns;
-    }
-    Ok(total)
+    schedstat_sum(pid, 0, "run time")
 }
 
 /// Times the threads of process `pid` were switched onto a CPU so far: the
 /// third field of each `schedstat` (for a NAPI kthread, about the number of
 /// times it woke up to poll).
 pub fn process_runs(pid: u32) -> Result<u64> {
+    schedstat_sum(pid, 2, "run count")
+}
+
+/// Field `field` of every thread's `schedstat` of process `pid`, summed;
+/// `what` names the field in errors.
+fn schedstat_sum(pid: u32, field: usize, what: &str) -> Result<u64> {
     let dir = format!("/proc/{pid}/task");
     let mut total = 0;
     for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
@@ -48,12 +38,12 @@ pub fn process_runs(pid: u32) -> Result<u64> {
             .join("schedstat");
         let text =
             fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let runs: u64 = text
+        let value: u64 = text
             .split_whitespace()
-            .nth(2)
+            .nth(field)
             .and_then(|f| f.parse().ok())
-            .with_context(|| format!("{} holds {text:?}, not a run count", path.display()))?;
-        total += runs;
+            .with_context(|| format!("{} holds {text:?}, not a {what}", path.display()))?;
+        total += value;
     }
     Ok(total)
 }

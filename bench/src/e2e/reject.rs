@@ -15,7 +15,7 @@ use super::{
     filter::Filter,
     link,
     nginx::{self, Nginx, PORT},
-    sender::{self, Ends},
+    sender::{self, Ends, Pace, Queueing},
     wrk,
 };
 use crate::{
@@ -109,9 +109,8 @@ fn raw_run(
         &pair.client_ns_path(),
         CLIENT_IF,
         frames.to_vec(),
-        RATE,
-        RATE * SEND_SECONDS,
-        Duration::from_secs(SEND_SECONDS + 2),
+        Pace::for_seconds(RATE, SEND_SECONDS),
+        Queueing::Bypass,
     )?;
     std::thread::sleep(SETTLE);
     // A thread that ended meanwhile takes its run time with it: never below 0.

@@ -23,7 +23,7 @@ use super::{
     filter::Filter,
     link,
     nginx::PORT,
-    sender::{self, Ends},
+    sender::{self, Ends, Pace, Queueing},
 };
 use crate::{
     affinity,
@@ -226,35 +226,20 @@ impl Setup {
             daemon_ns()?,
             MachineCpu::now()?,
         );
-        let sent = sender::send_hashed(
+        let sent = sender::send(
             &self.pair.client_ns_path(),
             CLIENT_IF,
             self.frames.clone(),
-            RATE,
-            RATE * SEND_SECONDS,
-            Duration::from_secs(SEND_SECONDS + 2),
+            Pace::for_seconds(RATE, SEND_SECONDS),
+            Queueing::ByFlowHash,
         )?;
         std::thread::sleep(SETTLE);
-        let queue_ns: Vec<u64> = self
-            .queue_ns()?
-            .iter()
-            .zip(&ns_before)
-            .map(|(after, before)| after.saturating_sub(*before))
-            .collect();
-        let queue_runs: Vec<u64> = self
-            .queue_runs()?
-            .iter()
-            .zip(&runs_before)
-            .map(|(after, before)| after.saturating_sub(*before))
-            .collect();
+        let queue_ns = since(&self.queue_ns()?, &ns_before);
+        let queue_runs = since(&self.queue_runs()?, &runs_before);
         let daemon_ns = daemon_ns()?.saturating_sub(daemon_before);
         let machine_s = MachineCpu::now()?.busy_since(&machine_before);
         let frames_after = self.queue_frames()?;
-        let queue_frames: Vec<u64> = frames_after
-            .iter()
-            .zip(&frames_before)
-            .map(|(after, before)| after.saturating_sub(*before))
-            .collect();
+        let queue_frames = since(&frames_after, &frames_before);
         let rejections = self
             .dropper
             .rejections(&frames_after)?
@@ -303,6 +288,16 @@ impl Setup {
         }
         Ok(run)
     }
+}
+
+/// Per queue, what a count moved by from `before` to `after` (never below
+/// 0: a thread that ended meanwhile takes its count with it).
+fn since(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .collect()
 }
 
 /// What one round of one setup measured.

@@ -85,53 +85,61 @@ pub struct Sent {
     pub elapsed: Duration,
 }
 
+/// How the frames reach the client interface's driver.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Queueing {
+    /// Straight to the driver (`PACKET_QDISC_BYPASS`), as a packet
+    /// generator's would: the client's qdisc layer is none of the server's
+    /// cost. The kernel picks the transmit queue from the sending CPU
+    /// (`packet_pick_tx_queue`: CPU % queues), so one pinned sender fills
+    /// one queue of a multi-queue veth.
+    Bypass,
+    /// Through the queueing layer (`dev_queue_xmit`; veth's qdisc is
+    /// `noqueue`), which picks each frame's transmit queue from its flow
+    /// hash. veth hands a frame to the peer's receive queue of the same
+    /// number.
+    ByFlowHash,
+}
+
+/// How fast and how long to send.
+#[derive(Clone, Copy)]
+pub struct Pace {
+    /// Frames a second.
+    pub rate: u64,
+    /// Frames in all.
+    pub count: u64,
+    /// When to stop even if not all are sent.
+    pub limit: Duration,
+}
+
+impl Pace {
+    /// `rate` frames a second for `seconds`, stopped 2 s after that at
+    /// the latest.
+    pub fn for_seconds(rate: u64, seconds: u64) -> Pace {
+        Pace {
+            rate,
+            count: rate * seconds,
+            limit: Duration::from_secs(seconds + 2),
+        }
+    }
+}
+
 /// Sends `frames` round robin out of `ifname` in the network namespace at
-/// `ns_path`, paced at `rate` frames a second, until `count` frames are
-/// sent or `limit` has passed.
+/// `ns_path`, as `pace` says, until all are sent or its limit has passed.
 pub fn send(
     ns_path: &str,
     ifname: &str,
     frames: Vec<Vec<u8>>,
-    rate: u64,
-    count: u64,
-    limit: Duration,
+    pace: Pace,
+    queueing: Queueing,
 ) -> Result<Sent> {
-    send_inner(ns_path, ifname, frames, rate, count, limit, true)
-}
-
-/// [`send`] through the client's queueing layer (`dev_queue_xmit`; veth's
-/// qdisc is `noqueue`), so that the kernel picks each frame's transmit
-/// queue from its flow hash. `PACKET_QDISC_BYPASS`, which [`send`] uses,
-/// picks the queue from the sending CPU instead (`packet_pick_tx_queue`
-/// records CPU % queues as the skb's queue), so one pinned sender fills
-/// one queue of a multi-queue veth. veth hands a frame to the peer's
-/// receive queue of the same number.
-pub fn send_hashed(
-    ns_path: &str,
-    ifname: &str,
-    frames: Vec<Vec<u8>>,
-    rate: u64,
-    count: u64,
-    limit: Duration,
-) -> Result<Sent> {
-    send_inner(ns_path, ifname, frames, rate, count, limit, false)
-}
-
-fn send_inner(
-    ns_path: &str,
-    ifname: &str,
-    frames: Vec<Vec<u8>>,
-    rate: u64,
-    count: u64,
-    limit: Duration,
-    qdisc_bypass: bool,
-) -> Result<Sent> {
+    let Pace { rate, count, limit } = pace;
     let (ns_path, ifname) = (ns_path.to_owned(), ifname.to_owned());
     // setns moves the calling thread only: a thread of its own sends.
     std::thread::spawn(move || {
         enter_netns(&ns_path)?;
         crate::affinity::pin_to_cpu(CLIENT_CPU, "sending thread")?;
-        let socket = packet_socket(&ifname, qdisc_bypass)
+        let socket = packet_socket(&ifname, queueing)
             .with_context(|| format!("cannot open an AF_PACKET socket on {ifname} in {ns_path}"))?;
         paced(&socket, &frames, rate, count, limit)
             .with_context(|| format!("cannot send on {ifname} in {ns_path}"))
@@ -143,7 +151,7 @@ fn send_inner(
 /// An `AF_PACKET` raw socket bound to `ifname` for sending only: protocol 0
 /// hooks no receive path, so the socket costs nothing on the frames other
 /// traffic brings.
-fn packet_socket(ifname: &str, qdisc_bypass: bool) -> Result<OwnedFd> {
+fn packet_socket(ifname: &str, queueing: Queueing) -> Result<OwnedFd> {
     let name = std::ffi::CString::new(ifname).context("bad interface name")?;
     // SAFETY: `name` is a valid C string.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -172,11 +180,9 @@ fn packet_socket(ifname: &str, qdisc_bypass: bool) -> Result<OwnedFd> {
     if bound != 0 {
         return Err(std::io::Error::last_os_error()).context("bind(AF_PACKET)");
     }
-    if !qdisc_bypass {
+    if queueing == Queueing::ByFlowHash {
         return Ok(socket);
     }
-    // The frames go straight to the driver, as a packet generator's would:
-    // the client's qdisc layer is none of the server's cost.
     let one: libc::c_int = 1;
     // SAFETY: an int option of the size given, alive across the call.
     let set = unsafe {
