@@ -3,6 +3,9 @@
 /// Path of the preflight's request line.
 pub const PATH: &str = "/api/items/42";
 
+/// The origin the end-to-end parts' preflights come from: not allowed.
+pub const DENIED_ORIGIN: &str = "https://evil.example";
+
 /// The header lines of a browser's preflight from `origin`, all but `Host`
 /// and `Connection` (wrk writes `Host` itself, and `Connection` differs
 /// between the runs).

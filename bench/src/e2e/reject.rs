@@ -19,7 +19,7 @@ use super::{
     wrk,
 };
 use crate::{
-    preflight::{self, PATH},
+    preflight::{self, DENIED_ORIGIN as EVIL, PATH},
     report::{Part, Section, Target, ratio},
 };
 
@@ -34,8 +34,6 @@ const WRK_SECONDS: u32 = 5;
 const WRK_CONNECTIONS: u32 = 16;
 /// Time for the receive path to drain its ring after the last frame.
 const SETTLE: Duration = Duration::from_millis(300);
-
-const EVIL: &str = "https://evil.example";
 
 /// The preflight as the raw frames carry it.
 fn preflight() -> Vec<u8> {

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     affinity,
-    preflight::{self, PATH},
+    preflight::{self, DENIED_ORIGIN as EVIL, PATH},
     report::{Part, Section, Target, ratio},
 };
 
@@ -48,8 +48,6 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// The bound: 2 queues handle at least this many times the
 /// rejections of 1.
 const TARGET: f64 = 1.7;
-
-const EVIL: &str = "https://evil.example";
 
 /// What drops the preflights on the server end.
 enum Dropper {
