@@ -38,6 +38,18 @@ impl ScanBuf {
         u64::from_le(self.words()[(from / WORD) % (SCAN_BUF_LEN / WORD)])
     }
 
+    /// The `N` aligned words from the one that holds the byte at `from`,
+    /// which is in a chunk (below [`SCAN_BYTES`], to which it is masked):
+    /// one address, and each word a load at a fixed offset from it.
+    #[inline(always)]
+    pub fn aligned_words<const N: usize>(&self, from: usize) -> &[u64; N] {
+        const { assert!(SCAN_BYTES + N * WORD <= SCAN_BUF_LEN) };
+        let first = (from % SCAN_BYTES) / WORD;
+        // SAFETY: `first + N` words are at most `SCAN_BUF_LEN / WORD`
+        // (asserted above), all in the buffer.
+        unsafe { &*self.words().as_ptr().add(first).cast::<[u64; N]>() }
+    }
+
     #[inline(always)]
     fn words(&self) -> &[u64; SCAN_BUF_LEN / WORD] {
         // SAFETY: `ScanBuf` is 8-byte aligned and its size a multiple of

@@ -78,6 +78,15 @@ const fn line_end_marks(word: u64) -> u64 {
     byte_marks(word, b'\n')
 }
 
+/// The high bit of every byte of `word` below 0x0E (`\t`, `\n` and `\r`
+/// among them), and no other bit: `(b & 0x7f) + 0x72` reaches 0x80 iff
+/// `b & 0x7f` is 0x0E or more, with no carry out of the byte; ORing `word`
+/// marks the bytes from 0x80 on too.
+#[inline(always)]
+const fn control_marks(word: u64) -> u64 {
+    !(((word & LOWS) + 0x7272_7272_7272_7272) | word) & !LOWS
+}
+
 /// The end of a line the chunk holds within [`WHOLE_LINE`] bytes (see
 /// [`whole_line_end`]).
 #[derive(Clone, Copy)]
@@ -94,44 +103,85 @@ pub(super) struct LineEnd {
 /// the chunk from `at`; and whether the bytes before it hold a bare `\r`,
 /// found in the same pass (a `\r` right before the `\n` is not bare).
 ///
-/// Reads the buffer's aligned words from the one `at` is in (bytes before
-/// `at` masked off), one load each. Words past the chunk are read too
-/// (stale bytes, inside the buffer): a `\n` found there is past `avail`,
-/// so there is none before it.
+/// Reads the buffer's aligned words from the one `at` (in the chunk) is
+/// in, bytes before `at` masked off, one load each at a fixed offset.
+/// Words past the chunk are read too (stale bytes, inside the buffer): a
+/// `\n` found there is past `avail`, so there is none before it.
+///
+/// Most words of a line hold no byte below 0x0E ([`control_marks`]), so
+/// neither a `\n` nor a `\r`: one test each, and only the others are
+/// looked at byte by byte. The word loop is written out (a macro): as a
+/// loop with that branch, LLVM keeps it rolled.
+// The last word's count of `\r`s is not read: no word follows it.
+#[allow(unused_assignments)]
 #[inline(always)]
 pub(super) fn whole_line_end(buf: &ScanBuf, at: usize, avail: usize) -> Option<LineEnd> {
-    let lead = at % WORD;
-    let base = at - lead;
-    // The `\r` marks of the words before the last one read, and of that one.
-    let (mut before, mut last) = (0u64, 0u64);
-    let mut keep = u64::MAX << (8 * lead);
-    let mut w = 0;
-    while w <= WHOLE_LINE / WORD {
-        let word = buf.aligned_word(base + w * WORD);
-        let marks = line_end_marks(word) & keep;
-        let crs = byte_marks(word, b'\r') & keep;
-        if marks != 0 {
-            let at_lf = first_marked(marks);
-            let end = w * WORD + at_lf - lead;
-            if end >= avail || end >= WHOLE_LINE {
-                return None;
+    let words = buf.aligned_words::<{ WHOLE_LINE / WORD + 1 }>(at);
+    // How many `\r` the words before the one read hold, per byte lane
+    // (at most one a word: no carry crosses lanes).
+    let mut crs = 0u64;
+    macro_rules! word {
+        ($w:expr, $keep:expr) => {
+            let keep: u64 = $keep;
+            let word = u64::from_le(words[$w]);
+            if control_marks(word) & keep != 0 {
+                let marks = line_end_marks(word) & keep;
+                if marks != 0 {
+                    return line_end_in(buf, at, avail, $w, word & keep, marks, crs);
+                }
+                crs += (byte_marks(word, b'\r') & keep) >> 7;
             }
-            // Bytes of this word before the `\n`, and before the byte
-            // before it: at_lf 0 leaves none, and the byte before the `\n`
-            // is the last word's top one, which `last_mask` leaves out.
-            let before_lf = (1u64 << (8 * at_lf)) - 1;
-            let last_mask = 0x7fff_ffff_ffff_ffff | ((before_lf & 1) << 63);
-            return Some(LineEnd {
-                end,
-                bare_cr: before | (last & last_mask) | (crs & (before_lf >> 8)),
-            });
-        }
-        before |= last;
-        last = crs;
-        keep = u64::MAX;
-        w += 1;
+        };
     }
+    word!(0, u64::MAX << (8 * (at % WORD)));
+    word!(1, u64::MAX);
+    word!(2, u64::MAX);
+    word!(3, u64::MAX);
+    word!(4, u64::MAX);
+    word!(5, u64::MAX);
+    word!(6, u64::MAX);
+    word!(7, u64::MAX);
+    word!(8, u64::MAX);
+    word!(9, u64::MAX);
+    word!(10, u64::MAX);
+    word!(11, u64::MAX);
+    word!(12, u64::MAX);
+    word!(13, u64::MAX);
+    word!(14, u64::MAX);
+    word!(15, u64::MAX);
+    word!(16, u64::MAX);
+    const _: () = assert!(WHOLE_LINE / WORD == 16);
     None
+}
+
+/// [`whole_line_end`]'s answer from the first word with a `\n`, the `w`th
+/// (`word`, its bytes before `at` cleared; `marks`, its `\n` marks), and
+/// the `\r`s counted before it (`crs`).
+#[inline(always)]
+fn line_end_in(
+    buf: &ScanBuf,
+    at: usize,
+    avail: usize,
+    w: usize,
+    word: u64,
+    marks: u64,
+    crs: u64,
+) -> Option<LineEnd> {
+    let at_lf = first_marked(marks);
+    let end = w * WORD + at_lf - at % WORD;
+    if end >= avail || end >= WHOLE_LINE {
+        return None;
+    }
+    // With this word's before the byte before the `\n` (none at at_lf 0
+    // or 1); a `\r` right before the `\n` is not bare: at at_lf 0, the
+    // last word's top byte, counted in `crs`, taken back off.
+    let before_lf = (1u64 << (8 * at_lf)) - 1;
+    let crs = crs + ((byte_marks(word, b'\r') & (before_lf >> 8)) >> 7);
+    let cr_lf = at_lf == 0 && w > 0 && buf.aligned_word(at + end - 1) >> 56 == b'\r' as u64;
+    Some(LineEnd {
+        end,
+        bare_cr: crs - ((cr_lf as u64) << 56),
+    })
 }
 
 /// The index of the first byte of `word` whose high bit is set (`marks`
@@ -231,6 +281,74 @@ pub(super) fn known_method_at(buf: &ScanBuf, at: usize, avail: usize) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{SCAN_BUF_LEN, SCAN_BYTES};
+
+    #[test]
+    fn control_marks_are_the_bytes_below_0x0e() {
+        for b in 0..=255u8 {
+            for k in 0..WORD {
+                let word = 0x4141_4141_4141_4141u64 & !(0xff << (8 * k)) | (b as u64) << (8 * k);
+                let want = if b < 0x0e { 0x80u64 << (8 * k) } else { 0 };
+                assert_eq!(control_marks(word), want, "{b:#x} at {k}");
+            }
+        }
+    }
+
+    /// [`whole_line_end`] byte by byte: the first `\n` within
+    /// `WHOLE_LINE` and `avail` bytes of `at`, and a `\r` before the byte
+    /// before it.
+    fn line_end_bytewise(buf: &ScanBuf, at: usize, avail: usize) -> Option<(usize, bool)> {
+        let end = (0..WHOLE_LINE).find(|&k| buf[at + k] == b'\n')?;
+        (end < avail).then(|| {
+            (
+                end,
+                (0..end.saturating_sub(1)).any(|k| buf[at + k] == b'\r'),
+            )
+        })
+    }
+
+    #[test]
+    fn whole_line_end_agrees_with_a_byte_at_a_time_scan() {
+        let alphabet = *b"a\r\n\t\x0e\x0d\x8d\x8a\x00\xff :";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut buf = ScanBuf([0; SCAN_BUF_LEN]);
+        for round in 0..200_000 {
+            // Mostly plain bytes, a few of the others, in lines of any length.
+            let rare = 1 + (next() % 64) as usize;
+            let at = if round % 4 == 3 {
+                (next() % SCAN_BYTES as u64) as usize
+            } else {
+                (next() % (2 * WORD as u64)) as usize
+            };
+            let base = at - at % WORD;
+            for b in buf.iter_mut().skip(base).take(WHOLE_LINE + 2 * WORD) {
+                let r = next();
+                *b = if (r % rare as u64) == 0 {
+                    alphabet[(r >> 32) as usize % alphabet.len()]
+                } else {
+                    b'a'
+                };
+            }
+            let avail = if round % 2 == 0 {
+                SCAN_BYTES
+            } else {
+                1 + (next() % 140) as usize
+            };
+            let got = whole_line_end(&buf, at, avail).map(|l| (l.end, l.bare_cr != 0));
+            assert_eq!(
+                got,
+                line_end_bytewise(&buf, at, avail),
+                "at {at} avail {avail}: {:?}",
+                &buf[..160]
+            );
+        }
+    }
 
     #[test]
     fn first_marked_is_the_lowest_marked_byte() {
