@@ -614,6 +614,26 @@ fn the_short_path_and_the_full_walk_agree() -> Result<()> {
     };
     let options = [0x01, 0x01, 0x01, 0x01];
     let other = |p: Packet| p.dst_port(8081);
+    // Offsets in a frame `Packet` built without VLAN tags or IP options.
+    const IP: usize = 14;
+    const IPV4_TCP: usize = IP + 20;
+    // A frame with some bytes written over, or cut short.
+    let patched = |name: &str, packet: Packet, at: usize, bytes: &[u8], reason| {
+        let mut frame = packet.build();
+        frame[at..at + bytes.len()].copy_from_slice(bytes);
+        case(name, frame, "pass", reason)
+    };
+    // TCP behind a 12-byte IPv4 authentication header (RFC 4302), which the
+    // full walk reads past.
+    let behind_ah = |name: &str, packet: Packet, reason| {
+        let mut frame = packet.build();
+        let total = u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]) + 12;
+        frame[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        frame[IP + 9] = 51;
+        let ah = [6, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1];
+        frame.splice(IPV4_TCP..IPV4_TCP, ah);
+        case(name, frame, "pass", reason)
+    };
     let cases = vec![
         frame(
             "another port",
@@ -704,14 +724,97 @@ fn the_short_path_and_the_full_walk_agree() -> Result<()> {
         cut(
             "IPv4, TCP header cut after the ports",
             other(Packet::ipv4(b"")),
-            14 + 20 + 4,
+            IPV4_TCP + 4,
             "pass_truncated",
         ),
         cut(
             "IPv6, TCP header cut after the ports",
             other(Packet::ipv6(b"")),
-            14 + 40 + 4,
+            IP + 40 + 4,
             "pass_truncated",
+        ),
+        cut(
+            "UDP, cut inside its IPv4 header",
+            Packet::ipv4(get).protocol(IPPROTO_UDP),
+            30,
+            "pass_not_tcp",
+        ),
+        cut(
+            "UDP, cut inside its IPv6 header",
+            Packet::ipv6(get).protocol(IPPROTO_UDP),
+            30,
+            "pass_not_tcp",
+        ),
+        cut(
+            "IPv6, cut right after the next header",
+            Packet::ipv6(get).protocol(IPPROTO_UDP),
+            IP + 7,
+            "pass_not_tcp",
+        ),
+        cut(
+            "IPv6, cut before the next header",
+            Packet::ipv6(get).protocol(IPPROTO_UDP),
+            IP + 6,
+            "pass_truncated",
+        ),
+        patched(
+            "another port, IPv4 total length below the header's",
+            other(Packet::ipv4(get)),
+            IP + 2,
+            &19u16.to_be_bytes(),
+            "pass_truncated",
+        ),
+        patched(
+            "UDP, IPv4 total length below the header's",
+            Packet::ipv4(get).protocol(IPPROTO_UDP),
+            IP + 2,
+            &19u16.to_be_bytes(),
+            "pass_truncated",
+        ),
+        patched(
+            "another port, TCP data offset below 5",
+            other(Packet::ipv4(get)),
+            IPV4_TCP + 12,
+            &[0x40],
+            "pass_truncated",
+        ),
+        patched(
+            "an acknowledgment whose TCP header is longer than the IPv4 packet",
+            Packet::ipv4(b"").tcp_flags(TCP_ACK),
+            IPV4_TCP + 12,
+            &[0xf0],
+            "pass_truncated",
+        ),
+        patched(
+            "an acknowledgment whose TCP header is longer than the IPv6 payload",
+            Packet::ipv6(b"").tcp_flags(TCP_ACK),
+            IP + 4,
+            &10u16.to_be_bytes(),
+            "pass_truncated",
+        ),
+        patched(
+            "another port, a TCP header longer than the IPv4 packet",
+            other(Packet::ipv4(b"")),
+            IPV4_TCP + 12,
+            &[0xf0],
+            "pass_truncated",
+        ),
+        patched(
+            "another port, a TCP header longer than the IPv6 payload",
+            other(Packet::ipv6(b"")),
+            IP + 4,
+            &10u16.to_be_bytes(),
+            "pass_truncated",
+        ),
+        behind_ah(
+            "another port, TCP behind IPv4 AH",
+            other(Packet::ipv4(get)),
+            "pass_port_not_inspected",
+        ),
+        behind_ah(
+            "an acknowledgment behind IPv4 AH",
+            Packet::ipv4(b"").tcp_flags(TCP_ACK),
+            "pass_no_payload",
         ),
     ];
     check(&config(""), cases)

@@ -132,8 +132,8 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
 /// settings and no event unless the outcome may drop.
 #[inline(always)]
 fn filter<F: StepFrame>(ctx: &F) -> Verdict {
-    if let Some(outcome) = short_path::outcome(ctx) {
-        count(outcome.counters().0);
+    if let Some(settled) = short_path::outcome(ctx) {
+        count(settled.counter());
         return Verdict::Pass;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {

@@ -107,27 +107,39 @@ pub fn run(builds: &[String]) -> Result<Part> {
     let (mut floor_pass, mut floor_drop) = (f64::INFINITY, f64::INFINITY);
     let (mut single_pass, mut single_drop) = (f64::INFINITY, f64::INFINITY);
     let fastest = |kept: &mut f64, t: Timing| *kept = kept.min(t.ns);
-    for _ in 0..ROUNDS {
+    // The slowest round of each build on each row too, for the spread.
+    let mut slowest_case = vec![vec![0f64; builds.len()]; all.len()];
+    let mut slowest_segment: Vec<Vec<f64>> = Vec::new();
+    for round in 0..ROUNDS {
         fastest(&mut floor_pass, time_per_run(&bare_pass, &reference.frame)?);
         fastest(&mut floor_drop, time_per_run(&bare_drop, &reference.frame)?);
         single_pass = single_pass.min(time_single_runs(&bare_pass, &reference.frame)?);
         single_drop = single_drop.min(time_single_runs(&bare_drop, &reference.frame)?);
+        // Each round starts with another build, so that no build is
+        // always timed first (or last) after the one before it.
+        let order: Vec<usize> = (0..builds.len())
+            .map(|k| (k + round) % builds.len())
+            .collect();
         for (i, case) in all.iter().enumerate() {
-            for (b, build) in builds.iter().enumerate() {
-                fastest(&mut per_case[i][b], time_per_run(&build.xdp, &case.frame)?);
+            for &b in &order {
+                let ns = time_per_run(&builds[b].xdp, &case.frame)?.ns;
+                per_case[i][b] = per_case[i][b].min(ns);
+                slowest_case[i][b] = slowest_case[i][b].max(ns);
             }
         }
         let mut row = 0;
         for sequence in &sequences {
-            for b in 0..builds.len() {
+            for &b in &order {
                 for (s, ns) in time_sequence(&builds[b].xdp, sequence)?
                     .into_iter()
                     .enumerate()
                 {
                     if per_segment.len() <= row + s {
                         per_segment.push(vec![f64::INFINITY; builds.len()]);
+                        slowest_segment.push(vec![0.0; builds.len()]);
                     }
                     per_segment[row + s][b] = per_segment[row + s][b].min(ns);
+                    slowest_segment[row + s][b] = slowest_segment[row + s][b].max(ns);
                 }
             }
             row += sequence.segments.len();
@@ -143,16 +155,19 @@ pub fn run(builds: &[String]) -> Result<Part> {
         builds[0].name
     ));
     header.push(format!("{} vs its floor", builds[builds.len() - 1].name));
+    header.push("rounds' spread, slowest over fastest, per build".to_owned());
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut section = Section::new("Builds compared (BPF_PROG_TEST_RUN)", &header);
     section.note(format!(
         "Each build's program is loaded with the same one-entry allowlist and timed on the \
          same frames as the per-packet table, the builds one after the other for each \
-         case, in {ROUNDS} rounds; a figure is the build's fastest round. Floor in this run: \
-         bare XDP_PASS {floor_pass:.1} ns, bare XDP_DROP {floor_drop:.1} ns; the last \
-         column is the build's figure over the floor of its verdict (XDP_DROP for a dropped \
-         packet). Segments of a connection are timed one run per call, less \
-         {one_run_overhead:.1} ns of one-run overhead (see the connections table)."
+         case, each round starting with the next build, in {ROUNDS} rounds; a figure is the \
+         build's fastest round, and the last column says how far its slowest round was \
+         from it. Floor in this run: bare XDP_PASS {floor_pass:.1} ns, bare XDP_DROP \
+         {floor_drop:.1} ns; the column before is the last build's figure over the floor \
+         of its verdict (XDP_DROP for a dropped packet). Segments of a connection are timed \
+         one run per call, less {one_run_overhead:.1} ns of one-run overhead (see the \
+         connections table): their rows move by tens of nanoseconds between rounds."
     ));
     let mut verifier = vec!["verifier instructions, XDP / TC".to_owned()];
     for build in &builds {
@@ -160,23 +175,31 @@ pub fn run(builds: &[String]) -> Result<Part> {
         let show = |n: Option<u32>| n.map_or("?".to_owned(), |n| n.to_string());
         verifier.push(format!("{} / {}", show(xdp), show(tc)));
     }
-    verifier.extend([String::new(), String::new()]);
+    verifier.extend([String::new(), String::new(), String::new()]);
     section.row(verifier);
     let last = builds.len() - 1;
-    let mut push = |name: &str, figures: &[f64], floor: f64| {
+    let mut push = |name: &str, figures: &[f64], slowest: &[f64], floor: f64| {
         let mut row = vec![name.to_owned()];
         row.extend(figures.iter().map(|ns| format!("{ns:.1}")));
         row.push(format!("{:.2}", figures[last] / figures[0]));
         row.push(ratio(figures[last] / floor));
+        row.push(
+            slowest
+                .iter()
+                .zip(figures)
+                .map(|(slow, fast)| format!("{:.2}", slow / fast))
+                .collect::<Vec<_>>()
+                .join(" / "),
+        );
         section.row(row);
     };
-    for (case, figures) in all.iter().zip(&per_case) {
+    for (i, (case, figures)) in all.iter().zip(&per_case).enumerate() {
         let floor = if case.verdict == XdpVerdict::Drop {
             floor_drop
         } else {
             floor_pass
         };
-        push(&case.name, figures, floor);
+        push(&case.name, figures, &slowest_case[i], floor);
     }
     let mut row = 0;
     for sequence in &sequences {
@@ -185,12 +208,21 @@ pub fn run(builds: &[String]) -> Result<Part> {
                 .iter()
                 .map(|ns| ns - one_run_overhead)
                 .collect();
+            let slowest: Vec<f64> = slowest_segment[row]
+                .iter()
+                .map(|ns| ns - one_run_overhead)
+                .collect();
             let floor = if *counter == Counter::PreflightDeny {
                 floor_drop
             } else {
                 floor_pass
             };
-            push(&format!("{}: {segment}", sequence.name), &figures, floor);
+            push(
+                &format!("{}: {segment}", sequence.name),
+                &figures,
+                &slowest,
+                floor,
+            );
             row += 1;
         }
     }

@@ -5,7 +5,7 @@
 
 use super::{NAMES, WHOLE_LINE, header};
 use crate::{
-    http::{SCAN_MASK, ScanBuf, WORD},
+    http::{SCAN_BYTES, SCAN_MASK, ScanBuf, WORD},
     method::Method,
 };
 
@@ -116,6 +116,9 @@ pub(super) struct LineEnd {
 #[allow(unused_assignments)]
 #[inline(always)]
 pub(super) fn whole_line_end(buf: &ScanBuf, at: usize, avail: usize) -> Option<LineEnd> {
+    // In the chunk, as `aligned_words` and the `\r` read of `line_end_in`
+    // both take it (they wrap at different bounds).
+    debug_assert!(at < SCAN_BYTES);
     let words = buf.aligned_words::<{ WHOLE_LINE / WORD + 1 }>(at);
     // How many `\r` the words before the one read hold, per byte lane
     // (at most one a word: no carry crosses lanes).
@@ -281,7 +284,7 @@ pub(super) fn known_method_at(buf: &ScanBuf, at: usize, avail: usize) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{SCAN_BUF_LEN, SCAN_BYTES};
+    use crate::http::SCAN_BUF_LEN;
 
     #[test]
     fn control_marks_are_the_bytes_below_0x0e() {
