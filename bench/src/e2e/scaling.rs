@@ -470,8 +470,8 @@ pub fn run() -> Result<Part> {
          would pick it from the sending CPU: all on one queue); veth hands each frame to the \
          server's receive queue of the same number. The setups run alternately, {ROUNDS} \
          rounds each. Queue 0's kthread (the only one with 1 queue) shares CPU {} with the \
-         sender, which has just written the frames it polls into that CPU's cache; queue 1's \
-         come from the other CPU: the µs per rejection per queue show what that costs.",
+         sender; queue 1's frames are written on the other CPU. The µs per rejection and \
+         the frames per kthread run, per queue, show what each queue's placement cost.",
         super::nginx::CLIENT_CPU,
         sender::FLOWS,
         super::nginx::CLIENT_CPU,
@@ -480,7 +480,9 @@ pub fn run() -> Result<Part> {
         "This machine has {} CPUs and the sender needs CPU too, so a saturation rate cannot be \
          read directly: capacity = rejections (the filter's `preflight_deny` counter) / run \
          time of the busiest queue's kthread (schedstat), the rejections a second the setup \
-         would handle with each queue's kthread saturating a CPU of its own. Frames share per \
+         would handle with each queue's kthread saturating a CPU of its own, if a frame cost \
+         at saturation what it costs at this rate (at saturation each poll would find more \
+         frames, and cost less per frame). Frames share per \
          queue: `ethtool -S` `rx_queue_<i>_xdp_packets` of the server end (a round fails if a \
          queue gets under {:.0}%); µs per rejection per queue: that kthread's run time over \
          its queue's frames; frames per kthread run: its queue's frames over the times the \
