@@ -139,11 +139,12 @@ pub const DENIALS_BYTES: u32 = 256 * 1024;
 /// module). Half the buffer rather than less: each wake-up is a
 /// self-interrupt (`irq_work`), a trap to the hypervisor in a virtual
 /// machine, and at an eighth of the buffer it cost a denied preflight
-/// 40 to 80 ns under `BPF_PROG_TEST_RUN` (issue 17, BENCHMARKS.md), for no
-/// fewer events lost in a flood. The window is two records wide because a record reserved at
-/// the same time on another CPU counts in what waits; should both miss it,
-/// the timer reads the records (each wake-up is an interrupt, so the
-/// window is kept narrow).
+/// 40 to 80 ns under `BPF_PROG_TEST_RUN` (issue 17, BENCHMARKS.md); the
+/// price, a woken reader's headroom of 496 records rather than 868, lost
+/// no more events in a flood on an idle machine. The window is two
+/// records wide because a record reserved at the same time on another CPU
+/// counts in what waits; should both miss it, the timer reads the records
+/// (each wake-up is an interrupt, so the window is kept narrow).
 pub const WAKEUP_BYTES: u64 = DENIALS_BYTES as u64 / 2;
 pub const WAKEUP_WINDOW: u64 = 2;
 /// Bytes one record takes in the ring buffer: its 8-byte header and the

@@ -127,7 +127,7 @@ pub fn cors_filter_tc(ctx: TcContext) -> i32 {
 /// Inspects one packet, counts what it was, and says what to do with it.
 ///
 /// Most packets are not TCP to an inspected port; their path is kept
-/// short (`short_path`): one bounds check, the port, one counter. On the
+/// short (`short_path`): a bounds check or two, the port, one counter. On the
 /// full path: no connection lookup unless the port is inspected, no
 /// settings and no event unless the outcome may drop.
 #[inline(always)]
