@@ -27,7 +27,7 @@ use cors_filter_user::{
     kernel::testrun::{test_run, xdp_program},
 };
 
-use self::cases::{Allowlist, Case};
+use self::cases::{Allowlist, Case, XdpVerdict};
 use crate::{
     affinity::pin_to_cpu,
     report::{Part, Section, Target, ratio},
@@ -97,6 +97,25 @@ impl Program {
         Ok(())
     }
 
+    /// Runs `sequence` once, on a connection of its own, and checks each
+    /// segment's verdict and counter.
+    fn check_sequence(&mut self, sequence: &cases::Sequence) -> Result<()> {
+        for ((frame, (segment, _)), counter) in sequence
+            .frames(9_999)
+            .iter()
+            .zip(&sequence.segments)
+            .zip(&sequence.counters)
+        {
+            let verdict = if *counter == Counter::PreflightDeny {
+                XdpVerdict::Drop
+            } else {
+                XdpVerdict::Pass
+            };
+            self.check_run(segment, frame, verdict as u32, *counter)?;
+        }
+        Ok(())
+    }
+
     /// Runs `frame` once and checks the return value and the counter.
     fn check_run(&mut self, name: &str, frame: &[u8], retval: u32, counter: Counter) -> Result<()> {
         let before = self.filter.counters()?;
@@ -113,6 +132,13 @@ impl Program {
         }
         Ok(())
     }
+}
+
+/// A bare `r0 = XDP_PASS | XDP_DROP; exit`, the floor: loaded by hand (two
+/// instructions, no object), so aya handles it by id.
+fn bare_program(action: BareAction) -> Result<Xdp> {
+    let loaded = bare_xdp::load(action)?;
+    xdp_program(std::os::fd::AsFd::as_fd(&loaded), "bare")
 }
 
 /// The time of one run in the fastest round of a case.
@@ -226,13 +252,8 @@ pub fn run() -> Result<Part> {
     let mut program = Program::load(None)?;
     let consumer = consumer::Consumer::start(program.filter.take_denials()?, 1)?;
     let filter_xdp = program.filter.xdp_program()?;
-    // Loaded by hand (two instructions, no object): aya handles them by id.
-    let bare = |action| -> Result<Xdp> {
-        let loaded = bare_xdp::load(action)?;
-        xdp_program(std::os::fd::AsFd::as_fd(&loaded), "bare")
-    };
-    let bare_pass = bare(BareAction::Pass)?;
-    let bare_drop = bare(BareAction::Drop)?;
+    let bare_pass = bare_program(BareAction::Pass)?;
+    let bare_drop = bare_program(BareAction::Drop)?;
 
     let one = Allowlist::of_size(1)?;
     program.install(&one)?;
@@ -352,17 +373,7 @@ pub fn run() -> Result<Part> {
     }
     let mut segments = Vec::new();
     for sequence in cases::sequences() {
-        // Checked on a connection of its own first, segment by segment.
-        for ((frame, (segment, _)), counter) in sequence
-            .frames(9_999)
-            .iter()
-            .zip(&sequence.segments)
-            .zip(&sequence.counters)
-        {
-            let drop = matches!(counter, Counter::PreflightDeny);
-            let verdict = if drop { 1 } else { 2 };
-            program.check_run(segment, frame, verdict, *counter)?;
-        }
+        program.check_sequence(&sequence)?;
         for ((segment, _), ns) in sequence
             .segments
             .iter()

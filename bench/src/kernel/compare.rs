@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use aya::programs::Xdp;
 use cors_filter_common::Counter;
-use cors_filter_tests::frames::bare_xdp::{self, BareAction};
-use cors_filter_user::kernel::testrun::xdp_program;
+use cors_filter_tests::frames::bare_xdp::BareAction;
 
 use super::{
-    Program, Timing,
+    Program, Timing, bare_program,
     cases::{self, Allowlist, XdpVerdict},
     consumer::Consumer,
     time_per_run, time_sequence, time_single_runs,
@@ -64,11 +63,10 @@ pub fn run(builds: &[String]) -> Result<Part> {
             consumer,
         });
     }
-    let bare = |action| -> Result<Xdp> {
-        let loaded = bare_xdp::load(action)?;
-        xdp_program(std::os::fd::AsFd::as_fd(&loaded), "bare")
-    };
-    let (bare_pass, bare_drop) = (bare(BareAction::Pass)?, bare(BareAction::Drop)?);
+    let (bare_pass, bare_drop) = (
+        bare_program(BareAction::Pass)?,
+        bare_program(BareAction::Drop)?,
+    );
     let reference = cases::denied_preflight();
 
     let all = cases::all();
@@ -83,22 +81,10 @@ pub fn run(builds: &[String]) -> Result<Part> {
     let sequences = cases::sequences();
     for build in &mut builds {
         for sequence in &sequences {
-            for ((frame, (segment, _)), counter) in sequence
-                .frames(9_999)
-                .iter()
-                .zip(&sequence.segments)
-                .zip(&sequence.counters)
-            {
-                let verdict = if *counter == Counter::PreflightDeny {
-                    1
-                } else {
-                    2
-                };
-                build
-                    .program
-                    .check_run(segment, frame, verdict, *counter)
-                    .with_context(|| format!("build {:?}", build.name))?;
-            }
+            build
+                .program
+                .check_sequence(sequence)
+                .with_context(|| format!("build {:?}", build.name))?;
         }
     }
     // [case][build], fastest round kept; the floors likewise.
