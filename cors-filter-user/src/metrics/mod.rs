@@ -637,6 +637,31 @@ mod tests {
         }
     }
 
+    /// README's list of series names every counter's metric (a
+    /// `cors_filter_passed_total` series by its family, which README says
+    /// has one per `pass_*` counter): a counter added to the table but not
+    /// to README fails here.
+    #[test]
+    fn readme_lists_every_metric() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let list = readme
+            .split_once("on 127.0.0.1:9186 unless")
+            .and_then(|(_, rest)| rest.split_once("written by the `prometheus` crate"))
+            .map(|(list, _)| list)
+            .expect("README's list of /metrics series");
+        for counter in Counter::ALL {
+            let name = match counter.metric() {
+                Metric::Own { name, .. } => name,
+                Metric::Series { family, .. } => family.name,
+            };
+            assert!(
+                list.contains(&format!("`{name}`")) || list.contains(&format!("`{name}{{")),
+                "{counter:?}: README's list of series does not name `{name}`"
+            );
+        }
+    }
+
     #[test]
     fn every_pass_counter_is_a_passed_reason() {
         let text = snapshot().prometheus(&TopOrigins::default()).unwrap();
