@@ -28,6 +28,7 @@ use cors_filter_tests::{
     harness::raw_client,
     harness::release,
 };
+use cors_filter_user::exit::Kind;
 
 const ALLOWED: &str = "https://app.example.com";
 const ADDED: &str = "https://added.example.net";
@@ -212,7 +213,8 @@ fn start_previous(
 }
 
 /// `run` of `binary` on `filter`'s pins, which must be refused: `run`'s
-/// error output, which must contain every one of `expected`.
+/// exit code and error output, which must contain every one of
+/// `expected`.
 fn refused_run(
     binary: &Path,
     bed: &Bed,
@@ -221,7 +223,7 @@ fn refused_run(
     args: &[&str],
     failpoint: Option<&str>,
     expected: &[&str],
-) -> Result<String> {
+) -> Result<(Option<i32>, String)> {
     let envs: Vec<(&str, &str)> = failpoint
         .map(|point| ("CORS_FILTER_FAILPOINT", point))
         .into_iter()
@@ -244,7 +246,7 @@ fn refused_run(
             bail!("{part:?} is not in what the refused run said: {stderr}");
         }
     }
-    Ok(stderr)
+    Ok((out.status.code(), stderr))
 }
 
 /// Whether one preflight from `origin` is answered.
@@ -390,7 +392,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     // Going back to the old release is refused; the new filter enforces on.
     filter.stop_process()?;
     let during = Loops::start(&bed)?;
-    let stderr = refused_run(
+    let (_, stderr) = refused_run(
         &previous,
         &bed,
         &home,
@@ -406,7 +408,7 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
     // versions and what to do.
     let newer = LayoutRecord::new(LAYOUT + 1, "9.9.0");
     set_record(filter.pin_dir(), &newer)?;
-    refused_run(
+    let (code, _) = refused_run(
         &current,
         &bed,
         &home,
@@ -420,11 +422,21 @@ fn upgrade_under_traffic(attach: &[&str]) -> Result<()> {
             "detach --all",
         ],
     )?;
+    let newer_layout = i32::from(Kind::NewerLayout.code());
+    assert_eq!(
+        code,
+        Some(newer_layout),
+        "run's exit code on a newer layout"
+    );
     let stats = filter.cli(&["stats", "--json"])?;
+    // `--json`: the error is a JSON object on stdout.
+    let error: serde_json::Value = serde_json::from_slice(&stats.stdout)
+        .with_context(|| format!("stats --json said {stats:?}"))?;
+    assert_eq!(stats.status.code(), Some(newer_layout), "{error}");
+    assert_eq!(error["kind"], Kind::NewerLayout.name(), "{error}");
     assert!(
-        // `--json`: the error is a JSON object on stdout.
-        !stats.status.success() && String::from_utf8_lossy(&stats.stdout).contains("9.9.0"),
-        "stats read pins of a newer layout"
+        error["error"].as_str().is_some_and(|e| e.contains("9.9.0")),
+        "stats read pins of a newer layout: {error}"
     );
     assert_eq!(link_programs(filter.pin_dir())?, programs_after);
     sleep(Duration::from_millis(1000));

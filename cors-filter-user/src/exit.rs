@@ -32,17 +32,23 @@ pub enum Kind {
     /// the kernel would not create, an attach the interface or driver
     /// refuses (native XDP where the driver has none).
     KernelRefused,
+    /// The pins are of a newer layout than this version reads (a
+    /// downgrade): refused, the filter left attached and enforcing as it
+    /// was. Starting again does not help; see README, "Upgrades and
+    /// downgrades".
+    NewerLayout,
 }
 
 impl Kind {
     /// Every kind, in the order of their codes.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Other,
         Kind::Usage,
         Kind::Config,
         Kind::NotRunning,
         Kind::Privilege,
         Kind::KernelRefused,
+        Kind::NewerLayout,
     ];
 
     /// The process exit code. 0 is success.
@@ -54,6 +60,7 @@ impl Kind {
             Kind::NotRunning => 4,
             Kind::Privilege => 5,
             Kind::KernelRefused => 6,
+            Kind::NewerLayout => 7,
         }
     }
 
@@ -66,6 +73,7 @@ impl Kind {
             Kind::NotRunning => "not_running",
             Kind::Privilege => "privilege",
             Kind::KernelRefused => "kernel_refused",
+            Kind::NewerLayout => "newer_layout",
         }
     }
 }
@@ -202,7 +210,8 @@ mod tests {
                 (3, "config"),
                 (4, "not_running"),
                 (5, "privilege"),
-                (6, "kernel_refused")
+                (6, "kernel_refused"),
+                (7, "newer_layout")
             ]
         );
         for kind in Kind::ALL {
