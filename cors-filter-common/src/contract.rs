@@ -25,97 +25,103 @@
 //! A counter: its row in [`Counter`] (next number, its source, its name,
 //! its metric), the program's `count(Counter::...)` that bumps it (for
 //! [`Source::Program`]), and README's list of metrics. An outcome: its
-//! row in [`Outcome`] (with a new counter's row, or an existing counter),
-//! the line of the program or the parser that ends there, and README.
+//! row in [`Outcome`] (with a new counter's row, or an existing counter,
+//! and its [`Effect`]), the line of the program or the parser that ends
+//! there, the lists of `verdict` its effect puts it in (the compiler says
+//! which), and README.
 //! The readers (`stats`, `/metrics`, `replay`) follow the tables.
 
 #[macro_use]
 mod table;
 
-use crate::counters::{Metric, MetricFamily, Source};
+use crate::{
+    counters::{Metric, MetricFamily, Source},
+    event::DenialReason,
+    verdict::Effect,
+};
 
 outcomes! {
     /// Why a packet ends up with its verdict. Every packet gets exactly one.
     pub enum Outcome {
-        NotIp = 0: packet => PassNotIp,
+        NotIp = 0: packet => PassNotIp; pass,
         /// IP carrying something else than TCP (for IPv6, at the end of the
         /// extension headers).
-        NotTcp = 1: packet => PassNotTcp,
+        NotTcp = 1: packet => PassNotTcp; pass,
         /// An IPv4 fragment, or an IPv6 fragment header with a non-zero offset or
         /// the M flag set: part of a datagram, not read as if it were whole.
-        IpFragment = 2: packet => PassIpFragment,
+        IpFragment = 2: packet => PassIpFragment; pass,
         /// An IPv6 chain of more extension headers than the program walks
         /// (`ipv6::MAX_EXT_HEADERS`).
-        Ipv6ExtHeader = 3: packet => PassIpv6ExtHeader,
+        Ipv6ExtHeader = 3: packet => PassIpv6ExtHeader; pass,
         /// Headers claim more bytes than the packet has.
-        Truncated = 4: packet => PassTruncated,
-        PortNotInspected = 5: packet => PassPortNotInspected,
-        NoPayload = 6: packet => PassNoPayload,
-        NotHttp = 7: packet => PassNotHttp,
+        Truncated = 4: packet => PassTruncated; pass,
+        PortNotInspected = 5: packet => PassPortNotInspected; pass,
+        NoPayload = 6: packet => PassNoPayload; pass,
+        NotHttp = 7: packet => PassNotHttp; pass,
         /// An HTTP request that is not a CORS preflight.
-        NotPreflight = 8: request => PassNotPreflight,
+        NotPreflight = 8: request => PassNotPreflight; pass,
         /// A preflight or unsafe request whose head is longer than judged
         /// (`max_head_bytes`, `stream::MAX_HEAD_LINES`).
-        Incomplete = 9: request => Incomplete,
+        Incomplete = 9: request => Incomplete; oversized,
         /// A preflight whose origin the allowlist holds.
-        Allowed = 10: request => PreflightAllow,
+        Allowed = 10: request => PreflightAllow; pass,
         /// A preflight whose origin the allowlist does not hold.
-        Denied = 11: request => PreflightDeny,
+        Denied = 11: request => PreflightDeny; deny(NotAllowed),
         /// A preflight whose `Origin` is not a valid origin, or appears twice.
-        Malformed = 12: request => PreflightDeny + Malformed,
+        Malformed = 12: request => PreflightDeny + Malformed; deny(Malformed),
         /// A preflight whose origin the allowlist holds, but not with the
         /// method it asks for.
-        MethodDenied = 13: request => PreflightDeny + MethodDeny,
+        MethodDenied = 13: request => PreflightDeny + MethodDeny; deny(MethodNotAllowed),
         /// A request with an unsafe method, to a port that protects them, whose
         /// origin the allowlist holds with its method.
-        UnsafeAllowed = 14: request => UnsafeAllow,
+        UnsafeAllowed = 14: request => UnsafeAllow; pass,
         /// Such a request whose origin the allowlist does not hold.
-        UnsafeDenied = 15: request => UnsafeDeny,
+        UnsafeDenied = 15: request => UnsafeDeny; deny(NotAllowed),
         /// Such a request whose `Origin` is not a valid origin, or appears twice.
-        UnsafeMalformed = 16: request => UnsafeDeny + Malformed,
+        UnsafeMalformed = 16: request => UnsafeDeny + Malformed; deny(Malformed),
         /// Such a request whose origin the allowlist holds, but not with its method.
-        UnsafeMethodDenied = 17: request => UnsafeDeny + MethodDeny,
+        UnsafeMethodDenied = 17: request => UnsafeDeny + MethodDeny; deny(MethodNotAllowed),
         /// Such a request without `Origin` whose `Sec-Fetch-Site` says `cross-site`.
-        CrossSiteNoOrigin = 18: request => UnsafeDeny + CrossSite,
+        CrossSiteNoOrigin = 18: request => UnsafeDeny + CrossSite; deny(CrossSiteNoOrigin),
         /// Such a request with neither `Origin` nor `Sec-Fetch-Site: cross-site`:
         /// not sent by a browser's cross-site page.
-        NoOrigin = 19: request => NoOrigin,
+        NoOrigin = 19: request => NoOrigin; pass,
         /// A segment whose bytes were all parsed (and judged) before: passed
         /// again.
-        Retransmission = 20: packet => PassRetransmission,
+        Retransmission = 20: packet => PassRetransmission; pass,
         /// A segment that completes no request head: body bytes, or bytes
         /// between requests.
-        Body = 21: packet => PassBody,
+        Body = 21: packet => PassBody; pass,
         /// A segment that carries part of a request head, not its end: passed,
         /// since a server acts only on a whole head.
-        HeadPart = 22: packet => PassHeadPart,
+        HeadPart = 22: packet => PassHeadPart; pass,
         /// A segment of a connection the filter does not follow: one it did not
         /// see start (open before it was loaded, or its state evicted) that
         /// starts no request, one that switched protocols (`CONNECT`,
         /// `Upgrade`), or one that sent what no server reads as a request.
-        Untracked = 23: packet => PassUntracked,
+        Untracked = 23: packet => PassUntracked; pass,
         /// A segment at or past the end of a head that was denied: dropped,
         /// retransmissions included.
-        ConnectionDenied = 24: packet => ConnectionDenied,
+        ConnectionDenied = 24: packet => ConnectionDenied; keep_order,
         /// A segment whose new bytes come after a gap while a head may be
         /// undecided: dropped, for the client to send again in order.
-        OutOfOrder = 25: packet => OutOfOrder,
+        OutOfOrder = 25: packet => OutOfOrder; keep_order,
         /// A segment of a head whose state was lost (evicted, or not stored
         /// for want of room): dropped.
-        HeadLost = 26: packet => HeadLost,
+        HeadLost = 26: packet => HeadLost; keep_order,
         /// A segment with the URG flag and a payload, to an inspected port:
         /// Linux delivers its bytes less the urgent one, which the filter does
         /// not model. Dropped.
-        Urgent = 27: packet => Urgent,
+        Urgent = 27: packet => Urgent; keep_order,
         /// A request that starts HTTP/2 on the connection (`PRI * HTTP/2.0`,
         /// the preface of HTTP/2 with prior knowledge, or `Upgrade: h2c`):
         /// what follows is HTTP/2 frames, whose headers the filter cannot
         /// read. Refused, or passed untracked with `http2 = "pass"`.
-        Http2 = 28: request => Http2,
+        Http2 = 28: request => Http2; http2,
         /// A PROXY header at a connection's start that servers refuse (see
         /// `crate::proxy`): they close the connection, so nothing after it is
         /// served. Refused, with what follows.
-        ProxyMalformed = 29: packet => ProxyMalformed,
+        ProxyMalformed = 29: packet => ProxyMalformed; refuse(ProxyMalformed),
     }
 }
 
@@ -371,6 +377,48 @@ const _: () = {
                 Counter::OUTCOME_BITS & detail.bit() == 0,
                 "a detail counter is no outcome's outcome counter"
             );
+        }
+        // What the outcome does agrees with how it is counted: a denial
+        // is of a request's origin and counts as a deny, and nothing else
+        // does; what keeps a stream in order is no request.
+        let counts_as_deny = matches!(counter, Counter::PreflightDeny | Counter::UnsafeDeny);
+        match outcome.effect() {
+            Effect::Deny(reason) => {
+                assert!(
+                    outcome.is_request() && counts_as_deny,
+                    "a denial is a request's, counted as a deny"
+                );
+                assert!(
+                    matches!(
+                        reason,
+                        DenialReason::NotAllowed
+                            | DenialReason::Malformed
+                            | DenialReason::MethodNotAllowed
+                            | DenialReason::CrossSiteNoOrigin
+                    ),
+                    "a denial's reason is about the request's origin"
+                );
+            }
+            Effect::Refuse(reason) => assert!(
+                !counts_as_deny
+                    && !matches!(
+                        reason,
+                        DenialReason::NotAllowed
+                            | DenialReason::Malformed
+                            | DenialReason::MethodNotAllowed
+                            | DenialReason::CrossSiteNoOrigin
+                            | DenialReason::Http2
+                            | DenialReason::IncompleteDropped
+                    ),
+                "a refusal is no denial, and its reason is neither an origin's nor another effect's"
+            ),
+            Effect::KeepOrder => assert!(
+                !outcome.is_request() && !counts_as_deny,
+                "an outcome that keeps a stream in order is no request and no denial"
+            ),
+            Effect::Pass | Effect::Http2 | Effect::Oversized => {
+                assert!(!counts_as_deny, "only a denial counts as a deny")
+            }
         }
         // The outcome counters of requests add up to `Requests`.
         let mut j = 0;

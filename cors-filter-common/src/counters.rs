@@ -239,42 +239,15 @@ mod tests {
         }
     }
 
-    /// The program's sources, comment lines left out.
-    fn program_source() -> std::string::String {
-        use std::{fs, path::Path};
-        let mut source = std::string::String::new();
-        let mut dirs =
-            std::vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../cors-filter-ebpf/src")];
-        while let Some(dir) = dirs.pop() {
-            for entry in fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    for line in fs::read_to_string(&path).unwrap().lines() {
-                        if !line.trim_start().starts_with("//") {
-                            source.push_str(line);
-                            source.push('\n');
-                        }
-                    }
-                }
-            }
-        }
-        source
-    }
-
     /// A counter the program bumps on its own is named in its code, and a
     /// derived one is not (the readers would count it twice). Outcome
     /// counters are bumped for whatever outcome a packet has
     /// (`Outcome::counters`).
     #[test]
     fn the_program_bumps_its_counters() {
-        let source = program_source();
+        let program = crate::source_text::rust_code(&["../cors-filter-ebpf/src"], |_| true);
         let named = |counter: Counter| {
-            let path = std::format!("Counter::{counter:?}");
-            source.match_indices(&path).any(|(at, _)| {
-                !source[at + path.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-            })
+            crate::source_text::names(&program, &std::format!("Counter::{counter:?}"))
         };
         assert!(
             named(Counter::Dropped),

@@ -31,6 +31,9 @@ pub mod store;
 pub mod stream;
 pub mod verdict;
 
+#[cfg(test)]
+mod source_text;
+
 pub use counters::Counter;
 pub use method::{Method, MethodSet};
 pub use origin::{OriginError, OriginKey, OriginParse};

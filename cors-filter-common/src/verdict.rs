@@ -1,8 +1,32 @@
 //! From what the parser found to what the program does and counts.
 
-use crate::{counters::Counter, settings::FilterConfig};
+use crate::{counters::Counter, event::DenialReason, settings::FilterConfig};
 
 pub use crate::contract::Outcome;
+
+/// What an outcome does to its packet, and whether it is reported: the
+/// last column of its row in `contract`, from which every question below
+/// (denial, drop, event) is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Passes whatever the settings, with no event.
+    Pass,
+    /// Refuses a request for its origin (a CORS or CSRF denial): dropped,
+    /// or reset, while enforcing; reported.
+    Deny(DenialReason),
+    /// Refuses a connection for what it speaks, not for an origin: dropped,
+    /// or reset, while enforcing; reported.
+    Refuse(DenialReason),
+    /// Starts HTTP/2, whose frames the filter cannot read: refused as
+    /// [`Effect::Refuse`] unless `http2 = "pass"`; reported either way.
+    Http2,
+    /// A head longer than judged: refused and reported as a denial with
+    /// `on_oversized_head = "drop"`, passed otherwise.
+    Oversized,
+    /// Dropped while enforcing to keep the connection's stream judged:
+    /// not a denial of its own (no event, no reset).
+    KeepOrder,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -60,8 +84,17 @@ impl Outcome {
         }
     }
 
-    /// Whether the outcome refuses the request whatever the settings say
-    /// of incomplete heads (monitor mode still lets it pass).
+    // The predicates and the verdict below name outcomes rather than
+    // read their `effect()`, which made the parse 1 to 4% slower per head
+    // (other branches, other code layout; `cors-filter-bench --compare`).
+    // The lists are checked against the table when the crate compiles
+    // (the const block after `impl Outcome`), and the verdict and
+    // `DenialReason::of` by a test, under every kind of settings: a row
+    // and the code cannot disagree.
+
+    /// Whether the outcome refuses the request for its origin, whatever
+    /// the settings say of incomplete heads (monitor mode still lets it
+    /// pass): [`Effect::Deny`].
     #[inline(always)]
     pub const fn is_denial(self) -> bool {
         matches!(
@@ -84,9 +117,9 @@ impl Outcome {
         matches!(self, Outcome::Http2 | Outcome::ProxyMalformed)
     }
 
-    /// Whether the outcome is a denial under some settings (the denials,
-    /// and `Incomplete` when incomplete requests are dropped). Every other
-    /// outcome passes, whatever the settings, with no event.
+    /// Whether the outcome drops or reports under some settings: every
+    /// effect but [`Effect::Pass`]. Every other outcome passes, whatever
+    /// the settings, with no event.
     #[inline(always)]
     pub const fn may_deny(self) -> bool {
         self.is_denial()
@@ -140,6 +173,32 @@ impl Outcome {
         }
     }
 }
+
+// Each list above is exactly the outcomes of its effects in the table.
+const _: () = {
+    let mut i = 0;
+    while i < Outcome::ALL.len() {
+        let outcome = Outcome::ALL[i];
+        let effect = outcome.effect();
+        assert!(
+            outcome.is_denial() == matches!(effect, Effect::Deny(_)),
+            "Outcome::is_denial lists the outcomes of effect deny"
+        );
+        assert!(
+            outcome.refuses_protocol() == matches!(effect, Effect::Refuse(_) | Effect::Http2),
+            "Outcome::refuses_protocol lists the outcomes of effect refuse or http2"
+        );
+        assert!(
+            outcome.keeps_order() == matches!(effect, Effect::KeepOrder),
+            "Outcome::keeps_order lists the outcomes of effect keep_order"
+        );
+        assert!(
+            outcome.may_deny() == !matches!(effect, Effect::Pass),
+            "Outcome::may_deny holds for every effect but pass"
+        );
+        i += 1;
+    }
+};
 
 #[cfg(test)]
 mod tests {
@@ -316,6 +375,76 @@ mod tests {
         ];
         for (number, outcome) in RELEASED.into_iter().enumerate() {
             assert_eq!(outcome as usize, number, "{outcome:?}");
+        }
+    }
+
+    /// What the table's `effect` column says an outcome does under
+    /// `config`: its verdict and the reason it is reported for.
+    fn effect_says(outcome: Outcome, config: &FilterConfig) -> (Verdict, Option<DenialReason>) {
+        let (drops, reason) = match outcome.effect() {
+            Effect::Pass => (false, None),
+            Effect::Deny(reason) | Effect::Refuse(reason) => (true, Some(reason)),
+            Effect::Http2 => (!config.passes_http2(), Some(DenialReason::Http2)),
+            Effect::Oversized => {
+                let drops = config.drop_incomplete();
+                (drops, drops.then_some(DenialReason::IncompleteDropped))
+            }
+            // Dropped while enforcing, never reset, never reported.
+            Effect::KeepOrder if config.enforcing() => return (Verdict::Drop, None),
+            Effect::KeepOrder => return (Verdict::Pass, None),
+        };
+        let verdict = if !drops || !config.enforcing() {
+            Verdict::Pass
+        } else if config.resets() {
+            Verdict::Reset
+        } else {
+            Verdict::Drop
+        };
+        (verdict, reason)
+    }
+
+    /// The verdict and the denial reason, which name outcomes for speed
+    /// (see `Outcome::is_denial`), do what each row's effect says, under
+    /// every combination of the settings they read.
+    #[test]
+    fn the_verdict_and_the_reason_follow_the_effect_column() {
+        use crate::settings::Http2;
+        for mode in [Mode::Enforce, Mode::Monitor] {
+            for on_incomplete in [OnIncomplete::Pass, OnIncomplete::Drop] {
+                for action in [Action::Drop, Action::Reset] {
+                    for http2 in [Http2::Drop, Http2::Pass] {
+                        let config = FilterConfig::new(mode, on_incomplete)
+                            .with_action(action)
+                            .with_http2(http2);
+                        for outcome in Outcome::ALL {
+                            assert_eq!(
+                                (outcome.verdict(&config), DenialReason::of(outcome, &config)),
+                                effect_says(outcome, &config),
+                                "{outcome:?} under {config:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every outcome is made by some line of the program or of the parser
+    /// (their code outside the tables and the tests names it): a row
+    /// added to `contract` with no line that ends in it fails here. A
+    /// name is all it checks; the replay and differential suites check
+    /// which packets end where.
+    #[test]
+    fn every_outcome_is_made_somewhere() {
+        let code = crate::source_text::rust_code(&["../cors-filter-ebpf/src", "src"], |path| {
+            !path.components().any(|part| part.as_os_str() == "contract")
+                && !path.ends_with("contract.rs")
+        });
+        for outcome in Outcome::ALL {
+            assert!(
+                crate::source_text::names(&code, &std::format!("Outcome::{outcome:?}")),
+                "no line of the program or the parser ends in Outcome::{outcome:?}"
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! adding an outcome or a counter: a row the compiler does not ask to be
 //! complete (a list written by hand beside it) is how one went uncounted.
 
-/// `Outcome`, from rows `Name = NUMBER: KIND => COUNTER [+ DETAIL],`:
+/// `Outcome`, from rows `Name = NUMBER: KIND => COUNTER [+ DETAIL]; EFFECT,`:
 ///
 /// - `NUMBER`: its discriminant, written out so that a change of number
 ///   shows in review (see `contract` on numbers);
@@ -14,21 +14,37 @@
 ///   exactly one (they add up to `Packets`);
 /// - `DETAIL`: a second counter it bumps, that says more than its outcome
 ///   counter (`Malformed` with `PreflightDeny`), and that `replay` names
-///   it by.
+///   it by;
+/// - `EFFECT`: what it does to the packet and whether it is reported, an
+///   [`Effect`](crate::verdict::Effect): `pass`, `deny(REASON)`,
+///   `refuse(REASON)`, `http2`, `oversized` or `keep_order`, `REASON` a
+///   [`DenialReason`](crate::event::DenialReason). A row cannot leave it
+///   out, so a new outcome never passes by default.
 ///
 /// Generates the enum, `Outcome::ALL` (the rows in order), `Outcome::COUNT`,
-/// `Outcome::counters` and `Outcome::is_request`.
+/// `Outcome::counters`, `Outcome::is_request` and `Outcome::effect`.
 macro_rules! outcomes {
     (@detail) => { None };
     (@detail $detail:ident) => { Some($crate::counters::Counter::$detail) };
     (@request request) => { true };
     (@request packet) => { false };
+    (@effect pass) => { $crate::verdict::Effect::Pass };
+    (@effect deny $reason:ident) => {
+        $crate::verdict::Effect::Deny($crate::event::DenialReason::$reason)
+    };
+    (@effect refuse $reason:ident) => {
+        $crate::verdict::Effect::Refuse($crate::event::DenialReason::$reason)
+    };
+    (@effect http2) => { $crate::verdict::Effect::Http2 };
+    (@effect oversized) => { $crate::verdict::Effect::Oversized };
+    (@effect keep_order) => { $crate::verdict::Effect::KeepOrder };
     (
         $(#[$enum_meta:meta])*
         pub enum Outcome {
             $(
                 $(#[$meta:meta])*
-                $outcome:ident = $number:literal: $kind:ident => $counter:ident $(+ $detail:ident)?,
+                $outcome:ident = $number:literal: $kind:ident => $counter:ident $(+ $detail:ident)?;
+                    $effect:ident $(($reason:ident))?,
             )*
         }
     ) => {
@@ -68,6 +84,15 @@ macro_rules! outcomes {
             pub const fn is_request(self) -> bool {
                 match self {
                     $(Outcome::$outcome => outcomes!(@request $kind),)*
+                }
+            }
+
+            /// What the outcome does to its packet, and whether it is
+            /// reported (see [`Outcome::verdict`]).
+            #[inline(always)]
+            pub const fn effect(self) -> $crate::verdict::Effect {
+                match self {
+                    $(Outcome::$outcome => outcomes!(@effect $effect $($reason)?),)*
                 }
             }
         }
