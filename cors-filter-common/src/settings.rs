@@ -25,6 +25,16 @@ pub enum Mode {
     Monitor = 1,
 }
 
+impl Mode {
+    /// The config file's spelling (serde's; a test holds them together).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
 /// What the filter does with a judged request whose head is longer than
 /// `max_head_bytes` or [`crate::stream::MAX_HEAD_LINES`] lines
 /// (`on_oversized_head`).
@@ -38,6 +48,16 @@ pub enum Mode {
 pub enum OnIncomplete {
     Pass = 0,
     Drop = 1,
+}
+
+impl OnIncomplete {
+    /// The config file's spelling (serde's; a test holds them together).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+        }
+    }
 }
 
 /// Entries the `ALLOWLIST_n` maps can hold. They are made without
@@ -93,6 +113,18 @@ pub enum Action {
     ResetProxied = 2,
 }
 
+impl Action {
+    /// The config file's spelling (serde's; a test holds them together),
+    /// and `reset-proxied` for the default the file cannot spell.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Reset => "reset",
+            Self::ResetProxied => "reset-proxied",
+        }
+    }
+}
+
 /// What the filter does with a connection that starts HTTP/2 on an
 /// inspected port (`Outcome::Http2`): HTTP/2 frames code their headers
 /// with HPACK, which the filter does not read (`http2`).
@@ -109,6 +141,16 @@ pub enum Http2 {
     Drop = 0,
     /// Let it pass, unfollowed.
     Pass = 1,
+}
+
+impl Http2 {
+    /// The config file's spelling (serde's; a test holds them together).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Pass => "pass",
+        }
+    }
 }
 
 /// One entry of the `CONFIG` array map (one per generation).
@@ -199,6 +241,46 @@ impl FilterConfig {
     pub fn drop_incomplete(&self) -> bool {
         self.on_incomplete == OnIncomplete::Drop as u32
     }
+
+    // The settings as enums, for userspace to show them. Each reads its
+    // integer as the predicate above does, so a corrupt value shows as
+    // what the program does with it.
+
+    /// `mode`: see [`Self::enforcing`].
+    pub const fn mode(&self) -> Mode {
+        if self.mode == Mode::Monitor as u32 {
+            Mode::Monitor
+        } else {
+            Mode::Enforce
+        }
+    }
+
+    /// `on_incomplete`: see [`Self::drop_incomplete`].
+    pub const fn on_incomplete(&self) -> OnIncomplete {
+        if self.on_incomplete == OnIncomplete::Drop as u32 {
+            OnIncomplete::Drop
+        } else {
+            OnIncomplete::Pass
+        }
+    }
+
+    /// `action`: see [`Self::resets`] and [`Self::for_connection`].
+    pub const fn action(&self) -> Action {
+        match self.action {
+            a if a == Action::Reset as u32 => Action::Reset,
+            a if a == Action::ResetProxied as u32 => Action::ResetProxied,
+            _ => Action::Drop,
+        }
+    }
+
+    /// `http2`: see [`Self::passes_http2`].
+    pub const fn http2(&self) -> Http2 {
+        if self.http2 == Http2::Pass as u32 {
+            Http2::Pass
+        } else {
+            Http2::Drop
+        }
+    }
 }
 
 /// What the filter does on each destination port: eight bits per port
@@ -244,6 +326,59 @@ impl PortBitmap {
             port as u32 / PER_WORD,
             (port as u32 % PER_WORD) * PortFlags::BITS,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the config file reads `name` as.
+    #[cfg(feature = "user")]
+    fn read<'de, T: serde::Deserialize<'de>>(name: &'de str) -> Result<T, serde::de::value::Error> {
+        use serde::de::IntoDeserializer as _;
+        T::deserialize(name.into_deserializer())
+    }
+
+    #[cfg(feature = "user")]
+    #[test]
+    fn names_are_the_config_files_spelling() {
+        for mode in [Mode::Enforce, Mode::Monitor] {
+            assert_eq!(read::<Mode>(mode.name()), Ok(mode));
+        }
+        for on in [OnIncomplete::Pass, OnIncomplete::Drop] {
+            assert_eq!(read::<OnIncomplete>(on.name()), Ok(on));
+        }
+        for action in [Action::Drop, Action::Reset] {
+            assert_eq!(read::<Action>(action.name()), Ok(action));
+        }
+        // The default only: the file cannot spell it.
+        assert!(read::<Action>(Action::ResetProxied.name()).is_err());
+        for http2 in [Http2::Drop, Http2::Pass] {
+            assert_eq!(read::<Http2>(http2.name()), Ok(http2));
+        }
+    }
+
+    #[test]
+    fn accessors_read_the_integers_as_the_program_does() {
+        let settings = FilterConfig::new(Mode::Monitor, OnIncomplete::Drop)
+            .with_action(Action::ResetProxied)
+            .with_http2(Http2::Pass);
+        assert_eq!(settings.mode(), Mode::Monitor);
+        assert_eq!(settings.on_incomplete(), OnIncomplete::Drop);
+        assert_eq!(settings.action(), Action::ResetProxied);
+        assert_eq!(settings.http2(), Http2::Pass);
+        let corrupt = FilterConfig {
+            mode: 7,
+            on_incomplete: 7,
+            action: 7,
+            http2: 7,
+            ..settings
+        };
+        assert_eq!(corrupt.mode(), Mode::Enforce);
+        assert_eq!(corrupt.on_incomplete(), OnIncomplete::Pass);
+        assert_eq!(corrupt.action(), Action::Drop);
+        assert_eq!(corrupt.http2(), Http2::Drop);
     }
 }
 

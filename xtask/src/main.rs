@@ -14,6 +14,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+#[cfg(test)]
+mod readme_layout;
+
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {

@@ -9,7 +9,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::Result;
-use cors_filter_common::{Action, FilterConfig, Http2, Method, MethodSet, Mode, OnIncomplete};
+use cors_filter_common::{Method, MethodSet};
 use serde_json::json;
 
 use crate::{
@@ -40,41 +40,6 @@ pub fn check(config_path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `mode`, as the config file spells it.
-pub fn mode_name(settings: &FilterConfig) -> &'static str {
-    if settings.mode == Mode::Monitor as u32 {
-        "monitor"
-    } else {
-        "enforce"
-    }
-}
-
-/// `action`: as the config file spells it, or `reset-proxied` for the
-/// default the file cannot spell (reset through a PROXY header, else drop).
-pub fn action_name(settings: &FilterConfig) -> &'static str {
-    match settings.action {
-        a if a == Action::Reset as u32 => "reset",
-        a if a == Action::ResetProxied as u32 => "reset-proxied",
-        _ => "drop",
-    }
-}
-
-fn on_oversized_head_name(settings: &FilterConfig) -> &'static str {
-    if settings.on_incomplete == OnIncomplete::Pass as u32 {
-        "pass"
-    } else {
-        "drop"
-    }
-}
-
-fn http2_name(settings: &FilterConfig) -> &'static str {
-    if settings.http2 == Http2::Pass as u32 {
-        "pass"
-    } else {
-        "drop"
-    }
-}
-
 /// The methods an entry is limited to; `None`: every method.
 fn methods(entry: &AllowEntry) -> Option<Vec<&'static str>> {
     let set = entry.methods();
@@ -102,11 +67,11 @@ fn policy_json(path: &Path, policy: &Policy, tables: TableSizes) -> serde_json::
     json!({
         "config": path.display().to_string(),
         "valid": true,
-        "mode": mode_name(settings),
-        "action": action_name(settings),
-        "on_oversized_head": on_oversized_head_name(settings),
+        "mode": settings.mode().name(),
+        "action": settings.action().name(),
+        "on_oversized_head": settings.on_incomplete().name(),
         "max_head_bytes": settings.max_head_bytes,
-        "http2": http2_name(settings),
+        "http2": settings.http2().name(),
         "max_connections": tables.max_connections,
         "max_open_heads": tables.max_open_heads,
         "ports": ports,
@@ -119,14 +84,14 @@ fn policy_text(path: &Path, policy: &Policy, tables: TableSizes) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: valid", path.display());
     for (name, value) in [
-        ("mode", mode_name(settings).to_owned()),
-        ("action", action_name(settings).to_owned()),
+        ("mode", settings.mode().name().to_owned()),
+        ("action", settings.action().name().to_owned()),
         (
             "on_oversized_head",
-            on_oversized_head_name(settings).to_owned(),
+            settings.on_incomplete().name().to_owned(),
         ),
         ("max_head_bytes", settings.max_head_bytes.to_string()),
-        ("http2", http2_name(settings).to_owned()),
+        ("http2", settings.http2().name().to_owned()),
         ("max_connections", tables.max_connections.to_string()),
         ("max_open_heads", tables.max_open_heads.to_string()),
     ] {

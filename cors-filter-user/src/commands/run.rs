@@ -139,12 +139,8 @@ pub async fn run(args: RunArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> 
         log::info!(
             "policy {installed} installed from {}: {} mode, action {}, {}, {} allowed origin(s){}",
             record.config.display(),
-            if policy.settings.enforcing() {
-                "enforce"
-            } else {
-                "monitor"
-            },
-            action_name(&policy.settings),
+            policy.settings.mode().name(),
+            action_in_log(policy.settings.action()),
             policy.describe_ports(),
             policy.allow.len(),
             match &pins {
@@ -428,13 +424,13 @@ fn detach_on_exit(pin_dir: &Path, ifaces: &[String]) -> Result<()> {
     }
 }
 
-/// How the log names the action of `settings`.
-fn action_name(settings: &cors_filter_common::FilterConfig) -> &'static str {
-    if settings.action == cors_filter_common::Action::ResetProxied as u32 {
-        "reset (connections through a PROXY header), drop (others)"
-    } else if settings.resets() {
-        "reset"
-    } else {
-        "drop"
+/// How the log names `action`: the default spelled out, since
+/// `reset-proxied` is a name no config file uses.
+fn action_in_log(action: cors_filter_common::Action) -> &'static str {
+    match action {
+        cors_filter_common::Action::ResetProxied => {
+            "reset (connections through a PROXY header), drop (others)"
+        }
+        action => action.name(),
     }
 }

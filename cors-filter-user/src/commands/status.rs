@@ -13,10 +13,7 @@ use cors_filter_common::pinned::name;
 use serde::Serialize;
 
 use crate::{
-    commands::{
-        check::{action_name, mode_name},
-        reload::RunRecord,
-    },
+    commands::reload::RunRecord,
     config::Config,
     drift::{DriftOrigins as Drift, LocalChanges},
     exit::{Kind, mark},
@@ -118,8 +115,8 @@ pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
     let settings = maps.active_settings()?;
     let policy = PolicyStatus {
         generation: maps.installed()?,
-        mode: mode_name(&settings),
-        action: action_name(&settings),
+        mode: settings.mode().name(),
+        action: settings.action().name(),
     };
     let mut interfaces = Vec::new();
     for pin in link_pins(pin_dir)? {
