@@ -595,7 +595,10 @@ fn the_daemon_stays_within_the_units_system_calls_and_paths() -> Result<()> {
         );
     }
     assert!(
-        daemon.written.iter().any(|p| p.ends_with("/ALLOWLIST_0")),
+        daemon
+            .written
+            .iter()
+            .any(|p| p.ends_with(&format!("/{}", name::ALLOWLISTS[0]))),
         "no pin in {:?}",
         daemon.written
     );

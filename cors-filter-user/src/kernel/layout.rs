@@ -26,6 +26,7 @@ use cors_filter_common::{
 
 use crate::{
     config::TableSizes,
+    exit::{self, Kind},
     kernel::pins::{
         MapSpec, STAGING_SUFFIX, Shape, array, check_pinned_maps, per_cpu_counters, pin_exists,
         pin_path, pinned_maps, pinned_shape, staging_path,
@@ -124,14 +125,16 @@ pub enum Pins {
     Older(Upgrade),
 }
 
-/// The message for pins a version cannot read.
+/// The error for pins of a newer layout than this version reads: its
+/// message, and exit code 7 ([`Kind::NewerLayout`]).
 fn unreadable(pin_dir: &Path, record: &LayoutRecord) -> anyhow::Error {
     let writer = record.writer();
-    anyhow::anyhow!(
+    let error = anyhow::anyhow!(
         "the pins in {dir} are of layout {layout}, written by cors-filter {writer}; this is cors-filter {VERSION}, which reads layout {LAYOUT} and older, so it cannot take them over. The filter pinned there is left as it is, attached and enforcing. To run {VERSION}: stop the daemon, run `cors-filter --pin-dir {dir} detach --all` with cors-filter {writer} (the host is unfiltered until {VERSION} has started), then start {VERSION}; or keep cors-filter {writer} or later",
         dir = pin_dir.display(),
         layout = record.layout,
-    )
+    );
+    exit::mark(error, Kind::NewerLayout)
 }
 
 /// The layout record pinned in `pin_dir`, if there is one.
@@ -500,7 +503,9 @@ mod tests {
     #[test]
     fn the_newer_layout_message_names_both_versions_and_what_to_do() {
         let record = LayoutRecord::new(LAYOUT + 1, "9.1.0");
-        let text = unreadable(Path::new("/sys/fs/bpf/cors-filter"), &record).to_string();
+        let error = unreadable(Path::new("/sys/fs/bpf/cors-filter"), &record);
+        assert_eq!(exit::classify(&error), Kind::NewerLayout);
+        let text = error.to_string();
         for part in [
             &format!("layout {}", LAYOUT + 1),
             "cors-filter 9.1.0",
