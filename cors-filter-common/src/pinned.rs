@@ -120,6 +120,36 @@ const _: () = assert!(size_of::<ConfigEntry>() == ConfigEntry::BYTES);
 const _: () = assert!(size_of::<crate::FilterConfig>().is_multiple_of(4));
 const _: () = assert!(size_of::<crate::FilterConfig>() <= ConfigEntry::BYTES);
 
+/// Layout 2's pinned shapes, as the sizes that make them (the kernel
+/// compares a pinned map's key and value sizes and its entries with the
+/// program's). A change to one changes a pinned map's shape, which pins of
+/// layout 2 cannot take: bump [`LAYOUT`] and teach `kernel/layout.rs` the
+/// upgrade from 2 (README, "Changing it"), then the number here.
+const _: () = {
+    use crate::{allow_map, event, proxy, settings, stream};
+    const fn layout_2(holds: bool) {
+        assert!(
+            holds,
+            "a pinned map's shape changes: a new LAYOUT (see pinned.rs)"
+        );
+    }
+    layout_2(size_of::<stream::ConnKey>() == 40);
+    layout_2(size_of::<stream::ConnState>() == 24);
+    layout_2(size_of::<stream::HeadState>() == 440);
+    layout_2(size_of::<proxy::ProxyClient>() == 24);
+    layout_2(proxy::MAX_CLIENTS == 1 << 16);
+    layout_2(size_of::<allow_map::AllowEntryValue>() == 268);
+    layout_2(settings::ALLOWLIST_MAX_ENTRIES == 1 << 18);
+    layout_2(settings::PortBitmap::WORDS == 8192);
+    layout_2(settings::Generation::COUNT == 2);
+    layout_2(ConfigEntry::BYTES == 64);
+    layout_2(crate::Counter::SLOTS == 64);
+    // The ring buffer is kept across an upgrade with the events queued in
+    // it, which the next daemon reads: their record is part of the layout.
+    layout_2(event::DENIALS_BYTES == 256 * 1024);
+    layout_2(size_of::<event::DenialEvent>() == 256);
+};
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `repr(C)` structs of integers and integer arrays, without

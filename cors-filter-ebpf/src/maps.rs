@@ -25,8 +25,8 @@ pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<ConfigEntry> = Array::with_max_entries(Generation::COUNT, 0);
 
-/// What the filter does on each destination port (`PortFlags`, two bits
-/// each), generation 0 and 1.
+/// What the filter does on each destination port (`PortFlags`,
+/// `PortFlags::BITS` bits each), generation 0 and 1.
 #[map(name = "PORTS_0")]
 pub static PORTS_0: Array<u64> = Array::with_max_entries(PortBitmap::WORDS, 0);
 #[map(name = "PORTS_1")]
