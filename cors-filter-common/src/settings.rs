@@ -237,9 +237,11 @@ impl FilterConfig {
         self.mode != Mode::Monitor as u32
     }
 
+    /// Whether oversized heads are dropped: any value but `Pass`, so that
+    /// a corrupt one fails closed, as `mode`, `action` and `http2` do.
     #[inline(always)]
     pub fn drop_incomplete(&self) -> bool {
-        self.on_incomplete == OnIncomplete::Drop as u32
+        self.on_incomplete != OnIncomplete::Pass as u32
     }
 
     // The settings as enums, for userspace to show them. Each reads its
@@ -257,10 +259,10 @@ impl FilterConfig {
 
     /// `on_incomplete`: see [`Self::drop_incomplete`].
     pub const fn on_incomplete(&self) -> OnIncomplete {
-        if self.on_incomplete == OnIncomplete::Drop as u32 {
-            OnIncomplete::Drop
-        } else {
+        if self.on_incomplete == OnIncomplete::Pass as u32 {
             OnIncomplete::Pass
+        } else {
+            OnIncomplete::Drop
         }
     }
 
@@ -376,7 +378,8 @@ mod tests {
             ..settings
         };
         assert_eq!(corrupt.mode(), Mode::Enforce);
-        assert_eq!(corrupt.on_incomplete(), OnIncomplete::Pass);
+        assert_eq!(corrupt.on_incomplete(), OnIncomplete::Drop);
+        assert!(corrupt.drop_incomplete());
         assert_eq!(corrupt.action(), Action::Drop);
         assert_eq!(corrupt.http2(), Http2::Drop);
     }
