@@ -31,6 +31,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+use cors_filter_common::Action;
 use cors_filter_tests::{
     harness::attempt::Attempt,
     harness::browser::{
@@ -59,22 +60,9 @@ fn denied() -> String {
     page_origin(DENIED_PAGE_PORT)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
-    Drop,
-    Reset,
-}
-
-impl Action {
-    const BOTH: [Action; 2] = [Action::Drop, Action::Reset];
-
-    fn name(self) -> &'static str {
-        match self {
-            Action::Drop => "drop",
-            Action::Reset => "reset",
-        }
-    }
-}
+/// The two actions a config can spell and this test measures (the
+/// default, `reset-proxied`, is one or the other per connection).
+const BOTH_ACTIONS: [Action; 2] = [Action::Drop, Action::Reset];
 
 /// The filter's config: the application's port, the allowed origin.
 fn config(action: Action) -> String {
@@ -365,7 +353,7 @@ fn curl_through(kind: ProxyKind) -> Result<()> {
     let mut problems = Vec::new();
     let mut rows = Vec::new();
     for hook in [Hook::Xdp, Hook::Tc] {
-        for action in Action::BOTH {
+        for action in BOTH_ACTIONS {
             // A bed of its own for each case: the proxy's sockets of an
             // earlier case (a closed one still sending a dropped request
             // again, see `left_sending`) go with its namespaces.
@@ -438,7 +426,7 @@ fn chromium_through(kind: ProxyKind) -> Result<()> {
         kind.name(),
         proxy_bed::PAGE_WAIT,
     );
-    for action in Action::BOTH {
+    for action in BOTH_ACTIONS {
         let case = format!("{} {}", kind.name(), action.name());
         let mut bed = ProxyBed::new(kind, server_bin())?;
         let ca = bed.certs.ca();
@@ -813,7 +801,7 @@ fn orphans(bed: &ProxyBed) -> Result<(usize, usize)> {
 fn shared_nginx_pool_keeps_serving_allowed_requests() -> Result<()> {
     let mut problems = Vec::new();
     let mut runs = Vec::new();
-    for action in Action::BOTH {
+    for action in BOTH_ACTIONS {
         let mut bed = ProxyBed::new(ProxyKind::Nginx, server_bin())?;
         runs.push(shared_run(&bed, action, &mut problems)?);
         check_proxy(&mut bed, &mut problems)?;
