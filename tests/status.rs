@@ -1,7 +1,8 @@
 //! `cors-filter status` on real attachments (XDP and TC on a namespace
 //! pair), `check` on the documented example and on bad configs, and the
 //! exit code of each class of error, as `cors_filter_user::exit` lists
-//! them: usage, config, not running, privilege, kernel refusal. Needs
+//! them: usage, config, not running, privilege, kernel refusal (a newer
+//! layout's, which needs a release's pins, is in `upgrade.rs`). Needs
 //! root; fails, never skips, without it.
 
 use std::{

@@ -27,9 +27,11 @@
 //! [`Source::Program`]), and README's list of metrics. An outcome: its
 //! row in [`Outcome`] (with a new counter's row, or an existing counter,
 //! and its [`Effect`]), the line of the program or the parser that ends
-//! there, the lists of `verdict` its effect puts it in (the compiler says
-//! which), and README.
-//! The readers (`stats`, `/metrics`, `replay`) follow the tables.
+//! there; unless its effect is `pass`, the lists of `verdict` its effect
+//! puts it in (the compiler says which) and, for an effect that drops
+//! by its settings or reports, `Outcome::verdict` and `DenialReason::of`
+//! (a test says which); and README for a new counter. The readers
+//! (`stats`, `/metrics`, `replay`) follow the tables.
 
 #[macro_use]
 mod table;
@@ -389,28 +391,15 @@ const _: () = {
                     "a denial is a request's, counted as a deny"
                 );
                 assert!(
-                    matches!(
-                        reason,
-                        DenialReason::NotAllowed
-                            | DenialReason::Malformed
-                            | DenialReason::MethodNotAllowed
-                            | DenialReason::CrossSiteNoOrigin
-                    ),
-                    "a denial's reason is about the request's origin"
+                    reason.names_a_request() && !matches!(reason, DenialReason::IncompleteDropped),
+                    "a denial's reason is about the request (not its length: that is oversized's)"
                 );
             }
             Effect::Refuse(reason) => assert!(
                 !counts_as_deny
-                    && !matches!(
-                        reason,
-                        DenialReason::NotAllowed
-                            | DenialReason::Malformed
-                            | DenialReason::MethodNotAllowed
-                            | DenialReason::CrossSiteNoOrigin
-                            | DenialReason::Http2
-                            | DenialReason::IncompleteDropped
-                    ),
-                "a refusal is no denial, and its reason is neither an origin's nor another effect's"
+                    && !reason.names_a_request()
+                    && !matches!(reason, DenialReason::Http2),
+                "a refusal is no denial, its reason is about the connection (not HTTP/2: that is http2's)"
             ),
             Effect::KeepOrder => assert!(
                 !outcome.is_request() && !counts_as_deny,

@@ -120,11 +120,12 @@ const _: () = assert!(size_of::<ConfigEntry>() == ConfigEntry::BYTES);
 const _: () = assert!(size_of::<crate::FilterConfig>().is_multiple_of(4));
 const _: () = assert!(size_of::<crate::FilterConfig>() <= ConfigEntry::BYTES);
 
-/// Layout 2's pinned shapes, as the sizes that make them (the kernel
+/// Layout 2's pinned shapes, as the sizes this crate defines (the kernel
 /// compares a pinned map's key and value sizes and its entries with the
-/// program's). A change to one changes a pinned map's shape, which pins of
+/// program's; the maps of plain `u32` and `u64` are spelled in the
+/// program). A change to one changes a pinned map's shape, which pins of
 /// layout 2 cannot take: bump [`LAYOUT`] and teach `kernel/layout.rs` the
-/// upgrade from 2 (README, "Changing it"), then the number here.
+/// upgrade from 2 (README, "Changing it"), then the numbers here.
 const _: () = {
     use crate::{allow_map, event, proxy, settings, stream};
     const fn layout_2(holds: bool) {
@@ -133,6 +134,8 @@ const _: () = {
             "a pinned map's shape changes: a new LAYOUT (see pinned.rs)"
         );
     }
+    // Written for layout 2: a new layout reviews every number below.
+    layout_2(LAYOUT == 2);
     layout_2(size_of::<stream::ConnKey>() == 40);
     layout_2(size_of::<stream::ConnState>() == 24);
     layout_2(size_of::<stream::HeadState>() == 440);

@@ -5,8 +5,9 @@ use crate::{counters::Counter, event::DenialReason, settings::FilterConfig};
 pub use crate::contract::Outcome;
 
 /// What an outcome does to its packet, and whether it is reported: the
-/// last column of its row in `contract`, from which every question below
-/// (denial, drop, event) is answered.
+/// last column of its row in `contract`, which the predicates and the
+/// verdict below, and `DenialReason::of`, must agree with (checked when
+/// the crate compiles, and by a test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Passes whatever the settings, with no event.
@@ -429,20 +430,42 @@ mod tests {
         }
     }
 
-    /// Every outcome is made by some line of the program or of the parser
-    /// (their code outside the tables and the tests names it): a row
-    /// added to `contract` with no line that ends in it fails here. A
-    /// name is all it checks; the replay and differential suites check
-    /// which packets end where.
+    /// Every outcome is named by the program or the parser, directly or
+    /// by the constructor that makes it (`Outcome::denied(..)`): a row
+    /// added to `contract` that no line ends in fails here. The files that
+    /// only sort outcomes (the tables, this one, `event.rs`, which the
+    /// const asserts make name every outcome that is not `pass`) are left
+    /// out. A name is all it checks (the parser's `rank` names some
+    /// outcomes too); the replay and differential suites check which
+    /// packets end where.
     #[test]
-    fn every_outcome_is_made_somewhere() {
+    fn every_outcome_is_named_by_the_program_or_the_parser() {
+        let sorts_outcomes = |path: &std::path::Path| {
+            path.components().any(|part| part.as_os_str() == "contract")
+                || ["contract.rs", "verdict.rs", "event.rs"]
+                    .iter()
+                    .any(|file| path.ends_with(file))
+        };
         let code = crate::source_text::rust_code(&["../cors-filter-ebpf/src", "src"], |path| {
-            !path.components().any(|part| part.as_os_str() == "contract")
-                && !path.ends_with("contract.rs")
+            !sorts_outcomes(path)
         });
+        /// `Outcome::malformed` and its like: a preflight's or an unsafe
+        /// request's outcome.
+        type Constructor = fn(bool) -> Outcome;
+        let constructors: [(&str, Constructor); 4] = [
+            ("allowed", Outcome::allowed),
+            ("denied", Outcome::denied),
+            ("malformed", Outcome::malformed),
+            ("method_denied", Outcome::method_denied),
+        ];
         for outcome in Outcome::ALL {
+            let by_constructor = constructors.iter().any(|(name, make)| {
+                [make(false), make(true)].contains(&outcome)
+                    && code.contains(&std::format!("Outcome::{name}("))
+            });
             assert!(
-                crate::source_text::names(&code, &std::format!("Outcome::{outcome:?}")),
+                by_constructor
+                    || crate::source_text::names(&code, &std::format!("Outcome::{outcome:?}")),
                 "no line of the program or the parser ends in Outcome::{outcome:?}"
             );
         }

@@ -33,8 +33,8 @@ pub enum Kind {
     /// refuses (native XDP where the driver has none).
     KernelRefused,
     /// The pins are of a newer layout than this version reads (a
-    /// downgrade): refused, the filter left attached and enforcing as it
-    /// was. Starting again does not help; see README, "Upgrades and
+    /// downgrade): refused, the filter left as it was, attached in its
+    /// mode. Starting again does not help; see README, "Upgrades and
     /// downgrades".
     NewerLayout,
 }
@@ -197,6 +197,24 @@ mod tests {
         );
         assert_eq!(classify(&e), Kind::KernelRefused);
         assert_eq!(format!("{e:#}"), "cannot start: verifier says no");
+    }
+
+    /// README's table of exit codes has a row for each kind, with its
+    /// code and its `--json` name.
+    #[test]
+    fn readme_lists_every_exit_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        for kind in Kind::ALL {
+            let (code, name) = (kind.code(), kind.name());
+            assert!(
+                readme.lines().any(|line| {
+                    line.strip_prefix(&format!("| {code} "))
+                        .is_some_and(|rest| rest.contains(&format!("| `{name}`")))
+                }),
+                "README's table of exit codes has no row for {code} `{name}`"
+            );
+        }
     }
 
     #[test]

@@ -242,6 +242,9 @@ pub fn reload_reporting(pin_dir: &Path, state_dir: &Path) -> Result<Reloaded> {
 
 /// Installs `record`'s policy; the caller holds the allowlist lock.
 pub fn install_locked(pin_dir: &Path, state: &StateDir, record: &RunRecord) -> Result<Reloaded> {
+    // Pins a downgrade left are refused as such (exit code 7) before the
+    // config is held to their sizes.
+    crate::kernel::layout::refuse_newer(pin_dir)?;
     let resolved = record
         .resolve(state)
         .and_then(|resolved| {

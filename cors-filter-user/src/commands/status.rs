@@ -100,6 +100,8 @@ pub fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
 /// The status of the filter pinned in `pin_dir`; a [`Kind::NotRunning`]
 /// error when none is.
 pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<Status> {
+    // Pins a downgrade left may lack this layout's maps: said as such.
+    crate::kernel::layout::refuse_newer(pin_dir)?;
     let active = pin_path(pin_dir, name::ACTIVE);
     if !pin_exists(&active)? {
         return Err(mark(

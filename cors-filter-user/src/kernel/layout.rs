@@ -130,7 +130,7 @@ pub enum Pins {
 fn unreadable(pin_dir: &Path, record: &LayoutRecord) -> anyhow::Error {
     let writer = record.writer();
     let error = anyhow::anyhow!(
-        "the pins in {dir} are of layout {layout}, written by cors-filter {writer}; this is cors-filter {VERSION}, which reads layout {LAYOUT} and older, so it cannot take them over. The filter pinned there is left as it is, attached and enforcing. To run {VERSION}: stop the daemon, run `cors-filter --pin-dir {dir} detach --all` with cors-filter {writer} (the host is unfiltered until {VERSION} has started), then start {VERSION}; or keep cors-filter {writer} or later",
+        "the pins in {dir} are of layout {layout}, written by cors-filter {writer}; this is cors-filter {VERSION}, which reads layout {LAYOUT} and older, so it cannot take them over. The filter pinned there is left as it is: attached, in the mode it was given. To run {VERSION}: stop the daemon, run `cors-filter --pin-dir {dir} detach --all` with cors-filter {writer} (the host is unfiltered until {VERSION} has started), then start {VERSION}; or keep cors-filter {writer} or later",
         dir = pin_dir.display(),
         layout = record.layout,
     );
@@ -239,6 +239,15 @@ pub fn inspect(pin_dir: &Path, tables: TableSizes) -> Result<Pins> {
             }
             Ok(Pins::Older(Upgrade::from_layout_1(pin_dir, &maps)?))
         }
+    }
+}
+
+/// Refuses pins of a newer layout than this build reads (exit code 7),
+/// and only those: for a command that checks other things first.
+pub fn refuse_newer(pin_dir: &Path) -> Result<()> {
+    match read_record(pin_dir)? {
+        Some(record) if record.layout > LAYOUT => Err(unreadable(pin_dir, &record)),
+        _ => Ok(()),
     }
 }
 
@@ -511,7 +520,7 @@ mod tests {
             "cors-filter 9.1.0",
             &format!("cors-filter {VERSION}"),
             "detach --all",
-            "attached and enforcing",
+            "left as it is: attached",
         ] {
             assert!(text.contains(part), "{part} in {text}");
         }

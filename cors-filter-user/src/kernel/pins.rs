@@ -353,19 +353,24 @@ pub fn pin_path(pin_dir: &Path, name: &str) -> PathBuf {
 /// Opens a map the running filter pinned, or says that no filter is
 /// running, or that its pins are of a layout this build does not read.
 pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<MapData> {
+    use crate::exit::{Kind, classify, mark};
     let path = pin_path(pin_dir, name);
-    if !pin_exists(&path)? {
-        return Err(crate::exit::mark(
+    let exists = pin_exists(&path)?;
+    match crate::kernel::layout::require_current(pin_dir) {
+        Ok(()) if exists => MapData::from_pin(&path)
+            .with_context(|| format!("cannot open pinned map {}", path.display())),
+        // A newer layout may have renamed or dropped the map: that is
+        // what to say, not that nothing runs.
+        Err(e) if exists || classify(&e) == Kind::NewerLayout => Err(e),
+        _ => Err(mark(
             anyhow::anyhow!(
                 "no running cors-filter: {} does not exist (is `cors-filter run` running with --pin-dir {}?)",
                 path.display(),
                 pin_dir.display()
             ),
-            crate::exit::Kind::NotRunning,
-        ));
+            Kind::NotRunning,
+        )),
     }
-    crate::kernel::layout::require_current(pin_dir)?;
-    MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))
 }
 
 /// Where a map an upgrade makes new is pinned until the links run the
