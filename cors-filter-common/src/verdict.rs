@@ -86,8 +86,9 @@ impl Outcome {
     }
 
     // The predicates and the verdict below name outcomes rather than
-    // read their `effect()`, which made the parse 1 to 4% slower per head
-    // (other branches, other code layout; `cors-filter-bench --compare`).
+    // read their `effect()`, which made heads 2 to 9% slower, and 1 to 5%
+    // in the variants tried (other branches, other code layout;
+    // BENCHMARKS.md, "Issue 15 finished").
     // The lists are checked against the table when the crate compiles
     // (the const block after `impl Outcome`), and the verdict and
     // `DenialReason::of` by a test, under every kind of settings: a row
